@@ -1,0 +1,116 @@
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "kernels/cpu/matmul.h"
+#include "model/model.h"
+#include "runtime/session.h"
+
+namespace squish::cli {
+
+namespace {
+struct BenchArgs {
+  std::string model;
+  int n_prompt = 512;
+  int n_gen = 128;
+  int threads = 0;
+  int reps = 3;
+  int batch = 512;
+  bool json = false;
+};
+
+struct Stat {
+  double mean = 0, stddev = 0;
+};
+
+Stat stats(const std::vector<double>& v) {
+  Stat s;
+  for (double x : v) s.mean += x;
+  s.mean /= v.size();
+  for (double x : v) s.stddev += (x - s.mean) * (x - s.mean);
+  s.stddev = v.size() > 1 ? std::sqrt(s.stddev / (v.size() - 1)) : 0;
+  return s;
+}
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  auto a = std::make_shared<BenchArgs>();
+  CLI::App* cmd = app.add_subcommand("bench", "Prefill and decode speed (like llama-bench's pp/tg tests)");
+  cmd->add_option("model", a->model, "HF folder, GGUF file or llama2.c checkpoint")->required();
+  cmd->add_option("-p,--n-prompt", a->n_prompt, "Prompt tokens (pp test; 0 = skip)")->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("-n,--n-gen", a->n_gen, "Generated tokens (tg test; 0 = skip)")->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_option("-r,--repetitions", a->reps, "Repetitions per test")->check(CLI::Range(1, 1000));
+  cmd->add_option("-b,--batch", a->batch, "Prefill micro-batch")->check(CLI::Range(1, 1 << 16));
+  cmd->add_flag("--json", a->json, "JSON output");
+  cmd->callback([a] {
+    auto model = load_model(a->model);
+    SessionOptions so;
+    so.n_threads = a->threads;
+    so.n_ctx = std::max(a->n_prompt, a->n_gen) + 1;
+    so.n_batch = a->batch;
+    Session session(*model, so);
+    std::mt19937 rng(42);
+    std::uniform_int_distribution<int> dist(0, model->config.n_vocab - 1);
+    std::vector<int32_t> prompt(std::max(a->n_prompt, 1));
+    for (auto& t : prompt) t = dist(rng);
+    std::vector<float> logits;
+    auto time_pp = [&] {
+      session.reset();
+      auto t0 = std::chrono::steady_clock::now();
+      session.eval(prompt.data(), a->n_prompt, false, logits);
+      return a->n_prompt / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    };
+    auto time_tg = [&] {
+      session.reset();
+      int32_t tok = prompt[0];
+      auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < a->n_gen; ++i) {
+        session.eval(&tok, 1, false, logits);
+        tok = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      }
+      return a->n_gen / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    };
+    std::vector<double> pp, tg;
+    if (a->n_prompt > 0) {
+      time_pp();  // warm-up: page in the weights
+      for (int r = 0; r < a->reps; ++r) pp.push_back(time_pp());
+    }
+    if (a->n_gen > 0) {
+      time_tg();
+      for (int r = 0; r < a->reps; ++r) tg.push_back(time_tg());
+    }
+    nlohmann::json j = {{"model", a->model},
+                        {"params", model->parameter_count()},
+                        {"weight_bytes", model->weight_bytes()},
+                        {"threads", session.n_threads()},
+                        {"cpu", cpu_level_name(active_cpu_level())}};
+    if (!pp.empty()) {
+      Stat s = stats(pp);
+      j["pp"] = {{"n", a->n_prompt}, {"tokens_per_second", s.mean}, {"stddev", s.stddev}, {"samples", pp}};
+    }
+    if (!tg.empty()) {
+      Stat s = stats(tg);
+      j["tg"] = {{"n", a->n_gen}, {"tokens_per_second", s.mean}, {"stddev", s.stddev}, {"samples", tg}};
+    }
+    if (a->json) {
+      std::printf("%s\n", j.dump(2).c_str());
+      return;
+    }
+    std::printf("| model | size | params | threads | kernels | test | t/s |\n|---|---|---|---|---|---|---|\n");
+    auto row = [&](const char* test, int n, const std::vector<double>& v) {
+      Stat s = stats(v);
+      std::printf("| %s | %.2f MiB | %.2f M | %d | %s | %s%d | %.2f ± %.2f |\n", model->path.c_str(),
+                  model->weight_bytes() / 1048576.0, model->parameter_count() / 1e6,
+                  session.n_threads(), cpu_level_name(active_cpu_level()), test, n, s.mean, s.stddev);
+    };
+    if (!pp.empty()) row("pp", a->n_prompt, pp);
+    if (!tg.empty()) row("tg", a->n_gen, tg);
+  });
+}
+
+}  // namespace squish::cli

@@ -1,0 +1,14 @@
+// Subcommands of the `squish` binary. Each file registers one subcommand on the CLI11 app.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace squish::cli {
+
+void register_info(CLI::App& app);
+void register_run(CLI::App& app);
+void register_perplexity(CLI::App& app);
+void register_convert(CLI::App& app);
+void register_bench(CLI::App& app);
+
+}  // namespace squish::cli

@@ -1,0 +1,33 @@
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  squish::install_interrupt_cleanup();
+  CLI::App app{"squish: make language models small, fast and cheap, and measure what it cost"};
+  app.set_version_flag("--version", SQUISH_VERSION);
+  app.require_subcommand(1);
+  squish::cli::register_info(app);
+  squish::cli::register_run(app);
+  squish::cli::register_perplexity(app);
+  squish::cli::register_convert(app);
+  squish::cli::register_bench(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const squish::Error& e) {
+    std::fprintf(stderr, "squish: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "squish: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "squish: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

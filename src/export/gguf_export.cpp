@@ -1,0 +1,140 @@
+#include "export/gguf_export.h"
+
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "core/error.h"
+#include "formats/gguf.h"
+#include "kernels/cpu/matmul.h"
+
+namespace squish {
+
+int gguf_file_type(DType type) {
+  switch (type) {
+    case DType::F32: return 0;
+    case DType::F16: return 1;
+    case DType::BF16: return 32;
+    default: fail("GGUF export: unsupported output type {}", dtype_name(type));
+  }
+}
+
+namespace {
+
+// Hugging Face stores Llama's Wq/Wk for rotate-half RoPE; llama.cpp's llama architecture rotates
+// adjacent pairs. Within each head, HF row (i * D/2 + j) becomes row (2 j + i).
+std::vector<int64_t> neox_to_interleaved_rows(int64_t rows, int head_dim) {
+  std::vector<int64_t> src(rows);
+  const int half = head_dim / 2;
+  for (int64_t h = 0; h < rows / head_dim; ++h) {
+    for (int j = 0; j < half; ++j) {
+      for (int i = 0; i < 2; ++i) src[h * head_dim + 2 * j + i] = h * head_dim + i * half + j;
+    }
+  }
+  return src;
+}
+
+void convert_from_f32(const float* src, DType type, int64_t n, uint8_t* dst) {
+  switch (type) {
+    case DType::F32: std::memcpy(dst, src, n * sizeof(float)); return;
+    case DType::F16: {
+      uint16_t* d = reinterpret_cast<uint16_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) d[i] = fp32_to_fp16(src[i]);
+      return;
+    }
+    case DType::BF16: {
+      uint16_t* d = reinterpret_cast<uint16_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) d[i] = fp32_to_bf16(src[i]);
+      return;
+    }
+    default: fail("GGUF export: unsupported output type {}", dtype_name(type));
+  }
+}
+
+}  // namespace
+
+void export_gguf(const Model& model, const std::string& out_path, const GGUFExportOptions& opt) {
+  const ModelConfig& c = model.config;
+  gguf_file_type(opt.type);  // validates the type
+  const bool permute_qk = c.arch == Arch::Llama && c.rope_style == RopeStyle::Neox;
+  if (c.arch != Arch::Llama && c.rope_style != RopeStyle::Neox) {
+    fail("{}: internal: {} with interleaved RoPE cannot be written as GGUF", model.path, c.arch_name());
+  }
+  if (permute_qk && c.n_rot != c.head_dim) {
+    fail("{}: partial rotary Llama models cannot be converted to GGUF yet", model.path);
+  }
+
+  GGUFWriter w(out_path);
+  std::string name = opt.name;
+  if (name.empty()) name = std::filesystem::path(model.path).filename().string();
+  w.set("general.name", GGUFValue::str(name));
+  w.set("general.file_type", GGUFValue::u32(gguf_file_type(opt.type)));
+  config_to_gguf(c, w);
+  if (model.tokenizer) {
+    model.tokenizer->write_gguf(w);
+  } else {
+    w.set("tokenizer.ggml.model", GGUFValue::str("no_vocab"));
+  }
+
+  struct Item {
+    const TensorInfo* t;
+    DType out_type;
+  };
+  std::vector<Item> items;
+  for (const TensorInfo& t : model.tensors()) {
+    const bool matrix = t.shape.size() >= 2;
+    items.push_back({&t, matrix ? opt.type : DType::F32});
+    w.add_tensor(t.name, items.back().out_type, t.shape);
+  }
+  std::vector<float> rope_factors;
+  if (c.rope_scaling.type == RopeScaling::Type::Llama3) {
+    rope_factors = llama3_rope_freq_factors(c);
+    w.add_tensor("rope_freqs.weight", DType::F32, {static_cast<int64_t>(rope_factors.size())});
+  }
+  w.write_header();
+
+  std::vector<float> row;
+  std::vector<uint8_t> out;
+  for (size_t k = 0; k < items.size(); ++k) {
+    const TensorInfo& t = *items[k].t;
+    const DType ot = items[k].out_type;
+    const int64_t cols = t.cols(), rows = t.rows();
+    std::vector<int64_t> order;
+    const bool is_q = t.name.ends_with("attn_q.weight") || t.name.ends_with("attn_q.bias");
+    const bool is_k = t.name.ends_with("attn_k.weight") || t.name.ends_with("attn_k.bias");
+    if (permute_qk && (is_q || is_k)) {
+      // Biases are permuted like rows: treat a [n] bias as n rows of one element.
+      const bool bias = t.shape.size() == 1;
+      order = neox_to_interleaved_rows(bias ? t.numel() : rows, c.head_dim);
+    }
+    const size_t out_row = row_bytes(ot, cols);
+    out.resize(out_row * rows);
+    row.resize(cols);
+    const size_t in_row = row_bytes(t.type, cols);
+    if (t.shape.size() == 1 && !order.empty()) {
+      const float* src = static_cast<const float*>(t.data);
+      std::vector<float> permuted(t.numel());
+      for (int64_t i = 0; i < t.numel(); ++i) permuted[i] = src[order[i]];
+      convert_from_f32(permuted.data(), ot, t.numel(), out.data());
+    } else {
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t src_row = order.empty() ? r : order[r];
+        const uint8_t* src = static_cast<const uint8_t*>(t.data) + src_row * in_row;
+        if (t.type == ot) {
+          std::memcpy(out.data() + r * out_row, src, out_row);
+        } else {
+          convert_row_to_f32(t.type, src, row.data(), cols);
+          convert_from_f32(row.data(), ot, cols, out.data() + r * out_row);
+        }
+      }
+    }
+    w.write_tensor_data(t.name, out.data(), out.size());
+    if (opt.progress) opt.progress(k + 1, items.size());
+  }
+  if (!rope_factors.empty()) {
+    w.write_tensor_data("rope_freqs.weight", rope_factors.data(), rope_factors.size() * sizeof(float));
+  }
+  w.finish();
+}
+
+}  // namespace squish

@@ -1,0 +1,26 @@
+// Writes a Model as a GGUF file that llama.cpp loads unchanged: architecture and tokenizer
+// metadata, tensors under llama.cpp's names, 1-D tensors in F32, matrices in the requested type.
+// Streams one tensor at a time (peak extra memory: one tensor) through an atomic temp file.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "core/dtype.h"
+#include "model/model.h"
+
+namespace squish {
+
+struct GGUFExportOptions {
+  DType type = DType::F16;  // F32, F16 or BF16 for matrices
+  std::string name;         // general.name; default: the source's file or folder name
+  // Called after each tensor with (tensors done, total).
+  std::function<void(size_t, size_t)> progress;
+};
+
+void export_gguf(const Model& model, const std::string& out_path, const GGUFExportOptions& options);
+
+// llama.cpp's "file_type" code for a float output type.
+int gguf_file_type(DType type);
+
+}  // namespace squish

@@ -1,0 +1,177 @@
+#include "kernels/cpu/matmul.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+
+namespace squish {
+
+namespace {
+
+CpuLevel detect() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+    return CpuLevel::AVX512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c")) {
+    return CpuLevel::AVX2;
+  }
+  return CpuLevel::Scalar;
+}
+
+CpuLevel initial_level() {
+  CpuLevel level = detect();
+  if (const char* env = std::getenv("SQUISH_CPU")) {
+    const std::string s = env;
+    CpuLevel wanted = level;
+    if (s == "scalar") wanted = CpuLevel::Scalar;
+    if (s == "avx2") wanted = CpuLevel::AVX2;
+    if (s == "avx512") wanted = CpuLevel::AVX512;
+    if (static_cast<int>(wanted) <= static_cast<int>(level)) level = wanted;
+  }
+  return level;
+}
+
+CpuLevel g_level = initial_level();
+
+void convert_row_scalar(DType type, const void* src, float* dst, int64_t n) {
+  switch (type) {
+    case DType::F32: std::memcpy(dst, src, n * sizeof(float)); return;
+    case DType::F16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(s[i]);
+      return;
+    }
+    case DType::BF16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(s[i]);
+      return;
+    }
+    default: fail("matmul: weight type {} is not supported by the CPU kernels", dtype_name(type));
+  }
+}
+
+}  // namespace
+
+CpuLevel detected_cpu_level() { return detect(); }
+CpuLevel active_cpu_level() { return g_level; }
+void set_cpu_level(CpuLevel level) {
+  if (static_cast<int>(level) > static_cast<int>(detect())) level = detect();
+  g_level = level;
+}
+const char* cpu_level_name(CpuLevel level) {
+  switch (level) {
+    case CpuLevel::Scalar: return "scalar";
+    case CpuLevel::AVX2: return "avx2";
+    case CpuLevel::AVX512: return "avx512";
+  }
+  return "?";
+}
+
+void convert_row_to_f32(DType type, const void* src, float* dst, int64_t n) {
+  if (type == DType::F16 && g_level == CpuLevel::AVX512) {
+    kernels::convert_f16_avx512(static_cast<const uint16_t*>(src), dst, n);
+  } else if (type == DType::F16 && g_level == CpuLevel::AVX2) {
+    kernels::convert_f16_avx2(static_cast<const uint16_t*>(src), dst, n);
+  } else if (type == DType::BF16 && g_level == CpuLevel::AVX512) {
+    kernels::convert_bf16_avx512(static_cast<const uint16_t*>(src), dst, n);
+  } else {
+    convert_row_scalar(type, src, dst, n);
+  }
+}
+
+float dot_f32(const float* a, const float* b, int64_t n) {
+  if (g_level == CpuLevel::AVX512) return kernels::dot_f32_avx512(a, b, n);
+  if (g_level == CpuLevel::AVX2) return kernels::dot_f32_avx2(a, b, n);
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void matmul_reference(const float* x, int64_t n_tokens, const void* w, DType w_type, int64_t rows,
+                      int64_t cols, float* y, int64_t ldy) {
+  std::vector<float> row(cols);
+  const size_t stride = row_bytes(w_type, cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    convert_row_scalar(w_type, static_cast<const uint8_t*>(w) + r * stride, row.data(), cols);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      double s = 0;
+      for (int64_t i = 0; i < cols; ++i) s += static_cast<double>(x[t * cols + i]) * row[i];
+      y[t * ldy + r] = static_cast<float>(s);
+    }
+  }
+}
+
+void matmul(const float* x, int64_t n_tokens, const void* w, DType w_type, int64_t rows,
+            int64_t cols, float* y, int64_t ldy) {
+  if (w_type != DType::F32 && w_type != DType::F16 && w_type != DType::BF16) {
+    fail("matmul: weight type {} is not supported by the CPU kernels", dtype_name(w_type));
+  }
+  const CpuLevel level = g_level;
+  const size_t stride = row_bytes(w_type, cols);
+  const uint8_t* wb = static_cast<const uint8_t*>(w);
+  if (level == CpuLevel::Scalar) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      std::vector<float> row(cols);
+      convert_row_scalar(w_type, wb + r * stride, row.data(), cols);
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        float s = 0;
+        for (int64_t i = 0; i < cols; ++i) s += x[t * cols + i] * row[i];
+        y[t * ldy + r] = s;
+      }
+    }
+    return;
+  }
+  if (n_tokens == 1) {
+    // Decode: stream each row once, straight from the stored type.
+    const int64_t chunk = 16;
+    const int64_t n_chunks = (rows + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      const int64_t r0 = c * chunk, r1 = std::min(rows, r0 + chunk);
+      if (level == CpuLevel::AVX512) {
+        kernels::gemv_avx512(x, w, w_type, r0, r1, cols, y);
+      } else {
+        kernels::gemv_avx2(x, w, w_type, r0, r1, cols, y);
+      }
+    }
+    return;
+  }
+  // Prefill: convert a panel of rows to F32 once, reuse it for every token.
+  const int64_t panel =
+      std::clamp<int64_t>((int64_t{128} << 10) / std::max<int64_t>(1, cols * 4), 4, 64) / 4 * 4;
+  const int64_t n_panels = (rows + panel - 1) / panel;
+#pragma omp parallel
+  {
+    std::vector<float> buf(w_type == DType::F32 ? 0 : panel * cols);
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < n_panels; ++p) {
+      const int64_t r0 = p * panel, nr = std::min(panel, rows - r0);
+      const float* pw;
+      if (w_type == DType::F32) {
+        pw = reinterpret_cast<const float*>(wb + r0 * stride);
+      } else {
+        for (int64_t r = 0; r < nr; ++r) {
+          convert_row_to_f32(w_type, wb + (r0 + r) * stride, buf.data() + r * cols, cols);
+        }
+        pw = buf.data();
+      }
+      if (level == CpuLevel::AVX512) {
+        kernels::panel_f32_avx512(x, n_tokens, pw, nr, cols, y + r0, ldy);
+      } else {
+        kernels::panel_f32_avx2(x, n_tokens, pw, nr, cols, y + r0, ldy);
+      }
+    }
+  }
+}
+
+}  // namespace squish

@@ -1,0 +1,60 @@
+// Matrix products against stored weights: Y[t][o] = sum_i X[t][i] * W[o][i].
+// W is a weight matrix as stored in the model file (rows contiguous, F32/F16/BF16), X and Y are
+// F32 activations. One call handles decode (n_tokens == 1: a matrix-vector product, bandwidth
+// bound, rows split across threads) and prefill (a matrix-matrix product: rows are converted to
+// F32 once per panel and reused across all tokens).
+//
+// Each variant (scalar reference, AVX2, AVX-512) is tested against the reference; the fastest
+// the CPU supports is chosen at run time.
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+#include "core/tensor.h"
+
+namespace squish {
+
+enum class CpuLevel { Scalar = 0, AVX2 = 1, AVX512 = 2 };
+CpuLevel detected_cpu_level();
+const char* cpu_level_name(CpuLevel level);
+// Overrides the level used by matmul() (tests compare levels; SQUISH_CPU=scalar|avx2|avx512 too).
+void set_cpu_level(CpuLevel level);
+CpuLevel active_cpu_level();
+
+// Multithreaded (OpenMP) product; ldy is Y's row stride in floats (>= rows).
+void matmul(const float* x, int64_t n_tokens, const void* w, DType w_type, int64_t rows,
+            int64_t cols, float* y, int64_t ldy);
+inline void matmul(const float* x, int64_t n_tokens, const TensorInfo& w, float* y) {
+  matmul(x, n_tokens, w.data, w.type, w.shape[0], w.shape[1], y, w.shape[0]);
+}
+
+// Single-threaded scalar reference with the same contract (double accumulation).
+void matmul_reference(const float* x, int64_t n_tokens, const void* w, DType w_type, int64_t rows,
+                      int64_t cols, float* y, int64_t ldy);
+
+// Row conversion to F32 (dispatching to F16C / AVX-512 where available).
+void convert_row_to_f32(DType type, const void* src, float* dst, int64_t n);
+
+float dot_f32(const float* a, const float* b, int64_t n);
+
+// ---- ISA-specific entry points (defined in matmul_avx2.cpp / matmul_avx512.cpp) ----
+namespace kernels {
+// Y[t][r] for t < n_tokens, r < n_rows over F32 panel rows `w` (stride k).
+void panel_f32_avx2(const float* x, int64_t n_tokens, const float* w, int64_t n_rows, int64_t k,
+                    float* y, int64_t ldy);
+void panel_f32_avx512(const float* x, int64_t n_tokens, const float* w, int64_t n_rows, int64_t k,
+                      float* y, int64_t ldy);
+// Fused decode dot products of one activation row against stored rows.
+void gemv_avx2(const float* x, const void* w, DType type, int64_t row_begin, int64_t row_end,
+               int64_t k, float* y);
+void gemv_avx512(const float* x, const void* w, DType type, int64_t row_begin, int64_t row_end,
+                 int64_t k, float* y);
+void convert_f16_avx2(const uint16_t* src, float* dst, int64_t n);
+void convert_bf16_avx512(const uint16_t* src, float* dst, int64_t n);
+void convert_f16_avx512(const uint16_t* src, float* dst, int64_t n);
+float dot_f32_avx2(const float* a, const float* b, int64_t n);
+float dot_f32_avx512(const float* a, const float* b, int64_t n);
+}  // namespace kernels
+
+}  // namespace squish

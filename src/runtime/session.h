@@ -1,0 +1,56 @@
+// Inference session: the forward pass of a decoder-only transformer with a KV cache.
+// Activations are F32; weights are read in their stored type by the matmul kernels.
+// Prompts are processed in micro-batches (prefill, matrix-matrix products); generation feeds one
+// token at a time (decode, matrix-vector products).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/model.h"
+
+namespace squish {
+
+struct SessionOptions {
+  int n_ctx = 0;       // KV cache length; 0: the model's training context, capped at 4096
+  int n_threads = 0;   // 0: all cores
+  int n_batch = 256;   // micro-batch for prefill
+};
+
+class Session {
+ public:
+  Session(const Model& model, const SessionOptions& options = {});
+
+  // Runs `tokens` at positions n_past() .. n_past()+n-1 and appends them to the cache.
+  // all_logits: logits holds n rows of n_vocab; otherwise only the last token's row.
+  void eval(const int32_t* tokens, int n, bool all_logits, std::vector<float>& logits);
+  void reset() { n_past_ = 0; }
+  // Drops cached positions >= n (for reusing a shared prefix).
+  void truncate(int n) { n_past_ = n < n_past_ ? n : n_past_; }
+  int n_past() const { return n_past_; }
+  int n_ctx() const { return n_ctx_; }
+  int n_threads() const { return n_threads_; }
+  const Model& model() const { return model_; }
+
+ private:
+  void eval_batch(const int32_t* tokens, int n, bool all_logits, float* logits);
+  void attention(int layer, int n, int pos0);
+
+  const Model& model_;
+  int n_ctx_;
+  int n_threads_;
+  int n_batch_;
+  int n_past_ = 0;
+  std::vector<float> k_cache_, v_cache_;  // [layer][pos][kv_dim]
+  // Scratch, sized for one micro-batch.
+  std::vector<float> x_, xn_, q_, k_, v_, qkv_, attn_, tmp_, gate_, up_, scores_;
+  std::vector<float> rope_cos_, rope_sin_;
+};
+
+// Reference math shared by the runtime and tests.
+void rms_norm(const float* x, const float* weight, int n, float eps, float* out);
+void apply_rope(float* head, int head_dim, int n_rot, RopeStyle style, const float* cos_t,
+                const float* sin_t);
+void softmax_inplace(float* x, int n);
+
+}  // namespace squish
