@@ -18,6 +18,7 @@ struct PplArgs {
   int threads = 0;
   int batch = 512;
   bool json = false;
+  bool window_ppl = false;
   std::string bos = "auto";
 };
 }  // namespace
@@ -36,6 +37,7 @@ void register_perplexity(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "yes", "no"}));
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer file to use instead of the model's");
   cmd->add_flag("--json", a->json, "Print the result as JSON on stdout");
+  cmd->add_flag("--window-ppl", a->window_ppl, "Include each window's own perplexity in the JSON");
   cmd->callback([a] {
     LoadOptions lo;
     lo.tokenizer_path = a->tokenizer;
@@ -67,6 +69,7 @@ void register_perplexity(CLI::App& app) {
                           {"n_scored", r.n_scored}, {"ppl", r.ppl}, {"ppl_stderr", r.ppl_stderr},
                           {"mean_nll", r.mean_nll}, {"seconds", r.seconds},
                           {"tokens_per_second", r.n_tokens_evaluated / r.seconds}, {"bos", bos}};
+      if (a->window_ppl) j["window_ppl"] = r.window_ppl;
       std::printf("%s\n", j.dump(2).c_str());
     } else {
       std::printf("Final estimate: PPL = %.4f +/- %.5f (%lld tokens scored in %d windows of %d, %.1f tok/s)\n",

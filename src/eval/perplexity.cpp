@@ -48,13 +48,16 @@ PerplexityResult compute_perplexity(const Model& model, const std::vector<int32_
     session.eval(window.data(), n_ctx, true, logits);
     r.n_tokens_evaluated += n_ctx;
     // Row i predicts token i+1; score rows first .. n_ctx-2 (targets from the original stream).
+    double window_nll = 0;
     for (int i = first; i < n_ctx - 1; ++i) {
       const int target = tokens[static_cast<int64_t>(c) * n_ctx + i + 1];
       const double v = -log_softmax_at(logits.data() + static_cast<size_t>(i) * V, V, target);
       nll += v;
       nll2 += v * v;
+      window_nll += v;
       r.n_scored++;
     }
+    r.window_ppl.push_back(std::exp(window_nll / (n_ctx - 1 - first)));
     r.running_ppl.push_back(std::exp(nll / r.n_scored));
     if (progress) progress(c + 1, n_chunks, r.running_ppl.back());
   }

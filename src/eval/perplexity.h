@@ -25,6 +25,7 @@ struct PerplexityResult {
   int64_t n_scored = 0;
   int n_chunks = 0;
   std::vector<double> running_ppl;  // after each window, as llama-perplexity prints
+  std::vector<double> window_ppl;   // each window on its own
   double seconds = 0;
   int64_t n_tokens_evaluated = 0;
 };

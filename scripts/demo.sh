@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The main job on a model, end to end: install dependencies, build, inspect the model, convert it
+# to an F16 GGUF that llama.cpp loads, measure perplexity of both on held-out text, generate text.
+#   bash scripts/demo.sh [MODEL] [TEXT]
+# MODEL defaults to ../shared/models/gcide-llama-16M, TEXT to ../shared/data/gcide-valid.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED="${SQUISH_SHARED:-$(cd .. && pwd)/shared}"
+MODEL="${1:-$SHARED/models/gcide-llama-16M}"
+TEXT="${2:-$SHARED/data/gcide-valid.txt}"
+if [ ! -e "$MODEL" ]; then
+  echo "error: model not found: $MODEL" >&2
+  echo "usage: bash scripts/demo.sh [MODEL (HF folder, .gguf or llama2.c .bin)] [TEXT]" >&2
+  exit 1
+fi
+if [ ! -f "$TEXT" ]; then
+  echo "error: evaluation text not found: $TEXT" >&2
+  exit 1
+fi
+bash scripts/build.sh
+mkdir -p out
+SQUISH=build/squish
+echo "== squish info"
+$SQUISH info "$MODEL"
+echo "== squish convert -> out/model-f16.gguf"
+$SQUISH convert "$MODEL" -o out/model-f16.gguf --type f16
+echo "== squish perplexity (original, then F16 GGUF; 20 windows of 512 tokens)"
+$SQUISH perplexity "$MODEL" -f "$TEXT" --chunks 20
+$SQUISH perplexity out/model-f16.gguf -f "$TEXT" --chunks 20
+echo "== squish run"
+$SQUISH run out/model-f16.gguf -p "Dictionary, n." -n 48
+echo "== squish bench"
+$SQUISH bench out/model-f16.gguf -p 256 -n 64 -r 2

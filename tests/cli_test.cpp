@@ -1,0 +1,263 @@
+// End-to-end tests of the `squish` binary: good paths produce the documented output, and every
+// kind of bad input gives a one-line error naming the file, a non-zero exit, and no crash.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace squish {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CmdResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+CmdResult run_squish(const std::string& args) {
+  test::TempDir tmp;
+  const std::string err_file = tmp.file("stderr.txt");
+  const std::string cmd = test::squish_binary() + " " + args + " 2>" + err_file;
+  CmdResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  std::ifstream ef(err_file);
+  r.err.assign(std::istreambuf_iterator<char>(ef), std::istreambuf_iterator<char>());
+  return r;
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// A failing command must exit 1 with exactly one line on stderr that mentions `needle`.
+void expect_clean_failure(const CmdResult& r, const std::string& needle) {
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  ASSERT_FALSE(r.err.empty());
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("squish: error: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << "expected '" << needle << "' in: " << r.err;
+}
+
+std::string fixture(const std::string& name) { return test::data_path("fixtures/" + name); }
+
+// A copy of a tiny HF fixture that a test may break.
+std::string copy_fixture(const test::TempDir& tmp, const std::string& name) {
+  const std::string dst = tmp.file(name);
+  fs::copy(fixture(name), dst, fs::copy_options::recursive);
+  return dst;
+}
+
+TEST(Cli, InfoJsonDescribesModel) {
+  CmdResult r = run_squish("info --json " + fixture("qwen2"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["architecture"], "qwen2");
+  EXPECT_EQ(j["config"]["n_layer"], 2);
+  EXPECT_EQ(j["config"]["tied_embeddings"], true);
+  EXPECT_GT(j["parameters"].get<int64_t>(), 0);
+  EXPECT_FALSE(j["tensors"].empty());
+}
+
+TEST(Cli, InfoOnSharedModels) {
+  for (const char* m : {"gcide-llama-16M", "gcide-qwen2-28M", "stories260K/stories260K.bin"}) {
+    CmdResult r = run_squish("info --json " + test::shared_path(std::string("models/") + m));
+    ASSERT_EQ(r.exit_code, 0) << m << ": " << r.err;
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_GT(j["parameters"].get<int64_t>(), 200000) << m;
+  }
+}
+
+TEST(Cli, ConvertWritesLoadableGGUFAtomically) {
+  test::TempDir tmp;
+  const std::string out = tmp.file("m.gguf");
+  CmdResult r = run_squish("convert " + fixture("phi3") + " -o " + out + " --type bf16");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(fs::exists(out));
+  for (const auto& e : fs::directory_iterator(tmp.path)) {
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << "temp file left: " << e.path();
+  }
+  CmdResult info = run_squish("info --json " + out);
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  auto j = nlohmann::json::parse(info.out);
+  EXPECT_EQ(j["architecture"], "phi3");
+  EXPECT_EQ(j["format"], "gguf");
+  EXPECT_GT(j["params_by_type"]["BF16"].get<int64_t>(), 0);
+}
+
+TEST(Cli, ConvertFailureLeavesNoOutput) {
+  test::TempDir tmp;
+  const std::string out = tmp.file("m.gguf");
+  CmdResult r = run_squish("convert " + tmp.file("missing") + " -o " + out);
+  expect_clean_failure(r, "missing");
+  EXPECT_FALSE(fs::exists(out));
+}
+
+TEST(Cli, UsageErrorsExitNonZero) {
+  EXPECT_NE(run_squish("").exit_code, 0);
+  EXPECT_NE(run_squish("frobnicate").exit_code, 0);
+  EXPECT_NE(run_squish("convert " + fixture("llama") + " -o /tmp/x.gguf --type q9").exit_code, 0);
+}
+
+TEST(Cli, MissingPath) { expect_clean_failure(run_squish("info /nonexistent/model"), "/nonexistent/model"); }
+
+TEST(Cli, FolderWithoutConfig) {
+  test::TempDir tmp;
+  expect_clean_failure(run_squish("info " + tmp.path.string()), "config.json");
+}
+
+TEST(Cli, ConfigNotJson) {
+  test::TempDir tmp;
+  const std::string m = copy_fixture(tmp, "llama");
+  write_bytes(m + "/config.json", "{ not json");
+  expect_clean_failure(run_squish("info " + m), "config.json");
+}
+
+TEST(Cli, ConfigMissingKey) {
+  test::TempDir tmp;
+  const std::string m = copy_fixture(tmp, "llama");
+  auto j = nlohmann::json::parse(read_bytes(m + "/config.json"));
+  j.erase("hidden_size");
+  write_bytes(m + "/config.json", j.dump());
+  expect_clean_failure(run_squish("info " + m), "hidden_size");
+}
+
+TEST(Cli, UnknownArchitecture) {
+  test::TempDir tmp;
+  const std::string m = copy_fixture(tmp, "llama");
+  auto j = nlohmann::json::parse(read_bytes(m + "/config.json"));
+  j["model_type"] = "mamba";
+  j["architectures"] = {"MambaForCausalLM"};
+  write_bytes(m + "/config.json", j.dump());
+  expect_clean_failure(run_squish("info " + m), "unsupported architecture 'mamba'");
+}
+
+TEST(Cli, ConfigShapeMismatch) {
+  test::TempDir tmp;
+  const std::string m = copy_fixture(tmp, "llama");
+  auto j = nlohmann::json::parse(read_bytes(m + "/config.json"));
+  j["intermediate_size"] = 96;
+  write_bytes(m + "/config.json", j.dump());
+  expect_clean_failure(run_squish("info " + m), "shape");
+}
+
+TEST(Cli, TruncatedSafetensors) {
+  test::TempDir tmp;
+  const std::string m = copy_fixture(tmp, "llama");
+  const std::string st = read_bytes(m + "/model.safetensors");
+  for (size_t cut : {size_t{0}, size_t{5}, size_t{8}, size_t{100}, st.size() / 2, st.size() - 1}) {
+    write_bytes(m + "/model.safetensors", st.substr(0, cut));
+    CmdResult r = run_squish("info " + m);
+    expect_clean_failure(r, "model.safetensors");
+  }
+}
+
+TEST(Cli, HugeSafetensorsHeader) {
+  test::TempDir tmp;
+  const std::string m = copy_fixture(tmp, "llama");
+  std::string bytes(8, '\0');
+  const uint64_t len = uint64_t{2} << 30;  // claims a 2 GiB JSON header
+  std::memcpy(bytes.data(), &len, 8);
+  write_bytes(m + "/model.safetensors", bytes + "{}");
+  expect_clean_failure(run_squish("info " + m), "model.safetensors");
+}
+
+TEST(Cli, TruncatedGGUF) {
+  test::TempDir tmp;
+  const std::string out = tmp.file("m.gguf");
+  ASSERT_EQ(run_squish("convert " + fixture("qwen2") + " -o " + out + " --type f32").exit_code, 0);
+  const std::string g = read_bytes(out);
+  for (size_t cut : {size_t{3}, size_t{4}, size_t{24}, size_t{200}, g.size() / 3, g.size() - 1}) {
+    write_bytes(out, g.substr(0, cut));
+    expect_clean_failure(run_squish("info " + out), out);
+  }
+}
+
+TEST(Cli, GarbageFile) {
+  test::TempDir tmp;
+  const std::string f = tmp.file("garbage.bin");
+  write_bytes(f, std::string(1000, '\x7f'));
+  expect_clean_failure(run_squish("info " + f), "garbage.bin");
+}
+
+TEST(Cli, TruncatedLlama2c) {
+  test::TempDir tmp;
+  const std::string f = tmp.file("stories.bin");
+  const std::string bytes = read_bytes(test::shared_path("models/stories260K/stories260K.bin"));
+  write_bytes(f, bytes.substr(0, bytes.size() - 100));
+  expect_clean_failure(run_squish("info " + f), "stories.bin");
+}
+
+TEST(Cli, NonUtf8Text) {
+  test::TempDir tmp;
+  const std::string t = tmp.file("latin1.txt");
+  write_bytes(t, "caf\xe9 au lait\n");
+  expect_clean_failure(
+      run_squish("perplexity " + test::shared_path("models/gcide-llama-16M") + " -f " + t), "UTF-8");
+}
+
+TEST(Cli, TextTooShortForOneWindow) {
+  test::TempDir tmp;
+  const std::string t = tmp.file("short.txt");
+  write_bytes(t, "A few words only.");
+  expect_clean_failure(
+      run_squish("perplexity " + test::shared_path("models/gcide-llama-16M") + " -f " + t), "tokens");
+}
+
+TEST(Cli, RunGeneratesText) {
+  CmdResult r = run_squish("run " + test::shared_path("models/gcide-llama-16M") +
+                           " -p \"Dictionary, n.\" -n 12 -t 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("Dictionary, n.", 0), 0u);
+  EXPECT_GT(r.out.size(), std::string("Dictionary, n.").size() + 5);
+  // Greedy decoding is deterministic.
+  CmdResult again = run_squish("run " + test::shared_path("models/gcide-llama-16M") +
+                               " -p \"Dictionary, n.\" -n 12 -t 1");
+  EXPECT_EQ(r.out, again.out);
+}
+
+TEST(Cli, PerplexityMatchesTransformersPerWindow) {
+  // First 4 windows of 512 tokens of gcide-valid.txt, scored like llama-perplexity; goldens
+  // computed by transformers in float32 (tests/data/fixtures/gcide-ppl.json).
+  std::ifstream gf(test::data_path("fixtures/gcide-ppl.json"));
+  auto golden = nlohmann::json::parse(gf);
+  test::TempDir tmp;
+  const std::string text = read_bytes(test::shared_path("data/gcide-valid.txt")).substr(0, 20000);
+  const std::string t = tmp.file("head.txt");
+  write_bytes(t, text);
+  for (const char* name : {"gcide-llama-16M", "gcide-qwen2-28M"}) {
+    CmdResult r = run_squish("perplexity " + test::shared_path(std::string("models/") + name) +
+                             " -f " + t + " --chunks 4 --json --window-ppl");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto j = nlohmann::json::parse(r.out);
+    const auto& want = golden[name]["ppl_first_windows"];
+    ASSERT_EQ(j["window_ppl"].size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      const double got = j["window_ppl"][i], ref = want[i];
+      std::printf("%s window %zu: squish %.6f transformers %.6f\n", name, i, got, ref);
+      EXPECT_NEAR(got / ref, 1.0, 1e-4) << name << " window " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace squish

@@ -1,0 +1,82 @@
+// Drives llama.cpp's libllama (the reference peer) on a GGUF file:
+//   llama_logits logits MODEL.gguf OUT.bin TOKEN...   all-position logits as float32 [n, vocab]
+//   llama_logits tokenize MODEL.gguf TEXT_FILE         token ids (parse_special off, add_special on)
+// Built against llama.cpp's headers and library (see tools/llama_cpp/build.sh); used to produce
+// the committed llama.cpp golden logits and by bench/ for side-by-side runs.
+#include <llama.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+static void quiet_log(ggml_log_level level, const char* text, void*) {
+  if (level >= GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
+}
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: %s logits MODEL OUT.bin TOKEN... | tokenize MODEL TEXT\n", argv[0]);
+    return 2;
+  }
+  const std::string mode = argv[1];
+  llama_log_set(quiet_log, nullptr);
+  llama_backend_init();
+  llama_model_params mp = llama_model_default_params();
+  mp.n_gpu_layers = 0;
+  llama_model* model = llama_model_load_from_file(argv[2], mp);
+  if (model == nullptr) {
+    std::fprintf(stderr, "llama.cpp could not load %s\n", argv[2]);
+    return 1;
+  }
+  const llama_vocab* vocab = llama_model_get_vocab(model);
+  if (mode == "tokenize") {
+    std::ifstream in(argv[3], std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string text = ss.str();
+    std::vector<llama_token> ids(text.size() + 16);
+    int n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), ids.data(),
+                           static_cast<int32_t>(ids.size()), true, false);
+    if (n < 0) return 1;
+    for (int i = 0; i < n; ++i) std::printf("%d%c", ids[i], i + 1 == n ? '\n' : ' ');
+    return 0;
+  }
+  std::vector<llama_token> tokens;
+  for (int i = 4; i < argc; ++i) tokens.push_back(std::atoi(argv[i]));
+  llama_context_params cp = llama_context_default_params();
+  cp.n_ctx = static_cast<uint32_t>(tokens.size() < 64 ? 64 : tokens.size());
+  cp.n_batch = cp.n_ctx;
+  cp.n_ubatch = cp.n_ctx;
+  cp.type_k = GGML_TYPE_F32;  // exact reference: no F16 rounding of the cache
+  cp.type_v = GGML_TYPE_F32;
+  cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  llama_context* ctx = llama_init_from_model(model, cp);
+  if (ctx == nullptr) return 1;
+  llama_batch batch = llama_batch_init(static_cast<int32_t>(tokens.size()), 0, 1);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    batch.token[i] = tokens[i];
+    batch.pos[i] = static_cast<llama_pos>(i);
+    batch.n_seq_id[i] = 1;
+    batch.seq_id[i][0] = 0;
+    batch.logits[i] = 1;
+  }
+  batch.n_tokens = static_cast<int32_t>(tokens.size());
+  if (llama_decode(ctx, batch) != 0) {
+    std::fprintf(stderr, "llama_decode failed\n");
+    return 1;
+  }
+  const int n_vocab = llama_vocab_n_tokens(vocab);
+  std::FILE* out = std::fopen(argv[3], "wb");
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    std::fwrite(llama_get_logits_ith(ctx, static_cast<int32_t>(i)), sizeof(float), n_vocab, out);
+  }
+  std::fclose(out);
+  llama_batch_free(batch);
+  llama_free(ctx);
+  llama_model_free(model);
+  return 0;
+}
