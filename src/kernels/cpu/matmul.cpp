@@ -146,29 +146,36 @@ void matmul(const float* x, int64_t n_tokens, const void* w, DType w_type, int64
     }
     return;
   }
-  // Prefill: convert a panel of rows to F32 once, reuse it for every token.
-  const int64_t panel =
-      std::clamp<int64_t>((int64_t{128} << 10) / std::max<int64_t>(1, cols * 4), 4, 64) / 4 * 4;
-  const int64_t n_panels = (rows + panel - 1) / panel;
+  // Prefill: convert a panel of rows to F32 once, stored column-major ("packed") so the
+  // micro-kernel broadcasts activations against whole vectors of rows; reuse it for every token.
+  const int width = level == CpuLevel::AVX512 ? 32 : 16;
+  const int64_t n_panels = (rows + width - 1) / width;
 #pragma omp parallel
   {
-    std::vector<float> buf(w_type == DType::F32 ? 0 : panel * cols);
+    std::vector<float> packed(static_cast<size_t>(width) * cols);
+    std::vector<float> row(w_type == DType::F32 ? 0 : cols);
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < n_panels; ++p) {
-      const int64_t r0 = p * panel, nr = std::min(panel, rows - r0);
-      const float* pw;
-      if (w_type == DType::F32) {
-        pw = reinterpret_cast<const float*>(wb + r0 * stride);
-      } else {
-        for (int64_t r = 0; r < nr; ++r) {
-          convert_row_to_f32(w_type, wb + (r0 + r) * stride, buf.data() + r * cols, cols);
+      const int64_t r0 = p * width;
+      const int nr = static_cast<int>(std::min<int64_t>(width, rows - r0));
+      for (int j = 0; j < width; ++j) {
+        if (j >= nr) {
+          for (int64_t i = 0; i < cols; ++i) packed[i * width + j] = 0.0f;
+          continue;
         }
-        pw = buf.data();
+        const float* src;
+        if (w_type == DType::F32) {
+          src = reinterpret_cast<const float*>(wb + (r0 + j) * stride);
+        } else {
+          convert_row_to_f32(w_type, wb + (r0 + j) * stride, row.data(), cols);
+          src = row.data();
+        }
+        for (int64_t i = 0; i < cols; ++i) packed[i * width + j] = src[i];
       }
       if (level == CpuLevel::AVX512) {
-        kernels::panel_f32_avx512(x, n_tokens, pw, nr, cols, y + r0, ldy);
+        kernels::packed_panel_avx512(x, n_tokens, packed.data(), nr, cols, y + r0, ldy);
       } else {
-        kernels::panel_f32_avx2(x, n_tokens, pw, nr, cols, y + r0, ldy);
+        kernels::packed_panel_avx2(x, n_tokens, packed.data(), nr, cols, y + r0, ldy);
       }
     }
   }

@@ -40,11 +40,12 @@ float dot_f32(const float* a, const float* b, int64_t n);
 
 // ---- ISA-specific entry points (defined in matmul_avx2.cpp / matmul_avx512.cpp) ----
 namespace kernels {
-// Y[t][r] for t < n_tokens, r < n_rows over F32 panel rows `w` (stride k).
-void panel_f32_avx2(const float* x, int64_t n_tokens, const float* w, int64_t n_rows, int64_t k,
-                    float* y, int64_t ldy);
-void panel_f32_avx512(const float* x, int64_t n_tokens, const float* w, int64_t n_rows, int64_t k,
-                      float* y, int64_t ldy);
+// Y[t][0..nr) over a panel of rows packed column-major: packed[i * W + j] = row j, column i,
+// with W = 32 (AVX-512) or 16 (AVX2) and rows >= nr zero-filled.
+void packed_panel_avx512(const float* x, int64_t n_tokens, const float* packed, int nr, int64_t k,
+                         float* y, int64_t ldy);
+void packed_panel_avx2(const float* x, int64_t n_tokens, const float* packed, int nr, int64_t k,
+                       float* y, int64_t ldy);
 // Fused decode dot products of one activation row against stored rows.
 void gemv_avx2(const float* x, const void* w, DType type, int64_t row_begin, int64_t row_end,
                int64_t k, float* y);

@@ -15,29 +15,6 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-template <int R, int T>
-inline void micro(const float* w, int64_t k, const float* x, float* y, int64_t ldy) {
-  __m256 acc[R][T];
-  for (int a = 0; a < R; ++a)
-    for (int b = 0; b < T; ++b) acc[a][b] = _mm256_setzero_ps();
-  const int64_t kv = k & ~int64_t{7};
-  for (int64_t i = 0; i < kv; i += 8) {
-    __m256 xv[T];
-    for (int b = 0; b < T; ++b) xv[b] = _mm256_loadu_ps(x + b * k + i);
-    for (int a = 0; a < R; ++a) {
-      const __m256 wv = _mm256_loadu_ps(w + a * k + i);
-      for (int b = 0; b < T; ++b) acc[a][b] = _mm256_fmadd_ps(wv, xv[b], acc[a][b]);
-    }
-  }
-  for (int a = 0; a < R; ++a) {
-    for (int b = 0; b < T; ++b) {
-      float s = hsum(acc[a][b]);
-      for (int64_t i = kv; i < k; ++i) s += w[a * k + i] * x[b * k + i];
-      y[b * ldy + a] = s;
-    }
-  }
-}
-
 inline __m256 load8(const void* row, DType type, int64_t i) {
   switch (type) {
     case DType::F16:
@@ -62,16 +39,47 @@ inline float load1(const void* row, DType type, int64_t i) {
 
 }  // namespace
 
-void panel_f32_avx2(const float* x, int64_t n_tokens, const float* w, int64_t n_rows, int64_t k,
-                    float* y, int64_t ldy) {
-  int64_t r = 0;
-  for (; r + 4 <= n_rows; r += 4) {
-    int64_t t = 0;
-    for (; t + 2 <= n_tokens; t += 2) micro<4, 2>(w + r * k, k, x + t * k, y + t * ldy + r, ldy);
-    for (; t < n_tokens; ++t) micro<4, 1>(w + r * k, k, x + t * k, y + t * ldy + r, ldy);
+namespace {
+
+// AVX2 version of the packed panel: [k][16] layout, two 8-wide vectors per step.
+template <int T>
+inline void packed_micro(const float* packed, int64_t k, const float* x, float* y, int64_t ldy,
+                         int nr) {
+  __m256 acc[T][2];
+  for (int b = 0; b < T; ++b) acc[b][0] = acc[b][1] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < k; ++i) {
+    const __m256 w0 = _mm256_loadu_ps(packed + i * 16);
+    const __m256 w1 = _mm256_loadu_ps(packed + i * 16 + 8);
+    for (int b = 0; b < T; ++b) {
+      const __m256 xb = _mm256_broadcast_ss(x + b * k + i);
+      acc[b][0] = _mm256_fmadd_ps(w0, xb, acc[b][0]);
+      acc[b][1] = _mm256_fmadd_ps(w1, xb, acc[b][1]);
+    }
   }
-  for (; r < n_rows; ++r) {
-    for (int64_t t = 0; t < n_tokens; ++t) micro<1, 1>(w + r * k, k, x + t * k, y + t * ldy + r, ldy);
+  for (int b = 0; b < T; ++b) {
+    if (nr == 16) {
+      _mm256_storeu_ps(y + b * ldy, acc[b][0]);
+      _mm256_storeu_ps(y + b * ldy + 8, acc[b][1]);
+    } else {
+      alignas(32) float tmp[16];
+      _mm256_store_ps(tmp, acc[b][0]);
+      _mm256_store_ps(tmp + 8, acc[b][1]);
+      for (int j = 0; j < nr; ++j) y[b * ldy + j] = tmp[j];
+    }
+  }
+}
+
+}  // namespace
+
+void packed_panel_avx2(const float* x, int64_t n_tokens, const float* packed, int nr, int64_t k,
+                       float* y, int64_t ldy) {
+  int64_t t = 0;
+  for (; t + 4 <= n_tokens; t += 4) packed_micro<4>(packed, k, x + t * k, y + t * ldy, ldy, nr);
+  switch (n_tokens - t) {
+    case 3: packed_micro<3>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
+    case 2: packed_micro<2>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
+    case 1: packed_micro<1>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
+    default: break;
   }
 }
 

@@ -13,34 +13,6 @@ namespace {
 
 inline __mmask16 tail_mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
 
-// R rows x T tokens of dot products over k; masked tail so any k works.
-template <int R, int T>
-inline void micro(const float* w, int64_t k, const float* x, float* y, int64_t ldy) {
-  __m512 acc[R][T];
-  for (int a = 0; a < R; ++a)
-    for (int b = 0; b < T; ++b) acc[a][b] = _mm512_setzero_ps();
-  const int64_t kv = k & ~int64_t{15};
-  for (int64_t i = 0; i < kv; i += 16) {
-    __m512 xv[T];
-    for (int b = 0; b < T; ++b) xv[b] = _mm512_loadu_ps(x + b * k + i);
-    for (int a = 0; a < R; ++a) {
-      const __m512 wv = _mm512_loadu_ps(w + a * k + i);
-      for (int b = 0; b < T; ++b) acc[a][b] = _mm512_fmadd_ps(wv, xv[b], acc[a][b]);
-    }
-  }
-  if (kv < k) {
-    const __mmask16 m = tail_mask(k - kv);
-    __m512 xv[T];
-    for (int b = 0; b < T; ++b) xv[b] = _mm512_maskz_loadu_ps(m, x + b * k + kv);
-    for (int a = 0; a < R; ++a) {
-      const __m512 wv = _mm512_maskz_loadu_ps(m, w + a * k + kv);
-      for (int b = 0; b < T; ++b) acc[a][b] = _mm512_fmadd_ps(wv, xv[b], acc[a][b]);
-    }
-  }
-  for (int a = 0; a < R; ++a)
-    for (int b = 0; b < T; ++b) y[b * ldy + a] = _mm512_reduce_add_ps(acc[a][b]);
-}
-
 inline __m512 load_row(const void* row, DType type, int64_t i) {
   switch (type) {
     case DType::F16:
@@ -69,18 +41,45 @@ inline __m512 load_row_masked(const void* row, DType type, int64_t i, __mmask16 
 
 }  // namespace
 
-void panel_f32_avx512(const float* x, int64_t n_tokens, const float* w, int64_t n_rows, int64_t k,
-                      float* y, int64_t ldy) {
-  int64_t r = 0;
-  for (; r + 4 <= n_rows; r += 4) {
-    int64_t t = 0;
-    for (; t + 4 <= n_tokens; t += 4) micro<4, 4>(w + r * k, k, x + t * k, y + t * ldy + r, ldy);
-    for (; t < n_tokens; ++t) micro<4, 1>(w + r * k, k, x + t * k, y + t * ldy + r, ldy);
+namespace {
+
+// Y[t][0..nr) for T tokens against a panel packed as [k][32] (32 rows side by side), so each
+// step is two vector loads, T broadcasts and 2T FMAs, with no horizontal reductions.
+template <int T>
+inline void packed_micro(const float* packed, int64_t k, const float* x, float* y, int64_t ldy,
+                         int nr) {
+  __m512 acc[T][2];
+  for (int b = 0; b < T; ++b) acc[b][0] = acc[b][1] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < k; ++i) {
+    const __m512 w0 = _mm512_loadu_ps(packed + i * 32);
+    const __m512 w1 = _mm512_loadu_ps(packed + i * 32 + 16);
+    for (int b = 0; b < T; ++b) {
+      const __m512 xb = _mm512_set1_ps(x[b * k + i]);
+      acc[b][0] = _mm512_fmadd_ps(w0, xb, acc[b][0]);
+      acc[b][1] = _mm512_fmadd_ps(w1, xb, acc[b][1]);
+    }
   }
-  for (; r < n_rows; ++r) {
-    int64_t t = 0;
-    for (; t + 4 <= n_tokens; t += 4) micro<1, 4>(w + r * k, k, x + t * k, y + t * ldy + r, ldy);
-    for (; t < n_tokens; ++t) micro<1, 1>(w + r * k, k, x + t * k, y + t * ldy + r, ldy);
+  const __mmask16 m0 = nr >= 16 ? static_cast<__mmask16>(0xffff) : tail_mask(nr);
+  const __mmask16 m1 = nr >= 32 ? static_cast<__mmask16>(0xffff) : nr > 16 ? tail_mask(nr - 16) : 0;
+  for (int b = 0; b < T; ++b) {
+    _mm512_mask_storeu_ps(y + b * ldy, m0, acc[b][0]);
+    if (m1) _mm512_mask_storeu_ps(y + b * ldy + 16, m1, acc[b][1]);
+  }
+}
+
+}  // namespace
+
+void packed_panel_avx512(const float* x, int64_t n_tokens, const float* packed, int nr, int64_t k,
+                         float* y, int64_t ldy) {
+  int64_t t = 0;
+  for (; t + 6 <= n_tokens; t += 6) packed_micro<6>(packed, k, x + t * k, y + t * ldy, ldy, nr);
+  switch (n_tokens - t) {
+    case 5: packed_micro<5>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
+    case 4: packed_micro<4>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
+    case 3: packed_micro<3>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
+    case 2: packed_micro<2>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
+    case 1: packed_micro<1>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
+    default: break;
   }
 }
 
