@@ -123,8 +123,11 @@ class GGUFWriter {
     uint64_t offset;
     uint64_t nbytes;
   };
+  void check_open(const char* op) const;
+
+  std::string path_;
   uint32_t alignment_;
-  std::unique_ptr<AtomicFile> out_;
+  std::unique_ptr<AtomicFile> out_;  // null after finish()
   std::vector<std::pair<std::string, GGUFValue>> metadata_;
   std::vector<PendingTensor> tensors_;
   size_t next_tensor_ = 0;
