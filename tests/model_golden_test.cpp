@@ -151,3 +151,35 @@ INSTANTIATE_TEST_SUITE_P(Shared, SharedGolden, testing::Values("gcide-llama-16M"
 
 }  // namespace
 }  // namespace squish
+
+namespace squish {
+namespace {
+
+// squish vs llama.cpp on the same F32 GGUF (written by squish convert, logits by llama.cpp).
+class LlamaCppGolden : public testing::TestWithParam<std::string> {};
+
+TEST_P(LlamaCppGolden, SameGGUFSameLogits) {
+  const std::string name = GetParam();
+  const bool shared = name.rfind("gcide", 0) == 0;
+  const std::string source = shared ? test::shared_path("models/" + name) : test::data_path("fixtures/" + name);
+  const std::string golden_json =
+      shared ? test::data_path("fixtures/" + name + ".json") : source + "/golden.json";
+  Golden g = read_golden(golden_json, test::data_path("llamacpp/" + name + ".logits.bin"));
+  test::TempDir tmp;
+  GGUFExportOptions eo;
+  eo.type = DType::F32;
+  export_gguf(*load_model(source), tmp.file("m.gguf"), eo);
+  auto model = load_model(tmp.file("m.gguf"));
+  const double err = relative_error(run_all(*model, g.tokens), g.logits);
+  std::printf("%s: max|d|/max|logit| vs llama.cpp = %.3g\n", name.c_str(), err);
+  // Issue #2's bound. Gemma: ggml's CPU GELU uses a float16 lookup table (see
+  // tests/data/llamacpp/README.md), so llama.cpp itself is ~3e-4 away from exact math there.
+  EXPECT_LE(err, name == "gemma" ? 1e-3 : 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, LlamaCppGolden,
+                         testing::Values("llama", "llama_linear", "mistral", "qwen2", "phi3", "gemma",
+                                         "smollm", "gcide-llama-16M", "gcide-qwen2-28M"));
+
+}  // namespace
+}  // namespace squish

@@ -55,6 +55,10 @@ void register_perplexity(CLI::App& app) {
     po.replace_first_with_bos = bos;
     po.n_threads = a->threads;
     po.n_batch = a->batch;
+    if (tokens.size() < static_cast<size_t>(a->ctx)) {
+      fail("{}: the text has {} tokens; at least {} (one window of --ctx) are needed", a->file,
+           tokens.size(), a->ctx);
+    }
     const int total = a->chunks > 0 ? std::min<int>(a->chunks, tokens.size() / a->ctx)
                                     : static_cast<int>(tokens.size() / a->ctx);
     std::fprintf(stderr, "%s: %zu tokens, %d windows of %d\n", a->file.c_str(), tokens.size(), total, a->ctx);

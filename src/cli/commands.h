@@ -10,5 +10,6 @@ void register_run(CLI::App& app);
 void register_perplexity(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_tokenize(CLI::App& app);
 
 }  // namespace squish::cli

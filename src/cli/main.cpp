@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   squish::cli::register_perplexity(app);
   squish::cli::register_convert(app);
   squish::cli::register_bench(app);
+  squish::cli::register_tokenize(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
