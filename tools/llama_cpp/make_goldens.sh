@@ -18,6 +18,8 @@ for a in llama llama_linear mistral qwen2 phi3 gemma smollm; do
   "$SQUISH" convert "$ROOT/tests/data/fixtures/$a" -o "$WORK/$a.gguf" --type f32 2>/dev/null
   "$LOGITS" logits "$WORK/$a.gguf" "$OUT/$a.logits.bin" $(tokens_of "$ROOT/tests/data/fixtures/$a/golden.json")
 done
+"$SQUISH" convert "$SHARED/models/stories260K/stories260K.bin" -o "$WORK/stories.gguf" --type f32 2>/dev/null
+"$LOGITS" logits "$WORK/stories.gguf" "$OUT/stories260K.logits.bin" $(tokens_of "$OUT/stories260K.json")
 for m in gcide-llama-16M gcide-qwen2-28M; do
   "$SQUISH" convert "$SHARED/models/$m" -o "$WORK/$m.gguf" --type f32 2>/dev/null
   "$LOGITS" logits "$WORK/$m.gguf" "$OUT/$m.logits.bin" $(tokens_of "$ROOT/tests/data/fixtures/$m.json")
