@@ -2,7 +2,16 @@
 // SentencePiece-style BPE (Llama-2 style tokenizer.json with byte fallback, or tokenizer.model
 // through libsentencepiece), llama2.c tokenizer.bin, and whatever a GGUF file carries in its
 // tokenizer.ggml.* keys. Encode/decode match the reference implementations exactly (tests hold
-// golden ids produced by Hugging Face `tokenizers`).
+// golden ids produced by Hugging Face `tokenizers` and `sentencepiece`).
+//
+// Known departures from the references, all on input they never see or rarely do:
+//  - Input that is not valid UTF-8 (the references only take valid strings): each stray byte is
+//    encoded on its own (byte-level: its byte token; SentencePiece: <0xXX> or <unk>).
+//  - The NFC normalizer (Qwen2) is taken as a no-op: text already in NFC, which is nearly all
+//    text, encodes exactly; decomposed accents do not get composed first.
+//  - Regexes run on PCRE2 instead of Oniguruma; both are Perl-style backtracking engines and
+//    agree on these patterns, up to Unicode-version differences in \p{L}/\p{N} and PCRE2's
+//    \s also matching U+180E.
 #pragma once
 
 #include <cstdint>
@@ -42,11 +51,18 @@ class Tokenizer {
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
   // The token's string as stored in the vocabulary (e.g. "Ġthe", "▁the", "<0x0A>").
   virtual std::string token_text(int32_t id) const = 0;
+  // Inverse of token_text: the id of a vocabulary string, -1 when there is none.
+  virtual int32_t token_id(std::string_view text) const = 0;
 
   int32_t bos_id() const { return bos_id_; }  // -1 when the vocabulary has none
   int32_t eos_id() const { return eos_id_; }
   bool add_bos() const { return add_bos_; }  // whether the reference adds BOS when encoding
+  bool add_eos() const { return add_eos_; }  // whether it adds EOS (rare; encode_for_model doesn't)
   bool is_eog(int32_t id) const { return id == eos_id_; }
+
+  // For loaders whose side files (tokenizer_config.json, config.json, a GGUF's keys) say more
+  // than the tokenizer file itself. Ids out of range count as -1 (none).
+  void set_special_tokens(int32_t bos_id, int32_t eos_id, bool add_bos, bool add_eos);
 
   // Convenience: BOS (if add_bos) + encode(text).
   std::vector<int32_t> encode_for_model(std::string_view text) const;
@@ -59,14 +75,17 @@ class Tokenizer {
   int32_t bos_id_ = -1;
   int32_t eos_id_ = -1;
   bool add_bos_ = false;
+  bool add_eos_ = false;
 };
 
 // Hugging Face folder: tokenizer.json preferred, else tokenizer.model; tokenizer_config.json and
-// config.json supply bos/eos/add_bos when tokenizer.json does not. Returns nullptr when the
+// config.json supply bos/eos/add_bos when tokenizer.json does not (add_bos: tokenizer_config's
+// add_bos_token, else whether tokenizer.json's post_processor adds BOS). Returns nullptr when the
 // folder has no tokenizer file at all; throws squish::Error on a malformed one.
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& folder);
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path);
 std::unique_ptr<Tokenizer> load_sentencepiece_model(const std::string& path);
+// vocab_size <= 0 reads tokens until the end of the file.
 std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int32_t vocab_size);
 // nullptr when the GGUF has no tokenizer.ggml.model key.
 std::unique_ptr<Tokenizer> load_gguf_tokenizer(const GGUFFile& file);
