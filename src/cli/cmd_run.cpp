@@ -68,7 +68,7 @@ void register_run(CLI::App& app) {
     for (; generated < a->n_predict; ++generated) {
       int32_t next = sampler.sample(logits.data(), model->config.n_vocab);
       if (!a->ignore_eos && tok.is_eog(next)) break;
-      std::string piece = tok.decode({next});
+      const std::string piece = tok.token_to_piece(next);
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
       if (generated + 1 < a->n_predict) session.eval(&next, 1, false, logits);
