@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/text.h"
 
 namespace squish {
 
@@ -57,46 +58,12 @@ std::string printable(std::string_view s) {
   return out;
 }
 
-std::string show_name(std::string_view s) {
-  return "'" + printable(s) + "'";
-}
-
-// Returns the offset of the first byte that does not start a valid UTF-8 sequence (overlong
-// forms, surrogates and code points past U+10FFFF are invalid), or npos when all is valid.
-size_t find_invalid_utf8(const uint8_t* p, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    const uint8_t c = p[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len;
-    uint32_t cp, min_cp;
-    if ((c & 0xe0) == 0xc0) {
-      len = 2, cp = c & 0x1f, min_cp = 0x80;
-    } else if ((c & 0xf0) == 0xe0) {
-      len = 3, cp = c & 0x0f, min_cp = 0x800;
-    } else if ((c & 0xf8) == 0xf0) {
-      len = 4, cp = c & 0x07, min_cp = 0x10000;
-    } else {
-      return i;
-    }
-    if (len > n - i) return i;
-    for (size_t k = 1; k < len; ++k) {
-      if ((p[i + k] & 0xc0) != 0x80) return i;
-      cp = (cp << 6) | (p[i + k] & 0x3f);
-    }
-    if (cp < min_cp || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
-    i += len;
-  }
-  return std::string_view::npos;
-}
+std::string show_name(std::string_view s) { return fmt::format("'{}'", printable(s)); }
 
 // Parses a bounded JSON document, rejecting invalid UTF-8 and duplicate object keys (which
 // nlohmann would otherwise resolve silently, hiding a conflicting tensor entry).
 Json parse_json(const std::string& path, const uint8_t* p, size_t n, const char* what) {
-  if (const size_t bad = find_invalid_utf8(p, n); bad != std::string_view::npos) {
+  if (const size_t bad = find_invalid_utf8(std::string_view(reinterpret_cast<const char*>(p), n)); bad != std::string_view::npos) {
     fail("{}: {} is not valid UTF-8 (byte {} of {})", path, what, bad, n);
   }
   std::vector<std::unordered_set<std::string>> keys;
