@@ -1,5 +1,7 @@
 #include "model/model.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "core/error.h"
@@ -64,7 +66,22 @@ void Model::make_owned_f32(const std::string& name, float offset) {
   owners_.push_back(buf);
 }
 
+namespace {
+// Canonical tensor order (embedding, layers in numeric order, final norm, output), as llama.cpp's
+// converters write it; safetensors headers are sorted as strings ("layers.10" before "layers.2").
+int64_t order_key(const std::string& name) {
+  if (name.rfind("token_embd", 0) == 0) return -1;
+  if (name.rfind("blk.", 0) == 0) return std::strtoll(name.c_str() + 4, nullptr, 10);
+  return int64_t{1} << 40;
+}
+}  // namespace
+
 void Model::bind_and_validate() {
+  std::stable_sort(tensors_.begin(), tensors_.end(), [](const TensorInfo& a, const TensorInfo& b) {
+    return order_key(a.name) < order_key(b.name);
+  });
+  index_.clear();
+  for (size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
   const ModelConfig& c = config;
   auto check = [&](const std::string& name, std::vector<int64_t> shape, bool required,
                    bool matrix) -> const TensorInfo* {
