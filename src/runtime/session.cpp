@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "kernels/cpu/attention.h"
 #include "kernels/cpu/matmul.h"
 
 namespace squish {
@@ -94,7 +95,8 @@ void Session::attention(int layer, int n, int pos0) {
   const int D = c.head_dim, KV = c.kv_dim(), Q = c.q_dim();
   const int group = c.n_head / c.n_head_kv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const float* kc = k_cache_.data() + static_cast<size_t>(layer) * n_ctx_ * KV;
+  // K cache: [layer][kv head][dim][position]; V cache: [layer][position][kv_dim].
+  const float* kt = k_cache_.data() + static_cast<size_t>(layer) * n_ctx_ * KV;
   const float* vc = v_cache_.data() + static_cast<size_t>(layer) * n_ctx_ * KV;
   const int n_work = n * c.n_head;
 #pragma omp parallel
@@ -106,17 +108,11 @@ void Session::attention(int layer, int n, int pos0) {
       const int kvh = h / group;
       const int n_keys = pos0 + t + 1;  // causal: keys up to and including this position
       const float* qh = q_.data() + static_cast<size_t>(t) * Q + h * D;
-      for (int j = 0; j < n_keys; ++j) {
-        scores[j] = dot_f32(qh, kc + static_cast<size_t>(j) * KV + kvh * D, D) * scale;
-      }
-      softmax_inplace(scores.data(), n_keys);
-      float* out = attn_.data() + static_cast<size_t>(t) * Q + h * D;
-      std::fill(out, out + D, 0.0f);
-      for (int j = 0; j < n_keys; ++j) {
-        const float p = scores[j];
-        const float* vj = vc + static_cast<size_t>(j) * KV + kvh * D;
-        for (int d = 0; d < D; ++d) out[d] += p * vj[d];
-      }
+      attention_scores(qh, kt + static_cast<size_t>(kvh) * D * n_ctx_, n_ctx_, n_keys, D, scale,
+                       scores.data());
+      attention_softmax(scores.data(), n_keys);
+      attention_values(scores.data(), vc + kvh * D, KV, n_keys, D,
+                       attn_.data() + static_cast<size_t>(t) * Q + h * D);
     }
   }
 }
@@ -191,8 +187,8 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
         apply_rope(k_.data() + static_cast<size_t>(t) * KV + h * c.head_dim, c.head_dim, c.n_rot,
                    c.rope_style, cs, sn);
       }
-      std::memcpy(kc + static_cast<size_t>(pos0 + t) * KV, k_.data() + static_cast<size_t>(t) * KV,
-                  KV * sizeof(float));
+      const float* kt_src = k_.data() + static_cast<size_t>(t) * KV;
+      for (int i = 0; i < KV; ++i) kc[static_cast<size_t>(i) * n_ctx_ + pos0 + t] = kt_src[i];
       std::memcpy(vc + static_cast<size_t>(pos0 + t) * KV, v_.data() + static_cast<size_t>(t) * KV,
                   KV * sizeof(float));
     }

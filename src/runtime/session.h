@@ -41,7 +41,9 @@ class Session {
   int n_threads_;
   int n_batch_;
   int n_past_ = 0;
-  std::vector<float> k_cache_, v_cache_;  // [layer][pos][kv_dim]
+  // K transposed per KV head ([layer][kv_dim][pos]: contiguous positions for the score loop),
+  // V row-major ([layer][pos][kv_dim]).
+  std::vector<float> k_cache_, v_cache_;
   // Scratch, sized for one micro-batch.
   std::vector<float> x_, xn_, q_, k_, v_, qkv_, attn_, tmp_, gate_, up_, scores_;
   std::vector<float> rope_cos_, rope_sin_;

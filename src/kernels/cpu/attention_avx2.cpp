@@ -1,0 +1,2 @@
+#define SQUISH_ATTENTION_SUFFIX avx2
+#include "kernels/cpu/attention_impl.h"

@@ -1,0 +1,96 @@
+// Target-independent attention loops, written so the compiler vectorizes them for whatever ISA
+// the including translation unit is compiled for. Include once per target with
+// SQUISH_ATTENTION_SUFFIX defined (scalar, avx2, avx512).
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/attention.h"
+
+namespace squish::kernels {
+
+namespace {
+
+// exp(x) = 2^n * exp(r), r = x - n ln2 in [-ln2/2, ln2/2], exp(r) by a degree-6 polynomial
+// (Cephes coefficients): ~1 ulp, no libm call, so the loop vectorizes.
+inline float fast_exp(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float n = __builtin_roundevenf(x * 1.44269504088896341f);
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+
+}  // namespace
+
+#define SQUISH_CAT2(a, b) a##b
+#define SQUISH_CAT(a, b) SQUISH_CAT2(a, b)
+#define SQUISH_FN(name) SQUISH_CAT(name, SQUISH_ATTENTION_SUFFIX)
+
+void SQUISH_FN(attention_scores_)(const float* q, const float* kt, int64_t kt_stride, int n_keys,
+                                  int dim, float scale, float* s) {
+  for (int j = 0; j < n_keys; ++j) s[j] = 0.0f;
+  for (int d = 0; d < dim; ++d) {
+    const float qd = q[d] * scale;
+    const float* __restrict k = kt + d * kt_stride;
+    float* __restrict out = s;
+#pragma omp simd
+    for (int j = 0; j < n_keys; ++j) out[j] += qd * k[j];
+  }
+}
+
+void SQUISH_FN(attention_softmax_)(float* s, int n) {
+  float mx = s[0];
+#pragma omp simd reduction(max : mx)
+  for (int i = 1; i < n; ++i) mx = s[i] > mx ? s[i] : mx;
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int i = 0; i < n; ++i) {
+    s[i] = fast_exp(s[i] - mx);
+    sum += s[i];
+  }
+  const float inv = 1.0f / sum;
+  for (int i = 0; i < n; ++i) s[i] *= inv;
+}
+
+void SQUISH_FN(attention_values_)(const float* p, const float* v, int64_t v_stride, int n_keys,
+                                  int dim, float* out) {
+  // Accumulate 64 dims at a time in a fixed-size local array the compiler keeps in registers;
+  // accumulating into `out` directly would store and reload it for every key.
+  int d0 = 0;
+  for (; d0 + 64 <= dim; d0 += 64) {
+    float acc[64] = {};
+    for (int j = 0; j < n_keys; ++j) {
+      const float pj = p[j];
+      const float* __restrict vj = v + j * v_stride + d0;
+#pragma omp simd
+      for (int d = 0; d < 64; ++d) acc[d] += pj * vj[d];
+    }
+    for (int d = 0; d < 64; ++d) out[d0 + d] = acc[d];
+  }
+  for (; d0 < dim; d0 += 16) {
+    const int w = dim - d0 < 16 ? dim - d0 : 16;
+    float acc[16] = {};
+    for (int j = 0; j < n_keys; ++j) {
+      const float pj = p[j];
+      const float* vj = v + j * v_stride + d0;
+      for (int d = 0; d < w; ++d) acc[d] += pj * vj[d];
+    }
+    for (int d = 0; d < w; ++d) out[d0 + d] = acc[d];
+  }
+}
+
+#undef SQUISH_FN
+#undef SQUISH_CAT
+#undef SQUISH_CAT2
+
+}  // namespace squish::kernels
