@@ -9,5 +9,16 @@ if [ ! -d "$SQUISH_SHARED/models" ]; then
   exit 1
 fi
 bash scripts/build.sh
+# The reference peer for interop tests: llama.cpp's prebuilt CPU library from npm (node-llama-cpp).
+# CI must run those tests; elsewhere they are skipped when npm is unavailable.
+if [ -n "${CI:-}" ]; then export SQUISH_REQUIRE_PEER=1; fi
+if command -v npm >/dev/null 2>&1 && command -v git >/dev/null 2>&1; then
+  if LLAMA_LOGITS="$(bash tools/llama_cpp/prebuilt.sh build/peer-prebuilt)"; then
+    export SQUISH_LLAMA_LOGITS="$LLAMA_LOGITS"
+    export SQUISH_GGML_BACKEND_DIR="$PWD/build/peer-prebuilt/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
+  else
+    echo "warning: could not set up the llama.cpp peer; interop tests will be skipped" >&2
+  fi
+fi
 cd build
 ctest --output-on-failure -j"$(nproc)" --timeout 600

@@ -3,6 +3,7 @@
 //   llama_logits tokenize MODEL.gguf TEXT_FILE         token ids (parse_special off, add_special on)
 // Built against llama.cpp's headers and library (see tools/llama_cpp/build.sh); used to produce
 // the committed llama.cpp golden logits and by bench/ for side-by-side runs.
+#include <ggml-backend.h>
 #include <llama.h>
 
 #include <cstdio>
@@ -24,6 +25,8 @@ int main(int argc, char** argv) {
   }
   const std::string mode = argv[1];
   llama_log_set(quiet_log, nullptr);
+  // Prebuilt llama.cpp packages load their CPU backends as plugins from the library folder.
+  if (const char* dir = std::getenv("SQUISH_GGML_BACKEND_DIR")) ggml_backend_load_all_from_path(dir);
   llama_backend_init();
   llama_model_params mp = llama_model_default_params();
   mp.n_gpu_layers = 0;
