@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "test_util.h"
@@ -257,6 +258,56 @@ TEST(Cli, PerplexityMatchesTransformersPerWindow) {
       EXPECT_NEAR(got / ref, 1.0, 1e-4) << name << " window " << i;
     }
   }
+}
+
+}  // namespace
+}  // namespace squish
+
+namespace squish {
+namespace {
+
+// `squish quantize --dry-run --json` picks, for every standard mix, exactly the tensor types
+// llama-quantize picks (goldens recorded by tools/llama_cpp/make_plans.sh).
+TEST(CliQuantize, MixesMatchLlamaQuantize) {
+  int checked = 0;
+  for (const auto& entry : fs::directory_iterator(test::data_path("llamacpp/plans"))) {
+    const std::string file = entry.path().filename().string();  // <model>.<MIX>.json
+    const size_t dot = file.find('.');
+    const std::string model = file.substr(0, dot);
+    const std::string mix = file.substr(dot + 1, file.size() - dot - 1 - 5);
+    auto want = nlohmann::json::parse(read_bytes(entry.path().string()));
+    CmdResult r = run_squish("quantize " + test::shared_path("models/" + model) + " --type " + mix +
+                             " --dry-run --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto plan = nlohmann::json::parse(r.out);
+    std::map<std::string, std::string> got;
+    for (const auto& t : plan["tensors"]) got[t["name"]] = t["type"];
+    for (const auto& [name, type] : want.items()) {
+      EXPECT_EQ(got[name], type.get<std::string>()) << model << " " << mix << " " << name;
+    }
+    EXPECT_EQ(got.size(), want.size()) << model << " " << mix;
+    checked++;
+  }
+  EXPECT_GE(checked, 30);
+}
+
+TEST(CliQuantize, WritesLoadableFileAndRejectsBadArguments) {
+  test::TempDir tmp;
+  const std::string out = tmp.file("q.gguf");
+  CmdResult r = run_squish("quantize " + fixture("llama") + " -o " + out + " --type Q8_0");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  CmdResult info = run_squish("info --json " + out);
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_GT(nlohmann::json::parse(info.out)["params_by_type"]["Q8_0"].get<int64_t>(), 0);
+  CmdResult gen = run_squish("run " + out + " -p x -n 2");  // no tokenizer in fixtures
+  EXPECT_EQ(gen.exit_code, 1);
+  expect_clean_failure(run_squish("quantize " + fixture("llama") + " -o " + out + " --type Q9_K"), "Q9_K");
+  expect_clean_failure(
+      run_squish("quantize " + fixture("llama") + " -o " + out + " --type Q4_0 --tensor-type 'attn(=q8_0'"),
+      "regular expression");
+  expect_clean_failure(
+      run_squish("quantize " + fixture("llama") + " -o " + out + " --type Q4_0 --imatrix /nonexistent.gguf"),
+      "/nonexistent.gguf");
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 
 #include "core/dtype.h"
 #include "kernels/cpu/matmul.h"
+#include "quant/quant.h"
 
 namespace squish {
 namespace {
@@ -79,8 +80,47 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(Matmul, RejectsUnsupportedType) {
   float x = 1, y = 0;
   uint8_t w[34] = {};
-  EXPECT_THROW(matmul(&x, 1, w, DType::Q8_0, 1, 32, &y, 1), std::exception);
+  EXPECT_THROW(matmul(&x, 1, w, DType::I32, 1, 1, &y, 1), std::exception);
+  // Quantized rows must hold whole blocks.
+  EXPECT_THROW(matmul(&x, 1, w, DType::Q8_0, 1, 16, &y, 1), std::exception);
 }
+
+// Quantized weights through the runtime's matmul (activations quantized to the type's dot format)
+// against the float reference on the same dequantized weights. The gap is the activation
+// quantization error: bounded relative to sum |x_i w_i|.
+class QuantMatmulTest : public testing::TestWithParam<DType> {};
+
+TEST_P(QuantMatmulTest, CloseToDequantizedReference) {
+  const DType type = GetParam();
+  const QuantTraits* qt = quant_traits(type);
+  ASSERT_NE(qt, nullptr);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const int64_t rows = 37, cols = 512;
+  std::vector<float> wf(rows * cols), x(5 * cols);
+  for (float& v : wf) v = dist(rng);
+  for (float& v : x) v = dist(rng);
+  std::vector<uint8_t> wq(row_bytes(type, cols) * rows);
+  for (int64_t r = 0; r < rows; ++r) qt->quantize(&wf[r * cols], &wq[r * row_bytes(type, cols)], cols, nullptr);
+  for (int64_t n_tokens : {1, 5}) {
+    std::vector<float> ref(n_tokens * rows), got(n_tokens * rows);
+    matmul_reference(x.data(), n_tokens, wq.data(), type, rows, cols, ref.data(), rows);
+    matmul(x.data(), n_tokens, wq.data(), type, rows, cols, got.data(), rows);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        double mag = 0;
+        for (int64_t i = 0; i < cols; ++i) mag += std::fabs(x[t * cols + i] * wf[r * cols + i]);
+        ASSERT_NEAR(got[t * rows + r], ref[t * rows + r], 0.01 * mag) << dtype_name(type);
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllQuantTypes, QuantMatmulTest,
+                         testing::Values(DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
+                                         DType::Q5_1, DType::IQ4_NL, DType::Q2_K, DType::Q3_K,
+                                         DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::IQ4_XS),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
 
 TEST(Convert, HalfRoundTripsEveryValue) {
   for (uint32_t h = 0; h < 65536; ++h) {

@@ -11,5 +11,6 @@ void register_perplexity(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_tokenize(CLI::App& app);
+void register_quantize(CLI::App& app);
 
 }  // namespace squish::cli

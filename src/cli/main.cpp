@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   squish::cli::register_convert(app);
   squish::cli::register_bench(app);
   squish::cli::register_tokenize(app);
+  squish::cli::register_quantize(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -7,11 +7,24 @@
 #include "core/error.h"
 #include "formats/gguf.h"
 #include "kernels/cpu/matmul.h"
+#include "quant/quant.h"
 
 namespace squish {
 
 int gguf_file_type(DType type) {
   switch (type) {
+    case DType::Q4_0: return 2;
+    case DType::Q4_1: return 3;
+    case DType::Q8_0: return 7;
+    case DType::Q5_0: return 8;
+    case DType::Q5_1: return 9;
+    case DType::Q2_K: return 10;
+    case DType::Q3_K: return 12;
+    case DType::Q4_K: return 15;
+    case DType::Q5_K: return 17;
+    case DType::Q6_K: return 18;
+    case DType::IQ4_NL: return 25;
+    case DType::IQ4_XS: return 30;
     case DType::F32: return 0;
     case DType::F16: return 1;
     case DType::BF16: return 32;
@@ -55,7 +68,10 @@ void convert_from_f32(const float* src, DType type, int64_t n, uint8_t* dst) {
 
 void export_gguf(const Model& model, const std::string& out_path, const GGUFExportOptions& opt) {
   const ModelConfig& c = model.config;
-  gguf_file_type(opt.type);  // validates the type
+  if (opt.plan.empty()) gguf_file_type(opt.type);  // validates the type
+  if (!opt.plan.empty() && opt.plan.size() != model.tensors().size()) {
+    fail("internal: quantization plan has {} entries for {} tensors", opt.plan.size(), model.tensors().size());
+  }
   const bool permute_qk = c.arch == Arch::Llama && c.rope_style == RopeStyle::Neox;
   if (c.arch != Arch::Llama && c.rope_style != RopeStyle::Neox) {
     fail("{}: internal: {} with interleaved RoPE cannot be written as GGUF", model.path, c.arch_name());
@@ -68,7 +84,8 @@ void export_gguf(const Model& model, const std::string& out_path, const GGUFExpo
   std::string name = opt.name;
   if (name.empty()) name = std::filesystem::path(model.path).filename().string();
   w.set("general.name", GGUFValue::str(name));
-  w.set("general.file_type", GGUFValue::u32(gguf_file_type(opt.type)));
+  w.set("general.file_type", GGUFValue::u32(opt.file_type >= 0 ? opt.file_type : gguf_file_type(opt.type)));
+  if (!opt.plan.empty()) w.set("general.quantization_version", GGUFValue::u32(2));
   config_to_gguf(c, w);
   if (model.tokenizer) {
     model.tokenizer->write_gguf(w);
@@ -81,11 +98,19 @@ void export_gguf(const Model& model, const std::string& out_path, const GGUFExpo
     DType out_type;
   };
   std::vector<Item> items;
-  for (const TensorInfo& t : model.tensors()) {
+  for (size_t k = 0; k < model.tensors().size(); ++k) {
+    const TensorInfo& t = model.tensors()[k];
     const bool matrix = t.shape.size() >= 2;
-    items.push_back({&t, matrix ? opt.type : DType::F32});
-    w.add_tensor(t.name, items.back().out_type, t.shape);
+    DType out = matrix ? opt.type : DType::F32;
+    if (!opt.plan.empty()) out = opt.plan[k].type;
+    if (t.cols() % traits(out).block_size != 0) {
+      fail("{}: tensor '{}' has {} columns, not a multiple of {}'s block size {}", model.path, t.name,
+           t.cols(), dtype_name(out), traits(out).block_size);
+    }
+    items.push_back({&t, out});
+    w.add_tensor(t.name, out, t.shape);
   }
+  for (const auto& [key, value] : opt.extra_metadata) w.set(key, value);
   std::vector<float> rope_factors;
   if (c.rope_scaling.type == RopeScaling::Type::Llama3) {
     rope_factors = llama3_rope_freq_factors(c);
@@ -93,7 +118,6 @@ void export_gguf(const Model& model, const std::string& out_path, const GGUFExpo
   }
   w.write_header();
 
-  std::vector<float> row;
   std::vector<uint8_t> out;
   for (size_t k = 0; k < items.size(); ++k) {
     const TensorInfo& t = *items[k].t;
@@ -109,22 +133,42 @@ void export_gguf(const Model& model, const std::string& out_path, const GGUFExpo
     }
     const size_t out_row = row_bytes(ot, cols);
     out.resize(out_row * rows);
-    row.resize(cols);
     const size_t in_row = row_bytes(t.type, cols);
+    const QuantTraits* qt = quant_traits(ot);
+    std::vector<float> importance;
+    if (qt != nullptr && opt.imatrix != nullptr) {
+      importance = opt.imatrix->importance(t.name);
+      if (!importance.empty() && static_cast<int64_t>(importance.size()) != cols) {
+        fail("imatrix entry for '{}' has {} values, the tensor has {} columns", t.name,
+             importance.size(), cols);
+      }
+    }
     if (t.shape.size() == 1 && !order.empty()) {
       const float* src = static_cast<const float*>(t.data);
       std::vector<float> permuted(t.numel());
       for (int64_t i = 0; i < t.numel(); ++i) permuted[i] = src[order[i]];
       convert_from_f32(permuted.data(), ot, t.numel(), out.data());
+    } else if (t.type == ot && order.empty()) {
+      std::memcpy(out.data(), t.data, out.size());
     } else {
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t src_row = order.empty() ? r : order[r];
-        const uint8_t* src = static_cast<const uint8_t*>(t.data) + src_row * in_row;
-        if (t.type == ot) {
-          std::memcpy(out.data() + r * out_row, src, out_row);
-        } else {
+#pragma omp parallel
+      {
+        std::vector<float> row(cols);
+#pragma omp for schedule(dynamic, 16)
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t src_row = order.empty() ? r : order[r];
+          const uint8_t* src = static_cast<const uint8_t*>(t.data) + src_row * in_row;
+          uint8_t* dst = out.data() + r * out_row;
+          if (t.type == ot) {
+            std::memcpy(dst, src, out_row);
+            continue;
+          }
           convert_row_to_f32(t.type, src, row.data(), cols);
-          convert_from_f32(row.data(), ot, cols, out.data() + r * out_row);
+          if (qt != nullptr) {
+            qt->quantize(row.data(), dst, cols, importance.empty() ? nullptr : importance.data());
+          } else {
+            convert_from_f32(row.data(), ot, cols, dst);
+          }
         }
       }
     }

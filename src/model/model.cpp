@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "quant/quant.h"
 
 namespace squish {
 
@@ -95,7 +96,8 @@ void Model::bind_and_validate() {
            shape_string(shape));
     }
     if (matrix) {
-      if (t->type != DType::F32 && t->type != DType::F16 && t->type != DType::BF16) {
+      if (t->type != DType::F32 && t->type != DType::F16 && t->type != DType::BF16 &&
+          !is_quantized(t->type)) {
         fail("{}: tensor '{}' has type {}, which the runtime cannot execute yet", path, name,
              dtype_name(t->type));
       }

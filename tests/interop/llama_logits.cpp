@@ -1,11 +1,13 @@
 // Drives llama.cpp's libllama (the reference peer) on a GGUF file:
 //   llama_logits logits MODEL.gguf OUT.bin TOKEN...   all-position logits as float32 [n, vocab]
+//   llama_logits logits-seq MODEL.gguf OUT.bin TOKEN... the same, one token per llama_decode call
 //   llama_logits tokenize MODEL.gguf TEXT_FILE         token ids (parse_special off, add_special on)
 // Built against llama.cpp's headers and library (see tools/llama_cpp/build.sh); used to produce
 // the committed llama.cpp golden logits and by bench/ for side-by-side runs.
 #include <ggml-backend.h>
 #include <llama.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -59,23 +61,28 @@ int main(int argc, char** argv) {
   cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
   llama_context* ctx = llama_init_from_model(model, cp);
   if (ctx == nullptr) return 1;
-  llama_batch batch = llama_batch_init(static_cast<int32_t>(tokens.size()), 0, 1);
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    batch.token[i] = tokens[i];
-    batch.pos[i] = static_cast<llama_pos>(i);
-    batch.n_seq_id[i] = 1;
-    batch.seq_id[i][0] = 0;
-    batch.logits[i] = 1;
-  }
-  batch.n_tokens = static_cast<int32_t>(tokens.size());
-  if (llama_decode(ctx, batch) != 0) {
-    std::fprintf(stderr, "llama_decode failed\n");
-    return 1;
-  }
+  // "logits": one batch (prefill kernels); "logits-seq": one token per decode call (decode kernels).
+  const size_t step = mode == "logits-seq" ? 1 : tokens.size();
   const int n_vocab = llama_vocab_n_tokens(vocab);
   std::FILE* out = std::fopen(argv[3], "wb");
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    std::fwrite(llama_get_logits_ith(ctx, static_cast<int32_t>(i)), sizeof(float), n_vocab, out);
+  llama_batch batch = llama_batch_init(static_cast<int32_t>(tokens.size()), 0, 1);
+  for (size_t start = 0; start < tokens.size(); start += step) {
+    const size_t n = std::min(step, tokens.size() - start);
+    for (size_t i = 0; i < n; ++i) {
+      batch.token[i] = tokens[start + i];
+      batch.pos[i] = static_cast<llama_pos>(start + i);
+      batch.n_seq_id[i] = 1;
+      batch.seq_id[i][0] = 0;
+      batch.logits[i] = 1;
+    }
+    batch.n_tokens = static_cast<int32_t>(n);
+    if (llama_decode(ctx, batch) != 0) {
+      std::fprintf(stderr, "llama_decode failed\n");
+      return 1;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      std::fwrite(llama_get_logits_ith(ctx, static_cast<int32_t>(i)), sizeof(float), n_vocab, out);
+    }
   }
   std::fclose(out);
   llama_batch_free(batch);

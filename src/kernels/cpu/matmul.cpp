@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "quant/quant.h"
 
 namespace squish {
 
@@ -55,7 +56,39 @@ void convert_row_scalar(DType type, const void* src, float* dst, int64_t n) {
       for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(s[i]);
       return;
     }
-    default: fail("matmul: weight type {} is not supported by the CPU kernels", dtype_name(type));
+    default:
+      if (const QuantTraits* qt = quant_traits(type)) {
+        qt->dequantize(src, dst, n);
+        return;
+      }
+      fail("matmul: weight type {} is not supported by the CPU kernels", dtype_name(type));
+  }
+}
+
+// Quantized weights: activations are quantized once per call to the type's dot format (as ggml
+// does), then every (row, token) pair is one integer dot product over the row's blocks.
+void matmul_quantized(const QuantTraits& qt, const float* x, int64_t n_tokens, const uint8_t* w,
+                      int64_t rows, int64_t cols, float* y, int64_t ldy) {
+  const size_t act_row = row_bytes(qt.vec_dot_type, cols);
+  const size_t w_row = row_bytes(qt.type, cols);
+  thread_local std::vector<uint8_t> act;
+  act.resize(act_row * n_tokens);
+  uint8_t* a = act.data();
+#pragma omp parallel for schedule(static) if (n_tokens > 1)
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    quantize_activations(qt.vec_dot_type, x + t * cols, a + t * act_row, cols);
+  }
+  const VecDotFn dot = quant_dot(qt);
+  const int64_t chunk = 16;
+  const int64_t n_chunks = (rows + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    const int64_t r1 = std::min(rows, (c + 1) * chunk);
+    for (int64_t r = c * chunk; r < r1; ++r) {
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        y[t * ldy + r] = dot(cols, w + r * w_row, a + t * act_row);
+      }
+    }
   }
 }
 
@@ -112,6 +145,13 @@ void matmul_reference(const float* x, int64_t n_tokens, const void* w, DType w_t
 
 void matmul(const float* x, int64_t n_tokens, const void* w, DType w_type, int64_t rows,
             int64_t cols, float* y, int64_t ldy) {
+  if (const QuantTraits* qt = quant_traits(w_type)) {
+    if (cols % traits(w_type).block_size != 0) {
+      fail("matmul: {} columns is not a multiple of {}'s block size", cols, dtype_name(w_type));
+    }
+    matmul_quantized(*qt, x, n_tokens, static_cast<const uint8_t*>(w), rows, cols, y, ldy);
+    return;
+  }
   if (w_type != DType::F32 && w_type != DType::F16 && w_type != DType::BF16) {
     fail("matmul: weight type {} is not supported by the CPU kernels", dtype_name(w_type));
   }
