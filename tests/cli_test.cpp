@@ -312,3 +312,32 @@ TEST(CliQuantize, WritesLoadableFileAndRejectsBadArguments) {
 
 }  // namespace
 }  // namespace squish
+
+namespace squish {
+namespace {
+
+TEST(CliEval, SelfComparisonIsExactAndQuantizationCostsSomething) {
+  test::TempDir tmp;
+  const std::string text = tmp.file("t.txt");
+  write_bytes(text, read_bytes(test::shared_path("data/gcide-valid.txt")).substr(0, 8000));
+  const std::string base = test::shared_path("models/gcide-llama-16M");
+  CmdResult self = run_squish("eval " + base + " --base " + base + " -f " + text + " --chunks 2 --json");
+  ASSERT_EQ(self.exit_code, 0) << self.err;
+  auto j = nlohmann::json::parse(self.out);
+  EXPECT_NEAR(j["mean_kld"].get<double>(), 0.0, 1e-9);
+  EXPECT_EQ(j["top1_agreement"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(j["base_ppl"].get<double>(), j["model_ppl"].get<double>());
+
+  const std::string q = tmp.file("q.gguf");
+  ASSERT_EQ(run_squish("quantize " + base + " -o " + q + " --type Q4_0").exit_code, 0);
+  CmdResult r = run_squish("eval " + q + " --base " + base + " -f " + text + " --chunks 2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto k = nlohmann::json::parse(r.out);
+  EXPECT_GT(k["mean_kld"].get<double>(), 1e-4);
+  EXPECT_LT(k["mean_kld"].get<double>(), 0.5);
+  EXPECT_GT(k["top1_agreement"].get<double>(), 0.7);
+  EXPECT_GT(k["model_ppl"].get<double>(), k["base_ppl"].get<double>() * 0.98);
+}
+
+}  // namespace
+}  // namespace squish

@@ -12,5 +12,6 @@ void register_convert(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_quantize(CLI::App& app);
+void register_eval(CLI::App& app);
 
 }  // namespace squish::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   squish::cli::register_bench(app);
   squish::cli::register_tokenize(app);
   squish::cli::register_quantize(app);
+  squish::cli::register_eval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
