@@ -108,7 +108,7 @@ std::string printable(std::string_view s, size_t max_len = 120) {
 }
 
 std::string show_name(std::string_view s) {
-  return "'" + printable(s) + "'";
+  return fmt::format("'{}'", printable(s));
 }
 
 // Overflow-checked round-up; alignment is a power of two.
@@ -163,7 +163,7 @@ std::string scalar_string(GGUFType t, int64_t i, double f, const std::string& s)
     case GGUFType::FLOAT64:
       return fmt::format("{}", f);
     case GGUFType::STRING:
-      return "\"" + printable(s, 200) + "\"";
+      return fmt::format("\"{}\"", printable(s, 200));
     default:
       return std::to_string(i);
   }

@@ -8,6 +8,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 DEST="${1:-$ROOT/build/peer-prebuilt}"
+mkdir -p "$DEST"
+DEST="$(cd "$DEST" && pwd)"
 VERSION="${NODE_LLAMA_CPP_VERSION:-3.22.1}"
 mkdir -p "$DEST/bin"
 LIBS="$DEST/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
