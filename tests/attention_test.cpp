@@ -23,7 +23,8 @@ TEST_P(AttentionTest, MatchesReference) {
   for (int dim : {8, 64, 80, 128, 256}) {
     for (int n_keys : {1, 3, 17, 100, 515}) {
       const int stride = 600;  // cache length
-      std::vector<float> q(dim), kt(static_cast<size_t>(dim) * stride), v(static_cast<size_t>(stride) * (dim + 5));
+      std::vector<float> q(dim), kt(static_cast<size_t>(dim) * stride),
+          v(static_cast<size_t>(stride) * (dim + 5));
       for (float& x : q) x = dist(rng);
       for (float& x : kt) x = dist(rng);
       for (float& x : v) x = dist(rng);
@@ -32,7 +33,8 @@ TEST_P(AttentionTest, MatchesReference) {
       double mx = -1e30;
       for (int j = 0; j < n_keys; ++j) {
         double s = 0;
-        for (int d = 0; d < dim; ++d) s += static_cast<double>(q[d]) * kt[static_cast<size_t>(d) * stride + j];
+        for (int d = 0; d < dim; ++d)
+          s += static_cast<double>(q[d]) * kt[static_cast<size_t>(d) * stride + j];
         ref_p[j] = s * scale;
         mx = std::max(mx, ref_p[j]);
       }
@@ -42,7 +44,8 @@ TEST_P(AttentionTest, MatchesReference) {
       std::vector<float> s(n_keys), out(dim);
       attention_scores(q.data(), kt.data(), stride, n_keys, dim, scale, s.data());
       attention_softmax(s.data(), n_keys);
-      for (int j = 0; j < n_keys; ++j) ASSERT_NEAR(s[j], ref_p[j], 2e-6 * (1 + ref_p[j] * 10)) << dim << " " << n_keys;
+      for (int j = 0; j < n_keys; ++j)
+        ASSERT_NEAR(s[j], ref_p[j], 2e-6 * (1 + ref_p[j] * 10)) << dim << " " << n_keys;
       attention_values(s.data(), v.data(), dim + 5, n_keys, dim, out.data());
       for (int d = 0; d < dim; ++d) {
         double o = 0;

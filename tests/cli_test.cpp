@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -59,7 +59,9 @@ void expect_clean_failure(const CmdResult& r, const std::string& needle) {
   EXPECT_NE(r.err.find(needle), std::string::npos) << "expected '" << needle << "' in: " << r.err;
 }
 
-std::string fixture(const std::string& name) { return test::data_path("fixtures/" + name); }
+std::string fixture(const std::string& name) {
+  return test::data_path("fixtures/" + name);
+}
 
 // A copy of a tiny HF fixture that a test may break.
 std::string copy_fixture(const test::TempDir& tmp, const std::string& name) {
@@ -119,7 +121,9 @@ TEST(Cli, UsageErrorsExitNonZero) {
   EXPECT_NE(run_squish("convert " + fixture("llama") + " -o /tmp/x.gguf --type q9").exit_code, 0);
 }
 
-TEST(Cli, MissingPath) { expect_clean_failure(run_squish("info /nonexistent/model"), "/nonexistent/model"); }
+TEST(Cli, MissingPath) {
+  expect_clean_failure(run_squish("info /nonexistent/model"), "/nonexistent/model");
+}
 
 TEST(Cli, FolderWithoutConfig) {
   test::TempDir tmp;
@@ -213,7 +217,8 @@ TEST(Cli, NonUtf8Text) {
   const std::string t = tmp.file("latin1.txt");
   write_bytes(t, "caf\xe9 au lait\n");
   expect_clean_failure(
-      run_squish("perplexity " + test::shared_path("models/gcide-llama-16M") + " -f " + t), "UTF-8");
+      run_squish("perplexity " + test::shared_path("models/gcide-llama-16M") + " -f " + t),
+      "UTF-8");
 }
 
 TEST(Cli, TextTooShortForOneWindow) {
@@ -221,7 +226,8 @@ TEST(Cli, TextTooShortForOneWindow) {
   const std::string t = tmp.file("short.txt");
   write_bytes(t, "A few words only.");
   expect_clean_failure(
-      run_squish("perplexity " + test::shared_path("models/gcide-llama-16M") + " -f " + t), "tokens");
+      run_squish("perplexity " + test::shared_path("models/gcide-llama-16M") + " -f " + t),
+      "tokens");
 }
 
 TEST(Cli, RunGeneratesText) {
@@ -301,13 +307,14 @@ TEST(CliQuantize, WritesLoadableFileAndRejectsBadArguments) {
   EXPECT_GT(nlohmann::json::parse(info.out)["params_by_type"]["Q8_0"].get<int64_t>(), 0);
   CmdResult gen = run_squish("run " + out + " -p x -n 2");  // no tokenizer in fixtures
   EXPECT_EQ(gen.exit_code, 1);
-  expect_clean_failure(run_squish("quantize " + fixture("llama") + " -o " + out + " --type Q9_K"), "Q9_K");
-  expect_clean_failure(
-      run_squish("quantize " + fixture("llama") + " -o " + out + " --type Q4_0 --tensor-type 'attn(=q8_0'"),
-      "regular expression");
-  expect_clean_failure(
-      run_squish("quantize " + fixture("llama") + " -o " + out + " --type Q4_0 --imatrix /nonexistent.gguf"),
-      "/nonexistent.gguf");
+  expect_clean_failure(run_squish("quantize " + fixture("llama") + " -o " + out + " --type Q9_K"),
+                       "Q9_K");
+  expect_clean_failure(run_squish("quantize " + fixture("llama") + " -o " + out +
+                                  " --type Q4_0 --tensor-type 'attn(=q8_0'"),
+                       "regular expression");
+  expect_clean_failure(run_squish("quantize " + fixture("llama") + " -o " + out +
+                                  " --type Q4_0 --imatrix /nonexistent.gguf"),
+                       "/nonexistent.gguf");
 }
 
 }  // namespace
@@ -321,7 +328,8 @@ TEST(CliEval, SelfComparisonIsExactAndQuantizationCostsSomething) {
   const std::string text = tmp.file("t.txt");
   write_bytes(text, read_bytes(test::shared_path("data/gcide-valid.txt")).substr(0, 8000));
   const std::string base = test::shared_path("models/gcide-llama-16M");
-  CmdResult self = run_squish("eval " + base + " --base " + base + " -f " + text + " --chunks 2 --json");
+  CmdResult self =
+      run_squish("eval " + base + " --base " + base + " -f " + text + " --chunks 2 --json");
   ASSERT_EQ(self.exit_code, 0) << self.err;
   auto j = nlohmann::json::parse(self.out);
   EXPECT_NEAR(j["mean_kld"].get<double>(), 0.0, 1e-9);

@@ -4,6 +4,8 @@
 // Set up by scripts/test.sh (SQUISH_LLAMA_LOGITS, SQUISH_GGML_BACKEND_DIR); required in CI.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -25,14 +27,15 @@ std::string peer() {
 
 void require_peer() {
   if (!peer().empty()) return;
-  if (std::getenv("SQUISH_REQUIRE_PEER")) FAIL() << "SQUISH_LLAMA_LOGITS is not set (llama.cpp peer missing)";
+  if (std::getenv("SQUISH_REQUIRE_PEER"))
+    FAIL() << "SQUISH_LLAMA_LOGITS is not set (llama.cpp peer missing)";
   GTEST_SKIP() << "llama.cpp peer not set up (run scripts/test.sh)";
 }
 
 std::vector<float> llama_cpp_logits(const std::string& gguf, const std::vector<int32_t>& tokens,
                                     const std::string& out) {
   std::string cmd = peer() + " logits " + gguf + " " + out;
-  for (int32_t t : tokens) cmd += " " + std::to_string(t);
+  for (int32_t t : tokens) cmd += fmt::format(" {}", t);
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   std::ifstream in(out, std::ios::binary);
   std::vector<float> logits;
@@ -60,8 +63,10 @@ Agreement compare(const std::vector<float>& a, const std::vector<float>& b, int 
   const size_t n = b.size() / vocab;
   int same = 0;
   for (size_t t = 0; t < n; ++t) {
-    auto ia = std::max_element(a.begin() + t * vocab, a.begin() + (t + 1) * vocab) - (a.begin() + t * vocab);
-    auto ib = std::max_element(b.begin() + t * vocab, b.begin() + (t + 1) * vocab) - (b.begin() + t * vocab);
+    auto ia = std::max_element(a.begin() + t * vocab, a.begin() + (t + 1) * vocab) -
+              (a.begin() + t * vocab);
+    auto ib = std::max_element(b.begin() + t * vocab, b.begin() + (t + 1) * vocab) -
+              (b.begin() + t * vocab);
     same += ia == ib;
   }
   r.top1 = static_cast<double>(same) / n;
@@ -104,8 +109,10 @@ TEST_P(QuantInterop, LlamaCppLoadsAndAgrees) {
   // agrees to ~1e-7, and differs only where a float summation order differs from ggml's.
   const Agreement first = compare(std::vector<float>(ours.begin(), ours.begin() + vocab),
                                   std::vector<float>(ref.begin(), ref.begin() + vocab), vocab);
-  std::printf("%s: squish vs llama.cpp on the same file: position 0 %.2e, all positions %.2e, "
-              "top-1 agreement %.3f\n", GetParam().c_str(), first.rel_err, a.rel_err, a.top1);
+  std::printf(
+      "%s: squish vs llama.cpp on the same file: position 0 %.2e, all positions %.2e, "
+      "top-1 agreement %.3f\n",
+      GetParam().c_str(), first.rel_err, a.rel_err, a.top1);
   EXPECT_LE(first.rel_err, 4e-2);
   // Float-rounding differences of ~1e-7 (summation order, softmax) are amplified by activation
   // quantization: a 1-ulp change flips an int8 rounding now and then, so the runtimes drift apart

@@ -44,13 +44,14 @@ class MatmulTest : public testing::TestWithParam<std::tuple<DType, CpuLevel>> {}
 
 TEST_P(MatmulTest, MatchesReference) {
   const auto [type, level] = GetParam();
-  if (static_cast<int>(level) > static_cast<int>(detected_cpu_level())) GTEST_SKIP() << "CPU lacks it";
+  if (static_cast<int>(level) > static_cast<int>(detected_cpu_level()))
+    GTEST_SKIP() << "CPU lacks it";
   const CpuLevel saved = active_cpu_level();
   set_cpu_level(level);
   std::mt19937 rng(7);
-  for (Shape s : {Shape{1, 1, 1}, Shape{5, 7, 1}, Shape{33, 17, 1}, Shape{64, 384, 1},
-                  Shape{31, 40, 3}, Shape{100, 129, 7}, Shape{65, 64, 13}, Shape{48, 1000, 6},
-                  Shape{257, 96, 32}}) {
+  for (Shape s :
+       {Shape{1, 1, 1}, Shape{5, 7, 1}, Shape{33, 17, 1}, Shape{64, 384, 1}, Shape{31, 40, 3},
+        Shape{100, 129, 7}, Shape{65, 64, 13}, Shape{48, 1000, 6}, Shape{257, 96, 32}}) {
     std::vector<float> wf;
     auto w = make_weights(type, s.rows, s.cols, rng, wf);
     std::normal_distribution<float> dist(0.0f, 1.0f);
@@ -62,7 +63,8 @@ TEST_P(MatmulTest, MatchesReference) {
     for (int64_t t = 0; t < s.tokens; ++t) {
       for (int64_t r = 0; r < s.rows; ++r) {
         double mag = 0;
-        for (int64_t i = 0; i < s.cols; ++i) mag += std::fabs(x[t * s.cols + i] * wf[r * s.cols + i]);
+        for (int64_t i = 0; i < s.cols; ++i)
+          mag += std::fabs(x[t * s.cols + i] * wf[r * s.cols + i]);
         ASSERT_NEAR(got[t * s.rows + r], ref[t * s.rows + r], 1e-5 * mag + 1e-6)
             << dtype_name(type) << " " << cpu_level_name(level) << " shape " << s.rows << "x"
             << s.cols << " tokens " << s.tokens << " at t=" << t << " r=" << r;
@@ -72,10 +74,10 @@ TEST_P(MatmulTest, MatchesReference) {
   set_cpu_level(saved);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllTypesAndLevels, MatmulTest,
-    testing::Combine(testing::Values(DType::F32, DType::F16, DType::BF16),
-                     testing::Values(CpuLevel::Scalar, CpuLevel::AVX2, CpuLevel::AVX512)));
+INSTANTIATE_TEST_SUITE_P(AllTypesAndLevels, MatmulTest,
+                         testing::Combine(testing::Values(DType::F32, DType::F16, DType::BF16),
+                                          testing::Values(CpuLevel::Scalar, CpuLevel::AVX2,
+                                                          CpuLevel::AVX512)));
 
 TEST(Matmul, RejectsUnsupportedType) {
   float x = 1, y = 0;
@@ -101,7 +103,8 @@ TEST_P(QuantMatmulTest, CloseToDequantizedReference) {
   for (float& v : wf) v = dist(rng);
   for (float& v : x) v = dist(rng);
   std::vector<uint8_t> wq(row_bytes(type, cols) * rows);
-  for (int64_t r = 0; r < rows; ++r) qt->quantize(&wf[r * cols], &wq[r * row_bytes(type, cols)], cols, nullptr);
+  for (int64_t r = 0; r < rows; ++r)
+    qt->quantize(&wf[r * cols], &wq[r * row_bytes(type, cols)], cols, nullptr);
   for (int64_t n_tokens : {1, 5}) {
     std::vector<float> ref(n_tokens * rows), got(n_tokens * rows);
     matmul_reference(x.data(), n_tokens, wq.data(), type, rows, cols, ref.data(), rows);
@@ -136,7 +139,9 @@ TEST(Convert, HalfRoundTripsEveryValue) {
 __attribute__((target("f16c"))) uint16_t hw_fp32_to_fp16(float f) {
   return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
 }
-__attribute__((target("f16c"))) float hw_fp16_to_fp32(uint16_t h) { return _cvtsh_ss(h); }
+__attribute__((target("f16c"))) float hw_fp16_to_fp32(uint16_t h) {
+  return _cvtsh_ss(h);
+}
 
 TEST(Convert, HalfMatchesHardwareRounding) {
   if (!__builtin_cpu_supports("f16c")) GTEST_SKIP();
@@ -150,7 +155,8 @@ TEST(Convert, HalfMatchesHardwareRounding) {
     ASSERT_EQ(fp32_to_fp16(f), hw_fp32_to_fp16(f)) << std::hexfloat << f;
   }
   for (uint32_t h = 0; h < 65536; ++h) {
-    const float a = fp16_to_fp32(static_cast<uint16_t>(h)), b = hw_fp16_to_fp32(static_cast<uint16_t>(h));
+    const float a = fp16_to_fp32(static_cast<uint16_t>(h)),
+                b = hw_fp16_to_fp32(static_cast<uint16_t>(h));
     if (std::isnan(a)) continue;
     ASSERT_EQ(a, b) << h;
   }

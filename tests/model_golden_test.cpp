@@ -46,7 +46,8 @@ double relative_error(const std::vector<float>& a, const std::vector<float>& b) 
   return max_diff / max_ref;
 }
 
-std::vector<float> run_all(const Model& model, const std::vector<int32_t>& tokens, int n_batch = 256) {
+std::vector<float> run_all(const Model& model, const std::vector<int32_t>& tokens,
+                           int n_batch = 256) {
   SessionOptions so;
   so.n_ctx = 64;
   so.n_batch = n_batch;
@@ -56,7 +57,8 @@ std::vector<float> run_all(const Model& model, const std::vector<int32_t>& token
   return logits;
 }
 
-std::vector<float> run_incremental(const Model& model, const std::vector<int32_t>& tokens, int prefill) {
+std::vector<float> run_incremental(const Model& model, const std::vector<int32_t>& tokens,
+                                   int prefill) {
   SessionOptions so;
   so.n_ctx = 64;
   Session s(model, so);
@@ -130,8 +132,8 @@ TEST_P(ArchGolden, GGUFRoundTripKeepsLogits) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ArchGolden,
-                         testing::Values("llama", "llama_linear", "mistral", "qwen2", "phi3", "gemma",
-                                         "smollm"));
+                         testing::Values("llama", "llama_linear", "mistral", "qwen2", "phi3",
+                                         "gemma", "smollm"));
 
 class SharedGolden : public testing::TestWithParam<std::string> {};
 
@@ -147,7 +149,8 @@ TEST_P(SharedGolden, RealModelMatchesTransformers) {
   EXPECT_LE(err, 1e-4);
 }
 
-INSTANTIATE_TEST_SUITE_P(Shared, SharedGolden, testing::Values("gcide-llama-16M", "gcide-qwen2-28M"));
+INSTANTIATE_TEST_SUITE_P(Shared, SharedGolden,
+                         testing::Values("gcide-llama-16M", "gcide-qwen2-28M"));
 
 }  // namespace
 }  // namespace squish
@@ -162,8 +165,10 @@ TEST_P(LlamaCppGolden, SameGGUFSameLogits) {
   const std::string name = GetParam();
   const bool shared = name.rfind("gcide", 0) == 0;
   const bool llama2c = name == "stories260K";
-  std::string source = shared ? test::shared_path("models/" + name) : test::data_path("fixtures/" + name);
-  std::string golden_json = shared ? test::data_path("fixtures/" + name + ".json") : source + "/golden.json";
+  std::string source =
+      shared ? test::shared_path("models/" + name) : test::data_path("fixtures/" + name);
+  std::string golden_json =
+      shared ? test::data_path("fixtures/" + name + ".json") : source + "/golden.json";
   if (llama2c) {  // llama2.c checkpoint: interleaved RoPE, no permutation on export
     source = test::shared_path("models/stories260K/stories260K.bin");
     golden_json = test::data_path("llamacpp/stories260K.json");
@@ -185,8 +190,8 @@ TEST_P(LlamaCppGolden, SameGGUFSameLogits) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, LlamaCppGolden,
-                         testing::Values("llama", "llama_linear", "mistral", "qwen2", "phi3", "gemma",
-                                         "smollm", "gcide-llama-16M", "gcide-qwen2-28M",
+                         testing::Values("llama", "llama_linear", "mistral", "qwen2", "phi3",
+                                         "gemma", "smollm", "gcide-llama-16M", "gcide-qwen2-28M",
                                          "stories260K"));
 
 }  // namespace

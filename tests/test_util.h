@@ -12,13 +12,17 @@ inline std::string shared_dir() {
   if (const char* env = std::getenv("SQUISH_SHARED"); env != nullptr && *env != '\0') return env;
   return SQUISH_DEFAULT_SHARED;
 }
-inline std::string shared_path(const std::string& rel) { return shared_dir() + "/" + rel; }
+inline std::string shared_path(const std::string& rel) {
+  return shared_dir() + "/" + rel;
+}
 // Committed fixtures (goldens, small synthetic files) in tests/data.
 inline std::string data_path(const std::string& rel) {
   return std::string(SQUISH_TEST_DATA) + "/" + rel;
 }
 // The built CLI, for end-to-end tests.
-inline std::string squish_binary() { return SQUISH_BINARY; }
+inline std::string squish_binary() {
+  return SQUISH_BINARY;
+}
 
 // A fresh temporary folder per test, removed at destruction.
 struct TempDir {

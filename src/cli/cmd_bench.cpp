@@ -39,11 +39,15 @@ Stat stats(const std::vector<double>& v) {
 
 void register_bench(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
-  CLI::App* cmd = app.add_subcommand("bench", "Prefill and decode speed (like llama-bench's pp/tg tests)");
+  CLI::App* cmd =
+      app.add_subcommand("bench", "Prefill and decode speed (like llama-bench's pp/tg tests)");
   cmd->add_option("model", a->model, "HF folder, GGUF file or llama2.c checkpoint")->required();
-  cmd->add_option("-p,--n-prompt", a->n_prompt, "Prompt tokens (pp test; 0 = skip)")->check(CLI::Range(0, 1 << 20));
-  cmd->add_option("-n,--n-gen", a->n_gen, "Generated tokens (tg test; 0 = skip)")->check(CLI::Range(0, 1 << 20));
-  cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_option("-p,--n-prompt", a->n_prompt, "Prompt tokens (pp test; 0 = skip)")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("-n,--n-gen", a->n_gen, "Generated tokens (tg test; 0 = skip)")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)")
+      ->check(CLI::Range(0, 1024));
   cmd->add_option("-r,--repetitions", a->reps, "Repetitions per test")->check(CLI::Range(1, 1000));
   cmd->add_option("-b,--batch", a->batch, "Prefill micro-batch")->check(CLI::Range(1, 1 << 16));
   cmd->add_flag("--json", a->json, "JSON output");
@@ -63,7 +67,8 @@ void register_bench(CLI::App& app) {
       session.reset();
       auto t0 = std::chrono::steady_clock::now();
       session.eval(prompt.data(), a->n_prompt, false, logits);
-      return a->n_prompt / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      return a->n_prompt /
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
     auto time_tg = [&] {
       session.reset();
@@ -73,7 +78,8 @@ void register_bench(CLI::App& app) {
         session.eval(&tok, 1, false, logits);
         tok = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
       }
-      return a->n_gen / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      return a->n_gen /
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
     std::vector<double> pp, tg;
     if (a->n_prompt > 0) {
@@ -91,22 +97,27 @@ void register_bench(CLI::App& app) {
                         {"cpu", cpu_level_name(active_cpu_level())}};
     if (!pp.empty()) {
       Stat s = stats(pp);
-      j["pp"] = {{"n", a->n_prompt}, {"tokens_per_second", s.mean}, {"stddev", s.stddev}, {"samples", pp}};
+      j["pp"] = {
+          {"n", a->n_prompt}, {"tokens_per_second", s.mean}, {"stddev", s.stddev}, {"samples", pp}};
     }
     if (!tg.empty()) {
       Stat s = stats(tg);
-      j["tg"] = {{"n", a->n_gen}, {"tokens_per_second", s.mean}, {"stddev", s.stddev}, {"samples", tg}};
+      j["tg"] = {
+          {"n", a->n_gen}, {"tokens_per_second", s.mean}, {"stddev", s.stddev}, {"samples", tg}};
     }
     if (a->json) {
       std::printf("%s\n", j.dump(2).c_str());
       return;
     }
-    std::printf("| model | size | params | threads | kernels | test | t/s |\n|---|---|---|---|---|---|---|\n");
+    std::printf(
+        "| model | size | params | threads | kernels | test | t/s "
+        "|\n|---|---|---|---|---|---|---|\n");
     auto row = [&](const char* test, int n, const std::vector<double>& v) {
       Stat s = stats(v);
-      std::printf("| %s | %.2f MiB | %.2f M | %d | %s | %s%d | %.2f ± %.2f |\n", model->path.c_str(),
-                  model->weight_bytes() / 1048576.0, model->parameter_count() / 1e6,
-                  session.n_threads(), cpu_level_name(active_cpu_level()), test, n, s.mean, s.stddev);
+      std::printf("| %s | %.2f MiB | %.2f M | %d | %s | %s%d | %.2f ± %.2f |\n",
+                  model->path.c_str(), model->weight_bytes() / 1048576.0,
+                  model->parameter_count() / 1e6, session.n_threads(),
+                  cpu_level_name(active_cpu_level()), test, n, s.mean, s.stddev);
     };
     if (!pp.empty()) row("pp", a->n_prompt, pp);
     if (!tg.empty()) row("tg", a->n_gen, tg);

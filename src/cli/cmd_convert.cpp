@@ -16,7 +16,8 @@ struct ConvertArgs {
 
 void register_convert(CLI::App& app) {
   auto a = std::make_shared<ConvertArgs>();
-  CLI::App* cmd = app.add_subcommand("convert", "Convert a model to a float GGUF file that llama.cpp loads");
+  CLI::App* cmd =
+      app.add_subcommand("convert", "Convert a model to a float GGUF file that llama.cpp loads");
   cmd->add_option("model", a->model, "HF folder, GGUF file or llama2.c checkpoint")->required();
   cmd->add_option("-o,--output", a->out, "Output .gguf path")->required();
   cmd->add_option("--type", a->type, "Matrix type: f32, f16 or bf16")

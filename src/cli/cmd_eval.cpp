@@ -20,14 +20,17 @@ struct EvalArgs {
 
 void register_eval(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "eval", "Compare a compressed model with its base: perplexity of both, KL divergence, top-1 agreement");
+  CLI::App* cmd = app.add_subcommand("eval",
+                                     "Compare a compressed model with its base: perplexity of "
+                                     "both, KL divergence, top-1 agreement");
   cmd->add_option("model", a->model, "The compressed model")->required();
   cmd->add_option("--base", a->base, "The original model (any format squish reads)")->required();
   cmd->add_option("-f,--file", a->file, "UTF-8 evaluation text")->required();
   cmd->add_option("-c,--ctx", a->ctx, "Window length in tokens")->check(CLI::Range(8, 1 << 20));
-  cmd->add_option("--chunks", a->chunks, "At most this many windows (0 = all)")->check(CLI::Range(0, 1 << 30));
-  cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_option("--chunks", a->chunks, "At most this many windows (0 = all)")
+      ->check(CLI::Range(0, 1 << 30));
+  cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)")
+      ->check(CLI::Range(0, 1024));
   cmd->add_flag("--json", a->json, "JSON output");
   cmd->callback([a] {
     auto base = load_model(a->base);
@@ -48,16 +51,27 @@ void register_eval(CLI::App& app) {
     const int total = a->chunks > 0 ? std::min<int>(a->chunks, tokens.size() / a->ctx)
                                     : static_cast<int>(tokens.size() / a->ctx);
     Progress progress("eval", total, a->json);
-    KldResult r = compute_kld(*base, *model, tokens, po, [&](int done, int, double) { progress.update(done); });
+    KldResult r = compute_kld(*base, *model, tokens, po,
+                              [&](int done, int, double) { progress.update(done); });
     progress.finish();
     if (a->json) {
-      nlohmann::json j = {{"model", a->model}, {"base", a->base}, {"file", a->file}, {"ctx", a->ctx},
-                          {"n_chunks", r.n_chunks}, {"n_scored", r.n_scored},
-                          {"base_ppl", r.base_ppl}, {"model_ppl", r.model_ppl},
-                          {"ppl_ratio", r.model_ppl / r.base_ppl}, {"mean_kld", r.mean_kld},
-                          {"kld_stderr", r.kld_stderr}, {"median_kld", r.median_kld},
-                          {"p90_kld", r.p90_kld}, {"p99_kld", r.p99_kld}, {"max_kld", r.max_kld},
-                          {"top1_agreement", r.top1_agreement}, {"seconds", r.seconds}};
+      nlohmann::json j = {{"model", a->model},
+                          {"base", a->base},
+                          {"file", a->file},
+                          {"ctx", a->ctx},
+                          {"n_chunks", r.n_chunks},
+                          {"n_scored", r.n_scored},
+                          {"base_ppl", r.base_ppl},
+                          {"model_ppl", r.model_ppl},
+                          {"ppl_ratio", r.model_ppl / r.base_ppl},
+                          {"mean_kld", r.mean_kld},
+                          {"kld_stderr", r.kld_stderr},
+                          {"median_kld", r.median_kld},
+                          {"p90_kld", r.p90_kld},
+                          {"p99_kld", r.p99_kld},
+                          {"max_kld", r.max_kld},
+                          {"top1_agreement", r.top1_agreement},
+                          {"seconds", r.seconds}};
       std::printf("%s\n", j.dump(2).c_str());
       return;
     }

@@ -18,7 +18,8 @@ struct InfoArgs {
 
 void register_info(CLI::App& app) {
   auto args = std::make_shared<InfoArgs>();
-  CLI::App* cmd = app.add_subcommand("info", "Show a model's architecture, size, types and tensors");
+  CLI::App* cmd =
+      app.add_subcommand("info", "Show a model's architecture, size, types and tensors");
   cmd->add_option("model", args->model, "HF folder, GGUF file or llama2.c checkpoint")->required();
   cmd->add_option("--tokenizer", args->tokenizer, "Tokenizer file to use instead of the model's");
   cmd->add_flag("--json", args->json, "Machine-readable output");
@@ -37,22 +38,32 @@ void register_info(CLI::App& app) {
       j["architecture"] = c.arch_name();
       j["parameters"] = model->parameter_count();
       j["weight_bytes"] = model->weight_bytes();
-      j["config"] = {{"n_vocab", c.n_vocab},       {"n_embd", c.n_embd},
-                     {"n_layer", c.n_layer},       {"n_head", c.n_head},
-                     {"n_head_kv", c.n_head_kv},   {"head_dim", c.head_dim},
-                     {"n_ff", c.n_ff},             {"n_ctx_train", c.n_ctx_train},
-                     {"rope_theta", c.rope_theta}, {"n_rot", c.n_rot},
-                     {"norm_eps", c.norm_eps},     {"tied_embeddings", c.tied_embeddings},
+      j["config"] = {{"n_vocab", c.n_vocab},
+                     {"n_embd", c.n_embd},
+                     {"n_layer", c.n_layer},
+                     {"n_head", c.n_head},
+                     {"n_head_kv", c.n_head_kv},
+                     {"head_dim", c.head_dim},
+                     {"n_ff", c.n_ff},
+                     {"n_ctx_train", c.n_ctx_train},
+                     {"rope_theta", c.rope_theta},
+                     {"n_rot", c.n_rot},
+                     {"norm_eps", c.norm_eps},
+                     {"tied_embeddings", c.tied_embeddings},
                      {"rope_style", c.rope_style == RopeStyle::Neox ? "neox" : "interleaved"}};
       j["params_by_type"] = by_type;
-      j["tokenizer"] = model->tokenizer ? nlohmann::json{{"vocab_size", model->tokenizer->vocab_size()},
-                                                         {"bos_id", model->tokenizer->bos_id()},
-                                                         {"eos_id", model->tokenizer->eos_id()},
-                                                         {"add_bos", model->tokenizer->add_bos()}}
-                                        : nlohmann::json(nullptr);
+      j["tokenizer"] = model->tokenizer
+                           ? nlohmann::json{{"vocab_size", model->tokenizer->vocab_size()},
+                                            {"bos_id", model->tokenizer->bos_id()},
+                                            {"eos_id", model->tokenizer->eos_id()},
+                                            {"add_bos", model->tokenizer->add_bos()}}
+                           : nlohmann::json(nullptr);
       nlohmann::json ts = nlohmann::json::array();
       for (const TensorInfo& t : model->tensors()) {
-        ts.push_back({{"name", t.name}, {"type", dtype_name(t.type)}, {"shape", t.shape}, {"bytes", t.nbytes}});
+        ts.push_back({{"name", t.name},
+                      {"type", dtype_name(t.type)},
+                      {"shape", t.shape},
+                      {"bytes", t.nbytes}});
       }
       j["tensors"] = ts;
       std::printf("%s\n", j.dump(2).c_str());
@@ -64,7 +75,8 @@ void register_info(CLI::App& app) {
                 model->parameter_count() / 1e6);
     std::printf("weights:      %.2f MiB\n", model->weight_bytes() / 1048576.0);
     std::printf("types:       ");
-    for (const auto& [type, n] : by_type) std::printf(" %s: %lld", type.c_str(), static_cast<long long>(n));
+    for (const auto& [type, n] : by_type)
+      std::printf(" %s: %lld", type.c_str(), static_cast<long long>(n));
     std::printf("\n");
     std::printf("layers %d, hidden %d, heads %d (kv %d, dim %d), ffn %d, vocab %d, context %d\n",
                 c.n_layer, c.n_embd, c.n_head, c.n_head_kv, c.head_dim, c.n_ff, c.n_vocab,
@@ -73,9 +85,9 @@ void register_info(CLI::App& app) {
                 c.rope_style == RopeStyle::Neox ? "neox" : "interleaved", c.n_rot, c.norm_eps,
                 c.tied_embeddings ? "tied" : "untied");
     if (model->tokenizer) {
-      std::printf("tokenizer:    %d tokens, bos %d, eos %d, add_bos %s\n", model->tokenizer->vocab_size(),
-                  model->tokenizer->bos_id(), model->tokenizer->eos_id(),
-                  model->tokenizer->add_bos() ? "yes" : "no");
+      std::printf("tokenizer:    %d tokens, bos %d, eos %d, add_bos %s\n",
+                  model->tokenizer->vocab_size(), model->tokenizer->bos_id(),
+                  model->tokenizer->eos_id(), model->tokenizer->add_bos() ? "yes" : "no");
     } else {
       std::printf("tokenizer:    none\n");
     }

@@ -62,7 +62,8 @@ void register_quantize(CLI::App& app) {
     if (!a->imatrix.empty()) imatrix = std::make_unique<Imatrix>(read_imatrix(a->imatrix));
     QuantPlanOptions po;
     po.mix = *mix;
-    for (const std::string& spec : a->tensor_types) po.overrides.push_back(parse_tensor_type_override(spec));
+    for (const std::string& spec : a->tensor_types)
+      po.overrides.push_back(parse_tensor_type_override(spec));
     po.output_type = parse_weight_type(a->output_type, "--output-tensor-type");
     po.embd_type = parse_weight_type(a->embd_type, "--token-embedding-type");
     po.pure = a->pure;
@@ -79,7 +80,8 @@ void register_quantize(CLI::App& app) {
       out_bytes += row_bytes(plan[i].type, t.cols()) * t.rows();
       n_params += t.numel();
       type_counts[dtype_name(plan[i].type)]++;
-      if (imatrix && is_quantized(plan[i].type) && !imatrix->importance(t.name).empty()) with_importance++;
+      if (imatrix && is_quantized(plan[i].type) && !imatrix->importance(t.name).empty())
+        with_importance++;
     }
     const double bpw = 8.0 * out_bytes / n_params;
     if (a->json) {
@@ -88,7 +90,9 @@ void register_quantize(CLI::App& app) {
       j["bytes"] = out_bytes;
       j["bits_per_weight"] = bpw;
       for (size_t i = 0; i < plan.size(); ++i) {
-        j["tensors"].push_back({{"name", plan[i].name}, {"type", dtype_name(plan[i].type)}, {"reason", plan[i].reason}});
+        j["tensors"].push_back({{"name", plan[i].name},
+                                {"type", dtype_name(plan[i].type)},
+                                {"reason", plan[i].reason}});
       }
       std::printf("%s\n", j.dump(2).c_str());
     } else if (a->dry_run) {
@@ -102,7 +106,9 @@ void register_quantize(CLI::App& app) {
                  in_bytes / 1048576.0, out_bytes / 1048576.0, bpw);
     for (const auto& [type, n] : type_counts) std::fprintf(stderr, ", %d x %s", n, type.c_str());
     std::fprintf(stderr, "\n");
-    if (imatrix) std::fprintf(stderr, "imatrix: %d of the quantized tensors have importance data\n", with_importance);
+    if (imatrix)
+      std::fprintf(stderr, "imatrix: %d of the quantized tensors have importance data\n",
+                   with_importance);
     if (a->dry_run) return;
 
     GGUFExportOptions eo;
@@ -112,10 +118,13 @@ void register_quantize(CLI::App& app) {
     eo.name = a->name;
     if (imatrix) {
       eo.extra_metadata.push_back({"quantize.imatrix.file", GGUFValue::str(a->imatrix)});
-      eo.extra_metadata.push_back({"quantize.imatrix.entries_count", GGUFValue::i32(static_cast<int32_t>(imatrix->entries.size()))});
-      eo.extra_metadata.push_back({"quantize.imatrix.chunks_count", GGUFValue::i32(imatrix->chunk_count)});
+      eo.extra_metadata.push_back({"quantize.imatrix.entries_count",
+                                   GGUFValue::i32(static_cast<int32_t>(imatrix->entries.size()))});
+      eo.extra_metadata.push_back(
+          {"quantize.imatrix.chunks_count", GGUFValue::i32(imatrix->chunk_count)});
       if (!imatrix->datasets.empty()) {
-        eo.extra_metadata.push_back({"quantize.imatrix.dataset", GGUFValue::str(imatrix->datasets[0])});
+        eo.extra_metadata.push_back(
+            {"quantize.imatrix.dataset", GGUFValue::str(imatrix->datasets[0])});
       }
     }
     Progress progress("quantize", model->tensors().size());

@@ -29,10 +29,14 @@ void register_run(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("run", "Generate text from a prompt");
   cmd->add_option("model", a->model, "HF folder, GGUF file or llama2.c checkpoint")->required();
   cmd->add_option("-p,--prompt", a->prompt, "Prompt text")->required();
-  cmd->add_option("-n,--n-predict", a->n_predict, "Tokens to generate")->check(CLI::Range(1, 1 << 20));
-  cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
-  cmd->add_option("-c,--ctx", a->ctx, "Context length (default: model's, max 4096)")->check(CLI::Range(0, 1 << 20));
-  cmd->add_option("--temp", a->temperature, "Temperature (0 = greedy)")->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("-n,--n-predict", a->n_predict, "Tokens to generate")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)")
+      ->check(CLI::Range(0, 1024));
+  cmd->add_option("-c,--ctx", a->ctx, "Context length (default: model's, max 4096)")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--temp", a->temperature, "Temperature (0 = greedy)")
+      ->check(CLI::Range(0.0, 100.0));
   cmd->add_option("--top-k", a->top_k, "Top-k (0 = off)")->check(CLI::Range(0, 1 << 24));
   cmd->add_option("--top-p", a->top_p, "Top-p (1 = off)")->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", a->seed, "Random seed");
@@ -54,8 +58,8 @@ void register_run(CLI::App& app) {
     so.n_ctx = a->ctx;
     Session session(*model, so);
     if (static_cast<int>(ids.size()) + a->n_predict > session.n_ctx()) {
-      fail("prompt ({} tokens) + {} new tokens exceed the context length {} (use --ctx)", ids.size(),
-           a->n_predict, session.n_ctx());
+      fail("prompt ({} tokens) + {} new tokens exceed the context length {} (use --ctx)",
+           ids.size(), a->n_predict, session.n_ctx());
     }
     Sampler sampler({a->temperature, a->top_k, a->top_p, a->seed});
     std::vector<float> logits;
@@ -77,7 +81,8 @@ void register_run(CLI::App& app) {
     std::printf("\n");
     const double pp = std::chrono::duration<double>(t1 - t0).count();
     const double tg = std::chrono::duration<double>(t2 - t1).count();
-    std::fprintf(stderr, "prompt: %zu tokens, %.1f tok/s; generated: %d tokens, %.1f tok/s; %d threads\n",
+    std::fprintf(stderr,
+                 "prompt: %zu tokens, %.1f tok/s; generated: %d tokens, %.1f tok/s; %d threads\n",
                  ids.size(), ids.size() / pp, generated, generated > 0 ? generated / tg : 0.0,
                  session.n_threads());
   });

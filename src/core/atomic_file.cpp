@@ -70,7 +70,8 @@ AtomicFile::~AtomicFile() {
 
 void AtomicFile::write(const void* data, size_t n) {
   if (n == 0) return;
-  if (std::fwrite(data, 1, n, file_) != n) fail("{}: write failed: {}", path_, std::strerror(errno));
+  if (std::fwrite(data, 1, n, file_) != n)
+    fail("{}: write failed: {}", path_, std::strerror(errno));
   written_ += n;
 }
 

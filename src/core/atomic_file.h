@@ -13,7 +13,7 @@ namespace squish {
 class AtomicFile {
  public:
   explicit AtomicFile(std::string path);  // creates "<path>.tmp.<pid>" next to path
-  ~AtomicFile();                           // removes the temp file unless committed
+  ~AtomicFile();                          // removes the temp file unless committed
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
 

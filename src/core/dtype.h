@@ -1,4 +1,5 @@
-// Element types. The numeric values are ggml's type ids, so a GGUF tensor's type field maps directly.
+// Element types. The numeric values are ggml's type ids, so a GGUF tensor's type field maps
+// directly.
 #pragma once
 
 #include <cstddef>
@@ -37,14 +38,16 @@ enum class DType : uint32_t {
 
 struct DTypeTraits {
   const char* name;
-  int block_size;    // elements per block (1 for plain types)
-  int block_bytes;   // bytes per block
+  int block_size;   // elements per block (1 for plain types)
+  int block_bytes;  // bytes per block
 };
 
 // Returns traits for a known type, nullopt for an id squish does not know.
 std::optional<DTypeTraits> dtype_traits(uint32_t ggml_type_id);
 const DTypeTraits& traits(DType t);
-inline const char* dtype_name(DType t) { return traits(t).name; }
+inline const char* dtype_name(DType t) {
+  return traits(t).name;
+}
 // Case-insensitive parse of "f32", "F16", "bf16", "q8_0" ...; nullopt if unknown.
 std::optional<DType> parse_dtype(std::string_view name);
 // Bytes for a row of n elements; n must be a multiple of the block size (checked by callers).
@@ -87,7 +90,7 @@ inline uint16_t fp32_to_fp16(float f) {
   std::memcpy(&x, &f, 4);
   const uint32_t sign = (x >> 16) & 0x8000u;
   const uint32_t absx = x & 0x7fffffffu;
-  if (absx > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (absx > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
   if (absx >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
   if (absx < 0x38800000u) {  // subnormal or zero in half
     if (absx < 0x33000000u) return static_cast<uint16_t>(sign);
@@ -116,8 +119,9 @@ inline float bf16_to_fp32(uint16_t h) {
 inline uint16_t fp32_to_bf16(float f) {
   uint32_t x;
   std::memcpy(&x, &f, 4);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);  // quiet NaN
-  x += 0x7fffu + ((x >> 16) & 1u);  // round to nearest even
+  if ((x & 0x7fffffffu) > 0x7f800000u)
+    return static_cast<uint16_t>((x >> 16) | 0x40u);  // quiet NaN
+  x += 0x7fffu + ((x >> 16) & 1u);                    // round to nearest even
   return static_cast<uint16_t>(x >> 16);
 }
 

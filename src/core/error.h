@@ -1,5 +1,6 @@
-// Errors: every failure the user can cause (bad file, bad flag) is a squish::Error whose message is one
-// line naming the file and the problem. The CLI prints it and exits non-zero; nothing else catches it.
+// Errors: every failure the user can cause (bad file, bad flag) is a squish::Error whose message is
+// one line naming the file and the problem. The CLI prints it and exits non-zero; nothing else
+// catches it.
 #pragma once
 
 #include <fmt/format.h>

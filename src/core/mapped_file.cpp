@@ -45,7 +45,9 @@ MappedFile::~MappedFile() {
   if (data_ != nullptr) munmap(const_cast<uint8_t*>(data_), size_);
 }
 
-void ByteReader::read_bytes(void* out, size_t n) { std::memcpy(out, take(n), n); }
+void ByteReader::read_bytes(void* out, size_t n) {
+  std::memcpy(out, take(n), n);
+}
 
 const uint8_t* ByteReader::take(size_t n) {
   if (n > remaining()) {

@@ -27,8 +27,8 @@ class MappedFile {
   size_t size_ = 0;
 };
 
-// Bounds-checked cursor over untrusted bytes. Every read checks the remaining length first and throws
-// squish::Error("<what>: <problem> at offset N") instead of reading past the end.
+// Bounds-checked cursor over untrusted bytes. Every read checks the remaining length first and
+// throws squish::Error("<what>: <problem> at offset N") instead of reading past the end.
 class ByteReader {
  public:
   ByteReader(const uint8_t* data, size_t size, std::string what)

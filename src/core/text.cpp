@@ -54,7 +54,8 @@ std::string read_text_file(const std::string& path, size_t max_bytes) {
   char buf[1 << 16];
   size_t got;
   while ((got = std::fread(buf, 1, sizeof(buf), f.get())) > 0) {
-    if (text.size() + got > max_bytes) fail("{}: text file is larger than {} bytes", path, max_bytes);
+    if (text.size() + got > max_bytes)
+      fail("{}: text file is larger than {} bytes", path, max_bytes);
     text.append(buf, got);
   }
   if (std::ferror(f.get())) fail("{}: read error: {}", path, std::strerror(errno));

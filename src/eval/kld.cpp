@@ -31,7 +31,8 @@ KldResult compute_kld(const Model& base, const Model& model, const std::vector<i
   }
   const int n_ctx = options.n_ctx;
   const int available = static_cast<int>(tokens.size() / n_ctx);
-  if (available < 1) fail("eval: the text has {} tokens; at least {} are needed", tokens.size(), n_ctx);
+  if (available < 1)
+    fail("eval: the text has {} tokens; at least {} are needed", tokens.size(), n_ctx);
   const int n_chunks = options.max_chunks > 0 ? std::min(options.max_chunks, available) : available;
   SessionOptions so;
   so.n_ctx = n_ctx;
@@ -88,7 +89,9 @@ KldResult compute_kld(const Model& base, const Model& model, const std::vector<i
   const double var = sum2 / r.n_scored - r.mean_kld * r.mean_kld;
   r.kld_stderr = r.n_scored > 1 && var > 0 ? std::sqrt(var / (r.n_scored - 1)) : 0;
   std::sort(klds.begin(), klds.end());
-  auto q = [&](double p) { return klds[std::min<size_t>(klds.size() - 1, static_cast<size_t>(p * klds.size()))]; };
+  auto q = [&](double p) {
+    return klds[std::min<size_t>(klds.size() - 1, static_cast<size_t>(p * klds.size()))];
+  };
   r.median_kld = q(0.5);
   r.p90_kld = q(0.9);
   r.p99_kld = q(0.99);

@@ -13,22 +13,38 @@ namespace squish {
 
 int gguf_file_type(DType type) {
   switch (type) {
-    case DType::Q4_0: return 2;
-    case DType::Q4_1: return 3;
-    case DType::Q8_0: return 7;
-    case DType::Q5_0: return 8;
-    case DType::Q5_1: return 9;
-    case DType::Q2_K: return 10;
-    case DType::Q3_K: return 12;
-    case DType::Q4_K: return 15;
-    case DType::Q5_K: return 17;
-    case DType::Q6_K: return 18;
-    case DType::IQ4_NL: return 25;
-    case DType::IQ4_XS: return 30;
-    case DType::F32: return 0;
-    case DType::F16: return 1;
-    case DType::BF16: return 32;
-    default: fail("GGUF export: unsupported output type {}", dtype_name(type));
+    case DType::Q4_0:
+      return 2;
+    case DType::Q4_1:
+      return 3;
+    case DType::Q8_0:
+      return 7;
+    case DType::Q5_0:
+      return 8;
+    case DType::Q5_1:
+      return 9;
+    case DType::Q2_K:
+      return 10;
+    case DType::Q3_K:
+      return 12;
+    case DType::Q4_K:
+      return 15;
+    case DType::Q5_K:
+      return 17;
+    case DType::Q6_K:
+      return 18;
+    case DType::IQ4_NL:
+      return 25;
+    case DType::IQ4_XS:
+      return 30;
+    case DType::F32:
+      return 0;
+    case DType::F16:
+      return 1;
+    case DType::BF16:
+      return 32;
+    default:
+      fail("GGUF export: unsupported output type {}", dtype_name(type));
   }
 }
 
@@ -49,7 +65,9 @@ std::vector<int64_t> neox_to_interleaved_rows(int64_t rows, int head_dim) {
 
 void convert_from_f32(const float* src, DType type, int64_t n, uint8_t* dst) {
   switch (type) {
-    case DType::F32: std::memcpy(dst, src, n * sizeof(float)); return;
+    case DType::F32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
     case DType::F16: {
       uint16_t* d = reinterpret_cast<uint16_t*>(dst);
       for (int64_t i = 0; i < n; ++i) d[i] = fp32_to_fp16(src[i]);
@@ -60,7 +78,8 @@ void convert_from_f32(const float* src, DType type, int64_t n, uint8_t* dst) {
       for (int64_t i = 0; i < n; ++i) d[i] = fp32_to_bf16(src[i]);
       return;
     }
-    default: fail("GGUF export: unsupported output type {}", dtype_name(type));
+    default:
+      fail("GGUF export: unsupported output type {}", dtype_name(type));
   }
 }
 
@@ -70,11 +89,13 @@ void export_gguf(const Model& model, const std::string& out_path, const GGUFExpo
   const ModelConfig& c = model.config;
   if (opt.plan.empty()) gguf_file_type(opt.type);  // validates the type
   if (!opt.plan.empty() && opt.plan.size() != model.tensors().size()) {
-    fail("internal: quantization plan has {} entries for {} tensors", opt.plan.size(), model.tensors().size());
+    fail("internal: quantization plan has {} entries for {} tensors", opt.plan.size(),
+         model.tensors().size());
   }
   const bool permute_qk = c.arch == Arch::Llama && c.rope_style == RopeStyle::Neox;
   if (c.arch != Arch::Llama && c.rope_style != RopeStyle::Neox) {
-    fail("{}: internal: {} with interleaved RoPE cannot be written as GGUF", model.path, c.arch_name());
+    fail("{}: internal: {} with interleaved RoPE cannot be written as GGUF", model.path,
+         c.arch_name());
   }
   if (permute_qk && c.n_rot != c.head_dim) {
     fail("{}: partial rotary Llama models cannot be converted to GGUF yet", model.path);
@@ -84,7 +105,8 @@ void export_gguf(const Model& model, const std::string& out_path, const GGUFExpo
   std::string name = opt.name;
   if (name.empty()) name = std::filesystem::path(model.path).filename().string();
   w.set("general.name", GGUFValue::str(name));
-  w.set("general.file_type", GGUFValue::u32(opt.file_type >= 0 ? opt.file_type : gguf_file_type(opt.type)));
+  w.set("general.file_type",
+        GGUFValue::u32(opt.file_type >= 0 ? opt.file_type : gguf_file_type(opt.type)));
   if (!opt.plan.empty()) w.set("general.quantization_version", GGUFValue::u32(2));
   config_to_gguf(c, w);
   if (model.tokenizer) {
@@ -104,8 +126,8 @@ void export_gguf(const Model& model, const std::string& out_path, const GGUFExpo
     DType out = matrix ? opt.type : DType::F32;
     if (!opt.plan.empty()) out = opt.plan[k].type;
     if (t.cols() % traits(out).block_size != 0) {
-      fail("{}: tensor '{}' has {} columns, not a multiple of {}'s block size {}", model.path, t.name,
-           t.cols(), dtype_name(out), traits(out).block_size);
+      fail("{}: tensor '{}' has {} columns, not a multiple of {}'s block size {}", model.path,
+           t.name, t.cols(), dtype_name(out), traits(out).block_size);
     }
     items.push_back({&t, out});
     w.add_tensor(t.name, out, t.shape);
@@ -176,7 +198,8 @@ void export_gguf(const Model& model, const std::string& out_path, const GGUFExpo
     if (opt.progress) opt.progress(k + 1, items.size());
   }
   if (!rope_factors.empty()) {
-    w.write_tensor_data("rope_freqs.weight", rope_factors.data(), rope_factors.size() * sizeof(float));
+    w.write_tensor_data("rope_freqs.weight", rope_factors.data(),
+                        rope_factors.size() * sizeof(float));
   }
   w.finish();
 }

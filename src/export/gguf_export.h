@@ -21,9 +21,9 @@ struct GGUFExportOptions {
   DType type = DType::F16;  // F32, F16 or BF16 for matrices (float export)
   // Quantized export: one entry per model tensor (plan_quantization), overriding `type`.
   std::vector<TensorPlan> plan;
-  int file_type = -1;                 // general.file_type; -1: derived from `type`
-  const Imatrix* imatrix = nullptr;   // per-column importance for the quantizers
-  std::string name;         // general.name; default: the source's file or folder name
+  int file_type = -1;                // general.file_type; -1: derived from `type`
+  const Imatrix* imatrix = nullptr;  // per-column importance for the quantizers
+  std::string name;                  // general.name; default: the source's file or folder name
   std::vector<std::pair<std::string, GGUFValue>> extra_metadata;
   // Called after each tensor with (tensors done, total).
   std::function<void(size_t, size_t)> progress;

@@ -58,12 +58,15 @@ std::string printable(std::string_view s) {
   return out;
 }
 
-std::string show_name(std::string_view s) { return fmt::format("'{}'", printable(s)); }
+std::string show_name(std::string_view s) {
+  return fmt::format("'{}'", printable(s));
+}
 
 // Parses a bounded JSON document, rejecting invalid UTF-8 and duplicate object keys (which
 // nlohmann would otherwise resolve silently, hiding a conflicting tensor entry).
 Json parse_json(const std::string& path, const uint8_t* p, size_t n, const char* what) {
-  if (const size_t bad = find_invalid_utf8(std::string_view(reinterpret_cast<const char*>(p), n)); bad != std::string_view::npos) {
+  if (const size_t bad = find_invalid_utf8(std::string_view(reinterpret_cast<const char*>(p), n));
+      bad != std::string_view::npos) {
     fail("{}: {} is not valid UTF-8 (byte {} of {})", path, what, bad, n);
   }
   std::vector<std::unordered_set<std::string>> keys;

@@ -12,10 +12,14 @@ using nlohmann::json;
 
 const char* ModelConfig::arch_name() const {
   switch (arch) {
-    case Arch::Llama: return "llama";
-    case Arch::Qwen2: return "qwen2";
-    case Arch::Phi3: return "phi3";
-    case Arch::Gemma: return "gemma";
+    case Arch::Llama:
+      return "llama";
+    case Arch::Qwen2:
+      return "qwen2";
+    case Arch::Phi3:
+      return "phi3";
+    case Arch::Gemma:
+      return "gemma";
   }
   return "?";
 }
@@ -37,7 +41,8 @@ void ModelConfig::finalize(const std::string& source) {
   require(head_dim > 0 && head_dim <= 1024 && head_dim % 2 == 0, "head dim must be even, <= 1024");
   require(n_ff > 0 && n_ff <= (1 << 20), "intermediate size must be in 1..1M");
   if (n_rot == 0) n_rot = head_dim;
-  require(n_rot > 0 && n_rot <= head_dim && n_rot % 2 == 0, "rotary dims must be even, <= head dim");
+  require(n_rot > 0 && n_rot <= head_dim && n_rot % 2 == 0,
+          "rotary dims must be even, <= head dim");
   require(std::isfinite(norm_eps) && norm_eps > 0 && norm_eps < 1, "norm epsilon must be in (0,1)");
   require(std::isfinite(rope_theta) && rope_theta > 1, "rope theta must be > 1");
   if (n_ctx_train <= 0) n_ctx_train = 2048;
@@ -101,8 +106,10 @@ double get_num(const json& j, const char* key, const std::string& source, double
 
 void parse_rope_scaling(const json& r, ModelConfig& c, const std::string& source) {
   std::string type = "default";
-  if (r.contains("rope_type") && r["rope_type"].is_string()) type = r["rope_type"];
-  else if (r.contains("type") && r["type"].is_string()) type = r["type"];
+  if (r.contains("rope_type") && r["rope_type"].is_string())
+    type = r["rope_type"];
+  else if (r.contains("type") && r["type"].is_string())
+    type = r["type"];
   if (type == "default") return;
   if (type == "linear") {
     c.rope_scaling.type = RopeScaling::Type::Linear;
@@ -126,8 +133,8 @@ ModelConfig config_from_hf(const json& j, const std::string& source) {
   if (!j.is_object()) fail("{}: config.json is not a JSON object", source);
   std::string model_type = j.value("model_type", "");
   std::string arch_class;
-  if (auto it = j.find("architectures"); it != j.end() && it->is_array() && !it->empty() &&
-                                         (*it)[0].is_string()) {
+  if (auto it = j.find("architectures");
+      it != j.end() && it->is_array() && !it->empty() && (*it)[0].is_string()) {
     arch_class = (*it)[0];
   }
   ModelConfig c;
@@ -144,8 +151,8 @@ ModelConfig config_from_hf(const json& j, const std::string& source) {
     c.activation = Activation::GeluTanh;
     c.scale_embeddings = true;
   } else {
-    fail("{}: unsupported architecture '{}' (supported: llama, mistral, qwen2, phi3, gemma)", source,
-         model_type.empty() ? arch_class : model_type);
+    fail("{}: unsupported architecture '{}' (supported: llama, mistral, qwen2, phi3, gemma)",
+         source, model_type.empty() ? arch_class : model_type);
   }
   c.n_vocab = get_int(j, "vocab_size", source);
   c.n_embd = get_int(j, "hidden_size", source);
@@ -220,12 +227,14 @@ ModelConfig config_from_gguf(const GGUFFile& g) {
   auto req = [&](const std::string& key) -> uint64_t {
     auto v = g.get_uint(arch + "." + key);
     if (!v) fail("{}: missing metadata key '{}.{}'", g.path(), arch, key);
-    if (*v > (uint64_t{1} << 31)) fail("{}: metadata key '{}.{}' is out of range", g.path(), arch, key);
+    if (*v > (uint64_t{1} << 31))
+      fail("{}: metadata key '{}.{}' is out of range", g.path(), arch, key);
     return *v;
   };
   auto opt = [&](const std::string& key, uint64_t fallback) -> uint64_t {
     auto v = g.get_uint(arch + "." + key);
-    if (v && *v > (uint64_t{1} << 31)) fail("{}: metadata key '{}.{}' is out of range", g.path(), arch, key);
+    if (v && *v > (uint64_t{1} << 31))
+      fail("{}: metadata key '{}.{}' is out of range", g.path(), arch, key);
     return v ? *v : fallback;
   };
   c.n_embd = static_cast<int>(req("embedding_length"));
@@ -265,7 +274,8 @@ ModelConfig config_from_gguf(const GGUFFile& g) {
     }
     const float* f = static_cast<const float*>(rf->data);
     for (int i = 0; i < c.n_rot / 2; ++i) {
-      if (!(f[i] > 0) || !std::isfinite(f[i])) fail("{}: rope_freqs.weight has a non-positive value", g.path());
+      if (!(f[i] > 0) || !std::isfinite(f[i]))
+        fail("{}: rope_freqs.weight has a non-positive value", g.path());
       c.rope_inv_freq[i] /= f[i];
     }
     c.rope_scaling.type = RopeScaling::Type::Llama3;

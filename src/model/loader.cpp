@@ -25,7 +25,8 @@ nlohmann::json read_json_file(const std::string& path) {
   std::error_code ec;
   const auto size = fs::file_size(path, ec);
   if (ec) fail("{}: cannot read: {}", path, ec.message());
-  if (size > kMaxConfigBytes) fail("{}: file is {} bytes, larger than the 16 MiB limit", path, size);
+  if (size > kMaxConfigBytes)
+    fail("{}: file is {} bytes, larger than the 16 MiB limit", path, size);
   std::ifstream in(path, std::ios::binary);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   try {
@@ -179,13 +180,16 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
       file.reset();
       model = load_llama2c(path, options);
     } else {
-      fail("{}: unrecognized model file (expected a GGUF file, a llama2.c checkpoint or a Hugging "
-           "Face folder)", path);
+      fail(
+          "{}: unrecognized model file (expected a GGUF file, a llama2.c checkpoint or a Hugging "
+          "Face folder)",
+          path);
     }
   }
   if (!options.tokenizer_path.empty() && model->format != SourceFormat::Llama2c) {
     const std::string& tp = options.tokenizer_path;
-    model->tokenizer = tp.ends_with(".model") ? load_sentencepiece_model(tp) : load_tokenizer_json(tp);
+    model->tokenizer =
+        tp.ends_with(".model") ? load_sentencepiece_model(tp) : load_tokenizer_json(tp);
   }
   model->bind_and_validate();
   if (model->tokenizer && model->tokenizer->vocab_size() > model->config.n_vocab) {

@@ -11,9 +11,12 @@ namespace squish {
 
 const char* source_format_name(SourceFormat f) {
   switch (f) {
-    case SourceFormat::HuggingFace: return "huggingface";
-    case SourceFormat::GGUF: return "gguf";
-    case SourceFormat::Llama2c: return "llama2c";
+    case SourceFormat::HuggingFace:
+      return "huggingface";
+    case SourceFormat::GGUF:
+      return "gguf";
+    case SourceFormat::Llama2c:
+      return "llama2c";
   }
   return "?";
 }
@@ -49,14 +52,19 @@ void Model::make_owned_f32(const std::string& name, float offset) {
   float* dst = buf->data();
   const int64_t n = t.numel();
   switch (t.type) {
-    case DType::F32: std::memcpy(dst, t.data, n * sizeof(float)); break;
+    case DType::F32:
+      std::memcpy(dst, t.data, n * sizeof(float));
+      break;
     case DType::F16:
-      for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(static_cast<const uint16_t*>(t.data)[i]);
+      for (int64_t i = 0; i < n; ++i)
+        dst[i] = fp16_to_fp32(static_cast<const uint16_t*>(t.data)[i]);
       break;
     case DType::BF16:
-      for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(static_cast<const uint16_t*>(t.data)[i]);
+      for (int64_t i = 0; i < n; ++i)
+        dst[i] = bf16_to_fp32(static_cast<const uint16_t*>(t.data)[i]);
       break;
-    default: fail("{}: tensor '{}' has type {}, expected a float type", path, name, dtype_name(t.type));
+    default:
+      fail("{}: tensor '{}' has type {}, expected a float type", path, name, dtype_name(t.type));
   }
   if (offset != 0.0f) {
     for (int64_t i = 0; i < n; ++i) dst[i] += offset;

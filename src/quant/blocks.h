@@ -13,8 +13,8 @@ constexpr int QK_K = 256;         // super-block size of the k-quants
 constexpr int K_SCALE_SIZE = 12;  // packed 6-bit scales and mins of Q4_K / Q5_K
 
 struct block_q4_0 {
-  uint16_t d;              // scale
-  uint8_t qs[QK4_0 / 2];   // 4-bit quants: low nibbles are elements 0..15, high nibbles 16..31
+  uint16_t d;             // scale
+  uint8_t qs[QK4_0 / 2];  // 4-bit quants: low nibbles are elements 0..15, high nibbles 16..31
 };
 static_assert(sizeof(block_q4_0) == 18);
 
@@ -106,8 +106,8 @@ static_assert(sizeof(block_iq4_nl) == 18);
 
 struct block_iq4_xs {
   uint16_t d;
-  uint16_t scales_h;             // high 2 bits of the 8 6-bit scales
-  uint8_t scales_l[QK_K / 64];   // low 4 bits
+  uint16_t scales_h;            // high 2 bits of the 8 6-bit scales
+  uint8_t scales_l[QK_K / 64];  // low 4 bits
   uint8_t qs[QK_K / 2];
 };
 static_assert(sizeof(block_iq4_xs) == 136);

@@ -39,11 +39,13 @@ Imatrix read_legacy(const std::string& path) {
   if (n < 1) r.error("no entries");
   for (int32_t k = 0; k < n; ++k) {
     const int32_t len = r.read<int32_t>();
-    if (len < 1 || static_cast<size_t>(len) > r.remaining() || len > 4096) r.error("bad name length");
+    if (len < 1 || static_cast<size_t>(len) > r.remaining() || len > 4096)
+      r.error("bad name length");
     std::string name(reinterpret_cast<const char*>(r.take(len)), len);
     const int32_t ncall = r.read<int32_t>();
     const int32_t nval = r.read<int32_t>();
-    if (nval < 1 || static_cast<size_t>(nval) > r.remaining() / 4) r.error("bad value count for '" + name + "'");
+    if (nval < 1 || static_cast<size_t>(nval) > r.remaining() / 4)
+      r.error("bad value count for '" + name + "'");
     ImatrixEntry e;
     e.sums.resize(nval);
     r.read_bytes(e.sums.data(), nval * sizeof(float));
@@ -79,7 +81,8 @@ Imatrix read_imatrix(const std::string& path) {
     const std::string name = t.name.substr(0, t.name.size() - 8);
     const TensorInfo* counts = g->find_tensor(name + ".counts");
     if (counts == nullptr) fail("{}: '{}' has no matching .counts tensor", path, t.name);
-    if (t.type != DType::F32 || counts->type != DType::F32) fail("{}: imatrix tensors for '{}' must be F32", path, name);
+    if (t.type != DType::F32 || counts->type != DType::F32)
+      fail("{}: imatrix tensors for '{}' must be F32", path, name);
     if (counts->numel() < 1 || t.numel() % counts->numel() != 0) {
       fail("{}: '{}' has {} values for {} counts", path, name, t.numel(), counts->numel());
     }
@@ -102,7 +105,8 @@ void write_imatrix(const std::string& path, const Imatrix& m) {
   w.set("imatrix.chunk_size", GGUFValue::u32(m.chunk_size));
   for (const auto& [name, e] : m.entries) {
     const int64_t n_mat = static_cast<int64_t>(e.counts.size());
-    w.add_tensor(name + ".in_sum2", DType::F32, {n_mat, static_cast<int64_t>(e.sums.size()) / n_mat});
+    w.add_tensor(name + ".in_sum2", DType::F32,
+                 {n_mat, static_cast<int64_t>(e.sums.size()) / n_mat});
     w.add_tensor(name + ".counts", DType::F32, {n_mat, 1});
   }
   w.write_header();

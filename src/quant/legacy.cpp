@@ -168,15 +168,20 @@ namespace {
 
 // Q8_0 / Q8_1 share this: d = amax / 127, q = round(x / d) (half away from zero, as roundf).
 // Returns the float (not fp16-rounded) d, which Q8_1's s is computed from.
-inline float quantize_block_q8(const float* x, uint16_t* d_out, int8_t* qs) {
+// ggml has two Q8 block quantizers: the reference (id = 1/d, round half away from zero) that
+// quantize_row_q8_0_ref uses, and ggml-cpu's x86 one for activations (id = 127/amax, round half
+// to even, the vector round instruction). They differ on rare ties; `activation` picks the latter.
+inline float quantize_block_q8(const float* x, uint16_t* d_out, int8_t* qs,
+                               bool activation = false) {
   float amax = 0.0f;
   for (int j = 0; j < kBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
   const float d = amax / 127;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const float id =
+      activation ? (amax != 0.0f ? 127.0f / amax : 0.0f) : (d != 0.0f ? 1.0f / d : 0.0f);
   *d_out = fp32_to_fp16(d);
   for (int j = 0; j < kBlock; ++j) {
     // |x * id| <= 127 up to rounding; the clamp only guards against NaN / inf inputs.
-    const float v = std::round(x[j] * id);
+    const float v = activation ? std::nearbyint(x[j] * id) : std::round(x[j] * id);
     qs[j] = static_cast<int8_t>(v >= -127.0f && v <= 127.0f ? v : v > 0 ? 127.0f : -127.0f);
   }
   return d;
@@ -911,35 +916,16 @@ float dot_iq4_nl_q8_0(int64_t n, const void* vw, const void* va) {
 
 // ================================ Activations and traits =================================
 
-namespace {
-
-// Activations follow ggml-cpu's x86 quantizer, not ggml's reference: id = 127 / amax and
-// round-half-to-even (the vector round instruction). The two differ on rare ties, and matching
-// the one llama.cpp actually runs keeps logits on the same file identical.
-float quantize_act_block_q8(const float* x, uint16_t* d_out, int8_t* qs) {
-  float amax = 0.0f;
-  for (int j = 0; j < kBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
-  const float d = amax / 127.0f;
-  const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-  *d_out = fp32_to_fp16(d);
-  for (int j = 0; j < kBlock; ++j) {
-    const float v = std::nearbyint(x[j] * id);
-    qs[j] = static_cast<int8_t>(v >= -127.0f && v <= 127.0f ? v : v > 0 ? 127.0f : -127.0f);
-  }
-  return d;
-}
-
-}  // namespace
-
 void quantize_act_q8_0(const float* x, void* y, int64_t n) {
   block_q8_0* out = static_cast<block_q8_0*>(y);
-  for (int64_t b = 0; b < n / kBlock; ++b) quantize_act_block_q8(x + b * kBlock, &out[b].d, out[b].qs);
+  for (int64_t b = 0; b < n / kBlock; ++b)
+    quantize_block_q8(x + b * kBlock, &out[b].d, out[b].qs, true);
 }
 
 void quantize_act_q8_1(const float* x, void* y, int64_t n) {
   block_q8_1* out = static_cast<block_q8_1*>(y);
   for (int64_t b = 0; b < n / kBlock; ++b) {
-    const float d = quantize_act_block_q8(x + b * kBlock, &out[b].d, out[b].qs);
+    const float d = quantize_block_q8(x + b * kBlock, &out[b].d, out[b].qs, true);
     int sum = 0;
     for (int j = 0; j < kBlock; ++j) sum += out[b].qs[j];
     out[b].s = fp32_to_fp16(d * static_cast<float>(sum));

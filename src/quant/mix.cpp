@@ -10,13 +10,13 @@ namespace squish {
 
 const std::vector<QuantMix>& quant_mixes() {
   static const std::vector<QuantMix> mixes = {
-      {"Q2_K", DType::Q2_K, 10},    {"Q2_K_S", DType::Q2_K, 21},  {"Q3_K_S", DType::Q3_K, 11},
-      {"Q3_K_M", DType::Q3_K, 12},  {"Q3_K_L", DType::Q3_K, 13},  {"Q4_K_S", DType::Q4_K, 14},
-      {"Q4_K_M", DType::Q4_K, 15},  {"Q5_K_S", DType::Q5_K, 16},  {"Q5_K_M", DType::Q5_K, 17},
-      {"Q6_K", DType::Q6_K, 18},    {"Q8_0", DType::Q8_0, 7},     {"Q4_0", DType::Q4_0, 2},
-      {"Q4_1", DType::Q4_1, 3},     {"Q5_0", DType::Q5_0, 8},     {"Q5_1", DType::Q5_1, 9},
+      {"Q2_K", DType::Q2_K, 10},     {"Q2_K_S", DType::Q2_K, 21},   {"Q3_K_S", DType::Q3_K, 11},
+      {"Q3_K_M", DType::Q3_K, 12},   {"Q3_K_L", DType::Q3_K, 13},   {"Q4_K_S", DType::Q4_K, 14},
+      {"Q4_K_M", DType::Q4_K, 15},   {"Q5_K_S", DType::Q5_K, 16},   {"Q5_K_M", DType::Q5_K, 17},
+      {"Q6_K", DType::Q6_K, 18},     {"Q8_0", DType::Q8_0, 7},      {"Q4_0", DType::Q4_0, 2},
+      {"Q4_1", DType::Q4_1, 3},      {"Q5_0", DType::Q5_0, 8},      {"Q5_1", DType::Q5_1, 9},
       {"IQ4_NL", DType::IQ4_NL, 25}, {"IQ4_XS", DType::IQ4_XS, 30}, {"F16", DType::F16, 1},
-      {"BF16", DType::BF16, 32},    {"F32", DType::F32, 0},
+      {"BF16", DType::BF16, 32},     {"F32", DType::F32, 0},
   };
   return mixes;
 }
@@ -40,7 +40,8 @@ TensorTypeOverride parse_tensor_type_override(const std::string& spec) {
   const auto type = parse_dtype(spec.substr(eq + 1));
   if (!type || *type == DType::Q8_1 || *type == DType::Q8_K || *type == DType::I8 ||
       *type == DType::I16 || *type == DType::I32 || *type == DType::I64 || *type == DType::F64) {
-    fail("--tensor-type '{}': '{}' is not a weight type squish can write", spec, spec.substr(eq + 1));
+    fail("--tensor-type '{}': '{}' is not a weight type squish can write", spec,
+         spec.substr(eq + 1));
   }
   o.type = *type;
   try {
@@ -53,24 +54,40 @@ TensorTypeOverride parse_tensor_type_override(const std::string& spec) {
 
 namespace {
 
-bool use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+bool use_more_bits(int i, int n) {
+  return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+}
 
-// Types whose 256-wide super-blocks do not fit a row fall back to a 32-wide type, as llama.cpp does.
+// Types whose 256-wide super-blocks do not fit a row fall back to a 32-wide type, as llama.cpp
+// does.
 DType fallback(DType t, int64_t cols, std::string& reason) {
   const int bs = traits(t).block_size;
   if (cols % bs == 0) return t;
   DType r;
   switch (t) {
     case DType::Q2_K:
-    case DType::Q3_K: r = DType::Q4_0; break;
-    case DType::Q4_K: r = DType::Q5_0; break;
-    case DType::Q5_K: r = DType::Q5_1; break;
-    case DType::Q6_K: r = DType::Q8_0; break;
-    case DType::IQ4_XS: r = DType::IQ4_NL; break;
-    default: r = t; break;
+    case DType::Q3_K:
+      r = DType::Q4_0;
+      break;
+    case DType::Q4_K:
+      r = DType::Q5_0;
+      break;
+    case DType::Q5_K:
+      r = DType::Q5_1;
+      break;
+    case DType::Q6_K:
+      r = DType::Q8_0;
+      break;
+    case DType::IQ4_XS:
+      r = DType::IQ4_NL;
+      break;
+    default:
+      r = t;
+      break;
   }
   if (cols % traits(r).block_size != 0) r = DType::F16;
-  reason = fmt::format("{} columns not divisible by {} ({} -> {})", cols, bs, dtype_name(t), dtype_name(r));
+  reason = fmt::format("{} columns not divisible by {} ({} -> {})", cols, bs, dtype_name(t),
+                       dtype_name(r));
   return r;
 }
 
@@ -100,7 +117,8 @@ std::vector<TensorPlan> plan_quantization(const Model& model, const QuantPlanOpt
       plan.push_back(p);
       continue;
     }
-    const bool is_output = t.name == "output.weight" || (!has_output && t.name == "token_embd.weight");
+    const bool is_output =
+        t.name == "output.weight" || (!has_output && t.name == "token_embd.weight");
     if (o.embd_type && t.name == "token_embd.weight") {
       p.type = *o.embd_type;
       p.reason = "--token-embedding-type";
@@ -144,32 +162,55 @@ std::vector<TensorPlan> plan_quantization(const Model& model, const QuantPlanOpt
         }
       } else if (attn_v) {
         const int i = layer;
-        if (mix == "Q2_K") type = n_gqa >= 4 ? DType::Q4_K : DType::Q3_K;
-        else if (mix == "Q2_K_S" && n_gqa >= 4) type = DType::Q4_K;
-        else if (mix == "Q3_K_M") type = i < 2 ? DType::Q5_K : DType::Q4_K;
-        else if (mix == "Q3_K_L") type = DType::Q5_K;
-        else if ((mix == "IQ4_NL" || mix == "IQ4_XS") && n_gqa >= 4) type = DType::Q5_K;
-        else if ((mix == "Q4_K_M" || mix == "Q5_K_M") && use_more_bits(i, n_attn_v)) type = DType::Q6_K;
-        else if (mix == "Q4_K_S" && i < 4) type = DType::Q5_K;
+        if (mix == "Q2_K")
+          type = n_gqa >= 4 ? DType::Q4_K : DType::Q3_K;
+        else if (mix == "Q2_K_S" && n_gqa >= 4)
+          type = DType::Q4_K;
+        else if (mix == "Q3_K_M")
+          type = i < 2 ? DType::Q5_K : DType::Q4_K;
+        else if (mix == "Q3_K_L")
+          type = DType::Q5_K;
+        else if ((mix == "IQ4_NL" || mix == "IQ4_XS") && n_gqa >= 4)
+          type = DType::Q5_K;
+        else if ((mix == "Q4_K_M" || mix == "Q5_K_M") && use_more_bits(i, n_attn_v))
+          type = DType::Q6_K;
+        else if (mix == "Q4_K_S" && i < 4)
+          type = DType::Q5_K;
       } else if (ffn_down) {
         const int i = layer;
-        if (mix == "Q2_K") type = DType::Q3_K;
-        else if (mix == "Q2_K_S") { if (i < n_layer / 8) type = DType::Q4_K; }
-        else if (mix == "Q3_K_M") type = i < n_layer / 16 ? DType::Q5_K : DType::Q4_K;
-        else if (mix == "Q3_K_L") type = DType::Q5_K;
-        else if (mix == "Q4_K_M") { if (use_more_bits(i, n_layer)) type = DType::Q6_K; }
-        else if (i < n_layer / 8 && (mix == "IQ4_NL" || mix == "IQ4_XS") && !o.has_imatrix) type = DType::Q5_K;
-        else if (mix == "Q5_K_M" && use_more_bits(i, n_layer)) type = DType::Q6_K;
-        else if (mix == "Q4_K_S" && i < n_layer / 8) type = DType::Q5_K;
+        if (mix == "Q2_K")
+          type = DType::Q3_K;
+        else if (mix == "Q2_K_S") {
+          if (i < n_layer / 8) type = DType::Q4_K;
+        } else if (mix == "Q3_K_M")
+          type = i < n_layer / 16 ? DType::Q5_K : DType::Q4_K;
+        else if (mix == "Q3_K_L")
+          type = DType::Q5_K;
+        else if (mix == "Q4_K_M") {
+          if (use_more_bits(i, n_layer)) type = DType::Q6_K;
+        } else if (i < n_layer / 8 && (mix == "IQ4_NL" || mix == "IQ4_XS") && !o.has_imatrix)
+          type = DType::Q5_K;
+        else if (mix == "Q5_K_M" && use_more_bits(i, n_layer))
+          type = DType::Q6_K;
+        else if (mix == "Q4_K_S" && i < n_layer / 8)
+          type = DType::Q5_K;
         else if ((mix == "Q4_0" || mix == "Q5_0") && o.has_imatrix && i < n_layer / 8) {
           type = mix == "Q4_0" ? DType::Q4_1 : DType::Q5_1;
         }
       } else if (t.name.find("attn_output.weight") != std::string::npos) {
-        if (mix == "Q2_K") type = DType::Q3_K;
-        else if (mix == "Q3_K_M") type = DType::Q4_K;
-        else if (mix == "Q3_K_L") type = DType::Q5_K;
+        if (mix == "Q2_K")
+          type = DType::Q3_K;
+        else if (mix == "Q3_K_M")
+          type = DType::Q4_K;
+        else if (mix == "Q3_K_L")
+          type = DType::Q5_K;
       }
-      if (type != before) reason = fmt::format("{} rule for {}", mix, is_output ? "output" : attn_v ? "attn_v" : ffn_down ? "ffn_down" : "attn_output");
+      if (type != before)
+        reason = fmt::format("{} rule for {}", mix,
+                             is_output  ? "output"
+                             : attn_v   ? "attn_v"
+                             : ffn_down ? "ffn_down"
+                                        : "attn_output");
     }
     std::string fb;
     type = fallback(type, t.cols(), fb);

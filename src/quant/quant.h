@@ -19,11 +19,11 @@ using VecDotFn = float (*)(int64_t n, const void* w_row, const void* act_row);
 
 struct QuantTraits {
   DType type;
-  DType vec_dot_type;            // activation block format the dot products take
-  QuantizeFn quantize;           // reference quantization; importance may be null (n floats)
+  DType vec_dot_type;   // activation block format the dot products take
+  QuantizeFn quantize;  // reference quantization; importance may be null (n floats)
   DequantizeFn dequantize;
-  VecDotFn dot_scalar;           // reference dot product (required)
-  VecDotFn dot_avx2 = nullptr;   // optional fast versions, checked against dot_scalar in tests
+  VecDotFn dot_scalar;          // reference dot product (required)
+  VecDotFn dot_avx2 = nullptr;  // optional fast versions, checked against dot_scalar in tests
   VecDotFn dot_avx512 = nullptr;
 };
 

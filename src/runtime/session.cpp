@@ -63,7 +63,8 @@ Session::Session(const Model& model, const SessionOptions& options) : model_(mod
   attn_.resize(B * c.q_dim());
   gate_.resize(B * c.n_ff);
   up_.resize(B * c.n_ff * 2);
-  if (model.layers.size() > 0 && model.layers[0].wqkv) qkv_.resize(B * (c.q_dim() + 2 * c.kv_dim()));
+  if (model.layers.size() > 0 && model.layers[0].wqkv)
+    qkv_.resize(B * (c.q_dim() + 2 * c.kv_dim()));
   rope_cos_.resize(B * (c.n_rot / 2));
   rope_sin_.resize(B * (c.n_rot / 2));
 }
@@ -76,7 +77,8 @@ void Session::eval(const int32_t* tokens, int n, bool all_logits, std::vector<fl
          n_ctx_);
   }
   for (int i = 0; i < n; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= V) fail("token id {} is outside the vocabulary (0..{})", tokens[i], V - 1);
+    if (tokens[i] < 0 || tokens[i] >= V)
+      fail("token id {} is outside the vocabulary (0..{})", tokens[i], V - 1);
   }
   logits.resize(static_cast<size_t>(all_logits ? n : 1) * V);
   for (int done = 0; done < n; done += n_batch_) {
@@ -129,7 +131,8 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
   const float emb_scale = c.scale_embeddings ? std::sqrt(static_cast<float>(E)) : 1.0f;
   for (int t = 0; t < n; ++t) {
     float* xt = x_.data() + static_cast<size_t>(t) * E;
-    convert_row_to_f32(emb.type, static_cast<const uint8_t*>(emb.data) + tokens[t] * emb_stride, xt, E);
+    convert_row_to_f32(emb.type, static_cast<const uint8_t*>(emb.data) + tokens[t] * emb_stride, xt,
+                       E);
     if (emb_scale != 1.0f) {
       for (int i = 0; i < E; ++i) xt[i] *= emb_scale;
     }
@@ -208,10 +211,10 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
     } else {
       matmul(xn_.data(), n, *L.w_up, up_.data());  // [t][gate F | up F]
       for (int t = 0; t < n; ++t) {
-        std::memcpy(gate_.data() + static_cast<size_t>(t) * F, up_.data() + static_cast<size_t>(t) * 2 * F,
-                    F * sizeof(float));
-        std::memmove(up_.data() + static_cast<size_t>(t) * F, up_.data() + static_cast<size_t>(t) * 2 * F + F,
-                     F * sizeof(float));
+        std::memcpy(gate_.data() + static_cast<size_t>(t) * F,
+                    up_.data() + static_cast<size_t>(t) * 2 * F, F * sizeof(float));
+        std::memmove(up_.data() + static_cast<size_t>(t) * F,
+                     up_.data() + static_cast<size_t>(t) * 2 * F + F, F * sizeof(float));
       }
     }
     const size_t nf = static_cast<size_t>(n) * F;

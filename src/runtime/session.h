@@ -12,9 +12,9 @@
 namespace squish {
 
 struct SessionOptions {
-  int n_ctx = 0;       // KV cache length; 0: the model's training context, capped at 4096
-  int n_threads = 0;   // 0: all cores
-  int n_batch = 256;   // micro-batch for prefill
+  int n_ctx = 0;      // KV cache length; 0: the model's training context, capped at 4096
+  int n_threads = 0;  // 0: all cores
+  int n_batch = 256;  // micro-batch for prefill
 };
 
 class Session {

@@ -1,7 +1,8 @@
 // Drives llama.cpp's libllama (the reference peer) on a GGUF file:
 //   llama_logits logits MODEL.gguf OUT.bin TOKEN...   all-position logits as float32 [n, vocab]
 //   llama_logits logits-seq MODEL.gguf OUT.bin TOKEN... the same, one token per llama_decode call
-//   llama_logits tokenize MODEL.gguf TEXT_FILE         token ids (parse_special off, add_special on)
+//   llama_logits tokenize MODEL.gguf TEXT_FILE         token ids (parse_special off, add_special
+//   on)
 // Built against llama.cpp's headers and library (see tools/llama_cpp/build.sh); used to produce
 // the committed llama.cpp golden logits and by bench/ for side-by-side runs.
 #include <ggml-backend.h>
@@ -22,13 +23,15 @@ static void quiet_log(ggml_log_level level, const char* text, void*) {
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: %s logits MODEL OUT.bin TOKEN... | tokenize MODEL TEXT\n", argv[0]);
+    std::fprintf(stderr, "usage: %s logits MODEL OUT.bin TOKEN... | tokenize MODEL TEXT\n",
+                 argv[0]);
     return 2;
   }
   const std::string mode = argv[1];
   llama_log_set(quiet_log, nullptr);
   // Prebuilt llama.cpp packages load their CPU backends as plugins from the library folder.
-  if (const char* dir = std::getenv("SQUISH_GGML_BACKEND_DIR")) ggml_backend_load_all_from_path(dir);
+  if (const char* dir = std::getenv("SQUISH_GGML_BACKEND_DIR"))
+    ggml_backend_load_all_from_path(dir);
   llama_backend_init();
   llama_model_params mp = llama_model_default_params();
   mp.n_gpu_layers = 0;
@@ -61,7 +64,8 @@ int main(int argc, char** argv) {
   cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
   llama_context* ctx = llama_init_from_model(model, cp);
   if (ctx == nullptr) return 1;
-  // "logits": one batch (prefill kernels); "logits-seq": one token per decode call (decode kernels).
+  // "logits": one batch (prefill kernels); "logits-seq": one token per decode call (decode
+  // kernels).
   const size_t step = mode == "logits-seq" ? 1 : tokens.size();
   const int n_vocab = llama_vocab_n_tokens(vocab);
   std::FILE* out = std::fopen(argv[3], "wb");

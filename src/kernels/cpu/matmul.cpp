@@ -45,7 +45,9 @@ CpuLevel g_level = initial_level();
 
 void convert_row_scalar(DType type, const void* src, float* dst, int64_t n) {
   switch (type) {
-    case DType::F32: std::memcpy(dst, src, n * sizeof(float)); return;
+    case DType::F32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
     case DType::F16: {
       const uint16_t* s = static_cast<const uint16_t*>(src);
       for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(s[i]);
@@ -94,17 +96,24 @@ void matmul_quantized(const QuantTraits& qt, const float* x, int64_t n_tokens, c
 
 }  // namespace
 
-CpuLevel detected_cpu_level() { return detect(); }
-CpuLevel active_cpu_level() { return g_level; }
+CpuLevel detected_cpu_level() {
+  return detect();
+}
+CpuLevel active_cpu_level() {
+  return g_level;
+}
 void set_cpu_level(CpuLevel level) {
   if (static_cast<int>(level) > static_cast<int>(detect())) level = detect();
   g_level = level;
 }
 const char* cpu_level_name(CpuLevel level) {
   switch (level) {
-    case CpuLevel::Scalar: return "scalar";
-    case CpuLevel::AVX2: return "avx2";
-    case CpuLevel::AVX512: return "avx512";
+    case CpuLevel::Scalar:
+      return "scalar";
+    case CpuLevel::AVX2:
+      return "avx2";
+    case CpuLevel::AVX512:
+      return "avx512";
   }
   return "?";
 }

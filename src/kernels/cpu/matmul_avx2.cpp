@@ -22,18 +22,22 @@ inline __m256 load8(const void* row, DType type, int64_t i) {
           _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i)));
     case DType::BF16:
       return _mm256_castsi256_ps(_mm256_slli_epi32(
-          _mm256_cvtepu16_epi32(
-              _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i))),
+          _mm256_cvtepu16_epi32(_mm_loadu_si128(
+              reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i))),
           16));
-    default: return _mm256_loadu_ps(static_cast<const float*>(row) + i);
+    default:
+      return _mm256_loadu_ps(static_cast<const float*>(row) + i);
   }
 }
 
 inline float load1(const void* row, DType type, int64_t i) {
   switch (type) {
-    case DType::F16: return fp16_to_fp32(static_cast<const uint16_t*>(row)[i]);
-    case DType::BF16: return bf16_to_fp32(static_cast<const uint16_t*>(row)[i]);
-    default: return static_cast<const float*>(row)[i];
+    case DType::F16:
+      return fp16_to_fp32(static_cast<const uint16_t*>(row)[i]);
+    case DType::BF16:
+      return bf16_to_fp32(static_cast<const uint16_t*>(row)[i]);
+    default:
+      return static_cast<const float*>(row)[i];
   }
 }
 
@@ -76,10 +80,17 @@ void packed_panel_avx2(const float* x, int64_t n_tokens, const float* packed, in
   int64_t t = 0;
   for (; t + 4 <= n_tokens; t += 4) packed_micro<4>(packed, k, x + t * k, y + t * ldy, ldy, nr);
   switch (n_tokens - t) {
-    case 3: packed_micro<3>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
-    case 2: packed_micro<2>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
-    case 1: packed_micro<1>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
-    default: break;
+    case 3:
+      packed_micro<3>(packed, k, x + t * k, y + t * ldy, ldy, nr);
+      break;
+    case 2:
+      packed_micro<2>(packed, k, x + t * k, y + t * ldy, ldy, nr);
+      break;
+    case 1:
+      packed_micro<1>(packed, k, x + t * k, y + t * ldy, ldy, nr);
+      break;
+    default:
+      break;
   }
 }
 
@@ -104,7 +115,8 @@ void gemv_avx2(const float* x, const void* w, DType type, int64_t row_begin, int
 void convert_f16_avx2(const uint16_t* src, float* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+    _mm256_storeu_ps(dst + i,
+                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
   }
   for (; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
 }
@@ -112,7 +124,8 @@ void convert_f16_avx2(const uint16_t* src, float* dst, int64_t n) {
 float dot_f32_avx2(const float* a, const float* b, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  for (; i + 8 <= n; i += 8)
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
   float s = hsum(acc);
   for (; i < n; ++i) s += a[i] * b[i];
   return s;

@@ -11,19 +11,22 @@ namespace squish::kernels {
 
 namespace {
 
-inline __mmask16 tail_mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
+inline __mmask16 tail_mask(int64_t n) {
+  return static_cast<__mmask16>((1u << n) - 1);
+}
 
 inline __m512 load_row(const void* row, DType type, int64_t i) {
   switch (type) {
     case DType::F16:
-      return _mm512_cvtph_ps(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + i)));
+      return _mm512_cvtph_ps(_mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + i)));
     case DType::BF16:
       return _mm512_castsi512_ps(_mm512_slli_epi32(
           _mm512_cvtepu16_epi32(_mm256_loadu_si256(
               reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + i))),
           16));
-    default: return _mm512_loadu_ps(static_cast<const float*>(row) + i);
+    default:
+      return _mm512_loadu_ps(static_cast<const float*>(row) + i);
   }
 }
 
@@ -35,7 +38,8 @@ inline __m512 load_row_masked(const void* row, DType type, int64_t i, __mmask16 
       return _mm512_castsi512_ps(_mm512_slli_epi32(
           _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(row) + i)),
           16));
-    default: return _mm512_maskz_loadu_ps(m, static_cast<const float*>(row) + i);
+    default:
+      return _mm512_maskz_loadu_ps(m, static_cast<const float*>(row) + i);
   }
 }
 
@@ -74,12 +78,23 @@ void packed_panel_avx512(const float* x, int64_t n_tokens, const float* packed, 
   int64_t t = 0;
   for (; t + 6 <= n_tokens; t += 6) packed_micro<6>(packed, k, x + t * k, y + t * ldy, ldy, nr);
   switch (n_tokens - t) {
-    case 5: packed_micro<5>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
-    case 4: packed_micro<4>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
-    case 3: packed_micro<3>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
-    case 2: packed_micro<2>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
-    case 1: packed_micro<1>(packed, k, x + t * k, y + t * ldy, ldy, nr); break;
-    default: break;
+    case 5:
+      packed_micro<5>(packed, k, x + t * k, y + t * ldy, ldy, nr);
+      break;
+    case 4:
+      packed_micro<4>(packed, k, x + t * k, y + t * ldy, ldy, nr);
+      break;
+    case 3:
+      packed_micro<3>(packed, k, x + t * k, y + t * ldy, ldy, nr);
+      break;
+    case 2:
+      packed_micro<2>(packed, k, x + t * k, y + t * ldy, ldy, nr);
+      break;
+    case 1:
+      packed_micro<1>(packed, k, x + t * k, y + t * ldy, ldy, nr);
+      break;
+    default:
+      break;
   }
 }
 
@@ -97,7 +112,8 @@ void gemv_avx512(const float* x, const void* w, DType type, int64_t row_begin, i
     }
     for (; i < k; i += 16) {
       const __mmask16 m = k - i >= 16 ? static_cast<__mmask16>(0xffff) : tail_mask(k - i);
-      acc0 = _mm512_fmadd_ps(load_row_masked(row, type, i, m), _mm512_maskz_loadu_ps(m, x + i), acc0);
+      acc0 =
+          _mm512_fmadd_ps(load_row_masked(row, type, i, m), _mm512_maskz_loadu_ps(m, x + i), acc0);
     }
     y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
   }
@@ -106,7 +122,8 @@ void gemv_avx512(const float* x, const void* w, DType type, int64_t row_begin, i
 void convert_f16_avx512(const uint16_t* src, float* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+    _mm512_storeu_ps(
+        dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
   }
   for (; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
 }
@@ -114,7 +131,8 @@ void convert_f16_avx512(const uint16_t* src, float* dst, int64_t n) {
 void convert_bf16_avx512(const uint16_t* src, float* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+    const __m512i v =
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
     _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
   }
   for (; i < n; ++i) dst[i] = bf16_to_fp32(src[i]);
@@ -123,7 +141,8 @@ void convert_bf16_avx512(const uint16_t* src, float* dst, int64_t n) {
 float dot_f32_avx512(const float* a, const float* b, int64_t n) {
   __m512 acc = _mm512_setzero_ps();
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  for (; i + 16 <= n; i += 16)
+    acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
   if (i < n) {
     const __mmask16 m = tail_mask(n - i);
     acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc);
