@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a model, end to end: install dependencies, build, inspect the model, convert it
-# to an F16 GGUF that llama.cpp loads, measure perplexity of both on held-out text, generate text.
+# to an F16 GGUF and quantize it to Q4_K_M (files llama.cpp loads), measure what quantization cost
+# on held-out text (perplexity, KL divergence, top-1 agreement), generate text, measure speed.
 #   bash scripts/demo.sh [MODEL] [TEXT]
 # MODEL defaults to ../shared/models/gcide-llama-16M, TEXT to ../shared/data/gcide-valid.txt.
 set -euo pipefail
@@ -24,10 +25,14 @@ echo "== squish info"
 $SQUISH info "$MODEL"
 echo "== squish convert -> out/model-f16.gguf"
 $SQUISH convert "$MODEL" -o out/model-f16.gguf --type f16
-echo "== squish perplexity (original, then F16 GGUF; 20 windows of 512 tokens)"
+echo "== squish quantize -> out/model-q4_k_m.gguf"
+$SQUISH quantize "$MODEL" -o out/model-q4_k_m.gguf --type Q4_K_M
+echo "== squish perplexity (original; 20 windows of 512 tokens)"
 $SQUISH perplexity "$MODEL" -f "$TEXT" --chunks 20
-$SQUISH perplexity out/model-f16.gguf -f "$TEXT" --chunks 20
-echo "== squish run"
-$SQUISH run out/model-f16.gguf -p "Dictionary, n." -n 48
-echo "== squish bench"
+echo "== squish eval: what Q4_K_M cost against the original"
+$SQUISH eval out/model-q4_k_m.gguf --base "$MODEL" -f "$TEXT" --chunks 20
+echo "== squish run (Q4_K_M)"
+$SQUISH run out/model-q4_k_m.gguf -p "Dictionary, n." -n 48
+echo "== squish bench (F16, then Q4_K_M)"
 $SQUISH bench out/model-f16.gguf -p 256 -n 64 -r 2
+$SQUISH bench out/model-q4_k_m.gguf -p 256 -n 64 -r 2
