@@ -5,10 +5,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include <unicode/normalizer2.h>
+#include <unicode/unistr.h>
+
 #include <algorithm>
 #include <cctype>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "tokenizer/text_util.h"
 
 namespace squish::tok {
@@ -82,6 +86,24 @@ void Regex::find_all(std::string_view subject, std::vector<std::pair<size_t, siz
 }
 
 namespace {
+
+// Unicode NFC through ICU, as the reference's NFC normalizer does. Text that is already NFC
+// (nearly all) is returned untouched after ICU's check; invalid UTF-8 is left alone so the
+// byte-level fallback still sees the original bytes.
+std::string nfc_normalize(std::string text) {
+  if (find_invalid_utf8(text) != std::string_view::npos) return text;
+  UErrorCode status = U_ZERO_ERROR;
+  const icu::Normalizer2* nfc = icu::Normalizer2::getNFCInstance(status);
+  if (U_FAILURE(status)) return text;
+  const icu::UnicodeString u = icu::UnicodeString::fromUTF8(text);
+  if (nfc->isNormalized(u, status) && U_SUCCESS(status)) return text;
+  status = U_ZERO_ERROR;
+  const icu::UnicodeString n = nfc->normalize(u, status);
+  if (U_FAILURE(status)) return text;
+  std::string out;
+  n.toUTF8String(out);
+  return out;
+}
 
 std::string escape_regex(std::string_view s) {
   std::string out;
@@ -437,6 +459,7 @@ std::string Pipeline::normalize(std::string text) const {
         }
         break;
       case NormalizerStep::kNfc:
+        text = nfc_normalize(std::move(text));
         break;
     }
   }

@@ -7,8 +7,6 @@
 // Known departures from the references, all on input they never see or rarely do:
 //  - Input that is not valid UTF-8 (the references only take valid strings): each stray byte is
 //    encoded on its own (byte-level: its byte token; SentencePiece: <0xXX> or <unk>).
-//  - The NFC normalizer (Qwen2) is taken as a no-op: text already in NFC, which is nearly all
-//    text, encodes exactly; decomposed accents do not get composed first.
 //  - Regexes run on PCRE2 instead of Oniguruma; both are Perl-style backtracking engines and
 //    agree on these patterns, up to Unicode-version differences in \p{L}/\p{N} and PCRE2's
 //    \s also matching U+180E.
