@@ -360,26 +360,27 @@ void quantize_act_q8_K(const float* x, void* vy, int64_t n) {
 namespace {
 // Every k-quant dots with Q8_K activations.
 constexpr QuantTraits k_traits(DType type, QuantizeFn quantize, DequantizeFn dequantize,
-                               VecDotFn scalar, VecDotFn avx2, VecDotFn avx512) {
-  return {type, DType::Q8_K, quantize, dequantize, scalar, avx2, avx512};
+                               VecDotFn scalar, VecDotFn avx2, VecDotFn avx512,
+                               VecDot4Fn dot4_avx512 = nullptr) {
+  return {type, DType::Q8_K, quantize, dequantize, scalar, avx2, avx512, dot4_avx512};
 }
 }  // namespace
 
 const QuantTraits kTraitsQ2_K =
     k_traits(DType::Q2_K, kquant::quantize_q2_K, dequantize_q2_K, dot_q2_K_scalar,
-             kernels::dot_q2_K_avx2, kernels::dot_q2_K_avx512);
+             kernels::dot_q2_K_avx2, kernels::dot_q2_K_avx512, kernels::dot4_q2_K_avx512);
 const QuantTraits kTraitsQ3_K =
     k_traits(DType::Q3_K, kquant::quantize_q3_K, dequantize_q3_K, dot_q3_K_scalar,
-             kernels::dot_q3_K_avx2, kernels::dot_q3_K_avx512);
+             kernels::dot_q3_K_avx2, kernels::dot_q3_K_avx512, kernels::dot4_q3_K_avx512);
 const QuantTraits kTraitsQ4_K =
     k_traits(DType::Q4_K, kquant::quantize_q4_K, dequantize_q4_K, dot_q4_K_scalar,
-             kernels::dot_q4_K_avx2, kernels::dot_q4_K_avx512);
+             kernels::dot_q4_K_avx2, kernels::dot_q4_K_avx512, kernels::dot4_q4_K_avx512);
 const QuantTraits kTraitsQ5_K =
     k_traits(DType::Q5_K, kquant::quantize_q5_K, dequantize_q5_K, dot_q5_K_scalar,
-             kernels::dot_q5_K_avx2, kernels::dot_q5_K_avx512);
+             kernels::dot_q5_K_avx2, kernels::dot_q5_K_avx512, kernels::dot4_q5_K_avx512);
 const QuantTraits kTraitsQ6_K =
     k_traits(DType::Q6_K, kquant::quantize_q6_K, dequantize_q6_K, dot_q6_K_scalar,
-             kernels::dot_q6_K_avx2, kernels::dot_q6_K_avx512);
+             kernels::dot_q6_K_avx2, kernels::dot_q6_K_avx512, kernels::dot4_q6_K_avx512);
 const QuantTraits kTraitsIQ4_XS =
     k_traits(DType::IQ4_XS, kquant::quantize_iq4_xs, dequantize_iq4_xs, dot_iq4_xs_scalar,
              kernels::dot_iq4_xs_avx2, kernels::dot_iq4_xs_avx512);

@@ -952,7 +952,8 @@ const QuantTraits kTraitsQ5_0 = {DType::Q5_0,
                                  dequantize_row_q5_0,
                                  dot_q5_0_q8_0,
                                  kernels::dot_q5_0_q8_0_avx2,
-                                 kernels::dot_q5_0_q8_0_avx512};
+                                 kernels::dot_q5_0_q8_0_avx512,
+                                 kernels::dot4_q5_0_q8_0_avx512};
 const QuantTraits kTraitsQ5_1 = {DType::Q5_1,
                                  DType::Q8_1,
                                  quantize_row_q5_1,
@@ -966,7 +967,8 @@ const QuantTraits kTraitsQ8_0 = {DType::Q8_0,
                                  dequantize_row_q8_0,
                                  dot_q8_0_q8_0,
                                  kernels::dot_q8_0_q8_0_avx2,
-                                 kernels::dot_q8_0_q8_0_avx512};
+                                 kernels::dot_q8_0_q8_0_avx512,
+                                 kernels::dot4_q8_0_q8_0_avx512};
 const QuantTraits kTraitsIQ4_NL = {DType::IQ4_NL,
                                    DType::Q8_0,
                                    quantize_row_iq4_nl,

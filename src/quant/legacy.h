@@ -73,6 +73,9 @@ float dot_q5_0_q8_0_avx512(int64_t n, const void* w, const void* a);
 float dot_q5_1_q8_1_avx512(int64_t n, const void* w, const void* a);
 float dot_q8_0_q8_0_avx512(int64_t n, const void* w, const void* a);
 float dot_iq4_nl_q8_0_avx512(int64_t n, const void* w, const void* a);
+// Four activation rows at once (QuantTraits::dot4_avx512).
+void dot4_q5_0_q8_0_avx512(int64_t n, const void* w, const void* const a[4], float out[4]);
+void dot4_q8_0_q8_0_avx512(int64_t n, const void* w, const void* const a[4], float out[4]);
 }  // namespace kernels
 
 }  // namespace squish

@@ -47,6 +47,10 @@ VecDotFn quant_dot(const QuantTraits& t) {
   return t.dot_scalar;
 }
 
+VecDot4Fn quant_dot4(const QuantTraits& t) {
+  return active_cpu_level() == CpuLevel::AVX512 ? t.dot4_avx512 : nullptr;
+}
+
 void quantize_activations(DType vec_dot_type, const float* x, void* y, int64_t n) {
   switch (vec_dot_type) {
     case DType::Q8_0:

@@ -16,6 +16,10 @@ using QuantizeFn = void (*)(const float* x, void* y, int64_t n, const float* imp
 using DequantizeFn = void (*)(const void* x, float* y, int64_t n);
 using QuantizeActFn = void (*)(const float* x, void* y, int64_t n);
 using VecDotFn = float (*)(int64_t n, const void* w_row, const void* act_row);
+// One weight row against four activation rows: out[k] = dot(n, w_row, act_rows[k]). Prefill
+// kernels unpack each weight block once and reuse it for all four rows.
+using VecDot4Fn = void (*)(int64_t n, const void* w_row, const void* const act_rows[4],
+                           float out[4]);
 
 struct QuantTraits {
   DType type;
@@ -25,6 +29,9 @@ struct QuantTraits {
   VecDotFn dot_scalar;          // reference dot product (required)
   VecDotFn dot_avx2 = nullptr;  // optional fast versions, checked against dot_scalar in tests
   VecDotFn dot_avx512 = nullptr;
+  // Optional; each out[k] equals dot_avx512's result up to float accumulation order. Last so the
+  // positional initializers above stay valid.
+  VecDot4Fn dot4_avx512 = nullptr;
 };
 
 // Traits for a quantized weight type, nullptr for float/unknown types.
@@ -32,6 +39,8 @@ const QuantTraits* quant_traits(DType type);
 bool is_quantized(DType type);
 // The dot product for the active CPU level (falls back to a lower level when one is missing).
 VecDotFn quant_dot(const QuantTraits& traits);
+// The four-row dot product for the active CPU level, or nullptr (use quant_dot per row then).
+VecDot4Fn quant_dot4(const QuantTraits& traits);
 
 // Activation quantizers (for vec_dot types): Q8_0, Q8_1, Q8_K. n is a multiple of the block size.
 void quantize_act_q8_0(const float* x, void* y, int64_t n);

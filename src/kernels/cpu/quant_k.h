@@ -105,6 +105,12 @@ float dot_q4_K_avx512(int64_t n, const void* w_row, const void* act_row);
 float dot_q5_K_avx512(int64_t n, const void* w_row, const void* act_row);
 float dot_q6_K_avx512(int64_t n, const void* w_row, const void* act_row);
 float dot_iq4_xs_avx512(int64_t n, const void* w_row, const void* act_row);
+// Four activation rows at once (QuantTraits::dot4_avx512).
+void dot4_q2_K_avx512(int64_t n, const void* w_row, const void* const act_rows[4], float out[4]);
+void dot4_q3_K_avx512(int64_t n, const void* w_row, const void* const act_rows[4], float out[4]);
+void dot4_q4_K_avx512(int64_t n, const void* w_row, const void* const act_rows[4], float out[4]);
+void dot4_q5_K_avx512(int64_t n, const void* w_row, const void* const act_rows[4], float out[4]);
+void dot4_q6_K_avx512(int64_t n, const void* w_row, const void* const act_rows[4], float out[4]);
 }  // namespace kernels
 
 }  // namespace squish

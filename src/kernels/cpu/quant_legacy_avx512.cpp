@@ -124,6 +124,57 @@ inline float accumulate(int64_t n, const W* w, const A* a, F pair_sums) {
   return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + hsum8(acc_min) + summ;
 }
 
+// accumulate() for four activation rows sharing one weight row: pair_sums4(b0, b1, p) sets p[k]
+// to row k's pair sums, unpacking the weight blocks once. Per row, the same float operations in
+// the same order as accumulate<false>, hence the same results.
+template <class W, class A, class F>
+inline void accumulate4(int64_t n, const W* w, const A* const a[4], float out[4], F pair_sums4) {
+  const int64_t nb = n / 32;
+  __m512 acc0[4], acc1[4];
+  for (int k = 0; k < 4; ++k) acc0[k] = acc1[k] = _mm512_setzero_ps();
+  auto d = [](const auto& blk) { return blk.d; };
+  __m512i p[4];
+  int64_t b = 0;
+  for (; b + 7 < nb; b += 8) {
+    const __m256 wd = halves8(w, b, d);
+    __m512 s8[4];
+    for (int k = 0; k < 4; ++k) {
+      s8[k] = _mm512_castps256_ps512(_mm256_mul_ps(wd, halves8(a[k], b, d)));
+    }
+    auto spread = [&](int k, int j) {
+      return _mm512_permutexvar_ps(
+          _mm512_inserti64x4(_mm512_set1_epi32(2 * j), _mm256_set1_epi32(2 * j + 1), 1), s8[k]);
+    };
+    for (int j = 0; j < 4; ++j) {
+      pair_sums4(b + 2 * j, b + 2 * j + 1, p);
+      for (int k = 0; k < 4; ++k) {
+        __m512& acc = (j % 2 == 0) ? acc0[k] : acc1[k];
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[k]), spread(k, j), acc);
+      }
+    }
+  }
+  auto scale = [&](int k, int64_t i) { return _cvtsh_ss(w[i].d) * _cvtsh_ss(a[k][i].d); };
+  for (; b + 1 < nb; b += 2) {
+    pair_sums4(b, b + 1, p);
+    for (int k = 0; k < 4; ++k) {
+      acc0[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[k]), scales_pair(scale(k, b), scale(k, b + 1)),
+                                acc0[k]);
+    }
+  }
+  if (b < nb) {
+    pair_sums4(b, b, p);
+    for (int k = 0; k < 4; ++k) {
+      acc1[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[k]), scales_pair(scale(k, b), 0.0f), acc1[k]);
+    }
+  }
+  for (int k = 0; k < 4; ++k) out[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[k], acc1[k]));
+}
+
+template <class A>
+inline void act_rows(const void* const va[4], const A* a[4]) {
+  for (int k = 0; k < 4; ++k) a[k] = static_cast<const A*>(va[k]);
+}
+
 }  // namespace
 
 float dot_q4_0_q8_0_avx512(int64_t n, const void* vw, const void* va) {
@@ -195,6 +246,37 @@ float dot_iq4_nl_q8_0_avx512(int64_t n, const void* vw, const void* va) {
   return accumulate<false>(n, w, a, [&](int64_t b0, int64_t b1) {
     const __m512i u = _mm512_shuffle_epi8(table, nibbles_pair(w[b0].qs, w[b1].qs));
     return offset_dot(u, load_pair(a[b0].qs, a[b1].qs), offset);
+  });
+}
+
+void dot4_q5_0_q8_0_avx512(int64_t n, const void* vw, const void* const va[4], float out[4]) {
+  if (!has_vnni()) {
+    for (int k = 0; k < 4; ++k) out[k] = dot_q5_0_q8_0_avx2(n, vw, va[k]);
+    return;
+  }
+  const auto* w = static_cast<const block_q5_0*>(vw);
+  const block_q8_0* a[4];
+  act_rows(va, a);
+  const __m512i offset = _mm512_set1_epi8(16);
+  accumulate4(n, w, a, out, [&](int64_t b0, int64_t b1, __m512i p[4]) {
+    const __m512i lo = nibbles_pair(w[b0].qs, w[b1].qs);
+    const __m512i u = _mm512_mask_add_epi8(lo, high_bits_pair(w[b0].qh, w[b1].qh), lo, offset);
+    for (int k = 0; k < 4; ++k) p[k] = offset_dot(u, load_pair(a[k][b0].qs, a[k][b1].qs), offset);
+  });
+}
+
+void dot4_q8_0_q8_0_avx512(int64_t n, const void* vw, const void* const va[4], float out[4]) {
+  if (!has_vnni()) {
+    for (int k = 0; k < 4; ++k) out[k] = dot_q8_0_q8_0_avx2(n, vw, va[k]);
+    return;
+  }
+  const auto* w = static_cast<const block_q8_0*>(vw);
+  const block_q8_0* a[4];
+  act_rows(va, a);
+  const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
+  accumulate4(n, w, a, out, [&](int64_t b0, int64_t b1, __m512i p[4]) {
+    const __m512i u = _mm512_xor_si512(load_pair(w[b0].qs, w[b1].qs), offset);
+    for (int k = 0; k < 4; ++k) p[k] = offset_dot(u, load_pair(a[k][b0].qs, a[k][b1].qs), offset);
   });
 }
 
