@@ -91,75 +91,69 @@ inline int nearest_iq4nl(float v) {
 
 // ============================== Round to nearest (ggml's *_ref) ==============================
 
+namespace {
+
+// Symmetric RTN block (Q4_0 / Q5_0): the largest magnitude maps to the most negative level
+// (-8 or -16), the one without a positive twin; levels are stored offset by 2^(bits-1).
+void rtn_symmetric_block(const float* x, int bits, uint16_t* d_out, uint8_t* l) {
+  const int half = 1 << (bits - 1);
+  float amax;
+  const float max = signed_absmax(x, &amax);
+  const float d = max / static_cast<float>(-half);
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  *d_out = fp32_to_fp16(d);
+  for (int j = 0; j < kBlock; ++j) {
+    l[j] = static_cast<uint8_t>(trunc_clamped(x[j] * id + (half + 0.5f), 2 * half - 1));
+  }
+}
+
+// Asymmetric RTN block (Q4_1 / Q5_1): levels 0 .. 2^bits - 1 from the block's min to its max.
+void rtn_min_max_block(const float* x, int bits, uint16_t* d_out, uint16_t* m_out, uint8_t* l) {
+  const int nmax = (1 << bits) - 1;
+  float min = x[0], max = x[0];
+  for (int j = 1; j < kBlock; ++j) {
+    min = std::min(min, x[j]);
+    max = std::max(max, x[j]);
+  }
+  const float d = (max - min) / static_cast<float>(nmax);
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  *d_out = fp32_to_fp16(d);
+  *m_out = fp32_to_fp16(min);
+  for (int j = 0; j < kBlock; ++j) {
+    l[j] = static_cast<uint8_t>(trunc_clamped((x[j] - min) * id + 0.5f, nmax));
+  }
+}
+
+}  // namespace
+
 void quantize_row_q4_0_rtn(const float* x, block_q4_0* y, int64_t n) {
+  uint8_t l[kBlock];
   for (int64_t b = 0; b < n / kBlock; ++b, x += kBlock) {
-    // The largest magnitude maps to -8, the level without a positive twin.
-    float amax;
-    const float max = signed_absmax(x, &amax);
-    const float d = max / -8;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y[b].d = fp32_to_fp16(d);
-    uint8_t l[kBlock];
-    for (int j = 0; j < kBlock; ++j) {
-      const float v = x[j] * id;
-      l[j] = static_cast<uint8_t>(trunc_clamped(v + 8.5f, 15));
-    }
+    rtn_symmetric_block(x, 4, &y[b].d, l);
     pack_nibbles(l, y[b].qs);
   }
 }
 
 void quantize_row_q4_1_rtn(const float* x, block_q4_1* y, int64_t n) {
+  uint8_t l[kBlock];
   for (int64_t b = 0; b < n / kBlock; ++b, x += kBlock) {
-    float min = x[0], max = x[0];
-    for (int j = 1; j < kBlock; ++j) {
-      min = std::min(min, x[j]);
-      max = std::max(max, x[j]);
-    }
-    const float d = (max - min) / 15;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y[b].d = fp32_to_fp16(d);
-    y[b].m = fp32_to_fp16(min);
-    uint8_t l[kBlock];
-    for (int j = 0; j < kBlock; ++j) {
-      const float v = (x[j] - min) * id;
-      l[j] = static_cast<uint8_t>(trunc_clamped(v + 0.5f, 15));
-    }
+    rtn_min_max_block(x, 4, &y[b].d, &y[b].m, l);
     pack_nibbles(l, y[b].qs);
   }
 }
 
 void quantize_row_q5_0_rtn(const float* x, block_q5_0* y, int64_t n) {
+  uint8_t l[kBlock];
   for (int64_t b = 0; b < n / kBlock; ++b, x += kBlock) {
-    float amax;
-    const float max = signed_absmax(x, &amax);
-    const float d = max / -16;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y[b].d = fp32_to_fp16(d);
-    uint8_t l[kBlock];
-    for (int j = 0; j < kBlock; ++j) {
-      const float v = x[j] * id;
-      l[j] = static_cast<uint8_t>(trunc_clamped(v + 16.5f, 31));
-    }
+    rtn_symmetric_block(x, 5, &y[b].d, l);
     pack_5bit(l, y[b].qs, y[b].qh);
   }
 }
 
 void quantize_row_q5_1_rtn(const float* x, block_q5_1* y, int64_t n) {
+  uint8_t l[kBlock];
   for (int64_t b = 0; b < n / kBlock; ++b, x += kBlock) {
-    float min = x[0], max = x[0];
-    for (int j = 1; j < kBlock; ++j) {
-      min = std::min(min, x[j]);
-      max = std::max(max, x[j]);
-    }
-    const float d = (max - min) / 31;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y[b].d = fp32_to_fp16(d);
-    y[b].m = fp32_to_fp16(min);
-    uint8_t l[kBlock];
-    for (int j = 0; j < kBlock; ++j) {
-      const float v = (x[j] - min) * id;
-      l[j] = static_cast<uint8_t>(trunc_clamped(v + 0.5f, 31));
-    }
+    rtn_min_max_block(x, 5, &y[b].d, &y[b].m, l);
     pack_5bit(l, y[b].qs, y[b].qh);
   }
 }
