@@ -41,14 +41,8 @@ CmdResult run_squish(const std::string& args) {
   return r;
 }
 
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
-}
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+using test::read_bytes;
+using test::write_bytes;
 
 // A failing command must exit 1 with exactly one line on stderr that mentions `needle`.
 void expect_clean_failure(const CmdResult& r, const std::string& needle) {

@@ -16,6 +16,7 @@ namespace squish {
 namespace {
 
 using test::TempDir;
+using test::write_bytes;
 
 // Builds GGUF bytes by hand so each bad-input test can break exactly one field.
 class Builder {
@@ -57,26 +58,11 @@ class Builder {
   std::string bytes;
 };
 
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
 // Expects opening `bytes` to throw a one-line squish::Error naming the file and containing
 // `needle`.
 void expect_bad(const std::string& bytes, const std::string& needle) {
-  TempDir dir;
-  const std::string path = dir.file("bad.gguf");
-  write_bytes(path, bytes);
-  try {
-    GGUFFile::open(path);
-    ADD_FAILURE() << "expected an error containing '" << needle << "'";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.rfind(path + ": ", 0), 0u) << msg;
-    EXPECT_NE(msg.find(needle), std::string::npos) << msg;
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-  }
+  test::expect_open_error(bytes, "bad.gguf", needle,
+                          [](const std::string& path) { GGUFFile::open(path); });
 }
 
 GGUFValue scalar(GGUFType t, int64_t i) {

@@ -16,11 +16,7 @@ namespace squish {
 namespace {
 
 using test::TempDir;
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using test::write_bytes;
 
 struct Params {
   int32_t dim = 8, hidden = 12, layers = 2, heads = 2, kv_heads = 1, vocab = 10, seq = 4;
@@ -90,17 +86,8 @@ const TensorInfo& get(const Llama2cCheckpoint& ck, const std::string& name) {
 }
 
 void expect_bad(const std::string& bytes, const std::string& needle) {
-  TempDir dir;
-  const std::string path = dir.file("bad.bin");
-  write_bytes(path, bytes);
-  try {
-    open_llama2c(path);
-    ADD_FAILURE() << "expected an error containing '" << needle << "'";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.rfind(path + ": ", 0), 0u) << msg;
-    EXPECT_NE(msg.find(needle), std::string::npos) << msg;
-  }
+  test::expect_open_error(bytes, "bad.bin", needle,
+                          [](const std::string& path) { open_llama2c(path); });
 }
 
 TEST(Llama2c, Stories260K) {

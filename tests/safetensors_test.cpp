@@ -14,11 +14,7 @@ namespace squish {
 namespace {
 
 using test::TempDir;
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using test::write_bytes;
 
 // A safetensors file: little-endian header length, header JSON, then the data section.
 std::string st_bytes(const std::string& header, const std::string& data,
@@ -33,18 +29,8 @@ void write_st(const std::string& path, const std::string& header, const std::str
 }
 
 void expect_bad(const std::string& bytes, const std::string& needle) {
-  TempDir dir;
-  const std::string path = dir.file("bad.safetensors");
-  write_bytes(path, bytes);
-  try {
-    open_safetensors(path);
-    ADD_FAILURE() << "expected an error containing '" << needle << "'";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.rfind(path + ": ", 0), 0u) << msg;
-    EXPECT_NE(msg.find(needle), std::string::npos) << msg;
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-  }
+  test::expect_open_error(bytes, "bad.safetensors", needle,
+                          [](const std::string& path) { open_safetensors(path); });
 }
 
 void expect_bad_header(const std::string& header, const std::string& data,

@@ -1,9 +1,15 @@
 // Shared helpers for tests: where the shared data lives and where fixtures are.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
+
+#include "core/error.h"
 
 namespace squish::test {
 
@@ -34,5 +40,34 @@ struct TempDir {
   ~TempDir() { std::filesystem::remove_all(path); }
   std::string file(const std::string& name) const { return (path / name).string(); }
 };
+
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Writes `bytes` to a fresh file named `file_name`, calls open(path), and expects a one-line
+// squish::Error that starts with "<path>: " and contains `needle`.
+template <typename Open>
+void expect_open_error(const std::string& bytes, const std::string& file_name,
+                       const std::string& needle, Open open) {
+  TempDir dir;
+  const std::string path = dir.file(file_name);
+  write_bytes(path, bytes);
+  try {
+    open(path);
+    ADD_FAILURE() << "expected an error containing '" << needle << "'";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.rfind(path + ": ", 0), 0u) << msg;
+    EXPECT_NE(msg.find(needle), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+}
 
 }  // namespace squish::test
