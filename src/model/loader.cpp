@@ -2,11 +2,11 @@
 // names, so the runtime, the exporters and `squish info` see one naming scheme.
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 
 #include "core/error.h"
+#include "core/json_file.h"
 #include "core/mapped_file.h"
 #include "formats/gguf.h"
 #include "formats/llama2c.h"
@@ -20,24 +20,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr size_t kMaxConfigBytes = 16u << 20;
-
-nlohmann::json read_json_file(const std::string& path) {
-  std::error_code ec;
-  const auto size = fs::file_size(path, ec);
-  if (ec) fail("{}: cannot read: {}", path, ec.message());
-  if (size > kMaxConfigBytes)
-    fail("{}: file is {} bytes, larger than the 16 MiB limit", path, size);
-  std::ifstream in(path, std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    // nlohmann's messages are one line; keep only the part after the "[json.exception...]" tag.
-    std::string msg = e.what();
-    if (auto pos = msg.find("] "); pos != std::string::npos) msg = msg.substr(pos + 2);
-    fail("{}: invalid JSON: {}", path, msg);
-  }
-}
 
 // Hugging Face parameter name -> GGUF canonical name; empty when the tensor is to be ignored.
 std::string canonical_hf_name(const std::string& hf, const std::string& source) {
@@ -81,7 +63,7 @@ std::unique_ptr<Model> load_hf(const std::string& dir) {
   model->path = dir;
   model->format = SourceFormat::HuggingFace;
   const std::string config_path = (fs::path(dir) / "config.json").string();
-  model->config = config_from_hf(read_json_file(config_path), config_path);
+  model->config = config_from_hf(read_json_file(config_path, kMaxConfigBytes), config_path);
   auto set = std::make_shared<SafetensorsSet>(open_safetensors(dir));
   model->keep_alive(set);
   for (const TensorInfo& t : set->tensors) {

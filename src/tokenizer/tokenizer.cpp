@@ -2,12 +2,11 @@
 #include "tokenizer/tokenizer.h"
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_file.h"
 #include "formats/gguf.h"
 #include "tokenizer/hf_tokenizer.h"
 #include "tokenizer/spm_score.h"
@@ -35,20 +34,11 @@ void Tokenizer::set_special_tokens(int32_t bos_id, int32_t eos_id, bool add_bos,
 
 namespace {
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) fail("{}: read error", path);
-  return ss.str();
-}
+// tokenizer.json files of large-vocabulary models run to tens of MB.
+constexpr size_t kMaxTokenizerJsonBytes = size_t{512} << 20;
 
 json parse_json_file(const std::string& path) {
-  const std::string text = read_text_file(path);
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) fail("{}: not valid JSON", path);
-  return j;
+  return read_json_file(path, kMaxTokenizerJsonBytes);
 }
 
 // tokenizer_config.json spells a token as "text" or {"content": "text", ...}.
