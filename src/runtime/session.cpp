@@ -155,6 +155,7 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
     }
     if (L.wqkv != nullptr) {
       const int R = Q + 2 * KV;
+      observe(*L.wqkv, xn_.data(), n);
       matmul(xn_.data(), n, *L.wqkv, qkv_.data());
       for (int t = 0; t < n; ++t) {
         const float* row = qkv_.data() + static_cast<size_t>(t) * R;
@@ -163,6 +164,9 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
         std::memcpy(v_.data() + static_cast<size_t>(t) * KV, row + Q + KV, KV * sizeof(float));
       }
     } else {
+      observe(*L.wq, xn_.data(), n);
+      observe(*L.wk, xn_.data(), n);
+      observe(*L.wv, xn_.data(), n);
       matmul(xn_.data(), n, *L.wq, q_.data());
       matmul(xn_.data(), n, *L.wk, k_.data());
       matmul(xn_.data(), n, *L.wv, v_.data());
@@ -196,6 +200,7 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
                   KV * sizeof(float));
     }
     attention(l, n, pos0);
+    observe(*L.wo, attn_.data(), n);
     matmul(attn_.data(), n, *L.wo, tmp_.data());
     for (size_t i = 0; i < static_cast<size_t>(n) * E; ++i) x_[i] += tmp_[i];
 
@@ -206,9 +211,12 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
     }
     // gate_[t*F + i] ends up holding act(gate) * up.
     if (L.w_gate != nullptr) {
+      observe(*L.w_gate, xn_.data(), n);
+      observe(*L.w_up, xn_.data(), n);
       matmul(xn_.data(), n, *L.w_gate, gate_.data());
       matmul(xn_.data(), n, *L.w_up, up_.data());
     } else {
+      observe(*L.w_up, xn_.data(), n);
       matmul(xn_.data(), n, *L.w_up, up_.data());  // [t][gate F | up F]
       for (int t = 0; t < n; ++t) {
         std::memcpy(gate_.data() + static_cast<size_t>(t) * F,
@@ -230,6 +238,7 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
         gate_[i] = 0.5f * g * (1.0f + std::tanh(k0 * (g + 0.044715f * g * g * g))) * up_[i];
       }
     }
+    observe(*L.w_down, gate_.data(), n);
     matmul(gate_.data(), n, *L.w_down, tmp_.data());
     for (size_t i = 0; i < static_cast<size_t>(n) * E; ++i) x_[i] += tmp_[i];
   }
@@ -242,6 +251,7 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
     rms_norm(x_.data() + static_cast<size_t>(t) * E, out_norm, E, c.norm_eps,
              xn_.data() + static_cast<size_t>(t - first) * E);
   }
+  observe(*model_.output, xn_.data(), n - first);
   matmul(xn_.data(), n - first, *model_.output, logits);
   (void)V;
 }

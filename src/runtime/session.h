@@ -11,6 +11,16 @@
 
 namespace squish {
 
+// Sees the input of every weight matrix product of the forward pass (calibration: importance
+// matrices, activation statistics). Off by default: the forward pass then pays one pointer test
+// per product.
+class MatmulObserver {
+ public:
+  virtual ~MatmulObserver() = default;
+  // x holds n_tokens rows of weight.cols() floats: the exact input of Y = X * weight^T.
+  virtual void observe(const TensorInfo& weight, const float* x, int n_tokens) = 0;
+};
+
 struct SessionOptions {
   int n_ctx = 0;      // KV cache length; 0: the model's training context, capped at 4096
   int n_threads = 0;  // 0: all cores
@@ -31,16 +41,22 @@ class Session {
   int n_ctx() const { return n_ctx_; }
   int n_threads() const { return n_threads_; }
   const Model& model() const { return model_; }
+  // Null (the default) turns observation off; the observer must outlive its use here.
+  void set_matmul_observer(MatmulObserver* observer) { observer_ = observer; }
 
  private:
   void eval_batch(const int32_t* tokens, int n, bool all_logits, float* logits);
   void attention(int layer, int n, int pos0);
+  void observe(const TensorInfo& w, const float* x, int n) {
+    if (observer_ != nullptr) observer_->observe(w, x, n);
+  }
 
   const Model& model_;
   int n_ctx_;
   int n_threads_;
   int n_batch_;
   int n_past_ = 0;
+  MatmulObserver* observer_ = nullptr;
   // K transposed per KV head ([layer][kv_dim][pos]: contiguous positions for the score loop),
   // V row-major ([layer][pos][kv_dim]).
   std::vector<float> k_cache_, v_cache_;

@@ -1,0 +1,214 @@
+// Calibration: importance matrices collected through the runtime's matmul observer match sums of
+// squared activations from an independent plain forward pass, and survive the GGUF round trip;
+// the `squish imatrix` CLI writes a file the reader (and llama-quantize's format) accepts.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <random>
+
+#include "calib/calib_data.h"
+#include "calib/imatrix_collect.h"
+#include "kernels/cpu/matmul.h"
+#include "model/model.h"
+#include "quant/imatrix.h"
+#include "runtime/session.h"
+#include "test_util.h"
+
+namespace squish {
+namespace {
+
+// A deliberately plain forward pass (double-checked by hand, no KV cache, no batching) that
+// accumulates each weight's sum of squared inputs: the reference for the observer path.
+std::map<std::string, std::vector<double>> plain_forward_sums(const Model& m,
+                                                              const std::vector<int32_t>& window) {
+  const ModelConfig& c = m.config;
+  const int n = static_cast<int>(window.size()), E = c.n_embd, D = c.head_dim;
+  const int Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff;
+  std::map<std::string, std::vector<double>> sums;
+  auto record = [&](const TensorInfo* w, const std::vector<float>& x, int dim) {
+    auto& s = sums[w->name];
+    s.resize(dim, 0.0);
+    for (int t = 0; t < n; ++t)
+      for (int j = 0; j < dim; ++j) s[j] += static_cast<double>(x[t * dim + j]) * x[t * dim + j];
+  };
+  auto linear = [&](const TensorInfo* w, const std::vector<float>& x, int rows) {
+    std::vector<float> y(static_cast<size_t>(n) * rows);
+    matmul_reference(x.data(), n, w->data, w->type, rows, w->cols(), y.data(), rows);
+    return y;
+  };
+  std::vector<float> x(static_cast<size_t>(n) * E), xn(x.size());
+  const size_t emb_row = row_bytes(m.token_embd->type, E);
+  for (int t = 0; t < n; ++t) {
+    convert_row_to_f32(m.token_embd->type,
+                       static_cast<const uint8_t*>(m.token_embd->data) + window[t] * emb_row,
+                       x.data() + t * E, E);
+  }
+  for (int l = 0; l < c.n_layer; ++l) {
+    const LayerWeights& L = m.layers[l];
+    for (int t = 0; t < n; ++t)
+      rms_norm(x.data() + t * E, static_cast<const float*>(L.attn_norm->data), E, c.norm_eps,
+               xn.data() + t * E);
+    for (const TensorInfo* w : {L.wq, L.wk, L.wv}) record(w, xn, E);
+    std::vector<float> q = linear(L.wq, xn, Q), k = linear(L.wk, xn, KV), v = linear(L.wv, xn, KV);
+    for (int t = 0; t < n; ++t) {
+      std::vector<float> cs(c.n_rot / 2), sn(c.n_rot / 2);
+      for (int i = 0; i < c.n_rot / 2; ++i) {
+        cs[i] = static_cast<float>(std::cos(t * c.rope_inv_freq[i]));
+        sn[i] = static_cast<float>(std::sin(t * c.rope_inv_freq[i]));
+      }
+      for (int h = 0; h < c.n_head; ++h)
+        apply_rope(&q[t * Q + h * D], D, c.n_rot, c.rope_style, cs.data(), sn.data());
+      for (int h = 0; h < c.n_head_kv; ++h)
+        apply_rope(&k[t * KV + h * D], D, c.n_rot, c.rope_style, cs.data(), sn.data());
+    }
+    std::vector<float> attn(static_cast<size_t>(n) * Q, 0.0f);
+    for (int t = 0; t < n; ++t) {
+      for (int h = 0; h < c.n_head; ++h) {
+        const int kvh = h / (c.n_head / c.n_head_kv);
+        std::vector<float> p(t + 1);
+        for (int s = 0; s <= t; ++s) {
+          double dot = 0;
+          for (int i = 0; i < D; ++i) dot += q[t * Q + h * D + i] * k[s * KV + kvh * D + i];
+          p[s] = static_cast<float>(dot / std::sqrt(static_cast<double>(D)));
+        }
+        softmax_inplace(p.data(), t + 1);
+        for (int s = 0; s <= t; ++s)
+          for (int i = 0; i < D; ++i) attn[t * Q + h * D + i] += p[s] * v[s * KV + kvh * D + i];
+      }
+    }
+    record(L.wo, attn, Q);
+    std::vector<float> o = linear(L.wo, attn, E);
+    for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
+    for (int t = 0; t < n; ++t)
+      rms_norm(x.data() + t * E, static_cast<const float*>(L.ffn_norm->data), E, c.norm_eps,
+               xn.data() + t * E);
+    record(L.w_gate, xn, E);
+    record(L.w_up, xn, E);
+    std::vector<float> g = linear(L.w_gate, xn, F), u = linear(L.w_up, xn, F);
+    for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    record(L.w_down, g, F);
+    std::vector<float> d = linear(L.w_down, g, E);
+    for (size_t i = 0; i < x.size(); ++i) x[i] += d[i];
+  }
+  return sums;
+}
+
+TEST(Imatrix, ObserverMatchesPlainForwardAndRoundTrips) {
+  auto model = load_model(test::shared_path("models/stories260K/stories260K.bin"));
+  const ModelConfig& c = model->config;
+  ASSERT_EQ(c.activation, Activation::SiLU);
+  CalibrationWindows windows;
+  windows.n_ctx = 48;
+  std::mt19937 rng(7);
+  for (int i = 0; i < 2 * windows.n_ctx; ++i)
+    windows.tokens.push_back(static_cast<int32_t>(rng() % c.n_vocab));
+  ImatrixOptions io;
+  io.datasets = {"random-tokens"};
+  const Imatrix m = collect_imatrix(*model, windows, io);
+  EXPECT_EQ(m.chunk_count, 2);
+  EXPECT_EQ(m.chunk_size, 48);
+  ASSERT_EQ(m.entries.size(), static_cast<size_t>(7 * c.n_layer));  // output.weight not collected
+
+  std::map<std::string, std::vector<double>> ref;
+  for (int w = 0; w < 2; ++w) {
+    const std::vector<int32_t> win(windows.window(w), windows.window(w) + windows.n_ctx);
+    for (const auto& [name, s] : plain_forward_sums(*model, win)) {
+      auto& r = ref[name];
+      r.resize(s.size(), 0.0);
+      for (size_t j = 0; j < s.size(); ++j) r[j] += s[j];
+    }
+  }
+  ASSERT_EQ(ref.size(), m.entries.size());
+  for (const auto& [name, r] : ref) {
+    ASSERT_TRUE(m.entries.count(name)) << name;
+    const ImatrixEntry& e = m.entries.at(name);
+    ASSERT_EQ(e.sums.size(), r.size()) << name;
+    ASSERT_EQ(e.counts, std::vector<float>{96.0f}) << name;
+    double max_ref = 0;
+    for (double v : r) max_ref = std::max(max_ref, v);
+    ASSERT_GT(max_ref, 0.0) << name;
+    for (size_t j = 0; j < r.size(); ++j)
+      EXPECT_NEAR(e.sums[j], r[j], 1e-4 * max_ref) << name << " column " << j;
+  }
+
+  // A tied classifier is token_embd.weight: llama-imatrix --process-output skips it too.
+  ASSERT_TRUE(c.tied_embeddings);
+  io.include_output = true;
+  EXPECT_EQ(collect_imatrix(*model, windows, io).entries.size(), m.entries.size());
+
+  test::TempDir dir;
+  write_imatrix(dir.file("m.gguf"), m);
+  const Imatrix back = read_imatrix(dir.file("m.gguf"));
+  EXPECT_EQ(back.chunk_count, 2);
+  EXPECT_EQ(back.chunk_size, 48);
+  EXPECT_EQ(back.datasets, std::vector<std::string>{"random-tokens"});
+  ASSERT_EQ(back.entries.size(), m.entries.size());
+  for (const auto& [name, e] : m.entries) {
+    EXPECT_EQ(back.entries.at(name).sums, e.sums) << name;
+    EXPECT_EQ(back.entries.at(name).counts, e.counts) << name;
+  }
+}
+
+TEST(Imatrix, CalibrationWindowsAndJsonl) {
+  auto model = load_model(test::shared_path("models/gcide-llama-16M"));
+  test::TempDir dir;
+  test::write_bytes(dir.file("a.jsonl"),
+                    "{\"text\": \"alpha beta gamma\"}\n\n{\"text\": \"delta\", \"id\": 3}\n");
+  EXPECT_EQ(read_calibration_text(dir.file("a.jsonl")), "alpha beta gamma\n\ndelta");
+  test::write_bytes(dir.file("bad.jsonl"), "{\"text\": 1}\n");
+  EXPECT_THROW(read_calibration_text(dir.file("bad.jsonl")), Error);
+  test::write_bytes(dir.file("bad2.jsonl"), "{\"text\": \"x\"}\n{oops\n");
+  try {
+    read_calibration_text(dir.file("bad2.jsonl"));
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("line 2"), std::string::npos) << e.what();
+  }
+  CalibrationOptions co;
+  co.n_ctx = 64;
+  co.max_windows = 3;
+  const CalibrationWindows w =
+      calibration_windows(*model, {test::shared_path("data/gcide-calib.txt")}, co);
+  ASSERT_EQ(w.n_windows(), 3);
+  const std::vector<int32_t> stream = model->tokenizer->encode_for_model(
+      read_calibration_text(test::shared_path("data/gcide-calib.txt")).substr(0, 4000));
+  for (int i = 1; i < 64; ++i) EXPECT_EQ(w.window(1)[i], stream[64 + i]) << i;
+  if (model->tokenizer->add_bos()) {
+    EXPECT_EQ(w.window(1)[0], model->tokenizer->bos_id());
+  }
+  co.n_ctx = 1 << 16;
+  EXPECT_THROW(calibration_windows(*model, {dir.file("a.jsonl")}, co), Error);
+}
+
+// The CLI end to end on a real model and text: a GGUF imatrix with every block matrix plus the
+// (untied) output, counts = tokens seen, and the recorded chunking.
+TEST(Imatrix, Cli) {
+  test::TempDir dir;
+  const std::string out = dir.file("im.gguf");
+  const std::string cmd = test::squish_binary() + " imatrix " +
+                          test::shared_path("models/gcide-llama-16M") + " -f " +
+                          test::shared_path("data/gcide-calib.txt") + " -o " + out +
+                          " --ctx 32 --chunks 2 --process-output 2>/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const Imatrix m = read_imatrix(out);
+  EXPECT_EQ(m.entries.size(), 6u * 7 + 1);
+  ASSERT_TRUE(m.entries.count("output.weight"));
+  EXPECT_EQ(m.entries.at("blk.5.ffn_down.weight").counts, std::vector<float>{64.0f});
+  EXPECT_EQ(m.entries.at("blk.5.ffn_down.weight").sums.size(), 1024u);
+  EXPECT_EQ(m.chunk_count, 2);
+  EXPECT_EQ(m.chunk_size, 32);
+  EXPECT_EQ(m.datasets, std::vector<std::string>{test::shared_path("data/gcide-calib.txt")});
+  // Not enough text for one window: a one-line error naming the file.
+  test::write_bytes(dir.file("short.txt"), "too short");
+  const std::string bad = test::squish_binary() + " imatrix " +
+                          test::shared_path("models/gcide-llama-16M") + " -f " +
+                          dir.file("short.txt") + " -o " + dir.file("x.gguf") + " 2>/dev/null";
+  EXPECT_NE(std::system(bad.c_str()), 0);
+  EXPECT_FALSE(std::filesystem::exists(dir.file("x.gguf")));
+}
+
+}  // namespace
+}  // namespace squish
