@@ -2,7 +2,8 @@
 # Installs squish's build dependencies from Debian packages (skips apt when all are present).
 set -euo pipefail
 PACKAGES=(cmake ninja-build g++ pkg-config nlohmann-json3-dev libcli11-dev libfmt-dev
-          libpcre2-dev libicu-dev libsentencepiece-dev libgtest-dev libbenchmark-dev)
+          libpcre2-dev libicu-dev libsentencepiece-dev libgtest-dev libbenchmark-dev
+          libssl-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "export/manifest.h"
 #include "model/model.h"
 
 namespace squish::cli {
@@ -29,6 +30,8 @@ void register_info(CLI::App& app) {
     lo.tokenizer_path = args->tokenizer;
     auto model = load_model(args->model, lo);
     const ModelConfig& c = model->config;
+    // What made this model (squish.* keys, <model>.manifest.json with measured quality).
+    const ModelManifest manifest = load_model_manifest(args->model);
     std::map<std::string, int64_t> by_type;
     for (const TensorInfo& t : model->tensors()) by_type[dtype_name(t.type)] += t.numel();
     if (args->json) {
@@ -66,6 +69,13 @@ void register_info(CLI::App& app) {
                       {"bytes", t.nbytes}});
       }
       j["tensors"] = ts;
+      const Manifest* best = manifest.best();
+      j["manifest"] = best ? manifest_to_json(*best) : nlohmann::json(nullptr);
+      j["manifest_sources"] = {
+          {"gguf_keys", manifest.from_gguf.has_value()},
+          {"sidecar", manifest.from_sidecar ? nlohmann::json(sidecar_path(args->model))
+                                            : nlohmann::json(nullptr)}};
+      if (!manifest.mismatch.empty()) j["manifest_warning"] = manifest.mismatch;
       std::printf("%s\n", j.dump(2).c_str());
       return;
     }
@@ -91,6 +101,15 @@ void register_info(CLI::App& app) {
     } else {
       std::printf("tokenizer:    none\n");
     }
+    if (const Manifest* best = manifest.best()) {
+      std::string from = manifest.from_gguf ? "squish.* keys" : "";
+      if (manifest.from_sidecar && manifest.mismatch.empty())
+        from += (from.empty() ? "" : " + ") + sidecar_path(args->model);
+      std::printf("\nmanifest (%s):\n%s", from.c_str(), format_manifest(*best).c_str());
+    } else if (model->format == SourceFormat::GGUF) {
+      std::printf("manifest:     none (not written by squish)\n");
+    }
+    if (!manifest.mismatch.empty()) std::printf("warning:      %s\n", manifest.mismatch.c_str());
     if (args->tensors) {
       std::printf("\n%-36s %-6s %-16s %10s\n", "tensor", "type", "shape", "bytes");
       for (const TensorInfo& t : model->tensors()) {

@@ -83,6 +83,21 @@ void convert_from_f32(const float* src, DType type, int64_t n, uint8_t* dst) {
   }
 }
 
+// The method as the caller described it, with what it left empty derived from the options.
+ManifestMethod manifest_method(const GGUFExportOptions& opt) {
+  ManifestMethod m = opt.method;
+  const bool quantized = !opt.plan.empty();
+  if (m.command.empty()) m.command = quantized ? "quantize" : "convert";
+  if (m.type.empty()) {
+    m.type = quantized ? "custom" : dtype_name(opt.type);
+    for (const QuantMix& mix : quant_mixes()) {
+      if (quantized && mix.file_type == opt.file_type) m.type = mix.name;
+    }
+  }
+  if (m.algorithm.empty()) m.algorithm = !quantized ? "cast" : opt.imatrix ? "imatrix" : "rtn";
+  return m;
+}
+
 }  // namespace
 
 void export_gguf(const Model& model, const std::string& out_path, const GGUFExportOptions& opt) {
@@ -138,6 +153,19 @@ void export_gguf(const Model& model, const std::string& out_path, const GGUFExpo
     rope_factors = llama3_rope_freq_factors(c);
     w.add_tensor("rope_freqs.weight", DType::F32, {static_cast<int64_t>(rope_factors.size())});
   }
+  // The manifest describes the file exactly as written: every tensor in file order.
+  std::vector<ManifestTensor> written;
+  for (const Item& item : items) {
+    written.push_back({item.t->name, dtype_name(item.out_type), item.t->shape,
+                       row_bytes(item.out_type, item.t->cols()) * item.t->rows()});
+  }
+  if (!rope_factors.empty()) {
+    written.push_back({"rope_freqs.weight", dtype_name(DType::F32),
+                       {static_cast<int64_t>(rope_factors.size())},
+                       rope_factors.size() * sizeof(float)});
+  }
+  Manifest manifest = build_manifest(model, manifest_method(opt), written, out_path);
+  manifest_to_gguf(manifest, w);
   w.write_header();
 
   std::vector<uint8_t> out;
@@ -205,3 +233,6 @@ void export_gguf(const Model& model, const std::string& out_path, const GGUFExpo
 }
 
 }  // namespace squish
+  // The sidecar follows the model, so a sidecar never describes a file that is not there.
+  manifest.file_bytes = std::filesystem::file_size(out_path);
+  write_sidecar(manifest, out_path);

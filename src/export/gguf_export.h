@@ -11,6 +11,7 @@
 #include "formats/gguf.h"
 
 #include "core/dtype.h"
+#include "export/manifest.h"
 #include "model/model.h"
 #include "quant/imatrix.h"
 #include "quant/mix.h"
@@ -25,6 +26,9 @@ struct GGUFExportOptions {
   const Imatrix* imatrix = nullptr;  // per-column importance for the quantizers
   std::string name;                  // general.name; default: the source's file or folder name
   std::vector<std::pair<std::string, GGUFValue>> extra_metadata;
+  // Recorded in the output's manifest (squish.* keys and the <out>.manifest.json sidecar written
+  // after the model). Empty fields are derived from the options above.
+  ManifestMethod method;
   // Called after each tensor with (tensors done, total).
   std::function<void(size_t, size_t)> progress;
 };

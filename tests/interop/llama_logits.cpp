@@ -3,6 +3,8 @@
 //   llama_logits logits-seq MODEL.gguf OUT.bin TOKEN... the same, one token per llama_decode call
 //   llama_logits tokenize MODEL.gguf TEXT_FILE         token ids (parse_special off, add_special
 //   on)
+//   llama_logits meta MODEL.gguf                        every metadata key llama.cpp exposes
+//   through llama_model_meta_* (arrays are skipped by llama.cpp), one "key<TAB>value" per line
 // Built against llama.cpp's headers and library (see tools/llama_cpp/build.sh); used to produce
 // the committed llama.cpp golden logits and by bench/ for side-by-side runs.
 #include <ggml-backend.h>
@@ -22,8 +24,9 @@ static void quiet_log(ggml_log_level level, const char* text, void*) {
 }
 
 int main(int argc, char** argv) {
-  if (argc < 4) {
-    std::fprintf(stderr, "usage: %s logits MODEL OUT.bin TOKEN... | tokenize MODEL TEXT\n",
+  if (argc < 4 && !(argc == 3 && std::strcmp(argv[1], "meta") == 0)) {
+    std::fprintf(stderr,
+                 "usage: %s logits MODEL OUT.bin TOKEN... | tokenize MODEL TEXT | meta MODEL\n",
                  argv[0]);
     return 2;
   }
@@ -35,10 +38,26 @@ int main(int argc, char** argv) {
   llama_backend_init();
   llama_model_params mp = llama_model_default_params();
   mp.n_gpu_layers = 0;
+  mp.vocab_only = mode == "meta";  // metadata is read before tensors; skip loading them
   llama_model* model = llama_model_load_from_file(argv[2], mp);
   if (model == nullptr) {
     std::fprintf(stderr, "llama.cpp could not load %s\n", argv[2]);
     return 1;
+  }
+  if (mode == "meta") {
+    const int32_t n = llama_model_meta_count(model);
+    for (int32_t i = 0; i < n; ++i) {
+      char key[512];
+      if (llama_model_meta_key_by_index(model, i, key, sizeof key) < 0) return 1;
+      // The call returns the full length (like snprintf); size the buffer from it.
+      const int32_t len = llama_model_meta_val_str_by_index(model, i, nullptr, 0);
+      if (len < 0) return 1;
+      std::vector<char> val(static_cast<size_t>(len) + 1);
+      llama_model_meta_val_str_by_index(model, i, val.data(), val.size());
+      std::printf("%s\t%s\n", key, val.data());
+    }
+    llama_model_free(model);
+    return 0;
   }
   const llama_vocab* vocab = llama_model_get_vocab(model);
   if (mode == "tokenize") {
