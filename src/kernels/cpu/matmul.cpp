@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/cpu/gemm_int8.h"
 #include "quant/quant.h"
 
 namespace squish {
@@ -71,6 +72,10 @@ void convert_row_scalar(DType type, const void* src, float* dst, int64_t n) {
 // does), then every (row, token) pair is one integer dot product over the row's blocks.
 void matmul_quantized(const QuantTraits& qt, const float* x, int64_t n_tokens, const uint8_t* w,
                       int64_t rows, int64_t cols, float* y, int64_t ldy) {
+  if (n_tokens >= kGemmMinTokens && gemm_available(qt.type)) {
+    gemm_int8(qt, x, n_tokens, w, rows, cols, y, ldy);
+    return;
+  }
   const size_t act_row = row_bytes(qt.vec_dot_type, cols);
   const size_t w_row = row_bytes(qt.type, cols);
   thread_local std::vector<uint8_t> act;
