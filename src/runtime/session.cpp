@@ -50,10 +50,14 @@ Session::Session(const Model& model, const SessionOptions& options) : model_(mod
   n_threads_ = options.n_threads > 0 ? options.n_threads : omp_get_num_procs();
   n_batch_ = std::clamp(options.n_batch, 1, 4096);
   omp_set_num_threads(n_threads_);
-  const size_t cache = static_cast<size_t>(c.n_layer) * n_ctx_ * c.kv_dim();
+  // Key rows padded to 32 positions: the prefill score kernel reads whole groups of 32.
+  kt_stride_ = (n_ctx_ + 31) / 32 * 32;
+  const size_t cache = static_cast<size_t>(c.n_layer) * kt_stride_ * c.kv_dim();
   k_cache_.assign(cache, 0.0f);
   v_cache_.assign(cache, 0.0f);
-  const size_t B = n_batch_;
+  // Query and attention rows padded to whole blocks of the prefill attention kernel.
+  const size_t B =
+      (n_batch_ + kAttentionQueryBlock - 1) / kAttentionQueryBlock * kAttentionQueryBlock;
   x_.resize(B * c.n_embd);
   xn_.resize(B * c.n_embd);
   tmp_.resize(B * c.n_embd);
@@ -98,8 +102,40 @@ void Session::attention(int layer, int n, int pos0) {
   const int group = c.n_head / c.n_head_kv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   // K cache: [layer][kv head][dim][position]; V cache: [layer][position][kv_dim].
-  const float* kt = k_cache_.data() + static_cast<size_t>(layer) * n_ctx_ * KV;
-  const float* vc = v_cache_.data() + static_cast<size_t>(layer) * n_ctx_ * KV;
+  const float* kt = k_cache_.data() + static_cast<size_t>(layer) * kt_stride_ * KV;
+  const float* vc = v_cache_.data() + static_cast<size_t>(layer) * kt_stride_ * KV;
+  if (n >= kAttentionQueryBlock && D % 16 == 0) {
+    // Prefill: blocks of kAttentionQueryBlock queries of one head, scored against every key the
+    // block's last query sees; each row then keeps only its causal prefix.
+    constexpr int QB = kAttentionQueryBlock;
+    const int n_blocks = (n + QB - 1) / QB;
+    const int n_work = n_blocks * c.n_head;
+#pragma omp parallel
+    {
+      thread_local std::vector<float> probs;
+      const int64_t ld = (pos0 + n_blocks * QB + 31) / 32 * 32;
+      probs.resize(static_cast<size_t>(QB) * ld);
+#pragma omp for schedule(dynamic, 1)
+      for (int w = 0; w < n_work; ++w) {
+        // Largest blocks first, so the dynamic schedule ends balanced.
+        const int b = n_blocks - 1 - w / c.n_head, h = w % c.n_head;
+        const int t0 = b * QB, kvh = h / group;
+        const int n_keys = pos0 + std::min(n, t0 + QB);
+        const float* qh = q_.data() + static_cast<size_t>(t0) * Q + h * D;
+        attention_scores_block(qh, Q, kt + static_cast<size_t>(kvh) * D * kt_stride_, kt_stride_,
+                               n_keys, D, scale, probs.data(), ld);
+        for (int t = 0; t < QB; ++t) {
+          float* row = probs.data() + t * ld;
+          const int visible = std::min(n_keys, pos0 + t0 + t + 1);
+          attention_softmax(row, visible);
+          std::fill(row + visible, row + n_keys, 0.0f);
+        }
+        attention_values_block(probs.data(), ld, vc + kvh * D, KV, n_keys, D,
+                               attn_.data() + static_cast<size_t>(t0) * Q + h * D, Q);
+      }
+    }
+    return;
+  }
   const int n_work = n * c.n_head;
 #pragma omp parallel
   {
@@ -110,8 +146,8 @@ void Session::attention(int layer, int n, int pos0) {
       const int kvh = h / group;
       const int n_keys = pos0 + t + 1;  // causal: keys up to and including this position
       const float* qh = q_.data() + static_cast<size_t>(t) * Q + h * D;
-      attention_scores(qh, kt + static_cast<size_t>(kvh) * D * n_ctx_, n_ctx_, n_keys, D, scale,
-                       scores.data());
+      attention_scores(qh, kt + static_cast<size_t>(kvh) * D * kt_stride_, kt_stride_, n_keys, D,
+                       scale, scores.data());
       attention_softmax(scores.data(), n_keys);
       attention_values(scores.data(), vc + kvh * D, KV, n_keys, D,
                        attn_.data() + static_cast<size_t>(t) * Q + h * D);
@@ -181,8 +217,8 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
     add_bias(k_.data(), L.bk, KV);
     add_bias(v_.data(), L.bv, KV);
 
-    float* kc = k_cache_.data() + static_cast<size_t>(l) * n_ctx_ * KV;
-    float* vc = v_cache_.data() + static_cast<size_t>(l) * n_ctx_ * KV;
+    float* kc = k_cache_.data() + static_cast<size_t>(l) * kt_stride_ * KV;
+    float* vc = v_cache_.data() + static_cast<size_t>(l) * kt_stride_ * KV;
     for (int t = 0; t < n; ++t) {
       const float* cs = rope_cos_.data() + t * half;
       const float* sn = rope_sin_.data() + t * half;
@@ -195,7 +231,7 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
                    c.rope_style, cs, sn);
       }
       const float* kt_src = k_.data() + static_cast<size_t>(t) * KV;
-      for (int i = 0; i < KV; ++i) kc[static_cast<size_t>(i) * n_ctx_ + pos0 + t] = kt_src[i];
+      for (int i = 0; i < KV; ++i) kc[static_cast<size_t>(i) * kt_stride_ + pos0 + t] = kt_src[i];
       std::memcpy(vc + static_cast<size_t>(pos0 + t) * KV, v_.data() + static_cast<size_t>(t) * KV,
                   KV * sizeof(float));
     }

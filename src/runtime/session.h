@@ -53,6 +53,7 @@ class Session {
 
   const Model& model_;
   int n_ctx_;
+  int64_t kt_stride_;  // positions per row of the transposed K cache (n_ctx_ rounded up to 32)
   int n_threads_;
   int n_batch_;
   int n_past_ = 0;

@@ -89,6 +89,64 @@ void SQUISH_FN(attention_values_)(const float* p, const float* v, int64_t v_stri
   }
 }
 
+namespace {
+
+// kAttentionQueryBlock x W outputs kept in a fixed-size local array (registers at AVX-512).
+template <int W>
+inline void scores_tile(const float* q, int64_t q_stride, const float* kt, int64_t kt_stride,
+                        int j0, int dim, float scale, float* s, int64_t ld_s) {
+  constexpr int QB = kAttentionQueryBlock;
+  float acc[QB][W] = {};
+  for (int d = 0; d < dim; ++d) {
+    const float* __restrict k = kt + d * kt_stride + j0;
+    for (int t = 0; t < QB; ++t) {
+      const float qd = q[t * q_stride + d] * scale;
+#pragma omp simd
+      for (int j = 0; j < W; ++j) acc[t][j] += qd * k[j];
+    }
+  }
+  for (int t = 0; t < QB; ++t) {
+    for (int j = 0; j < W; ++j) s[t * ld_s + j0 + j] = acc[t][j];
+  }
+}
+
+template <int W>
+inline void values_tile(const float* p, int64_t ld_p, const float* v, int64_t v_stride, int n_keys,
+                        int d0, float* out, int64_t out_stride) {
+  constexpr int QB = kAttentionQueryBlock;
+  float acc[QB][W] = {};
+  for (int j = 0; j < n_keys; ++j) {
+    const float* __restrict vj = v + j * v_stride + d0;
+    for (int t = 0; t < QB; ++t) {
+      const float pj = p[t * ld_p + j];
+#pragma omp simd
+      for (int d = 0; d < W; ++d) acc[t][d] += pj * vj[d];
+    }
+  }
+  for (int t = 0; t < QB; ++t) {
+    for (int d = 0; d < W; ++d) out[t * out_stride + d0 + d] = acc[t][d];
+  }
+}
+
+}  // namespace
+
+void SQUISH_FN(attention_scores_block_)(const float* q, int64_t q_stride, const float* kt,
+                                        int64_t kt_stride, int n_keys, int dim, float scale,
+                                        float* s, int64_t ld_s) {
+  for (int j0 = 0; j0 < n_keys; j0 += 32) {
+    scores_tile<32>(q, q_stride, kt, kt_stride, j0, dim, scale, s, ld_s);
+  }
+}
+
+void SQUISH_FN(attention_values_block_)(const float* p, int64_t ld_p, const float* v,
+                                        int64_t v_stride, int n_keys, int dim, float* out,
+                                        int64_t out_stride) {
+  int d0 = 0;
+  for (; d0 + 32 <= dim; d0 += 32)
+    values_tile<32>(p, ld_p, v, v_stride, n_keys, d0, out, out_stride);
+  for (; d0 < dim; d0 += 16) values_tile<16>(p, ld_p, v, v_stride, n_keys, d0, out, out_stride);
+}
+
 #undef SQUISH_FN
 #undef SQUISH_CAT
 #undef SQUISH_CAT2
