@@ -2,12 +2,15 @@
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/sysinfo.h"
 #include "kernels/cpu/matmul.h"
 #include "model/model.h"
+#include "runtime/budget.h"
 #include "runtime/session.h"
 
 namespace squish::cli {
@@ -20,6 +23,9 @@ struct BenchArgs {
   int threads = 0;
   int reps = 3;
   int batch = 512;
+  int ctx = 0;
+  double price_per_hour = -1;  // < 0: no cost report
+  int prompt_tokens = 512, gen_tokens = 128;
   bool json = false;
 };
 
@@ -50,12 +56,35 @@ void register_bench(CLI::App& app) {
       ->check(CLI::Range(0, 1024));
   cmd->add_option("-r,--repetitions", a->reps, "Repetitions per test")->check(CLI::Range(1, 1000));
   cmd->add_option("-b,--batch", a->batch, "Prefill micro-batch")->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--ctx", a->ctx,
+                  "Context length to allocate and report KV cache memory for "
+                  "(default: max(-p, -n) + 1)")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--price-per-hour", a->price_per_hour,
+                  "Machine price in USD per hour: report the cost per 1,000 queries, "
+                  "1000 * (prompt_tokens / pp_tps + gen_tokens / tg_tps) * price / 3600 "
+                  "(one query at a time)")
+      ->check(CLI::Range(0.0, 1e9));
+  cmd->add_option("--prompt-tokens", a->prompt_tokens, "Prompt tokens per query (cost)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("--gen-tokens", a->gen_tokens, "Generated tokens per query (cost)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
   cmd->add_flag("--json", a->json, "JSON output");
+  cmd->footer(
+      "Memory: weights (memory-mapped tensor data), KV cache = n_layer * ctx * n_head_kv * "
+      "head_dim * 2 (K, V) * 4 bytes (F32), scratch (estimate: one micro-batch of activations, "
+      "per-thread kernel buffers, logits), and the peak resident set measured (VmHWM; mapped "
+      "weights count once paged in).");
   cmd->callback([a] {
     auto model = load_model(a->model);
     SessionOptions so;
     so.n_threads = a->threads;
-    so.n_ctx = std::max(a->n_prompt, a->n_gen) + 1;
+    const int needed = std::max(a->n_prompt, a->n_gen) + 1;
+    if (a->ctx > 0 && a->ctx < needed)
+      fail("--ctx {} is smaller than the {} positions the tests need", a->ctx, needed);
+    so.n_ctx = a->ctx > 0 ? a->ctx : needed;
     so.n_batch = a->batch;
     Session session(*model, so);
     std::mt19937 rng(42);
@@ -95,6 +124,28 @@ void register_bench(CLI::App& app) {
                         {"weight_bytes", model->weight_bytes()},
                         {"threads", session.n_threads()},
                         {"cpu", cpu_level_name(active_cpu_level())}};
+    const bool fused_qkv = !model->layers.empty() && model->layers[0].wqkv != nullptr;
+    const MemoryFootprint mem =
+        estimate_memory(model->config, model->weight_bytes(), session.n_ctx(), a->batch,
+                        session.n_threads(), fused_qkv);
+    const uint64_t peak_rss = peak_rss_bytes();
+    j["memory"] = {{"n_ctx", session.n_ctx()},
+                   {"weights_bytes", mem.weights_bytes},
+                   {"kv_cache_bytes", mem.kv_cache_bytes},
+                   {"scratch_bytes_estimate", mem.scratch_bytes},
+                   {"total_bytes_estimate", mem.total()},
+                   {"peak_rss_bytes", peak_rss}};
+    std::optional<QueryCost> cost;
+    if (a->price_per_hour >= 0) {
+      cost = query_cost(a->price_per_hour, a->prompt_tokens, a->gen_tokens,
+                        pp.empty() ? 0.0 : stats(pp).mean, tg.empty() ? 0.0 : stats(tg).mean);
+      j["cost"] = {{"price_per_hour_usd", a->price_per_hour},
+                   {"prompt_tokens", a->prompt_tokens},
+                   {"gen_tokens", a->gen_tokens},
+                   {"seconds_per_query", cost->seconds_per_query},
+                   {"queries_per_hour", cost->queries_per_hour},
+                   {"usd_per_1000_queries", cost->usd_per_1000_queries}};
+    }
     if (!pp.empty()) {
       Stat s = stats(pp);
       j["pp"] = {
@@ -121,6 +172,19 @@ void register_bench(CLI::App& app) {
     };
     if (!pp.empty()) row("pp", a->n_prompt, pp);
     if (!tg.empty()) row("tg", a->n_gen, tg);
+    const double mib = 1048576.0;
+    std::printf(
+        "\nmemory at ctx %d: weights %.2f MiB (mapped) + KV cache %.2f MiB + scratch ~%.2f MiB = "
+        "~%.2f MiB; peak RSS measured %.2f MiB\n",
+        session.n_ctx(), mem.weights_bytes / mib, mem.kv_cache_bytes / mib, mem.scratch_bytes / mib,
+        mem.total() / mib, peak_rss / mib);
+    if (cost) {
+      std::printf(
+          "cost at $%.4g/hour, %d prompt + %d generated tokens per query: %.3f s per query, "
+          "%.0f queries/hour, $%.4g per 1,000 queries\n",
+          a->price_per_hour, a->prompt_tokens, a->gen_tokens, cost->seconds_per_query,
+          cost->queries_per_hour, cost->usd_per_1000_queries);
+    }
   });
 }
 

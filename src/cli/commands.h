@@ -13,6 +13,7 @@ void register_bench(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_quantize(CLI::App& app);
 void register_eval(CLI::App& app);
+void register_doctor(CLI::App& app);
 void register_imatrix(CLI::App& app);
 
 }  // namespace squish::cli

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   squish::cli::register_tokenize(app);
   squish::cli::register_quantize(app);
   squish::cli::register_eval(app);
+  squish::cli::register_doctor(app);
   squish::cli::register_imatrix(app);
   try {
     app.parse(argc, argv);
