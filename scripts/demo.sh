@@ -27,6 +27,8 @@ echo "== squish convert -> out/model-f16.gguf"
 $SQUISH convert "$MODEL" -o out/model-f16.gguf --type f16
 echo "== squish quantize -> out/model-q4_k_m.gguf"
 $SQUISH quantize "$MODEL" -o out/model-q4_k_m.gguf --type Q4_K_M
+echo "== squish info: the manifest squish recorded in the Q4_K_M model (and out/model-q4_k_m.gguf.manifest.json)"
+$SQUISH info out/model-q4_k_m.gguf
 echo "== squish perplexity (original; 20 windows of 512 tokens)"
 $SQUISH perplexity "$MODEL" -f "$TEXT" --chunks 20
 echo "== squish eval: what Q4_K_M cost against the original"
