@@ -123,12 +123,14 @@ void run(const EvalArgs& a, bool ctx_given) {
   meta.ctx = eo.n_ctx;
   meta.n_vocab = n_vocab;
   if (saved) {
-    meta.saved = EvalMeta::Saved{a.base, "read", static_cast<int>(saved->header().top_k),
-                                 saved->file_bytes()};
+    meta.saved =
+        EvalMeta::Saved{a.base, "read", static_cast<int>(saved->header().top_k),
+                        saved->file_bytes(), static_cast<int>(saved->header().tail_samples)};
   } else if (writer) {
     std::ifstream f(a.save_base, std::ios::binary | std::ios::ate);
     meta.saved = EvalMeta::Saved{a.save_base, "written", static_cast<int>(writer->header().top_k),
-                                 static_cast<uint64_t>(f.tellg())};
+                                 static_cast<uint64_t>(f.tellg()),
+                                 static_cast<int>(writer->header().tail_samples)};
   }
   if (a.json) {
     std::printf("%s\n", eval_report_json(report, r, meta).dump(2).c_str());

@@ -184,6 +184,7 @@ json eval_report_json(const EvalReport& r, const EvalRun& run, const EvalMeta& m
     j["saved_base"] = {{"path", meta.saved->path},
                        {"mode", meta.saved->mode},
                        {"top_k", meta.saved->top_k},
+                       {"tail_samples", meta.saved->tail_samples},
                        {"bytes", meta.saved->bytes},
                        {"mean_tail_mass", r.mean_tail_mass},
                        {"max_tail_mass", r.max_tail_mass},
@@ -272,9 +273,11 @@ std::string eval_report_text(const EvalReport& r, const EvalRun& run, const Eval
     o += fmt::format("max |Δp|     {:.3f} %\n", 100 * s.max_abs_p_diff);
   }
   if (meta.saved) {
-    o += fmt::format("\nsaved base {} ({}): top-{}, {} bytes, tail mass mean {:.3g} max {:.3g}",
-                     meta.saved->path, meta.saved->mode, meta.saved->top_k, meta.saved->bytes,
-                     r.mean_tail_mass, r.max_tail_mass);
+    o += fmt::format(
+        "\nsaved base {} ({}): top-{} + {} tail samples, {} bytes, tail mass mean {:.3g} max "
+        "{:.3g}",
+        meta.saved->path, meta.saved->mode, meta.saved->top_k, meta.saved->tail_samples,
+        meta.saved->bytes, r.mean_tail_mass, r.max_tail_mass);
     if (meta.saved->mode == "read" && m) {
       o += fmt::format(", KLD tail error bound (mean) {:.3g}", s.mean_tail_bound);
     }

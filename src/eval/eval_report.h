@@ -60,6 +60,7 @@ struct EvalMeta {
     std::string path, mode;  // mode: "read" or "written"
     int top_k = 0;
     uint64_t bytes = 0;
+    int tail_samples = 0;
   };
   std::optional<Saved> saved;
 };
