@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # squish eval vs llama-perplexity --kl-divergence on the same pair of GGUF files (both written by
 # squish: MODEL converted to F32 as the base, and quantized to TYPE, or converted to F16 when TYPE
-# is f16), same text, same windows. Prints the statistics side by side, and the sizes of the two
+# is f16, or, when TYPE is the path of another model with the same tokenizer, that model in F32:
+# both runtimes then agree to ~1e-6, so the comparison isolates the two evaluators), same text,
+# same windows. Prints the statistics side by side, and the sizes of the two
 # saved-base files (llama.cpp's --kl-divergence-base file and squish's .squishkl).
 # Usage: bash bench/eval_compare.sh [MODEL] [TYPE] [CHUNKS] [THREADS]
 #   defaults: ../shared/models/gcide-llama-16M Q4_K_M 40 $(nproc)
@@ -26,7 +28,11 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
 "$SQUISH" convert "$MODEL" -o "$WORK/base.gguf" --type f32 2>/dev/null
-if [ "$TYPE" = f16 ] || [ "$TYPE" = bf16 ]; then
+LABEL="$TYPE vs F32"
+if [ -e "$TYPE" ]; then
+  "$SQUISH" convert "$TYPE" -o "$WORK/model.gguf" --type f32 2>/dev/null
+  LABEL="$(basename "$TYPE") F32 vs $(basename "$MODEL") F32"
+elif [ "$TYPE" = f16 ] || [ "$TYPE" = bf16 ]; then
   "$SQUISH" convert "$MODEL" -o "$WORK/model.gguf" --type "$TYPE" 2>/dev/null
 else
   "$SQUISH" quantize "$WORK/base.gguf" -o "$WORK/model.gguf" --type "$TYPE" 2>/dev/null
@@ -44,9 +50,9 @@ common=(-f "$TEXT" -c "$CTX" --chunks "$CHUNKS" -t "$THREADS")
 "$SQUISH" eval "$WORK/model.gguf" --base "$WORK/base.squishkl" -f "$TEXT" --chunks "$CHUNKS" \
   -t "$THREADS" --json > "$WORK/saved.json" 2>/dev/null
 
-python3 - "$WORK" "$(basename "$MODEL")" "$TYPE" "$CHUNKS" "$CTX" <<'PY'
+python3 - "$WORK" "$(basename "$MODEL")" "$LABEL" "$CHUNKS" "$CTX" <<'PY'
 import json, os, re, sys
-work, name, qtype, chunks, ctx = sys.argv[1:]
+work, name, label, chunks, ctx = sys.argv[1:]
 live = json.load(open(f"{work}/live.json"))
 saved = json.load(open(f"{work}/saved.json"))
 base_log = open(f"{work}/llama_base.log").read()
@@ -92,7 +98,7 @@ def ours(j):
     }
 
 a, b = ours(live), ours(saved)
-print(f"model: {name}, {qtype} vs F32 (both GGUF written by squish), {os.path.basename(live['file'])}, "
+print(f"model: {name}, {label} (GGUF files written by squish), {os.path.basename(live['file'])}, "
       f"{live['n_chunks']} windows of {ctx}, {live['n_scored']} scored tokens")
 print()
 print("| statistic | squish eval | squish eval, saved base | llama-perplexity | squish - llama |")
