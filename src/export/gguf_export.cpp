@@ -230,9 +230,9 @@ void export_gguf(const Model& model, const std::string& out_path, const GGUFExpo
                         rope_factors.size() * sizeof(float));
   }
   w.finish();
-}
-
-}  // namespace squish
   // The sidecar follows the model, so a sidecar never describes a file that is not there.
   manifest.file_bytes = std::filesystem::file_size(out_path);
   write_sidecar(manifest, out_path);
+}
+
+}  // namespace squish
