@@ -116,9 +116,6 @@ void register_quantize(CLI::App& app) {
     eo.file_type = mix->file_type;
     eo.imatrix = imatrix.get();
     eo.name = a->name;
-    if (imatrix) {
-      eo.extra_metadata.push_back({"quantize.imatrix.file", GGUFValue::str(a->imatrix)});
-      eo.extra_metadata.push_back({"quantize.imatrix.entries_count",
     // Disclosed in the output's manifest (squish.* keys + sidecar; docs/manifest.md).
     eo.method.type = mix->name;
     eo.method.pure = a->pure;
@@ -126,6 +123,9 @@ void register_quantize(CLI::App& app) {
     eo.method.output_tensor_type = a->output_type;
     eo.method.token_embedding_type = a->embd_type;
     eo.method.imatrix_path = a->imatrix;
+    if (imatrix) {
+      eo.extra_metadata.push_back({"quantize.imatrix.file", GGUFValue::str(a->imatrix)});
+      eo.extra_metadata.push_back({"quantize.imatrix.entries_count",
                                    GGUFValue::i32(static_cast<int32_t>(imatrix->entries.size()))});
       eo.extra_metadata.push_back(
           {"quantize.imatrix.chunks_count", GGUFValue::i32(imatrix->chunk_count)});
