@@ -2,6 +2,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "cli/calib_flags.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/progress.h"
@@ -20,6 +21,7 @@ struct QuantizeArgs {
   bool pure = false;
   bool dry_run = false;
   bool json = false;
+  CalibFlags calib;
 };
 
 std::optional<DType> parse_weight_type(const std::string& s, const char* flag) {
@@ -44,6 +46,7 @@ void register_quantize(CLI::App& app) {
   cmd->add_option("--tensor-type", a->tensor_types,
                   "PATTERN=TYPE override (regex searched in tensor names), repeatable");
   cmd->add_option("--imatrix", a->imatrix, "Importance matrix (llama.cpp imatrix GGUF or .dat)");
+  add_calib_flags(cmd, a->calib);
   cmd->add_option("--output-tensor-type", a->output_type, "Type for output.weight");
   cmd->add_option("--token-embedding-type", a->embd_type, "Type for token_embd.weight");
   cmd->add_flag("--pure", a->pure, "No per-tensor bumps: every matrix gets the mix's base type");
@@ -134,6 +137,7 @@ void register_quantize(CLI::App& app) {
             {"quantize.imatrix.dataset", GGUFValue::str(imatrix->datasets[0])});
       }
     }
+    const auto calibrated = run_calibration(*model, a->calib, eo);
     Progress progress("quantize", model->tensors().size());
     eo.progress = [&](size_t done, size_t) { progress.update(done); };
     export_gguf(*model, a->out, eo);

@@ -185,6 +185,7 @@ void export_gguf(const Model& model, const std::string& out_path, const GGUFExpo
     out.resize(out_row * rows);
     const size_t in_row = row_bytes(t.type, cols);
     const QuantTraits* qt = quant_traits(ot);
+    const uint8_t* pre = opt.prequantized ? opt.prequantized(t, ot) : nullptr;
     std::vector<float> importance;
     if (qt != nullptr && opt.imatrix != nullptr) {
       importance = opt.imatrix->importance(t.name);
@@ -198,7 +199,7 @@ void export_gguf(const Model& model, const std::string& out_path, const GGUFExpo
       std::vector<float> permuted(t.numel());
       for (int64_t i = 0; i < t.numel(); ++i) permuted[i] = src[order[i]];
       convert_from_f32(permuted.data(), ot, t.numel(), out.data());
-    } else if (t.type == ot && order.empty()) {
+    } else if (t.type == ot && order.empty() && pre == nullptr) {
       std::memcpy(out.data(), t.data, out.size());
     } else {
 #pragma omp parallel
@@ -209,6 +210,10 @@ void export_gguf(const Model& model, const std::string& out_path, const GGUFExpo
           const int64_t src_row = order.empty() ? r : order[r];
           const uint8_t* src = static_cast<const uint8_t*>(t.data) + src_row * in_row;
           uint8_t* dst = out.data() + r * out_row;
+          if (pre != nullptr) {
+            std::memcpy(dst, pre + src_row * out_row, out_row);
+            continue;
+          }
           if (t.type == ot) {
             std::memcpy(dst, src, out_row);
             continue;

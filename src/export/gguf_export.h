@@ -31,6 +31,10 @@ struct GGUFExportOptions {
   ManifestMethod method;
   // Called after each tensor with (tensors done, total).
   std::function<void(size_t, size_t)> progress;
+  // Tensors already quantized by a calibrated method (GPTQ): returns the tensor's data in its
+  // planned type, rows in the model's order (permuted here like any other), or nullptr to
+  // quantize the tensor here.
+  std::function<const uint8_t*(const TensorInfo&, DType)> prequantized;
 };
 
 void export_gguf(const Model& model, const std::string& out_path, const GGUFExportOptions& options);

@@ -1,0 +1,248 @@
+#include "calib/calibrated_quant.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "calib/activation_cache.h"
+#include "calib/block_grid.h"
+#include "calib/block_runner.h"
+#include "core/error.h"
+#include "kernels/cpu/matmul.h"
+#include "quant/quant.h"
+#include "runtime/session.h"
+
+namespace squish {
+
+namespace {
+
+// Sum of x x^T over the rows given to add(), accumulated in double. Each window's product runs
+// through the F32 matmul kernel on the transposed activations.
+class HessianAccumulator {
+ public:
+  explicit HessianAccumulator(int dim) : dim_(dim), h_(static_cast<size_t>(dim) * dim, 0.0) {}
+  void add(const float* x, int n) {
+    xt_.resize(static_cast<size_t>(dim_) * n);
+    for (int t = 0; t < n; ++t)
+      for (int i = 0; i < dim_; ++i)
+        xt_[static_cast<size_t>(i) * n + t] = x[static_cast<size_t>(t) * dim_ + i];
+    y_.resize(static_cast<size_t>(dim_) * dim_);
+    matmul(xt_.data(), dim_, xt_.data(), DType::F32, dim_, n, y_.data(), dim_);
+    for (size_t i = 0; i < h_.size(); ++i) h_[i] += y_[i];
+    n_ += n;
+  }
+  const double* data() const { return h_.data(); }
+  int64_t count() const { return n_; }
+
+ private:
+  int dim_;
+  std::vector<double> h_;
+  std::vector<float> xt_, y_;
+  int64_t n_ = 0;
+};
+
+// Rounds floats through a plain storage type, as the export will store them.
+void round_through(DType type, float* x, size_t n) {
+  if (type == DType::F16) {
+    for (size_t i = 0; i < n; ++i) x[i] = fp16_to_fp32(fp32_to_fp16(x[i]));
+  } else if (type == DType::BF16) {
+    for (size_t i = 0; i < n; ++i) x[i] = bf16_to_fp32(fp32_to_bf16(x[i]));
+  }
+}
+
+class Calibrator {
+ public:
+  Calibrator(const Model& model, const std::vector<TensorPlan>& plan,
+             const CalibrationWindows& windows, const CalibratedQuantOptions& options)
+      : m_(model), c_(model.config), windows_(windows), opt_(options) {
+    for (size_t i = 0; i < plan.size(); ++i) planned_[plan[i].name] = plan[i].type;
+  }
+
+  CalibratedQuantResult run(const CalibProgress& progress) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int n_ctx = windows_.n_ctx, n_win = windows_.n_windows();
+    const size_t n_tok = static_cast<size_t>(n_ctx) * n_win;
+    ActivationCache x(n_tok, c_.n_embd, opt_.offload_dir);
+    ActivationCache attn(n_tok, c_.q_dim(), opt_.offload_dir);
+    embed(x);
+    BlockRunner runner(c_, n_ctx);
+    const int total = c_.n_layer + 1;
+    for (int l = 0; l < c_.n_layer; ++l) {
+      BlockWeights bw = BlockWeights::of(m_.layers[l]);
+      const LayerWeights& L = m_.layers[l];
+      std::vector<std::vector<float>> dense;  // this block's dequantized matrices
+      // 1. Q/K/V from the attention norm of the block's (quantized-model) input.
+      {
+        HessianAccumulator h(c_.n_embd);
+        for (int w = 0; w < n_win; ++w)
+          h.add(runner.attn_input(bw, x.row(static_cast<size_t>(w) * n_ctx)), n_ctx);
+        if (L.wqkv) {
+          quantize(*L.wqkv, h, &bw.wqkv, dense);
+        } else {
+          quantize(*L.wq, h, &bw.wq, dense);
+          quantize(*L.wk, h, &bw.wk, dense);
+          quantize(*L.wv, h, &bw.wv, dense);
+        }
+      }
+      // 2. O from the attention output computed with quantized Q/K/V (kept for step 3).
+      {
+        HessianAccumulator h(c_.q_dim());
+        for (int w = 0; w < n_win; ++w) {
+          const size_t r0 = static_cast<size_t>(w) * n_ctx;
+          const float* a = runner.attention(bw, x.row(r0));
+          std::memcpy(attn.row(r0), a, static_cast<size_t>(n_ctx) * c_.q_dim() * sizeof(float));
+          h.add(a, n_ctx);
+        }
+        quantize(*L.wo, h, &bw.wo, dense);
+      }
+      // 3. gate/up from the FFN norm of the residual stream after the quantized attention.
+      {
+        HessianAccumulator h(c_.n_embd);
+        for (int w = 0; w < n_win; ++w) {
+          const size_t r0 = static_cast<size_t>(w) * n_ctx;
+          runner.add_attention_output(bw, attn.row(r0), x.row(r0));
+          h.add(runner.ffn_input(bw, x.row(r0)), n_ctx);
+        }
+        if (L.w_gate) quantize(*L.w_gate, h, &bw.w_gate, dense);
+        quantize(*L.w_up, h, &bw.w_up, dense);
+      }
+      // 4. down from the activation of the quantized gate/up; then the block's output.
+      {
+        HessianAccumulator h(c_.n_ff);
+        for (int w = 0; w < n_win; ++w)
+          h.add(runner.ffn_activation(bw, x.row(static_cast<size_t>(w) * n_ctx)), n_ctx);
+        quantize(*L.w_down, h, &bw.w_down, dense);
+        for (int w = 0; w < n_win; ++w)
+          runner.add_ffn_output(bw, x.row(static_cast<size_t>(w) * n_ctx));
+      }
+      if (progress) progress(l + 1, total, layer_summary(l));
+    }
+    // Output: GPTQ from the final norm's outputs, unless tied to the embedding (then a lookup
+    // table too, quantized plainly with it).
+    if (m_.output != m_.token_embd) {
+      HessianAccumulator h(c_.n_embd);
+      std::vector<float> xn(static_cast<size_t>(n_ctx) * c_.n_embd);
+      const float* norm = static_cast<const float*>(m_.output_norm->data);
+      for (int w = 0; w < n_win; ++w) {
+        for (int t = 0; t < n_ctx; ++t)
+          rms_norm(x.row(static_cast<size_t>(w) * n_ctx + t), norm, c_.n_embd, c_.norm_eps,
+                   xn.data() + static_cast<size_t>(t) * c_.n_embd);
+        h.add(xn.data(), n_ctx);
+      }
+      std::vector<std::vector<float>> dense;
+      quantize(*m_.output, h, nullptr, dense);
+    }
+    if (progress) progress(total, total, "output");
+    result_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return std::move(result_);
+  }
+
+ private:
+  DType planned(const TensorInfo& t) const {
+    auto it = planned_.find(t.name);
+    if (it == planned_.end()) fail("internal: no planned type for '{}'", t.name);
+    return it->second;
+  }
+
+  // Hidden states entering block 0: embedding rows as the quantized file will hold them.
+  void embed(ActivationCache& x) {
+    const TensorInfo& te = *m_.token_embd;
+    const int E = c_.n_embd;
+    const DType type = planned(te);
+    const QuantTraits* qt = quant_traits(type);
+    const size_t in_row = row_bytes(te.type, E);
+    if (qt != nullptr) {  // quantized plainly, as the export would, and kept for it
+      std::vector<uint8_t>& q = result_.tensors[te.name];
+      const size_t out_row = row_bytes(type, E);
+      q.resize(out_row * te.rows());
+#pragma omp parallel
+      {
+        std::vector<float> row(E);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < te.rows(); ++r) {
+          convert_row_to_f32(te.type, static_cast<const uint8_t*>(te.data) + r * in_row, row.data(),
+                             E);
+          qt->quantize(row.data(), q.data() + r * out_row, E, nullptr);
+        }
+      }
+    }
+    const float scale = c_.scale_embeddings ? std::sqrt(static_cast<float>(E)) : 1.0f;
+    for (size_t t = 0; t < x.rows(); ++t) {
+      const int32_t tok = windows_.tokens[t];
+      float* dst = x.row(t);
+      if (qt != nullptr) {
+        const std::vector<uint8_t>& q = result_.tensors[te.name];
+        qt->dequantize(q.data() + tok * row_bytes(type, E), dst, E);
+      } else {
+        convert_row_to_f32(te.type, static_cast<const uint8_t*>(te.data) + tok * in_row, dst, E);
+        round_through(type, dst, E);
+      }
+      if (scale != 1.0f)
+        for (int i = 0; i < E; ++i) dst[i] *= scale;
+    }
+  }
+
+  // Quantizes one matrix against Hessian h; points `slot` at its dequantized values.
+  void quantize(const TensorInfo& t, const HessianAccumulator& h, TensorInfo* slot,
+                std::vector<std::vector<float>>& dense) {
+    const DType type = planned(t);
+    const int64_t rows = t.rows(), cols = t.cols();
+    std::vector<float>& wq = dense.emplace_back(static_cast<size_t>(rows) * cols);
+    const size_t in_row = row_bytes(t.type, cols);
+    std::vector<float> w(static_cast<size_t>(rows) * cols);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r)
+      convert_row_to_f32(t.type, static_cast<const uint8_t*>(t.data) + r * in_row,
+                         w.data() + r * cols, cols);
+    if (!has_block_grid(type)) {  // float storage: only rounding, done by the export
+      wq = w;
+      round_through(type, wq.data(), wq.size());
+    } else {
+      std::vector<uint8_t>& out = result_.tensors[t.name];
+      out.resize(row_bytes(type, cols) * rows);
+      const GptqStats s =
+          gptq_quantize(w.data(), rows, cols, h.data(), type, opt_.gptq, out.data(), wq.data());
+      result_.stats.push_back({t.name, type, s});
+    }
+    if (slot != nullptr) BlockWeights::set_dense(*slot, wq.data());
+  }
+
+  std::string layer_summary(int l) const {
+    double e = 0, r = 0;
+    const std::string prefix = "blk." + std::to_string(l) + ".";
+    for (const CalibratedTensorStats& s : result_.stats) {
+      if (s.name.rfind(prefix, 0) == 0) e += s.gptq.proxy_error, r += s.gptq.rtn_error;
+    }
+    char buf[96];
+    std::snprintf(buf, sizeof(buf), "layer %d: output error %.3fx of plain quantization", l,
+                  r > 0 ? e / r : 0.0);
+    return buf;
+  }
+
+  const Model& m_;
+  const ModelConfig& c_;
+  const CalibrationWindows& windows_;
+  const CalibratedQuantOptions& opt_;
+  std::map<std::string, DType> planned_;
+  CalibratedQuantResult result_;
+};
+
+}  // namespace
+
+CalibratedQuantResult calibrated_quantize(const Model& model, const std::vector<TensorPlan>& plan,
+                                          const CalibrationWindows& windows,
+                                          const CalibratedQuantOptions& options,
+                                          const CalibProgress& progress) {
+  if (windows.n_windows() < 1) fail("calibration: no windows");
+  for (int32_t tok : windows.tokens) {
+    if (tok < 0 || tok >= model.config.n_vocab)
+      fail("calibration: token id {} is outside the vocabulary", tok);
+  }
+  if (options.n_threads > 0) omp_set_num_threads(options.n_threads);
+  Calibrator c(model, plan, windows, options);
+  return c.run(progress);
+}
+
+}  // namespace squish

@@ -1,0 +1,54 @@
+// Calibrated quantization, layer by layer: the model runs on calibration windows one transformer
+// block at a time, so peak memory is one block's weights plus the hidden states of the
+// calibration tokens (optionally spilled to disk). Within a block the matrices are quantized in
+// the order the data flows through them (Q/K/V, then O, then gate/up, then down), and each one's
+// inputs are recomputed with the matrices before it already quantized; the block's output with
+// all its matrices quantized becomes the next block's input. So every matrix is fitted to the
+// activations the quantized model will actually feed it ("sequential" GPTQ, as in the GPTQ
+// reference implementation's --true-sequential), rather than to the float model's.
+//
+// Matrices that share an input share one Hessian: Q/K/V (or fused QKV), gate/up. The token
+// embedding is quantized plainly (it is a lookup, not a product); output.weight gets GPTQ from the
+// final norm's outputs unless it is tied to the embedding.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "calib/calib_data.h"
+#include "calib/gptq.h"
+#include "model/model.h"
+#include "quant/mix.h"
+
+namespace squish {
+
+struct CalibratedQuantOptions {
+  GptqOptions gptq;
+  std::string offload_dir;  // hidden states in a file there instead of memory
+  int n_threads = 0;
+};
+
+struct CalibratedTensorStats {
+  std::string name;
+  DType type;
+  GptqStats gptq;
+};
+
+struct CalibratedQuantResult {
+  std::map<std::string, std::vector<uint8_t>> tensors;  // planned type, model row order
+  std::vector<CalibratedTensorStats> stats;
+  double seconds = 0;
+};
+
+// progress(step, total, detail): one step per block plus one for the output.
+using CalibProgress = std::function<void(int, int, const std::string&)>;
+
+CalibratedQuantResult calibrated_quantize(const Model& model, const std::vector<TensorPlan>& plan,
+                                          const CalibrationWindows& windows,
+                                          const CalibratedQuantOptions& options,
+                                          const CalibProgress& progress = {});
+
+}  // namespace squish

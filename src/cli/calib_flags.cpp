@@ -1,0 +1,80 @@
+#include "cli/calib_flags.h"
+
+#include <cstdio>
+
+#include "calib/calib_data.h"
+#include "core/error.h"
+#include "core/progress.h"
+
+namespace squish::cli {
+
+void add_calib_flags(CLI::App* cmd, CalibFlags& f) {
+  cmd->add_option("--method", f.method,
+                  "Calibrated quantization: gptq (Hessian error compensation on the target "
+                  "blocks; needs --calib)")
+      ->check(CLI::IsMember({"gptq"}));
+  cmd->add_option("--calib", f.files,
+                  "Calibration text (UTF-8, or .jsonl with \"text\"), repeatable");
+  cmd->add_option("--calib-tokens", f.calib_tokens,
+                  "Calibration tokens (whole windows of --calib-ctx)")
+      ->check(CLI::Range(16, 1 << 28))
+      ->capture_default_str();
+  cmd->add_option("--calib-ctx", f.ctx, "Calibration window length in tokens")
+      ->check(CLI::Range(16, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--damp", f.damp, "GPTQ damping, fraction of the Hessian's mean diagonal")
+      ->check(CLI::Range(0.0, 10.0))
+      ->capture_default_str();
+  cmd->add_flag(
+      "--act-order", f.act_order,
+      "GPTQ: quantize columns in decreasing activation order (block scales fixed up front)");
+  cmd->add_option("--block-size", f.block_size, "GPTQ lazy-batch width in columns")
+      ->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
+  cmd->add_option("--offload-dir", f.offload_dir,
+                  "Keep the calibration activations in a file in this folder instead of memory");
+  cmd->add_option("-t,--threads", f.threads, "Threads (default: all cores)")
+      ->check(CLI::Range(0, 1024));
+}
+
+std::unique_ptr<CalibratedQuantResult> run_calibration(const Model& model, const CalibFlags& f,
+                                                       GGUFExportOptions& eo) {
+  if (f.method.empty()) {
+    if (!f.files.empty()) fail("--calib is given but no --method (gptq) uses it");
+    return nullptr;
+  }
+  if (f.files.empty()) fail("--method {} needs calibration text: --calib FILE", f.method);
+  CalibrationOptions co;
+  co.n_ctx = f.ctx;
+  co.max_windows = std::max(1, f.calib_tokens / f.ctx);
+  const CalibrationWindows windows = calibration_windows(model, f.files, co);
+  std::fprintf(stderr, "%s: calibrating on %d windows of %d tokens\n", f.method.c_str(),
+               windows.n_windows(), f.ctx);
+  CalibratedQuantOptions o;
+  o.gptq.damp = f.damp;
+  o.gptq.act_order = f.act_order;
+  o.gptq.block_size = f.block_size;
+  o.offload_dir = f.offload_dir;
+  o.n_threads = f.threads;
+  Progress progress(f.method, model.config.n_layer + 1);
+  auto result = std::make_unique<CalibratedQuantResult>(calibrated_quantize(
+      model, eo.plan, windows, o,
+      [&](int done, int, const std::string& detail) { progress.update(done, detail); }));
+  double e = 0, r = 0;
+  for (const CalibratedTensorStats& s : result->stats)
+    e += s.gptq.proxy_error, r += s.gptq.rtn_error;
+  progress.finish(fmt::format("({} matrices; layer-output error {:.3f}x of plain quantization)",
+                              result->stats.size(), r > 0 ? e / r : 0.0));
+  const CalibratedQuantResult* res = result.get();
+  eo.prequantized = [res](const TensorInfo& t, DType) -> const uint8_t* {
+    auto it = res->tensors.find(t.name);
+    return it == res->tensors.end() ? nullptr : it->second.data();
+  };
+  eo.extra_metadata.push_back({"quantize.calibration.method", GGUFValue::str(f.method)});
+  eo.extra_metadata.push_back({"quantize.calibration.dataset", GGUFValue::str(f.files[0])});
+  eo.extra_metadata.push_back({"quantize.calibration.tokens",
+                               GGUFValue::u32(static_cast<uint32_t>(windows.tokens.size()))});
+  return result;
+}
+
+}  // namespace squish::cli

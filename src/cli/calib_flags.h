@@ -1,0 +1,36 @@
+// `squish quantize` flags for calibrated methods (--method gptq, --calib, ...) and the step that
+// runs the calibration and hands its tensors to the GGUF export.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "calib/calibrated_quant.h"
+#include "export/gguf_export.h"
+#include "model/model.h"
+#include "quant/mix.h"
+
+namespace squish::cli {
+
+struct CalibFlags {
+  std::string method;  // "" (plain quantizers) or "gptq"
+  std::vector<std::string> files;
+  int calib_tokens = 128 * 512;
+  int ctx = 512;
+  double damp = 0.01;
+  bool act_order = false;
+  int block_size = 128;
+  std::string offload_dir;
+  int threads = 0;
+};
+
+void add_calib_flags(CLI::App* cmd, CalibFlags& flags);
+
+// With --method set: runs the calibration over the plan and points `export_options` at its
+// tensors (the result must outlive the export). Returns null without --method.
+std::unique_ptr<CalibratedQuantResult> run_calibration(const Model& model, const CalibFlags& flags,
+                                                       GGUFExportOptions& export_options);
+
+}  // namespace squish::cli
