@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "kernels/cpu/gemm_int8.h"
+#include "kernels/cpu/gemv4.h"
 #include "quant/quant.h"
 
 namespace squish {
@@ -86,6 +87,26 @@ void matmul_quantized(const QuantTraits& qt, const float* x, int64_t n_tokens, c
     quantize_activations(qt.vec_dot_type, x + t * cols, a + t * act_row, cols);
   }
   const VecDotFn dot = quant_dot(qt);
+  if (n_tokens == 1) {
+    // Decode: four rows per call where available (shares the per-row overhead of short rows).
+    const Gemv4Fn rows4 = gemv4_kernel(qt.type);
+    const int64_t chunk = 16;
+    const int64_t n_chunks = (rows + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      const int64_t r1 = std::min(rows, (c + 1) * chunk);
+      int64_t r = c * chunk;
+      if (rows4 != nullptr) {
+        for (; r + 4 <= r1; r += 4) {
+          const void* const w4[4] = {w + r * w_row, w + (r + 1) * w_row, w + (r + 2) * w_row,
+                                     w + (r + 3) * w_row};
+          rows4(cols, w4, a, y + r);
+        }
+      }
+      for (; r < r1; ++r) y[r] = dot(cols, w + r * w_row, a);
+    }
+    return;
+  }
   // Four tokens per call where available: each weight block is unpacked once per four tokens
   // instead of once per token, which is most of the per-token cost of the single dot.
   const VecDot4Fn dot4 = n_tokens >= 4 ? quant_dot4(qt) : nullptr;
@@ -112,6 +133,34 @@ void matmul_quantized(const QuantTraits& qt, const float* x, int64_t n_tokens, c
 }
 
 }  // namespace
+
+Gemv4Fn gemv4_kernel(DType type) {
+  if (g_level != CpuLevel::AVX512) return nullptr;
+  switch (type) {
+    case DType::Q2_K:
+      return kernels::gemv4_q2_K_avx512;
+    case DType::Q3_K:
+      return kernels::gemv4_q3_K_avx512;
+    case DType::Q4_K:
+      return kernels::gemv4_q4_K_avx512;
+    case DType::Q5_K:
+      return kernels::gemv4_q5_K_avx512;
+    case DType::Q6_K:
+      return kernels::gemv4_q6_K_avx512;
+    case DType::IQ4_XS:
+      return kernels::gemv4_iq4_xs_avx512;
+    case DType::Q4_0:
+      return kernels::gemv4_q4_0_q8_0_avx512;
+    case DType::Q5_0:
+      return kernels::gemv4_q5_0_q8_0_avx512;
+    case DType::Q8_0:
+      return kernels::gemv4_q8_0_q8_0_avx512;
+    case DType::IQ4_NL:
+      return kernels::gemv4_iq4_nl_q8_0_avx512;
+    default:
+      return nullptr;
+  }
+}
 
 CpuLevel detected_cpu_level() {
   return detect();

@@ -14,6 +14,7 @@
 #endif
 #include <immintrin.h>
 
+#include "kernels/cpu/gemv4.h"
 #include "kernels/cpu/quant_k.h"
 #include "kernels/cpu/quant_k_simd.h"
 
@@ -344,6 +345,25 @@ inline void dot4(int64_t n, const void* vw, const void* const va[4], float out[4
   accumulate4<kMins>(n / QK_K, out, [&](int64_t i, SuperBlockSums s[4]) { sb4(w[i], a, i, s); });
 }
 
+// Four weight rows against one activation row (decode): the per-row work of the single dot
+// is kept, but the reductions to double, the activation loads and the call are shared. Per row,
+// the same operations as accumulate(), hence the single dot's result.
+template <bool kMins, class Block, class SuperBlock>
+inline void rows4(int64_t n, const void* const vw[4], const void* va, float out[4], SuperBlock sb) {
+  const Block* const w[4] = {static_cast<const Block*>(vw[0]), static_cast<const Block*>(vw[1]),
+                             static_cast<const Block*>(vw[2]), static_cast<const Block*>(vw[3])};
+  const auto* a = static_cast<const block_q8_K*>(va);
+  accumulate4<kMins>(n / QK_K, out, [&](int64_t i, SuperBlockSums s[4]) {
+    for (int k = 0; k < 4; ++k) s[k] = sb(w[k][i], a[i]);
+  });
+}
+
+inline __m512i iq4_xs_book() {
+  alignas(16) uint8_t biased[16];
+  for (int k = 0; k < 16; ++k) biased[k] = static_cast<uint8_t>(kIQ4Values[k] + 128);
+  return _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(biased)));
+}
+
 }  // namespace
 
 float dot_q2_K_avx512(int64_t n, const void* vw, const void* va) {
@@ -379,10 +399,7 @@ float dot_q6_K_avx512(int64_t n, const void* vw, const void* va) {
 float dot_iq4_xs_avx512(int64_t n, const void* vw, const void* va) {
   const auto* w = static_cast<const block_iq4_xs*>(vw);
   const auto* a = static_cast<const block_q8_K*>(va);
-  alignas(16) uint8_t biased[16];
-  for (int k = 0; k < 16; ++k) biased[k] = static_cast<uint8_t>(kIQ4Values[k] + 128);
-  const __m512i book =
-      _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(biased)));
+  const __m512i book = iq4_xs_book();
   return accumulate<false>(n / QK_K, [&](int64_t i) { return iq4_xs(w[i], a[i], book); });
 }
 
@@ -414,6 +431,37 @@ void dot4_q6_K_avx512(int64_t n, const void* w, const void* const a[4], float ou
   dot4<false, block_q6_K>(n, w, a, out,
                           [](const block_q6_K& b, const block_q8_K* const y[4], int64_t i,
                              SuperBlockSums s[4]) { q6_K_4(b, y, i, s); });
+}
+
+void gemv4_q2_K_avx512(int64_t n, const void* const w[4], const void* a, float out[4]) {
+  rows4<true, block_q2_K>(n, w, a, out,
+                          [](const block_q2_K& b, const block_q8_K& y) { return q2_K(b, y); });
+}
+
+void gemv4_q3_K_avx512(int64_t n, const void* const w[4], const void* a, float out[4]) {
+  rows4<false, block_q3_K>(n, w, a, out,
+                           [](const block_q3_K& b, const block_q8_K& y) { return q3_K(b, y); });
+}
+
+void gemv4_q4_K_avx512(int64_t n, const void* const w[4], const void* a, float out[4]) {
+  rows4<true, block_q4_K>(
+      n, w, a, out, [](const block_q4_K& b, const block_q8_K& y) { return q45_K<false>(b, y); });
+}
+
+void gemv4_q5_K_avx512(int64_t n, const void* const w[4], const void* a, float out[4]) {
+  rows4<true, block_q5_K>(
+      n, w, a, out, [](const block_q5_K& b, const block_q8_K& y) { return q45_K<true>(b, y); });
+}
+
+void gemv4_q6_K_avx512(int64_t n, const void* const w[4], const void* a, float out[4]) {
+  rows4<false, block_q6_K>(n, w, a, out,
+                           [](const block_q6_K& b, const block_q8_K& y) { return q6_K(b, y); });
+}
+
+void gemv4_iq4_xs_avx512(int64_t n, const void* const w[4], const void* a, float out[4]) {
+  const __m512i book = iq4_xs_book();
+  rows4<false, block_iq4_xs>(
+      n, w, a, out, [&](const block_iq4_xs& b, const block_q8_K& y) { return iq4_xs(b, y, book); });
 }
 
 }  // namespace squish::kernels

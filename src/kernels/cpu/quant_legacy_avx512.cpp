@@ -15,6 +15,7 @@
 
 #include <cstring>
 
+#include "kernels/cpu/gemv4.h"
 #include "quant/legacy.h"
 
 namespace squish::kernels {
@@ -170,6 +171,67 @@ inline void accumulate4(int64_t n, const W* w, const A* const a[4], float out[4]
   for (int k = 0; k < 4; ++k) out[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[k], acc1[k]));
 }
 
+// accumulate<false>() for four weight rows sharing one activation row (decode): pair_sums_rows
+// (b0, b1, p) sets p[k] to row k's pair sums. Per row, the same float operations in the same
+// order as accumulate<false>, hence the same results; the activation scales are converted once.
+template <class W, class A, class F>
+inline void accumulate_rows4(int64_t n, const W* const w[4], const A* a, float out[4],
+                             F pair_sums_rows) {
+  const int64_t nb = n / 32;
+  __m512 acc0[4], acc1[4];
+  for (int k = 0; k < 4; ++k) acc0[k] = acc1[k] = _mm512_setzero_ps();
+  auto d = [](const auto& blk) { return blk.d; };
+  __m512i p[4];
+  int64_t b = 0;
+  for (; b + 7 < nb; b += 8) {
+    const __m256 ad = halves8(a, b, d);
+    __m512 s8[4];
+    for (int k = 0; k < 4; ++k)
+      s8[k] = _mm512_castps256_ps512(_mm256_mul_ps(halves8(w[k], b, d), ad));
+    auto spread = [&](int k, int j) {
+      return _mm512_permutexvar_ps(
+          _mm512_inserti64x4(_mm512_set1_epi32(2 * j), _mm256_set1_epi32(2 * j + 1), 1), s8[k]);
+    };
+    for (int j = 0; j < 4; ++j) {
+      pair_sums_rows(b + 2 * j, b + 2 * j + 1, p);
+      for (int k = 0; k < 4; ++k) {
+        __m512& acc = (j % 2 == 0) ? acc0[k] : acc1[k];
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[k]), spread(k, j), acc);
+      }
+    }
+  }
+  auto scale = [&](int k, int64_t i) { return _cvtsh_ss(w[k][i].d) * _cvtsh_ss(a[i].d); };
+  for (; b + 1 < nb; b += 2) {
+    pair_sums_rows(b, b + 1, p);
+    for (int k = 0; k < 4; ++k) {
+      acc0[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[k]), scales_pair(scale(k, b), scale(k, b + 1)),
+                                acc0[k]);
+    }
+  }
+  if (b < nb) {
+    pair_sums_rows(b, b, p);
+    for (int k = 0; k < 4; ++k) {
+      acc1[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[k]), scales_pair(scale(k, b), 0.0f), acc1[k]);
+    }
+  }
+  // accumulate() adds hsum8(acc_min) + summ, both +0.0f without mins: the same value.
+  for (int k = 0; k < 4; ++k) out[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[k], acc1[k])) + 0.0f;
+}
+
+template <class W>
+inline void weight_rows(const void* const vw[4], const W* w[4]) {
+  for (int k = 0; k < 4; ++k) w[k] = static_cast<const W*>(vw[k]);
+}
+
+// offset * sum(a) of a pair of activation blocks: the part of offset_dot that does not depend on
+// the weights, computed once for four rows.
+inline __m512i offset_part(__m512i offset, __m512i a) {
+  return _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, a);
+}
+inline __m512i offset_dot_shared(__m512i u, __m512i a, __m512i offset_sum) {
+  return _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u, a), offset_sum);
+}
+
 template <class A>
 inline void act_rows(const void* const va[4], const A* a[4]) {
   for (int k = 0; k < 4; ++k) a[k] = static_cast<const A*>(va[k]);
@@ -277,6 +339,89 @@ void dot4_q8_0_q8_0_avx512(int64_t n, const void* vw, const void* const va[4], f
   accumulate4(n, w, a, out, [&](int64_t b0, int64_t b1, __m512i p[4]) {
     const __m512i u = _mm512_xor_si512(load_pair(w[b0].qs, w[b1].qs), offset);
     for (int k = 0; k < 4; ++k) p[k] = offset_dot(u, load_pair(a[k][b0].qs, a[k][b1].qs), offset);
+  });
+}
+
+// ---- Four weight rows against one activation row (decode) ----
+
+void gemv4_q4_0_q8_0_avx512(int64_t n, const void* const vw[4], const void* va, float out[4]) {
+  if (!has_vnni()) {
+    for (int k = 0; k < 4; ++k) out[k] = dot_q4_0_q8_0_avx2(n, vw[k], va);
+    return;
+  }
+  const block_q4_0* w[4];
+  weight_rows(vw, w);
+  const auto* a = static_cast<const block_q8_0*>(va);
+  const __m512i offset = _mm512_set1_epi8(8);
+  accumulate_rows4(n, w, a, out, [&](int64_t b0, int64_t b1, __m512i p[4]) {
+    const __m512i y = load_pair(a[b0].qs, a[b1].qs);
+    const __m512i off = offset_part(offset, y);
+    for (int k = 0; k < 4; ++k) {
+      p[k] = offset_dot_shared(nibbles_pair(w[k][b0].qs, w[k][b1].qs), y, off);
+    }
+  });
+}
+
+void gemv4_q5_0_q8_0_avx512(int64_t n, const void* const vw[4], const void* va, float out[4]) {
+  if (!has_vnni()) {
+    for (int k = 0; k < 4; ++k) out[k] = dot_q5_0_q8_0_avx2(n, vw[k], va);
+    return;
+  }
+  const block_q5_0* w[4];
+  weight_rows(vw, w);
+  const auto* a = static_cast<const block_q8_0*>(va);
+  const __m512i offset = _mm512_set1_epi8(16);
+  accumulate_rows4(n, w, a, out, [&](int64_t b0, int64_t b1, __m512i p[4]) {
+    const __m512i y = load_pair(a[b0].qs, a[b1].qs);
+    const __m512i off = offset_part(offset, y);
+    for (int k = 0; k < 4; ++k) {
+      const __m512i lo = nibbles_pair(w[k][b0].qs, w[k][b1].qs);
+      const __m512i u =
+          _mm512_mask_add_epi8(lo, high_bits_pair(w[k][b0].qh, w[k][b1].qh), lo, offset);
+      p[k] = offset_dot_shared(u, y, off);
+    }
+  });
+}
+
+void gemv4_q8_0_q8_0_avx512(int64_t n, const void* const vw[4], const void* va, float out[4]) {
+  if (!has_vnni()) {
+    for (int k = 0; k < 4; ++k) out[k] = dot_q8_0_q8_0_avx2(n, vw[k], va);
+    return;
+  }
+  const block_q8_0* w[4];
+  weight_rows(vw, w);
+  const auto* a = static_cast<const block_q8_0*>(va);
+  const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
+  accumulate_rows4(n, w, a, out, [&](int64_t b0, int64_t b1, __m512i p[4]) {
+    const __m512i y = load_pair(a[b0].qs, a[b1].qs);
+    const __m512i off = offset_part(offset, y);
+    for (int k = 0; k < 4; ++k) {
+      p[k] =
+          offset_dot_shared(_mm512_xor_si512(load_pair(w[k][b0].qs, w[k][b1].qs), offset), y, off);
+    }
+  });
+}
+
+void gemv4_iq4_nl_q8_0_avx512(int64_t n, const void* const vw[4], const void* va, float out[4]) {
+  if (!has_vnni()) {
+    for (int k = 0; k < 4; ++k) out[k] = dot_iq4_nl_q8_0_avx2(n, vw[k], va);
+    return;
+  }
+  const block_iq4_nl* w[4];
+  weight_rows(vw, w);
+  const auto* a = static_cast<const block_q8_0*>(va);
+  alignas(16) uint8_t shifted[16];
+  for (int i = 0; i < 16; ++i) shifted[i] = static_cast<uint8_t>(kIQ4NLValues[i] + 128);
+  const __m512i table =
+      _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(shifted)));
+  const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
+  accumulate_rows4(n, w, a, out, [&](int64_t b0, int64_t b1, __m512i p[4]) {
+    const __m512i y = load_pair(a[b0].qs, a[b1].qs);
+    const __m512i off = offset_part(offset, y);
+    for (int k = 0; k < 4; ++k) {
+      p[k] = offset_dot_shared(_mm512_shuffle_epi8(table, nibbles_pair(w[k][b0].qs, w[k][b1].qs)),
+                               y, off);
+    }
   });
 }
 
