@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a model, end to end: install dependencies, build, inspect the model, convert it
 # to an F16 GGUF and quantize it to Q4_K_M (files llama.cpp loads), measure what quantization cost
-# on held-out text (perplexity, KL divergence, top-1 agreement), generate text, measure speed.
+# on held-out text (perplexity, KL divergence, top-1 agreement), generate text, measure speed,
+# compare both models' answers and write an HTML report of it all (out/report.html).
 #   bash scripts/demo.sh [MODEL] [TEXT]
 # MODEL defaults to ../shared/models/gcide-llama-16M, TEXT to ../shared/data/gcide-valid.txt.
 set -euo pipefail
@@ -38,3 +39,11 @@ $SQUISH run out/model-q4_k_m.gguf -p "Dictionary, n." -n 48
 echo "== squish bench (F16, then Q4_K_M)"
 $SQUISH bench out/model-f16.gguf -p 256 -n 64 -r 2
 $SQUISH bench out/model-q4_k_m.gguf -p 256 -n 64 -r 2
+echo "== squish compare: the original and Q4_K_M answer the same prompts (greedy)"
+printf '%s\n' "Dictionary, n." "Apple, n." "Water, n." > out/prompts.txt
+$SQUISH compare "$MODEL" out/model-q4_k_m.gguf --prompts out/prompts.txt -n 32
+echo "== squish report -> out/report.html (every model in out/, per-tensor errors against the original)"
+$SQUISH eval out/model-q4_k_m.gguf --base "$MODEL" -f "$TEXT" --chunks 20 --json > out/model-q4_k_m.eval.json
+$SQUISH compare "$MODEL" out/model-q4_k_m.gguf --prompts out/prompts.txt -n 32 --json \
+  > out/model-q4_k_m.compare.json
+$SQUISH report out -o out/report.html

@@ -3,7 +3,7 @@
 set -euo pipefail
 PACKAGES=(cmake ninja-build g++ pkg-config nlohmann-json3-dev libcli11-dev libfmt-dev
           libpcre2-dev libicu-dev libsentencepiece-dev libgtest-dev libbenchmark-dev
-          libssl-dev)
+          libssl-dev zlib1g-dev chromium)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -14,6 +14,8 @@ void register_tokenize(CLI::App& app);
 void register_quantize(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_doctor(CLI::App& app);
+void register_compare(CLI::App& app);
+void register_report(CLI::App& app);
 void register_imatrix(CLI::App& app);
 
 }  // namespace squish::cli

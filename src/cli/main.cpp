@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
   squish::cli::register_quantize(app);
   squish::cli::register_eval(app);
   squish::cli::register_doctor(app);
+  squish::cli::register_compare(app);
+  squish::cli::register_report(app);
   squish::cli::register_imatrix(app);
   try {
     app.parse(argc, argv);
