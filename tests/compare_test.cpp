@@ -12,6 +12,7 @@
 
 #include "eval/compare.h"
 #include "export/gguf_export.h"
+#include "formats/gguf.h"
 #include "model/model.h"
 #include "quant/mix.h"
 #include "test_util.h"
@@ -94,6 +95,13 @@ TEST(CompareChat, TemplateFromTokenizerConfig) {
                         {"name": "default", "template": "<|im_start|>"}]})");
   EXPECT_EQ(find_chat_template(dir), "<|im_start|>");
   EXPECT_EQ(find_chat_template(llama16m()), "");  // the shared model has none
+
+  const std::string gguf = tmp.file("t.gguf");
+  GGUFWriter w(gguf);
+  w.set("tokenizer.chat_template", GGUFValue::str("{{ '<|start_header_id|>' }}"));
+  w.write_header();
+  w.finish();
+  EXPECT_EQ(detect_chat_format(find_chat_template(gguf)), ChatFormat::Llama3);
 }
 
 TEST(Compare, ModelAgainstItselfIsIdenticalWithZeroKld) {
@@ -212,6 +220,32 @@ TEST(CompareCli, JsonOutputOfSelfComparison) {
   EXPECT_EQ(j["summary"]["identical_fraction"], 1.0);
   EXPECT_EQ(j["summary"]["max_kld"], 0.0);
   EXPECT_EQ(j["prompts"][0]["match_length"], j["prompts"][0]["answer_length"]);
+}
+
+TEST(CompareCli, ChatFormatFromTheModelsTemplate) {
+  // The shared model with a ChatML template added to its tokenizer_config.json.
+  test::TempDir tmp;
+  const std::string dir = tmp.file("chatml-model");
+  std::filesystem::create_directory(dir);
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json"}) {
+    std::filesystem::create_symlink(llama16m() + "/" + f, dir + "/" + f);
+  }
+  test::write_bytes(dir + "/tokenizer_config.json",
+                    R"({"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>",
+                        "chat_template": "{% for m in messages %}<|im_start|>{{ m.role }}{% endfor %}"})");
+  test::write_bytes(tmp.file("p.txt"), "Dictionary\n");
+  std::string out, err;
+  ASSERT_EQ(run_squish("compare " + dir + " " + llama16m() + " --prompts " + tmp.file("p.txt") +
+                           " -n 4 --ctx 64 --chat --json",
+                       out, err),
+            0)
+      << err;
+  const auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["chat"]["format"], "chatml");
+  EXPECT_EQ(j["prompts"][0]["formatted_prompt"],
+            "<|im_start|>user\nDictionary<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_GT(j["prompts"][0]["n_prompt_tokens"].get<int>(), 8);
+  EXPECT_NE(err.find("chatml template from " + dir), std::string::npos) << err;
 }
 
 TEST(CompareCli, BadPromptsFileIsOneLineError) {
