@@ -44,6 +44,10 @@ EvalRun run_eval(const EvalSources& src, const EvalText& text,
     fail("eval: internal: need exactly one base (model or saved)");
   }
   if (src.model == nullptr && src.writer == nullptr) fail("eval: internal: nothing to evaluate");
+  if (src.saved != nullptr && src.model == nullptr) fail("eval: a saved base needs a model");
+  if (src.writer != nullptr && src.base_model == nullptr) {
+    fail("eval: internal: saving needs a base model");
+  }
   const Model& vocab_owner = src.model != nullptr ? *src.model : *src.base_model;
   const int V = vocab_owner.config.n_vocab;
   if (src.base_model != nullptr && src.base_model->config.n_vocab != V) {
