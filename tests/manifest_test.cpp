@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "export/gguf_export.h"
 #include "export/manifest.h"
@@ -279,6 +280,26 @@ TEST(Manifest, RecordQualityMergesAtomically) {
   EXPECT_EQ(rebuilt->method.type, "F16");
 
   EXPECT_THROW(record_quality(out, json::array({1, 2})), Error);
+}
+
+TEST(Manifest, ConcurrentRecordersLoseNothing) {
+  auto model = load_model(fixture("llama"));
+  test::TempDir tmp;
+  const std::string out = tmp.file("m.gguf");
+  GGUFExportOptions eo;
+  eo.type = DType::F16;
+  export_gguf(*model, out, eo);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      for (int k = 0; k < 5; ++k) record_quality(out, {{fmt::format("r{}_{}", t, k), t * 10 + k}});
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  const auto m = read_sidecar(out);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->quality.size(), 30u);
+  EXPECT_EQ(m->quality["r5_4"], 54);
 }
 
 TEST(Manifest, RecordQualityRefusesForeignModels) {

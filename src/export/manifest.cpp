@@ -1,6 +1,9 @@
 #include "export/manifest.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -608,6 +611,15 @@ ModelManifest load_model_manifest(const std::string& model_path) {
 
 void record_quality(const std::string& model_path, const json& quality) {
   if (!quality.is_object()) fail("{}: quality to record must be a JSON object", model_path);
+  // Two recorders (say, two `squish eval --record` runs) must not lose each other's entries: the
+  // read-modify-write below holds an exclusive lock on the model file itself.
+  const int lock_fd = ::open(model_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (lock_fd < 0) fail("{}: cannot open: {}", model_path, std::strerror(errno));
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }  // also releases the lock
+  } closer{lock_fd};
+  if (flock(lock_fd, LOCK_EX) != 0) fail("{}: cannot lock: {}", model_path, std::strerror(errno));
   ModelManifest mm = load_model_manifest(model_path);
   if (!mm.mismatch.empty()) fail("{}: {}", model_path, mm.mismatch);
   Manifest m;
