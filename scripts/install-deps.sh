@@ -3,7 +3,8 @@
 set -euo pipefail
 PACKAGES=(cmake ninja-build g++ pkg-config nlohmann-json3-dev libcli11-dev libfmt-dev
           libpcre2-dev libicu-dev libsentencepiece-dev libgtest-dev libbenchmark-dev
-          libssl-dev zlib1g-dev chromium)
+          libssl-dev zlib1g-dev chromium
+          clang libclang-rt-14-dev libomp-dev)  # scripts/sanitize.sh, scripts/fuzz.sh: libFuzzer, ASan
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
