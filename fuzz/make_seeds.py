@@ -84,6 +84,16 @@ def main(out):
         gguf_kv("tokenizer.ggml.token_type", 9, i32_array([1, 1, 1, 1, 3])),
     ]
     write(out, "gguf_fuzz", "tiny_bpe.gguf", gguf_file(bpe_kvs, []))
+    manifest_kvs = [
+        gguf_kv("squish.manifest.version", 4, u32(1)),
+        gguf_kv("squish.tool.name", 8, gguf_string("squish")),
+        gguf_kv("squish.tool.version", 8, gguf_string("0.1.0")),
+        gguf_kv("squish.source.files", 8, gguf_string('[{"name": "a", "bytes": 1}]')),
+        gguf_kv("squish.method.command", 8, gguf_string("quantize")),
+        gguf_kv("squish.method.type", 8, gguf_string("Q4_K_M")),
+    ]
+    write(out, "manifest_fuzz", "tiny_manifest.gguf",
+          gguf_file(manifest_kvs, [("token_embd.weight", [8, 6], 0, emb)]))
     # imatrix, GGUF form: one weight with 4 columns; and the legacy .dat form.
     im_kvs = [
         gguf_kv("general.type", 8, gguf_string("imatrix")),
