@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "kernels/cpu/activation.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/matmul.h"
 
@@ -71,6 +72,18 @@ Session::Session(const Model& model, const SessionOptions& options) : model_(mod
     qkv_.resize(B * (c.q_dim() + 2 * c.kv_dim()));
   rope_cos_.resize(B * (c.n_rot / 2));
   rope_sin_.resize(B * (c.n_rot / 2));
+  // Every product runs inside the forward pass's parallel region, where nothing may throw:
+  // check the weights here.
+  int max_cols = std::max({c.n_embd, c.q_dim(), c.n_ff});
+  for (const LayerWeights& L : model.layers) {
+    for (const TensorInfo* w : {L.wq, L.wk, L.wv, L.wqkv, L.wo, L.w_gate, L.w_up, L.w_down}) {
+      if (w == nullptr) continue;
+      matmul_check(w->type, w->shape[1]);
+      max_cols = std::max(max_cols, static_cast<int>(w->shape[1]));
+    }
+  }
+  matmul_check(model.output->type, model.output->shape[1]);
+  scratch_.resize(matmul_scratch_bytes(static_cast<int64_t>(B), max_cols));
 }
 
 void Session::eval(const int32_t* tokens, int n, bool all_logits, std::vector<float>& logits) {
@@ -96,6 +109,17 @@ void Session::eval(const int32_t* tokens, int n, bool all_logits, std::vector<fl
   }
 }
 
+// The forward pass runs in one OpenMP parallel region per micro-batch: every thread executes the
+// code below and the work is split by orphaned worksharing loops (each ends with a barrier), so a
+// decoded token costs a few barriers per layer instead of a team wake-up per product.
+namespace {
+template <class F>
+void for_tokens(int n, F&& f) {
+#pragma omp for schedule(static)
+  for (int t = 0; t < n; ++t) f(t);
+}
+}  // namespace
+
 void Session::attention(int layer, int n, int pos0) {
   const ModelConfig& c = model_.config;
   const int D = c.head_dim, KV = c.kv_dim(), Q = c.q_dim();
@@ -110,54 +134,49 @@ void Session::attention(int layer, int n, int pos0) {
     constexpr int QB = kAttentionQueryBlock;
     const int n_blocks = (n + QB - 1) / QB;
     const int n_work = n_blocks * c.n_head;
-#pragma omp parallel
-    {
-      thread_local std::vector<float> probs;
-      const int64_t ld = (pos0 + n_blocks * QB + 31) / 32 * 32;
-      probs.resize(static_cast<size_t>(QB) * ld);
+    thread_local std::vector<float> probs;
+    const int64_t ld = (pos0 + n_blocks * QB + 31) / 32 * 32;
+    probs.resize(static_cast<size_t>(QB) * ld);
 #pragma omp for schedule(dynamic, 1)
-      for (int w = 0; w < n_work; ++w) {
-        // Largest blocks first, so the dynamic schedule ends balanced.
-        const int b = n_blocks - 1 - w / c.n_head, h = w % c.n_head;
-        const int t0 = b * QB, kvh = h / group;
-        const int n_keys = pos0 + std::min(n, t0 + QB);
-        const float* qh = q_.data() + static_cast<size_t>(t0) * Q + h * D;
-        attention_scores_block(qh, Q, kt + static_cast<size_t>(kvh) * D * kt_stride_, kt_stride_,
-                               n_keys, D, scale, probs.data(), ld);
-        for (int t = 0; t < QB; ++t) {
-          float* row = probs.data() + t * ld;
-          const int visible = std::min(n_keys, pos0 + t0 + t + 1);
-          attention_softmax(row, visible);
-          std::fill(row + visible, row + n_keys, 0.0f);
-        }
-        attention_values_block(probs.data(), ld, vc + kvh * D, KV, n_keys, D,
-                               attn_.data() + static_cast<size_t>(t0) * Q + h * D, Q);
+    for (int w = 0; w < n_work; ++w) {
+      // Largest blocks first, so the dynamic schedule ends balanced.
+      const int b = n_blocks - 1 - w / c.n_head, h = w % c.n_head;
+      const int t0 = b * QB, kvh = h / group;
+      const int n_keys = pos0 + std::min(n, t0 + QB);
+      const float* qh = q_.data() + static_cast<size_t>(t0) * Q + h * D;
+      attention_scores_block(qh, Q, kt + static_cast<size_t>(kvh) * D * kt_stride_, kt_stride_,
+                             n_keys, D, scale, probs.data(), ld);
+      for (int t = 0; t < QB; ++t) {
+        float* row = probs.data() + t * ld;
+        const int visible = std::min(n_keys, pos0 + t0 + t + 1);
+        attention_softmax(row, visible);
+        std::fill(row + visible, row + n_keys, 0.0f);
       }
+      attention_values_block(probs.data(), ld, vc + kvh * D, KV, n_keys, D,
+                             attn_.data() + static_cast<size_t>(t0) * Q + h * D, Q);
     }
     return;
   }
   const int n_work = n * c.n_head;
-#pragma omp parallel
-  {
-    std::vector<float> scores(pos0 + n);
+  thread_local std::vector<float> scores;
+  scores.resize(pos0 + n);
 #pragma omp for schedule(dynamic, 1)
-    for (int w = 0; w < n_work; ++w) {
-      const int t = w / c.n_head, h = w % c.n_head;
-      const int kvh = h / group;
-      const int n_keys = pos0 + t + 1;  // causal: keys up to and including this position
-      const float* qh = q_.data() + static_cast<size_t>(t) * Q + h * D;
-      attention_scores(qh, kt + static_cast<size_t>(kvh) * D * kt_stride_, kt_stride_, n_keys, D,
-                       scale, scores.data());
-      attention_softmax(scores.data(), n_keys);
-      attention_values(scores.data(), vc + kvh * D, KV, n_keys, D,
-                       attn_.data() + static_cast<size_t>(t) * Q + h * D);
-    }
+  for (int w = 0; w < n_work; ++w) {
+    const int t = w / c.n_head, h = w % c.n_head;
+    const int kvh = h / group;
+    const int n_keys = pos0 + t + 1;  // causal: keys up to and including this position
+    const float* qh = q_.data() + static_cast<size_t>(t) * Q + h * D;
+    attention_scores(qh, kt + static_cast<size_t>(kvh) * D * kt_stride_, kt_stride_, n_keys, D,
+                     scale, scores.data());
+    attention_softmax(scores.data(), n_keys);
+    attention_values(scores.data(), vc + kvh * D, KV, n_keys, D,
+                     attn_.data() + static_cast<size_t>(t) * Q + h * D);
   }
 }
 
 void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* logits) {
   const ModelConfig& c = model_.config;
-  const int E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff, V = c.n_vocab;
+  const int E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff;
   const int half = c.n_rot / 2;
   const int pos0 = n_past_;
 
@@ -181,115 +200,128 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
       rope_sin_[t * half + i] = static_cast<float>(std::sin(angle));
     }
   }
+  uint8_t* scratch = scratch_.data();
+  auto add_bias = [](float* y, const TensorInfo* b, int dim) {
+    if (b == nullptr) return;
+    const float* bb = static_cast<const float*>(b->data);
+    for (int i = 0; i < dim; ++i) y[i] += bb[i];
+  };
+  auto row = [](std::vector<float>& v, int t, int dim) {
+    return v.data() + static_cast<size_t>(t) * dim;
+  };
+  // The observer sees each product's input from one thread, before the product (which only reads
+  // it); the products' closing barriers order it before any later write.
+  auto observe_input = [&](const TensorInfo& w, const float* x, int rows) {
+    if (observer_ != nullptr) {
+#pragma omp master
+      observe(w, x, rows);
+    }
+  };
 
-  for (int l = 0; l < c.n_layer; ++l) {
-    const LayerWeights& L = model_.layers[l];
-    const float* attn_norm = static_cast<const float*>(L.attn_norm->data);
-    for (int t = 0; t < n; ++t) {
-      rms_norm(x_.data() + static_cast<size_t>(t) * E, attn_norm, E, c.norm_eps,
-               xn_.data() + static_cast<size_t>(t) * E);
-    }
-    if (L.wqkv != nullptr) {
-      const int R = Q + 2 * KV;
-      observe(*L.wqkv, xn_.data(), n);
-      matmul(xn_.data(), n, *L.wqkv, qkv_.data());
-      for (int t = 0; t < n; ++t) {
-        const float* row = qkv_.data() + static_cast<size_t>(t) * R;
-        std::memcpy(q_.data() + static_cast<size_t>(t) * Q, row, Q * sizeof(float));
-        std::memcpy(k_.data() + static_cast<size_t>(t) * KV, row + Q, KV * sizeof(float));
-        std::memcpy(v_.data() + static_cast<size_t>(t) * KV, row + Q + KV, KV * sizeof(float));
+#pragma omp parallel
+  {
+    for (int l = 0; l < c.n_layer; ++l) {
+      const LayerWeights& L = model_.layers[l];
+      const float* attn_norm = static_cast<const float*>(L.attn_norm->data);
+      for_tokens(n,
+                 [&](int t) { rms_norm(row(x_, t, E), attn_norm, E, c.norm_eps, row(xn_, t, E)); });
+      if (L.wqkv != nullptr) {
+        observe_input(*L.wqkv, xn_.data(), n);
+        const MatmulTarget qkv = matmul_target(*L.wqkv, qkv_.data());
+        matmul_team(xn_.data(), n, E, &qkv, 1, scratch);
+      } else {
+        observe_input(*L.wq, xn_.data(), n);
+        observe_input(*L.wk, xn_.data(), n);
+        observe_input(*L.wv, xn_.data(), n);
+        const MatmulTarget qkv[3] = {matmul_target(*L.wq, q_.data()),
+                                     matmul_target(*L.wk, k_.data()),
+                                     matmul_target(*L.wv, v_.data())};
+        matmul_team(xn_.data(), n, E, qkv, 3, scratch);
       }
-    } else {
-      observe(*L.wq, xn_.data(), n);
-      observe(*L.wk, xn_.data(), n);
-      observe(*L.wv, xn_.data(), n);
-      matmul(xn_.data(), n, *L.wq, q_.data());
-      matmul(xn_.data(), n, *L.wk, k_.data());
-      matmul(xn_.data(), n, *L.wv, v_.data());
-    }
-    auto add_bias = [n](float* y, const TensorInfo* b, int dim) {
-      if (b == nullptr) return;
-      const float* bb = static_cast<const float*>(b->data);
-      for (int t = 0; t < n; ++t)
-        for (int i = 0; i < dim; ++i) y[static_cast<size_t>(t) * dim + i] += bb[i];
-    };
-    add_bias(q_.data(), L.bq, Q);
-    add_bias(k_.data(), L.bk, KV);
-    add_bias(v_.data(), L.bv, KV);
+      float* kc = k_cache_.data() + static_cast<size_t>(l) * kt_stride_ * KV;
+      float* vc = v_cache_.data() + static_cast<size_t>(l) * kt_stride_ * KV;
+      for_tokens(n, [&](int t) {
+        float* qt = row(q_, t, Q);
+        float* kt = row(k_, t, KV);
+        float* vt = row(v_, t, KV);
+        if (L.wqkv != nullptr) {
+          const float* src = qkv_.data() + static_cast<size_t>(t) * (Q + 2 * KV);
+          std::memcpy(qt, src, Q * sizeof(float));
+          std::memcpy(kt, src + Q, KV * sizeof(float));
+          std::memcpy(vt, src + Q + KV, KV * sizeof(float));
+        }
+        add_bias(qt, L.bq, Q);
+        add_bias(kt, L.bk, KV);
+        add_bias(vt, L.bv, KV);
+        const float* cs = rope_cos_.data() + t * half;
+        const float* sn = rope_sin_.data() + t * half;
+        for (int h = 0; h < c.n_head; ++h) {
+          apply_rope(qt + h * c.head_dim, c.head_dim, c.n_rot, c.rope_style, cs, sn);
+        }
+        for (int h = 0; h < c.n_head_kv; ++h) {
+          apply_rope(kt + h * c.head_dim, c.head_dim, c.n_rot, c.rope_style, cs, sn);
+        }
+        for (int i = 0; i < KV; ++i) kc[static_cast<size_t>(i) * kt_stride_ + pos0 + t] = kt[i];
+        std::memcpy(vc + static_cast<size_t>(pos0 + t) * KV, vt, KV * sizeof(float));
+      });
+      attention(l, n, pos0);
+      observe_input(*L.wo, attn_.data(), n);
+      const MatmulTarget wo = matmul_target(*L.wo, tmp_.data());
+      matmul_team(attn_.data(), n, Q, &wo, 1, scratch);
 
-    float* kc = k_cache_.data() + static_cast<size_t>(l) * kt_stride_ * KV;
-    float* vc = v_cache_.data() + static_cast<size_t>(l) * kt_stride_ * KV;
-    for (int t = 0; t < n; ++t) {
-      const float* cs = rope_cos_.data() + t * half;
-      const float* sn = rope_sin_.data() + t * half;
-      for (int h = 0; h < c.n_head; ++h) {
-        apply_rope(q_.data() + static_cast<size_t>(t) * Q + h * c.head_dim, c.head_dim, c.n_rot,
-                   c.rope_style, cs, sn);
+      const float* ffn_norm = static_cast<const float*>(L.ffn_norm->data);
+      for_tokens(n, [&](int t) {
+        float* xt = row(x_, t, E);
+        const float* tt = row(tmp_, t, E);
+        for (int i = 0; i < E; ++i) xt[i] += tt[i];
+        rms_norm(xt, ffn_norm, E, c.norm_eps, row(xn_, t, E));
+      });
+      // gate_[t*F + i] ends up holding act(gate) * up.
+      if (L.w_gate != nullptr) {
+        observe_input(*L.w_gate, xn_.data(), n);
+        observe_input(*L.w_up, xn_.data(), n);
+        const MatmulTarget gate_up[2] = {matmul_target(*L.w_gate, gate_.data()),
+                                         matmul_target(*L.w_up, up_.data())};
+        matmul_team(xn_.data(), n, E, gate_up, 2, scratch);
+      } else {
+        observe_input(*L.w_up, xn_.data(), n);
+        const MatmulTarget up = matmul_target(*L.w_up, up_.data());  // [t][gate F | up F]
+        matmul_team(xn_.data(), n, E, &up, 1, scratch);
       }
-      for (int h = 0; h < c.n_head_kv; ++h) {
-        apply_rope(k_.data() + static_cast<size_t>(t) * KV + h * c.head_dim, c.head_dim, c.n_rot,
-                   c.rope_style, cs, sn);
-      }
-      const float* kt_src = k_.data() + static_cast<size_t>(t) * KV;
-      for (int i = 0; i < KV; ++i) kc[static_cast<size_t>(i) * kt_stride_ + pos0 + t] = kt_src[i];
-      std::memcpy(vc + static_cast<size_t>(pos0 + t) * KV, v_.data() + static_cast<size_t>(t) * KV,
-                  KV * sizeof(float));
+      for_tokens(n, [&](int t) {
+        float* g = row(gate_, t, F);
+        const float* u =
+            L.w_gate != nullptr ? row(up_, t, F) : up_.data() + static_cast<size_t>(t) * 2 * F + F;
+        if (L.w_gate == nullptr)
+          std::memcpy(g, up_.data() + static_cast<size_t>(t) * 2 * F, F * sizeof(float));
+        if (c.activation == Activation::SiLU) {
+          silu_mul(g, u, F);
+        } else {
+          gelu_mul(g, u, F);
+        }
+      });
+      observe_input(*L.w_down, gate_.data(), n);
+      const MatmulTarget down = matmul_target(*L.w_down, tmp_.data());
+      matmul_team(gate_.data(), n, F, &down, 1, scratch);
+      for_tokens(n, [&](int t) {
+        float* xt = row(x_, t, E);
+        const float* tt = row(tmp_, t, E);
+        for (int i = 0; i < E; ++i) xt[i] += tt[i];
+      });
     }
-    attention(l, n, pos0);
-    observe(*L.wo, attn_.data(), n);
-    matmul(attn_.data(), n, *L.wo, tmp_.data());
-    for (size_t i = 0; i < static_cast<size_t>(n) * E; ++i) x_[i] += tmp_[i];
-
-    const float* ffn_norm = static_cast<const float*>(L.ffn_norm->data);
-    for (int t = 0; t < n; ++t) {
-      rms_norm(x_.data() + static_cast<size_t>(t) * E, ffn_norm, E, c.norm_eps,
-               xn_.data() + static_cast<size_t>(t) * E);
+    if (logits != nullptr) {
+      const float* out_norm = static_cast<const float*>(model_.output_norm->data);
+      const int first = all_logits ? 0 : n - 1;
+      for_tokens(n - first, [&](int t) {
+        rms_norm(row(x_, first + t, E), out_norm, E, c.norm_eps, row(xn_, t, E));
+      });
+      observe_input(*model_.output, xn_.data(), n - first);
+      const MatmulTarget out{model_.output->data, model_.output->type, model_.output->shape[0],
+                             logits, model_.output->shape[0]};
+      matmul_team(xn_.data(), n - first, E, &out, 1, scratch);
     }
-    // gate_[t*F + i] ends up holding act(gate) * up.
-    if (L.w_gate != nullptr) {
-      observe(*L.w_gate, xn_.data(), n);
-      observe(*L.w_up, xn_.data(), n);
-      matmul(xn_.data(), n, *L.w_gate, gate_.data());
-      matmul(xn_.data(), n, *L.w_up, up_.data());
-    } else {
-      observe(*L.w_up, xn_.data(), n);
-      matmul(xn_.data(), n, *L.w_up, up_.data());  // [t][gate F | up F]
-      for (int t = 0; t < n; ++t) {
-        std::memcpy(gate_.data() + static_cast<size_t>(t) * F,
-                    up_.data() + static_cast<size_t>(t) * 2 * F, F * sizeof(float));
-        std::memmove(up_.data() + static_cast<size_t>(t) * F,
-                     up_.data() + static_cast<size_t>(t) * 2 * F + F, F * sizeof(float));
-      }
-    }
-    const size_t nf = static_cast<size_t>(n) * F;
-    if (c.activation == Activation::SiLU) {
-      for (size_t i = 0; i < nf; ++i) {
-        const float g = gate_[i];
-        gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];
-      }
-    } else {
-      const float k0 = 0.7978845608028654f;  // sqrt(2/pi)
-      for (size_t i = 0; i < nf; ++i) {
-        const float g = gate_[i];
-        gate_[i] = 0.5f * g * (1.0f + std::tanh(k0 * (g + 0.044715f * g * g * g))) * up_[i];
-      }
-    }
-    observe(*L.w_down, gate_.data(), n);
-    matmul(gate_.data(), n, *L.w_down, tmp_.data());
-    for (size_t i = 0; i < static_cast<size_t>(n) * E; ++i) x_[i] += tmp_[i];
   }
   n_past_ += n;
-  if (logits == nullptr) return;
-
-  const float* out_norm = static_cast<const float*>(model_.output_norm->data);
-  const int first = all_logits ? 0 : n - 1;
-  for (int t = first; t < n; ++t) {
-    rms_norm(x_.data() + static_cast<size_t>(t) * E, out_norm, E, c.norm_eps,
-             xn_.data() + static_cast<size_t>(t - first) * E);
-  }
-  observe(*model_.output, xn_.data(), n - first);
-  matmul(xn_.data(), n - first, *model_.output, logits);
-  (void)V;
 }
 
 }  // namespace squish

@@ -64,6 +64,7 @@ class Session {
   // Scratch, sized for one micro-batch.
   std::vector<float> x_, xn_, q_, k_, v_, qkv_, attn_, tmp_, gate_, up_, scores_;
   std::vector<float> rope_cos_, rope_sin_;
+  std::vector<uint8_t> scratch_;  // quantized activations, shared by the threads of a product
 };
 
 // Reference math shared by the runtime and tests.

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -69,65 +70,147 @@ void convert_row_scalar(DType type, const void* src, float* dst, int64_t n) {
   }
 }
 
-// Quantized weights: activations are quantized once per call to the type's dot format (as ggml
-// does), then every (row, token) pair is one integer dot product over the row's blocks.
-void matmul_quantized(const QuantTraits& qt, const float* x, int64_t n_tokens, const uint8_t* w,
-                      int64_t rows, int64_t cols, float* y, int64_t ldy) {
-  if (n_tokens >= kGemmMinTokens && gemm_available(qt.type)) {
-    gemm_int8(qt, x, n_tokens, w, rows, cols, y, ldy);
-    return;
+// ---- Products inside an OpenMP team ----
+//
+// Every thread of the team runs the same sequence: prepare the activations for a run of targets
+// that share an activation format (split over tokens), a barrier, then the targets' work units
+// (row chunks or panels of all of them, one static schedule), a barrier.
+
+enum class Path { kGemm, kQuantDot, kFloatScalar, kFloatGemv, kFloatPanel };
+
+Path path_for(DType type, int64_t n_tokens) {
+  if (quant_traits(type) != nullptr) {
+    return n_tokens >= kGemmMinTokens && gemm_available(type) ? Path::kGemm : Path::kQuantDot;
   }
-  const size_t act_row = row_bytes(qt.vec_dot_type, cols);
-  const size_t w_row = row_bytes(qt.type, cols);
-  thread_local std::vector<uint8_t> act;
-  act.resize(act_row * n_tokens);
-  uint8_t* a = act.data();
-#pragma omp parallel for schedule(static) if (n_tokens > 1)
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    quantize_activations(qt.vec_dot_type, x + t * cols, a + t * act_row, cols);
+  if (g_level == CpuLevel::Scalar) return Path::kFloatScalar;
+  return n_tokens == 1 ? Path::kFloatGemv : Path::kFloatPanel;
+}
+
+int64_t rows_per_unit(Path path) {
+  if (path == Path::kGemm) return kGemmPanelRows;
+  if (path == Path::kFloatPanel) return g_level == CpuLevel::AVX512 ? 32 : 16;
+  return 16;
+}
+
+// Targets share prepared activations when their paths and formats agree.
+bool same_activations(const MatmulTarget& a, const MatmulTarget& b, int64_t n_tokens) {
+  const Path pa = path_for(a.type, n_tokens), pb = path_for(b.type, n_tokens);
+  if (pa != pb) return false;
+  if (pa == Path::kQuantDot)
+    return quant_traits(a.type)->vec_dot_type == quant_traits(b.type)->vec_dot_type;
+  if (pa == Path::kGemm) {
+    const GemmFormat fa = gemm_format(a.type), fb = gemm_format(b.type);
+    return fa.group == fb.group && fa.groups_per_scale == fb.groups_per_scale &&
+           fa.code_offset == fb.code_offset && fa.int_scales == fb.int_scales &&
+           fa.int_mins == fb.int_mins && fa.float_mins == fb.float_mins &&
+           fa.act_type == fb.act_type;
   }
-  const VecDotFn dot = quant_dot(qt);
-  if (n_tokens == 1) {
-    // Decode: four rows per call where available (shares the per-row overhead of short rows).
-    const Gemv4Fn rows4 = gemv4_kernel(qt.type);
-    const int64_t chunk = 16;
-    const int64_t n_chunks = (rows + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < n_chunks; ++c) {
-      const int64_t r1 = std::min(rows, (c + 1) * chunk);
-      int64_t r = c * chunk;
-      if (rows4 != nullptr) {
-        for (; r + 4 <= r1; r += 4) {
-          const void* const w4[4] = {w + r * w_row, w + (r + 1) * w_row, w + (r + 2) * w_row,
-                                     w + (r + 3) * w_row};
-          rows4(cols, w4, a, y + r);
-        }
-      }
-      for (; r < r1; ++r) y[r] = dot(cols, w + r * w_row, a);
+  return true;  // float weights read x directly
+}
+
+// Units [u0, u1) of one target: rows [u0 * R, min(rows, u1 * R)).
+void run_units(const MatmulTarget& m, Path path, const float* x, int64_t n_tokens, int64_t cols,
+               const uint8_t* act, const GemmActivations& gemm_act, int64_t unit) {
+  const int64_t R = rows_per_unit(path);
+  const int64_t r0 = unit * R, r1 = std::min(m.rows, r0 + R);
+  const auto* wb = static_cast<const uint8_t*>(m.w);
+  const size_t stride = row_bytes(m.type, cols);
+  switch (path) {
+    case Path::kGemm: {
+      thread_local std::vector<uint8_t> storage;
+      storage.resize(gemm_panel_bytes(gemm_act.format, cols) + 64);
+      uint8_t* panel =
+          storage.data() + (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
+      gemm_rows(m.type, wb, r0, static_cast<int>(r1 - r0), gemm_act, panel, m.y, m.ldy);
+      return;
     }
-    return;
-  }
-  // Four tokens per call where available: each weight block is unpacked once per four tokens
-  // instead of once per token, which is most of the per-token cost of the single dot.
-  const VecDot4Fn dot4 = n_tokens >= 4 ? quant_dot4(qt) : nullptr;
-  const int64_t chunk = 16;
-  const int64_t n_chunks = (rows + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < n_chunks; ++c) {
-    const int64_t r1 = std::min(rows, (c + 1) * chunk);
-    for (int64_t r = c * chunk; r < r1; ++r) {
-      const uint8_t* wr = w + r * w_row;
-      int64_t t = 0;
-      if (dot4 != nullptr) {
-        for (; t + 4 <= n_tokens; t += 4) {
-          const void* const rows4[4] = {a + t * act_row, a + (t + 1) * act_row,
-                                        a + (t + 2) * act_row, a + (t + 3) * act_row};
-          float out[4];
-          dot4(cols, wr, rows4, out);
-          for (int k = 0; k < 4; ++k) y[(t + k) * ldy + r] = out[k];
+    case Path::kQuantDot: {
+      const QuantTraits& qt = *quant_traits(m.type);
+      const size_t act_row = row_bytes(qt.vec_dot_type, cols);
+      const VecDotFn dot = quant_dot(qt);
+      if (n_tokens == 1) {
+        // Decode: four rows per call where available (shares the per-row overhead).
+        const Gemv4Fn rows4 = gemv4_kernel(m.type);
+        int64_t r = r0;
+        if (rows4 != nullptr) {
+          for (; r + 4 <= r1; r += 4) {
+            const void* const w4[4] = {wb + r * stride, wb + (r + 1) * stride,
+                                       wb + (r + 2) * stride, wb + (r + 3) * stride};
+            rows4(cols, w4, act, m.y + r);
+          }
+        }
+        for (; r < r1; ++r) m.y[r] = dot(cols, wb + r * stride, act);
+        return;
+      }
+      // Four tokens per call where available: each weight block is unpacked once per four
+      // tokens instead of once per token, which is most of the per-token cost of the single dot.
+      const VecDot4Fn dot4 = n_tokens >= 4 ? quant_dot4(qt) : nullptr;
+      for (int64_t r = r0; r < r1; ++r) {
+        const uint8_t* wr = wb + r * stride;
+        int64_t t = 0;
+        if (dot4 != nullptr) {
+          for (; t + 4 <= n_tokens; t += 4) {
+            const void* const a4[4] = {act + t * act_row, act + (t + 1) * act_row,
+                                       act + (t + 2) * act_row, act + (t + 3) * act_row};
+            float out[4];
+            dot4(cols, wr, a4, out);
+            for (int k = 0; k < 4; ++k) m.y[(t + k) * m.ldy + r] = out[k];
+          }
+        }
+        for (; t < n_tokens; ++t) m.y[t * m.ldy + r] = dot(cols, wr, act + t * act_row);
+      }
+      return;
+    }
+    case Path::kFloatScalar: {
+      thread_local std::vector<float> row;
+      row.resize(cols);
+      for (int64_t r = r0; r < r1; ++r) {
+        convert_row_scalar(m.type, wb + r * stride, row.data(), cols);
+        for (int64_t t = 0; t < n_tokens; ++t) {
+          float s = 0;
+          for (int64_t i = 0; i < cols; ++i) s += x[t * cols + i] * row[i];
+          m.y[t * m.ldy + r] = s;
         }
       }
-      for (; t < n_tokens; ++t) y[t * ldy + r] = dot(cols, wr, a + t * act_row);
+      return;
+    }
+    case Path::kFloatGemv:
+      // Decode: stream each row once, straight from the stored type.
+      if (g_level == CpuLevel::AVX512) {
+        kernels::gemv_avx512(x, m.w, m.type, r0, r1, cols, m.y);
+      } else {
+        kernels::gemv_avx2(x, m.w, m.type, r0, r1, cols, m.y);
+      }
+      return;
+    case Path::kFloatPanel: {
+      // Prefill: convert a panel of rows to F32 once, stored column-major ("packed") so the
+      // micro-kernel broadcasts activations against whole vectors of rows; reuse it for every
+      // token.
+      const int width = static_cast<int>(R);
+      const int nr = static_cast<int>(r1 - r0);
+      thread_local std::vector<float> packed, row;
+      packed.resize(static_cast<size_t>(width) * cols);
+      row.resize(cols);
+      for (int j = 0; j < width; ++j) {
+        if (j >= nr) {
+          for (int64_t i = 0; i < cols; ++i) packed[i * width + j] = 0.0f;
+          continue;
+        }
+        const float* src;
+        if (m.type == DType::F32) {
+          src = reinterpret_cast<const float*>(wb + (r0 + j) * stride);
+        } else {
+          convert_row_to_f32(m.type, wb + (r0 + j) * stride, row.data(), cols);
+          src = row.data();
+        }
+        for (int64_t i = 0; i < cols; ++i) packed[i * width + j] = src[i];
+      }
+      if (g_level == CpuLevel::AVX512) {
+        kernels::packed_panel_avx512(x, n_tokens, packed.data(), nr, cols, m.y + r0, m.ldy);
+      } else {
+        kernels::packed_panel_avx2(x, n_tokens, packed.data(), nr, cols, m.y + r0, m.ldy);
+      }
+      return;
     }
   }
 }
@@ -218,82 +301,74 @@ void matmul_reference(const float* x, int64_t n_tokens, const void* w, DType w_t
   }
 }
 
+void matmul_check(DType type, int64_t cols) {
+  if (quant_traits(type) != nullptr) {
+    if (cols % traits(type).block_size != 0) {
+      fail("matmul: {} columns is not a multiple of {}'s block size", cols, dtype_name(type));
+    }
+    return;
+  }
+  if (type != DType::F32 && type != DType::F16 && type != DType::BF16) {
+    fail("matmul: weight type {} is not supported by the CPU kernels", dtype_name(type));
+  }
+}
+
+size_t matmul_scratch_bytes(int64_t n_tokens, int64_t cols) {
+  // Covers Q8_0 / Q8_1 / Q8_K rows (at most 1.15 bytes per element) and the GEMM's layout
+  // (about 1.75 bytes per element plus alignment).
+  return static_cast<size_t>(n_tokens) * (2 * cols + 64) + 4096;
+}
+
+void matmul_team(const float* x, int64_t n_tokens, int64_t cols, const MatmulTarget* targets,
+                 int n_targets, uint8_t* scratch) {
+  for (int i = 0; i < n_targets;) {
+    int j = i + 1;
+    while (j < n_targets && same_activations(targets[i], targets[j], n_tokens)) ++j;
+    const Path path = path_for(targets[i].type, n_tokens);
+    // Activations for targets [i, j), split over tokens.
+    GemmActivations gemm_act;
+    const uint8_t* act = scratch;
+    if (path == Path::kGemm) {
+      const GemmFormat f = gemm_format(targets[i].type);
+      gemm_act = gemm_bind_activations(f, scratch, n_tokens, cols);
+      const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+      gemm_prepare_activations(x, n_tokens * id / nt, n_tokens * (id + 1) / nt, gemm_act);
+#pragma omp barrier
+    } else if (path == Path::kQuantDot) {
+      const DType vdt = quant_traits(targets[i].type)->vec_dot_type;
+      const size_t act_row = row_bytes(vdt, cols);
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        quantize_activations(vdt, x + t * cols, scratch + t * act_row, cols);
+      }
+    }
+    // Work units of targets [i, j), one static schedule over all of them.
+    int64_t first[kMaxMatmulTargets + 1];
+    first[0] = 0;
+    const int64_t R = rows_per_unit(path);
+    for (int k = i; k < j; ++k) first[k - i + 1] = first[k - i] + (targets[k].rows + R - 1) / R;
+    const int64_t n_units = first[j - i];
+#pragma omp for schedule(static)
+    for (int64_t u = 0; u < n_units; ++u) {
+      int k = 0;
+      while (u >= first[k + 1]) ++k;
+      run_units(targets[i + k], path, x, n_tokens, cols, act, gemm_act, u - first[k]);
+    }
+    i = j;
+  }
+}
+
 void matmul(const float* x, int64_t n_tokens, const void* w, DType w_type, int64_t rows,
             int64_t cols, float* y, int64_t ldy) {
-  if (const QuantTraits* qt = quant_traits(w_type)) {
-    if (cols % traits(w_type).block_size != 0) {
-      fail("matmul: {} columns is not a multiple of {}'s block size", cols, dtype_name(w_type));
-    }
-    matmul_quantized(*qt, x, n_tokens, static_cast<const uint8_t*>(w), rows, cols, y, ldy);
-    return;
-  }
-  if (w_type != DType::F32 && w_type != DType::F16 && w_type != DType::BF16) {
-    fail("matmul: weight type {} is not supported by the CPU kernels", dtype_name(w_type));
-  }
-  const CpuLevel level = g_level;
-  const size_t stride = row_bytes(w_type, cols);
-  const uint8_t* wb = static_cast<const uint8_t*>(w);
-  if (level == CpuLevel::Scalar) {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      std::vector<float> row(cols);
-      convert_row_scalar(w_type, wb + r * stride, row.data(), cols);
-      for (int64_t t = 0; t < n_tokens; ++t) {
-        float s = 0;
-        for (int64_t i = 0; i < cols; ++i) s += x[t * cols + i] * row[i];
-        y[t * ldy + r] = s;
-      }
-    }
-    return;
-  }
-  if (n_tokens == 1) {
-    // Decode: stream each row once, straight from the stored type.
-    const int64_t chunk = 16;
-    const int64_t n_chunks = (rows + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < n_chunks; ++c) {
-      const int64_t r0 = c * chunk, r1 = std::min(rows, r0 + chunk);
-      if (level == CpuLevel::AVX512) {
-        kernels::gemv_avx512(x, w, w_type, r0, r1, cols, y);
-      } else {
-        kernels::gemv_avx2(x, w, w_type, r0, r1, cols, y);
-      }
-    }
-    return;
-  }
-  // Prefill: convert a panel of rows to F32 once, stored column-major ("packed") so the
-  // micro-kernel broadcasts activations against whole vectors of rows; reuse it for every token.
-  const int width = level == CpuLevel::AVX512 ? 32 : 16;
-  const int64_t n_panels = (rows + width - 1) / width;
-#pragma omp parallel
-  {
-    std::vector<float> packed(static_cast<size_t>(width) * cols);
-    std::vector<float> row(w_type == DType::F32 ? 0 : cols);
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < n_panels; ++p) {
-      const int64_t r0 = p * width;
-      const int nr = static_cast<int>(std::min<int64_t>(width, rows - r0));
-      for (int j = 0; j < width; ++j) {
-        if (j >= nr) {
-          for (int64_t i = 0; i < cols; ++i) packed[i * width + j] = 0.0f;
-          continue;
-        }
-        const float* src;
-        if (w_type == DType::F32) {
-          src = reinterpret_cast<const float*>(wb + (r0 + j) * stride);
-        } else {
-          convert_row_to_f32(w_type, wb + (r0 + j) * stride, row.data(), cols);
-          src = row.data();
-        }
-        for (int64_t i = 0; i < cols; ++i) packed[i * width + j] = src[i];
-      }
-      if (level == CpuLevel::AVX512) {
-        kernels::packed_panel_avx512(x, n_tokens, packed.data(), nr, cols, y + r0, ldy);
-      } else {
-        kernels::packed_panel_avx2(x, n_tokens, packed.data(), nr, cols, y + r0, ldy);
-      }
-    }
-  }
+  matmul_check(w_type, cols);
+  const MatmulTarget target{w, w_type, rows, y, ldy};
+  thread_local std::vector<uint8_t> scratch;
+  scratch.resize(matmul_scratch_bytes(n_tokens, cols));
+  uint8_t* shared = scratch.data();
+  // Small products run on the calling thread: waking the team costs more than they take.
+  const bool parallel = static_cast<double>(rows) * cols * n_tokens >= 1e5;
+#pragma omp parallel if (parallel)
+  matmul_team(x, n_tokens, cols, &target, 1, shared);
 }
 
 }  // namespace squish

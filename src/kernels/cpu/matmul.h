@@ -29,6 +29,30 @@ inline void matmul(const float* x, int64_t n_tokens, const TensorInfo& w, float*
   matmul(x, n_tokens, w.data, w.type, w.shape[0], w.shape[1], y, w.shape[0]);
 }
 
+// ---- Several products inside one OpenMP parallel region ----
+// One weight matrix of a product: rows x cols stored as `type`; Y[t][r] at y[t * ldy + r].
+struct MatmulTarget {
+  const void* w;
+  DType type;
+  int64_t rows;
+  float* y;
+  int64_t ldy;
+};
+inline MatmulTarget matmul_target(const TensorInfo& w, float* y) {
+  return {w.data, w.type, w.shape[0], y, w.shape[0]};
+}
+inline constexpr int kMaxMatmulTargets = 4;
+// Throws (one line) if matmul cannot take the type or shape; call before a parallel region.
+void matmul_check(DType type, int64_t cols);
+// Scratch matmul_team needs, shared by the team.
+size_t matmul_scratch_bytes(int64_t n_tokens, int64_t cols);
+// Y_k = X W_k^T for n_targets <= kMaxMatmulTargets weights with the same `cols`, called by every
+// thread of an OpenMP team with the same arguments (inside `#pragma omp parallel`). Activations
+// are quantized once for targets that share a format, and the work of all targets is split in
+// one schedule; returns after a barrier. Types must have passed matmul_check.
+void matmul_team(const float* x, int64_t n_tokens, int64_t cols, const MatmulTarget* targets,
+                 int n_targets, uint8_t* scratch);
+
 // Single-threaded scalar reference with the same contract (double accumulation).
 void matmul_reference(const float* x, int64_t n_tokens, const void* w, DType w_type, int64_t rows,
                       int64_t cols, float* y, int64_t ldy);
