@@ -61,7 +61,7 @@ kld_log = open(f"{work}/llama_kld.log").read()
 def grab(pattern, text=kld_log):
     m = re.search(pattern, text)
     if not m:
-        sys.exit(f"eval_compare: '{pattern}' not found in llama-perplexity's output")
+        sys.exit(f"eval_compare: '{pattern}' not found in llama-perplexity's output:\n" + text[-2000:])
     return float(m.group(1))
 
 num = r"(-?[0-9.]+)"
