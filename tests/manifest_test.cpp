@@ -76,7 +76,8 @@ Manifest full_manifest() {
   m.method.tensor_type_overrides = {"attn_v=Q8_0", "ffn_(up|gate)=Q5_K", "a,b=\"Q6_K\""};
   m.method.output_tensor_type = "Q8_0";
   m.method.token_embedding_type = "Q6_K";
-  m.method.calibration_path = "calib.txt";
+  m.method.calibration_files = {"calib-a.txt", "calib b.jsonl"};
+  m.method.parameters = {{"damp", 0.01}, {"act_order", true}, {"block_size", 128}};
   m.calibration_sha256 = std::string(64, 'c');
   m.imatrix = ManifestImatrix{"im.gguf", std::string(64, 'b'), {"calib.txt"}, 100, 512, 154};
   m.file_name = "out.gguf";
@@ -182,6 +183,9 @@ TEST(Manifest, ExportWritesKeysAndSidecar) {
   eo.method.type = "Q8_0";
   eo.method.tensor_type_overrides = {"attn_v=Q4_0"};
   eo.method.imatrix_path = tmp.file("im.gguf");
+  test::write_bytes(tmp.file("calib1.txt"), "first calibration text\n");
+  test::write_bytes(tmp.file("calib2.txt"), "second\n");
+  eo.method.calibration_files = {tmp.file("calib1.txt"), tmp.file("calib2.txt")};
   const std::string out = tmp.file("out.gguf");
   setenv("SOURCE_DATE_EPOCH", "1700000000", 1);
   export_gguf(*model, out, eo);
@@ -207,6 +211,8 @@ TEST(Manifest, ExportWritesKeysAndSidecar) {
   EXPECT_EQ(side.imatrix->chunk_size, 64u);
   EXPECT_EQ(side.imatrix->entries, 1u);
   EXPECT_EQ(side.imatrix->datasets, std::vector<std::string>{"calib.txt"});
+  EXPECT_EQ(side.method.calibration_files, eo.method.calibration_files);
+  EXPECT_EQ(side.calibration_sha256, sha256_hex("first calibration text\nsecond\n", 30));
   EXPECT_EQ(side.file_bytes, fs::file_size(out));
   EXPECT_EQ(side.file_name, "out.gguf");
   EXPECT_TRUE(side.quality.empty());

@@ -126,6 +126,13 @@ void register_quantize(CLI::App& app) {
     eo.method.output_tensor_type = a->output_type;
     eo.method.token_embedding_type = a->embd_type;
     eo.method.imatrix_path = a->imatrix;
+    eo.method.algorithm = a->calib.method;  // "gptq"; empty: rtn or imatrix
+    eo.method.calibration_files = a->calib.files;
+    if (!a->calib.method.empty()) {
+      eo.method.parameters = {{"calib_tokens", a->calib.calib_tokens}, {"calib_ctx", a->calib.ctx},
+                              {"damp", a->calib.damp}, {"act_order", a->calib.act_order},
+                              {"block_size", a->calib.block_size}};
+    }
     if (imatrix) {
       eo.extra_metadata.push_back({"quantize.imatrix.file", GGUFValue::str(a->imatrix)});
       eo.extra_metadata.push_back({"quantize.imatrix.entries_count",

@@ -299,16 +299,26 @@ Manifest build_manifest(const Model& source, const ManifestMethod& method,
     mi.chunk_size = static_cast<uint32_t>(std::max(im.chunk_size, 0));
     mi.entries = static_cast<uint32_t>(im.entries.size());
     m.imatrix = mi;
-    // An imatrix made by squish may record the hash of its calibration text.
+    // An imatrix made by squish may record its calibration text (same keys as a model's).
     if (is_gguf_file(method.imatrix_path)) {
       auto g = GGUFFile::open(method.imatrix_path);
       if (auto h = g->get_string("squish.calibration.sha256")) m.calibration_sha256 = *h;
-      if (auto f = g->get_string("squish.calibration.file")) m.method.calibration_path = *f;
+      if (auto files = g->get_string("squish.calibration.files")) {
+        const FieldReader r(method.imatrix_path);
+        json list;
+        try {
+          list = json::parse(*files);
+        } catch (const json::exception&) {
+          fail("{}: GGUF key squish.calibration.files is not valid JSON", method.imatrix_path);
+        }
+        m.method.calibration_files =
+            r.str_array(json{{"f", list}}, "squish.calibration.files", "f");
+      }
     }
   }
-  if (!method.calibration_path.empty()) {  // given directly: it wins over the imatrix's record
-    m.method.calibration_path = method.calibration_path;
-    m.calibration_sha256 = sha256_files({method.calibration_path});
+  if (!method.calibration_files.empty()) {  // given directly: wins over the imatrix's record
+    m.method.calibration_files = method.calibration_files;
+    m.calibration_sha256 = sha256_files(method.calibration_files);
   }
   m.method.imatrix_path.clear();  // recorded as imatrix->file
 
@@ -352,6 +362,8 @@ void manifest_to_gguf(const Manifest& m, GGUFWriter& w) {
     w.set("squish.method.tensor_type_overrides",
           GGUFValue::str(json(m.method.tensor_type_overrides).dump()));
   }
+  if (!m.method.parameters.empty())
+    w.set("squish.method.parameters", GGUFValue::str(m.method.parameters.dump()));
   str("squish.method.output_tensor_type", m.method.output_tensor_type);
   str("squish.method.token_embedding_type", m.method.token_embedding_type);
   if (m.imatrix) {
@@ -362,7 +374,9 @@ void manifest_to_gguf(const Manifest& m, GGUFWriter& w) {
     w.set("squish.imatrix.chunk_size", GGUFValue::u32(m.imatrix->chunk_size));
     w.set("squish.imatrix.entries", GGUFValue::u32(m.imatrix->entries));
   }
-  str("squish.calibration.file", m.method.calibration_path);
+  if (!m.method.calibration_files.empty()) {
+    w.set("squish.calibration.files", GGUFValue::str(json(m.method.calibration_files).dump()));
+  }
   str("squish.calibration.sha256", m.calibration_sha256);
   str("squish.output.file", m.file_name);
   w.set("squish.output.tensor_count", GGUFValue::u32(static_cast<uint32_t>(m.tensors.size())));
@@ -409,6 +423,8 @@ std::optional<Manifest> manifest_from_gguf(const GGUFFile& g) {
   const json overrides = json_key("squish.method.tensor_type_overrides", json::array());
   m.method.tensor_type_overrides =
       r.str_array(json{{"o", overrides}}, "squish.method.tensor_type_overrides", "o");
+  m.method.parameters = json_key("squish.method.parameters", json::object());
+  if (!m.method.parameters.is_object()) r.bad("squish.method.parameters", "must be an object");
   m.method.output_tensor_type = s("squish.method.output_tensor_type");
   m.method.token_embedding_type = s("squish.method.token_embedding_type");
   if (g.find("squish.imatrix.sha256") != nullptr) {
@@ -422,7 +438,9 @@ std::optional<Manifest> manifest_from_gguf(const GGUFFile& g) {
     mi.entries = static_cast<uint32_t>(g.get_uint("squish.imatrix.entries").value_or(0));
     m.imatrix = mi;
   }
-  m.method.calibration_path = s("squish.calibration.file");
+  m.method.calibration_files =
+      r.str_array(json{{"f", json_key("squish.calibration.files", json::array())}},
+                  "squish.calibration.files", "f");
   m.calibration_sha256 = s("squish.calibration.sha256");
   m.file_name = s("squish.output.file");
   m.type_counts = type_counts_from_json(json_key("squish.output.tensor_types", json::object()), r,
@@ -462,6 +480,7 @@ json manifest_to_json(const Manifest& m) {
                  {"algorithm", m.method.algorithm},
                  {"pure", m.method.pure},
                  {"tensor_type_overrides", m.method.tensor_type_overrides},
+                 {"parameters", m.method.parameters},
                  {"output_tensor_type", opt_string(m.method.output_tensor_type)},
                  {"token_embedding_type", opt_string(m.method.token_embedding_type)},
                  {"imatrix", nullptr},
@@ -474,8 +493,8 @@ json manifest_to_json(const Manifest& m) {
                          {"chunk_size", m.imatrix->chunk_size},
                          {"entries", m.imatrix->entries}};
   }
-  if (!m.calibration_sha256.empty() || !m.method.calibration_path.empty()) {
-    method["calibration"] = {{"file", opt_string(m.method.calibration_path)},
+  if (!m.calibration_sha256.empty() || !m.method.calibration_files.empty()) {
+    method["calibration"] = {{"files", m.method.calibration_files},
                              {"sha256", opt_string(m.calibration_sha256)}};
   }
   j["method"] = method;
@@ -521,6 +540,10 @@ Manifest manifest_from_json(const json& j, const std::string& what) {
   m.method.algorithm = r.str(method, "method", "algorithm");
   m.method.pure = r.boolean(method, "method", "pure");
   m.method.tensor_type_overrides = r.str_array(method, "method", "tensor_type_overrides");
+  if (auto it = method.find("parameters"); it != method.end()) {
+    if (!it->is_object()) r.bad("method.parameters", "must be an object");
+    m.method.parameters = *it;
+  }
   m.method.output_tensor_type = r.opt_str(method, "method", "output_tensor_type");
   m.method.token_embedding_type = r.opt_str(method, "method", "token_embedding_type");
   if (auto it = method.find("imatrix"); it != method.end() && !it->is_null()) {
@@ -536,7 +559,7 @@ Manifest manifest_from_json(const json& j, const std::string& what) {
   }
   if (auto it = method.find("calibration"); it != method.end() && !it->is_null()) {
     if (!it->is_object()) r.bad("method.calibration", "must be an object or null");
-    m.method.calibration_path = r.opt_str(*it, "method.calibration", "file");
+    m.method.calibration_files = r.str_array(*it, "method.calibration", "files");
     m.calibration_sha256 = r.opt_str(*it, "method.calibration", "sha256");
   }
 
@@ -652,6 +675,8 @@ std::string format_manifest(const Manifest& m) {
   std::string method =
       fmt::format("{} {}, {}", m.method.command, m.method.type, m.method.algorithm);
   if (m.method.pure) method += ", pure";
+  for (auto it = m.method.parameters.begin(); it != m.method.parameters.end(); ++it)
+    method += fmt::format(", {} {}", it.key(), it.value().dump());
   for (const std::string& o : m.method.tensor_type_overrides) method += ", --tensor-type " + o;
   if (!m.method.output_tensor_type.empty()) method += ", output " + m.method.output_tensor_type;
   if (!m.method.token_embedding_type.empty())
@@ -664,8 +689,11 @@ std::string format_manifest(const Manifest& m) {
                      m.imatrix->file, m.imatrix->sha256, m.imatrix->entries, m.imatrix->chunk_count,
                      m.imatrix->chunk_size, datasets.empty() ? "" : ", data " + datasets);
   }
-  if (!m.calibration_sha256.empty() || !m.method.calibration_path.empty()) {
-    s += fmt::format("calibration:  {} sha256 {}\n", m.method.calibration_path,
+  if (!m.calibration_sha256.empty() || !m.method.calibration_files.empty()) {
+    std::string files;
+    for (const std::string& f : m.method.calibration_files)
+      files += (files.empty() ? "" : ", ") + f;
+    s += fmt::format("calibration:  {} (sha256 {})\n", files.empty() ? "?" : files,
                      m.calibration_sha256.empty() ? "unknown" : m.calibration_sha256);
   }
   std::string types;

@@ -35,8 +35,11 @@ struct ManifestMethod {
   bool pure = false;
   std::vector<std::string> tensor_type_overrides;  // "PATTERN=TYPE", as given
   std::string output_tensor_type, token_embedding_type;
-  std::string imatrix_path;      // hashed and summarised when set
-  std::string calibration_path;  // calibration text used directly; hashed when set
+  std::string imatrix_path;  // hashed and summarised when set
+  // Calibration text the method read directly (GPTQ's --calib files); hashed in this order.
+  std::vector<std::string> calibration_files;
+  // Settings of the algorithm beyond the above (GPTQ's damping, act-order, ...): flat JSON object.
+  nlohmann::json parameters = nlohmann::json::object();
 
   bool operator==(const ManifestMethod&) const = default;
 };
@@ -81,9 +84,9 @@ struct Manifest {
   std::vector<ManifestFile> source_files;
   uint64_t parameters = 0;
   // Method.
-  ManifestMethod method;  // imatrix_path / calibration_path are not serialised; see below
+  ManifestMethod method;  // imatrix_path is recorded as imatrix->file
   std::optional<ManifestImatrix> imatrix;
-  std::string calibration_sha256;  // of the calibration text, when known
+  std::string calibration_sha256;  // of method.calibration_files concatenated, when known
   // Output.
   std::string file_name;    // the model file's name (the sidecar lives next to it)
   uint64_t file_bytes = 0;  // exact size on disk; sidecar only (0 in the GGUF keys: see docs)
