@@ -31,7 +31,7 @@ struct DoctorArgs {
   std::string model;
   int ctx = 0;
   int threads = 0;
-  int bench_ms = 1000;
+  int bench_ms = 800;
   bool json = false;
 };
 
