@@ -104,6 +104,22 @@ double get_num(const json& j, const char* key, const std::string& source, double
   return it->get<double>();
 }
 
+// json::value() throws nlohmann's type_error when the key holds another type; these give
+// squish's one-line error instead (found by fuzz/config_fuzz.cpp).
+std::string get_str(const json& j, const char* key, const std::string& source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return "";
+  if (!it->is_string()) fail("{}: key '{}' must be a string", source, key);
+  return it->get<std::string>();
+}
+
+bool get_bool(const json& j, const char* key, const std::string& source, bool fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) fail("{}: key '{}' must be true or false", source, key);
+  return it->get<bool>();
+}
+
 void parse_rope_scaling(const json& r, ModelConfig& c, const std::string& source) {
   std::string type = "default";
   if (r.contains("rope_type") && r["rope_type"].is_string())
@@ -131,7 +147,7 @@ void parse_rope_scaling(const json& r, ModelConfig& c, const std::string& source
 
 ModelConfig config_from_hf(const json& j, const std::string& source) {
   if (!j.is_object()) fail("{}: config.json is not a JSON object", source);
-  std::string model_type = j.value("model_type", "");
+  std::string model_type = get_str(j, "model_type", source);
   std::string arch_class;
   if (auto it = j.find("architectures");
       it != j.end() && it->is_array() && !it->empty() && (*it)[0].is_string()) {
@@ -163,8 +179,8 @@ ModelConfig config_from_hf(const json& j, const std::string& source) {
   c.n_ctx_train = get_int(j, "max_position_embeddings", source, 2048);
   c.head_dim = get_int(j, "head_dim", source, 0);
   c.norm_eps = static_cast<float>(get_num(j, "rms_norm_eps", source, 1e-6));
-  c.tied_embeddings = j.value("tie_word_embeddings", c.arch == Arch::Gemma);
-  if (j.value("attention_bias", false)) c.qkv_bias = true;
+  c.tied_embeddings = get_bool(j, "tie_word_embeddings", source, c.arch == Arch::Gemma);
+  if (get_bool(j, "attention_bias", source, false)) c.qkv_bias = true;
   c.rope_theta = get_num(j, "rope_theta", source, 10000.0);
   if (auto it = j.find("rope_parameters"); it != j.end() && it->is_object()) {
     c.rope_theta = get_num(*it, "rope_theta", source, c.rope_theta);
@@ -188,6 +204,9 @@ ModelConfig config_from_hf(const json& j, const std::string& source) {
   }
   if (c.arch == Arch::Gemma) c.activation = Activation::GeluTanh;  // HF Gemma forces tanh GELU
   const double partial = get_num(j, "partial_rotary_factor", source, 1.0);
+  if (!(partial > 0.0 && partial <= 1.0)) {
+    fail("{}: partial_rotary_factor {} is not in (0, 1]", source, partial);
+  }
   c.finalize(source);  // fills head_dim
   if (partial != 1.0) {
     c.n_rot = static_cast<int>(c.head_dim * partial);
