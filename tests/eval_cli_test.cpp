@@ -181,5 +181,29 @@ TEST(EvalCli, SlicesAreEvaluatedAndReportedPerLabel) {
                        "text before the first");
 }
 
+TEST(EvalCli, RecordWritesTheResultsIntoTheManifest) {
+  test::TempDir tmp;
+  const std::string text = tmp.file("t.txt"), q = tmp.file("q8.gguf");
+  test::write_bytes(text, valid_text(0, 3000));
+  const std::string m = model_path();
+  const CmdResult qr = run_squish("quantize " + m + " -o " + q + " --type Q8_0 --pure -t 1");
+  ASSERT_EQ(qr.exit_code, 0) << qr.err;
+  const auto j = eval_json(q + " --base " + m + " -f " + text + " --ctx 64 --chunks 2 --record");
+  ASSERT_FALSE(j.empty());
+  const auto sidecar = nlohmann::json::parse(test::read_bytes(q + ".manifest.json"));
+  const auto& rec = sidecar["quality"]["eval"];
+  EXPECT_EQ(rec["mean_kld"], j["mean_kld"]);
+  EXPECT_EQ(rec["model_ppl"], j["model_ppl"]);
+  EXPECT_EQ(rec["n_scored"], j["n_scored"]);
+  EXPECT_TRUE(rec.contains("measured"));
+  const CmdResult info = run_squish("info " + q);
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_NE(info.out.find("quality:      eval:"), std::string::npos) << info.out;
+  // A model squish did not write has no manifest to record into.
+  expect_clean_failure(
+      run_squish("eval " + m + " --base " + m + " -f " + text + " --ctx 64 --chunks 1 --record"),
+      "manifest");
+}
+
 }  // namespace
 }  // namespace squish

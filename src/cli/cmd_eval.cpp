@@ -16,6 +16,7 @@
 #include "eval/eval_text.h"
 #include "eval/kld.h"
 #include "eval/saved_base.h"
+#include "export/manifest.h"
 #include "model/model.h"
 
 namespace squish::cli {
@@ -25,7 +26,7 @@ struct EvalArgs {
   std::string model, base, file, slices, save_base, freq_file;
   int ctx = 512, chunks = 0, threads = 0, top_k = kDefaultSavedTopK, position_bins = 4;
   int tail_samples = kDefaultTailSamples;
-  bool json = false;
+  bool json = false, record = false;
 };
 
 // A saved base is recognised by its magic (or, for a clear error, by its .squishkl name).
@@ -45,6 +46,13 @@ void run(const EvalArgs& a, bool ctx_given) {
     fail("{}: --save-base needs a base model, not a saved base", a.base);
   }
   if (saved_input && a.model.empty()) fail("eval: MODEL is required with a saved base");
+  if (a.record && a.model.empty()) fail("eval: --record needs MODEL (its manifest is updated)");
+  if (a.record) {  // fail before a long evaluation, not after it
+    const ModelManifest mm = load_model_manifest(a.model);
+    if (!mm.from_gguf && !mm.from_sidecar) {
+      fail("{}: no squish manifest to --record into (only models squish wrote have one)", a.model);
+    }
+  }
 
   std::unique_ptr<SavedBaseReader> saved;
   std::unique_ptr<Model> base_model, model;
@@ -132,8 +140,21 @@ void run(const EvalArgs& a, bool ctx_given) {
                                  static_cast<uint64_t>(f.tellg()),
                                  static_cast<int>(writer->header().tail_samples)};
   }
+  const nlohmann::json report_json = eval_report_json(report, r, meta);
+  if (a.record) {
+    // The model's manifest sidecar keeps what the compression cost (docs/manifest.md).
+    // A compact summary (the full breakdowns belong in the eval JSON, not in every `info`).
+    nlohmann::json entry = nlohmann::json::object();
+    for (const char* key :
+         {"base", "file", "ctx", "n_chunks", "n_scored", "base_ppl", "model_ppl", "ppl_ratio",
+          "mean_kld", "median_kld", "p99_kld", "max_kld", "top1_agreement"}) {
+      if (report_json.contains(key)) entry[key] = report_json[key];
+    }
+    entry["measured"] = utc_now_iso8601();
+    record_quality(a.model, {{"eval", entry}});
+  }
   if (a.json) {
-    std::printf("%s\n", eval_report_json(report, r, meta).dump(2).c_str());
+    std::printf("%s\n", report_json.dump(2).c_str());
   } else {
     std::fputs(eval_report_text(report, r, meta).c_str(), stdout);
   }
@@ -177,6 +198,9 @@ void register_eval(CLI::App& app) {
                   "Bins over the scored half of the window (default 4)")
       ->check(CLI::Range(1, 1 << 16));
   cmd->add_flag("--json", a->json, "JSON output (schema: docs/eval-json.md)");
+  cmd->add_flag(
+      "--record", a->record,
+      "Record the results in MODEL's manifest sidecar (MODEL.manifest.json, quality.eval)");
   cmd->callback([a, ctx] { run(*a, ctx->count() > 0); });
 }
 
