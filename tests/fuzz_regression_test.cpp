@@ -6,7 +6,10 @@
 #include <string>
 
 #include "core/error.h"
+#include "formats/gguf.h"
 #include "model/config.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
 
 namespace squish {
 namespace {
@@ -50,6 +53,27 @@ TEST(FuzzRegression, ConfigPartialRotaryFactorOutOfRange) {
   }
   j["partial_rotary_factor"] = 0.5;
   EXPECT_EQ(config_from_hf(j, "config.json").n_rot, 2);
+}
+
+// gguf_fuzz: a gpt2 merge that is neither "a b" nor UTF-8 made the error message's
+// json::dump() throw nlohmann's type_error instead of squish's error.
+TEST(FuzzRegression, GgufMergeNotUtf8) {
+  test::TempDir dir;
+  const std::string path = dir.file("bad_merge.gguf");
+  GGUFWriter w(path);
+  w.set("general.architecture", GGUFValue::str("qwen2"));
+  w.set("tokenizer.ggml.model", GGUFValue::str("gpt2"));
+  w.set("tokenizer.ggml.tokens", GGUFValue::str_array({"a", "b"}));
+  w.set("tokenizer.ggml.merges", GGUFValue::str_array({"\xfb\xfb"}));
+  w.write_header();
+  w.finish();
+  auto gguf = GGUFFile::open(path);
+  try {
+    load_gguf_tokenizer(*gguf);
+    FAIL() << "accepted a malformed merge";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is not two tokens"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -163,7 +163,9 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const GGUFFile& f) {
     for (const std::string& m : *merges) {
       const size_t sp = m.find(' ');
       if (sp == std::string::npos || sp == 0 || sp + 1 == m.size()) {
-        fail("{}: merge {} is not two tokens separated by a space", what, json(m).dump());
+        // replace: a merge that is not UTF-8 must not make dump() throw (gguf_fuzz finding).
+        fail("{}: merge {} is not two tokens separated by a space", what,
+             json(m).dump(-1, ' ', false, json::error_handler_t::replace));
       }
       spec.merges.emplace_back(m.substr(0, sp), m.substr(sp + 1));
     }
@@ -176,12 +178,16 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const GGUFFile& f) {
       const json j = json::parse(*p, nullptr, false);
       if (j.is_discarded() || !j.is_object())
         fail("{}: {} is not valid JSON", what, tok::kPipelineKey);
-      spec.normalizer = j.value("normalizer", json());
-      spec.pre_tokenizer = j.value("pre_tokenizer", json());
-      spec.decoder = j.value("decoder", json());
-      spec.ignore_merges = j.value("ignore_merges", false);
-      spec.fuse_unk = j.value("fuse_unk", false);
-      spec.byte_fallback = j.value("byte_fallback", false);
+      try {  // json::value() throws type_error on a wrong-typed field
+        spec.normalizer = j.value("normalizer", json());
+        spec.pre_tokenizer = j.value("pre_tokenizer", json());
+        spec.decoder = j.value("decoder", json());
+        spec.ignore_merges = j.value("ignore_merges", false);
+        spec.fuse_unk = j.value("fuse_unk", false);
+        spec.byte_fallback = j.value("byte_fallback", false);
+      } catch (const json::exception& e) {
+        fail("{}: {}: {}", what, tok::kPipelineKey, e.what());
+      }
     }
     t = std::make_unique<tok::HfTokenizer>(std::move(spec), what);
   }
