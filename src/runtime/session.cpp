@@ -84,6 +84,25 @@ Session::Session(const Model& model, const SessionOptions& options) : model_(mod
   }
   matmul_check(model.output->type, model.output->shape[1]);
   scratch_.resize(matmul_scratch_bytes(static_cast<int64_t>(B), max_cols));
+  if (options.pack_weights) {
+    auto add = [&](const TensorInfo* w) {
+      if (w == nullptr || packed_.count(w) != 0 || !gemm_available(w->type)) return;
+      packed_.emplace(w, gemm_alloc_packed(w->type, w->data, w->shape[0], w->shape[1]));
+    };
+    for (const LayerWeights& L : model.layers) {
+      for (const TensorInfo* w : {L.wq, L.wk, L.wv, L.wqkv, L.wo, L.w_gate, L.w_up, L.w_down}) {
+        add(w);
+      }
+    }
+    add(model.output);
+    // Every panel of every matrix in one parallel loop.
+    std::vector<std::pair<const GemmPackedMatrix*, int64_t>> panels;
+    for (const auto& [w, p] : packed_) {
+      for (int64_t i = 0; i < p.n_panels; ++i) panels.emplace_back(&p, i);
+    }
+#pragma omp parallel for schedule(dynamic, 8)
+    for (size_t i = 0; i < panels.size(); ++i) panels[i].first->pack(panels[i].second);
+  }
 }
 
 void Session::eval(const int32_t* tokens, int n, bool all_logits, std::vector<float>& logits) {
@@ -227,15 +246,14 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
                  [&](int t) { rms_norm(row(x_, t, E), attn_norm, E, c.norm_eps, row(xn_, t, E)); });
       if (L.wqkv != nullptr) {
         observe_input(*L.wqkv, xn_.data(), n);
-        const MatmulTarget qkv = matmul_target(*L.wqkv, qkv_.data());
+        const MatmulTarget qkv = target(*L.wqkv, qkv_.data());
         matmul_team(xn_.data(), n, E, &qkv, 1, scratch);
       } else {
         observe_input(*L.wq, xn_.data(), n);
         observe_input(*L.wk, xn_.data(), n);
         observe_input(*L.wv, xn_.data(), n);
-        const MatmulTarget qkv[3] = {matmul_target(*L.wq, q_.data()),
-                                     matmul_target(*L.wk, k_.data()),
-                                     matmul_target(*L.wv, v_.data())};
+        const MatmulTarget qkv[3] = {target(*L.wq, q_.data()), target(*L.wk, k_.data()),
+                                     target(*L.wv, v_.data())};
         matmul_team(xn_.data(), n, E, qkv, 3, scratch);
       }
       float* kc = k_cache_.data() + static_cast<size_t>(l) * kt_stride_ * KV;
@@ -266,7 +284,7 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
       });
       attention(l, n, pos0);
       observe_input(*L.wo, attn_.data(), n);
-      const MatmulTarget wo = matmul_target(*L.wo, tmp_.data());
+      const MatmulTarget wo = target(*L.wo, tmp_.data());
       matmul_team(attn_.data(), n, Q, &wo, 1, scratch);
 
       const float* ffn_norm = static_cast<const float*>(L.ffn_norm->data);
@@ -280,12 +298,12 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
       if (L.w_gate != nullptr) {
         observe_input(*L.w_gate, xn_.data(), n);
         observe_input(*L.w_up, xn_.data(), n);
-        const MatmulTarget gate_up[2] = {matmul_target(*L.w_gate, gate_.data()),
-                                         matmul_target(*L.w_up, up_.data())};
+        const MatmulTarget gate_up[2] = {target(*L.w_gate, gate_.data()),
+                                         target(*L.w_up, up_.data())};
         matmul_team(xn_.data(), n, E, gate_up, 2, scratch);
       } else {
         observe_input(*L.w_up, xn_.data(), n);
-        const MatmulTarget up = matmul_target(*L.w_up, up_.data());  // [t][gate F | up F]
+        const MatmulTarget up = target(*L.w_up, up_.data());  // [t][gate F | up F]
         matmul_team(xn_.data(), n, E, &up, 1, scratch);
       }
       for_tokens(n, [&](int t) {
@@ -301,7 +319,7 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
         }
       });
       observe_input(*L.w_down, gate_.data(), n);
-      const MatmulTarget down = matmul_target(*L.w_down, tmp_.data());
+      const MatmulTarget down = target(*L.w_down, tmp_.data());
       matmul_team(gate_.data(), n, F, &down, 1, scratch);
       for_tokens(n, [&](int t) {
         float* xt = row(x_, t, E);
@@ -316,8 +334,7 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
         rms_norm(row(x_, first + t, E), out_norm, E, c.norm_eps, row(xn_, t, E));
       });
       observe_input(*model_.output, xn_.data(), n - first);
-      const MatmulTarget out{model_.output->data, model_.output->type, model_.output->shape[0],
-                             logits, model_.output->shape[0]};
+      const MatmulTarget out = target(*model_.output, logits);
       matmul_team(xn_.data(), n - first, E, &out, 1, scratch);
     }
   }

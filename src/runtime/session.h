@@ -5,8 +5,11 @@
 #pragma once
 
 #include <cstdint>
+#include <unordered_map>
 #include <vector>
 
+#include "kernels/cpu/gemm_int8.h"
+#include "kernels/cpu/matmul.h"
 #include "model/model.h"
 
 namespace squish {
@@ -25,6 +28,11 @@ struct SessionOptions {
   int n_ctx = 0;      // KV cache length; 0: the model's training context, capped at 4096
   int n_threads = 0;  // 0: all cores
   int n_batch = 256;  // micro-batch for prefill
+  // Pack quantized weight matrices once into the int8 GEMM's panels (kernels/cpu/gemm_int8.h)
+  // where the CPU has AVX-512 VNNI: decode and prefill then read panels instead of unpacking the
+  // stored blocks on every product. Costs memory of about the packed types' size again (more for
+  // 5-, 6- and 8-bit codes; see GemmPackedMatrix) and a one-time packing pass.
+  bool pack_weights = true;
 };
 
 class Session {
@@ -65,6 +73,11 @@ class Session {
   std::vector<float> x_, xn_, q_, k_, v_, qkv_, attn_, tmp_, gate_, up_, scores_;
   std::vector<float> rope_cos_, rope_sin_;
   std::vector<uint8_t> scratch_;  // quantized activations, shared by the threads of a product
+  std::unordered_map<const TensorInfo*, GemmPackedMatrix> packed_;
+  MatmulTarget target(const TensorInfo& w, float* y) const {
+    const auto it = packed_.find(&w);
+    return matmul_target(w, y, it == packed_.end() ? nullptr : &it->second);
+  }
 };
 
 // Reference math shared by the runtime and tests.

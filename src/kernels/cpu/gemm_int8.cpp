@@ -207,23 +207,6 @@ bool cpu_has_vnni() {
   return vnni;
 }
 
-// Byte offsets of a panel's arrays (each 64-byte aligned).
-struct PanelLayout {
-  size_t codes, sc, mn, d, m, total;
-};
-PanelLayout panel_layout(const GemmFormat& f, int64_t k) {
-  auto align = [](size_t n) { return (n + 63) / 64 * 64; };
-  const size_t ng = k / f.group, ns = ng / f.groups_per_scale, R = kGemmPanelRows;
-  PanelLayout l;
-  l.codes = 0;
-  l.sc = align(R * k);
-  l.mn = l.sc + align(ng * R * sizeof(int32_t));
-  l.d = l.mn + align(ng * R * sizeof(int16_t));
-  l.m = l.d + align(ns * R * sizeof(float));
-  l.total = l.m + align(ns * R * sizeof(float));
-  return l;
-}
-
 }  // namespace
 
 GemmFormat gemm_format(DType type) {
@@ -235,10 +218,12 @@ GemmFormat gemm_format(DType type) {
     case DType::IQ4_NL:
       f.group = 32, f.groups_per_scale = 1, f.act_type = DType::Q8_0;
       f.code_offset = type == DType::Q4_0 ? 8 : type == DType::Q5_0 ? 16 : 128;
+      f.code_bits = type == DType::Q4_0 ? 4 : 8;
       break;
     case DType::Q4_1:
     case DType::Q5_1:
       f.group = 32, f.groups_per_scale = 1, f.act_type = DType::Q8_1, f.float_mins = true;
+      f.code_bits = type == DType::Q4_1 ? 4 : 8;
       break;
     case DType::Q2_K:
     case DType::Q3_K:
@@ -246,6 +231,7 @@ GemmFormat gemm_format(DType type) {
       f.group = 16, f.groups_per_scale = 16, f.act_type = DType::Q8_K, f.int_scales = true;
       f.int_mins = type == DType::Q2_K;
       f.code_offset = type == DType::Q3_K ? 4 : type == DType::Q6_K ? 32 : 0;
+      f.code_bits = type == DType::Q2_K ? 2 : type == DType::Q3_K ? 4 : 8;
       break;
     case DType::Q4_K:
     case DType::Q5_K:
@@ -253,6 +239,7 @@ GemmFormat gemm_format(DType type) {
       f.group = 32, f.groups_per_scale = 8, f.act_type = DType::Q8_K, f.int_scales = true;
       f.int_mins = type != DType::IQ4_XS;
       f.code_offset = type == DType::IQ4_XS ? 128 : 0;
+      f.code_bits = type == DType::Q4_K ? 4 : 8;
       break;
     default:
       break;
@@ -333,28 +320,24 @@ void gemm_prepare_activations(const float* x, int64_t t0, int64_t t1, const Gemm
   kernels::gemm_prepare_activations_avx512(x, t0, t1, act);
 }
 
-size_t gemm_panel_bytes(const GemmFormat& format, int64_t k) {
-  return panel_layout(format, k).total;
-}
-
-void gemm_rows(DType type, const uint8_t* w, int64_t r0, int nr, const GemmActivations& act,
-               uint8_t* panel, float* y, int64_t ldy) {
-  const GemmFormat& f = act.format;
-  const int64_t k = act.k, ng = k / f.group, ns = ng / f.groups_per_scale;
-  const PanelLayout l = panel_layout(f, k);
+void gemm_pack_panel(DType type, const uint8_t* w, int64_t r0, int nr, int64_t k, uint8_t* panel) {
+  const GemmFormat f = gemm_format(type);
+  const int64_t ng = k / f.group, ns = ng / f.groups_per_scale;
+  const GemmPanelLayout l = gemm_panel_layout(f, k);
   const size_t stride = row_bytes(type, k);
+  constexpr int R = kGemmPanelRows;
   uint8_t* codes = panel + l.codes;
-  auto* sc = reinterpret_cast<int32_t*>(panel + l.sc);
-  auto* mn = reinterpret_cast<int16_t*>(panel + l.mn);
-  auto* d = reinterpret_cast<float*>(panel + l.d);
-  auto* m = reinterpret_cast<float*>(panel + l.m);
+  auto* sc = reinterpret_cast<int8_t*>(panel + l.sc);
+  auto* mn = reinterpret_cast<int8_t*>(panel + l.mn);
+  auto* d = reinterpret_cast<uint16_t*>(panel + l.d);
+  auto* m = reinterpret_cast<uint16_t*>(panel + l.m);
   thread_local std::vector<uint8_t> row_codes;
   thread_local std::vector<int32_t> row_sc;
   thread_local std::vector<int16_t> row_mn;
   thread_local std::vector<float> row_d, row_m;
   row_codes.resize(k), row_sc.resize(ng), row_mn.resize(ng), row_d.resize(ns), row_m.resize(ns);
   const GemmRow row{row_codes.data(), row_sc.data(), row_mn.data(), row_d.data(), row_m.data()};
-  constexpr int R = kGemmPanelRows;
+  const int slices = 8 / f.code_bits;  // four-column slices per byte
   for (int j = 0; j < R; ++j) {
     if (j < nr) {
       gemm_unpack_row(type, w + (r0 + j) * stride, k, row);
@@ -365,15 +348,49 @@ void gemm_rows(DType type, const uint8_t* w, int64_t r0, int nr, const GemmActiv
       std::fill(row_d.begin(), row_d.end(), 0.0f);
       std::fill(row_m.begin(), row_m.end(), 0.0f);
     }
-    for (int64_t i = 0; i < k / 4; ++i) std::memcpy(codes + (i * R + j) * 4, &row_codes[4 * i], 4);
-    for (int64_t g = 0; g < ng; ++g) {
-      sc[g * R + j] = row_sc[g];
-      // Pairs of groups side by side per row: [g / 2][row][g % 2].
-      mn[((g / 2) * R + j) * 2 + g % 2] = row_mn[g];
+    // Step s covers columns [4 * slices * s, 4 * slices * (s + 1)); byte i of row j holds
+    // column 4 * (slices * s + mi) + i at bits mi * code_bits.
+    for (int64_t s = 0; s < k / (4 * slices); ++s) {
+      for (int i = 0; i < 4; ++i) {
+        int byte = 0;
+        for (int mi = 0; mi < slices; ++mi) {
+          byte |= row_codes[4 * (slices * s + mi) + i] << (mi * f.code_bits);
+        }
+        codes[(s * R + j) * 4 + i] = static_cast<uint8_t>(byte);
+      }
     }
-    for (int64_t s = 0; s < ns; ++s) d[s * R + j] = row_d[s], m[s * R + j] = row_m[s];
+    for (int64_t g = 0; g < ng; ++g) {
+      sc[g * R + j] = static_cast<int8_t>(row_sc[g]);
+      mn[((g / 2) * R + j) * 2 + g % 2] = static_cast<int8_t>(row_mn[g]);
+    }
+    // d and m come from fp16 fields, so the round trip is exact.
+    for (int64_t s = 0; s < ns; ++s) {
+      d[s * R + j] = fp32_to_fp16(row_d[s]);
+      m[s * R + j] = fp32_to_fp16(row_m[s]);
+    }
   }
-  kernels::gemm_panel_avx512({codes, sc, mn, d, m}, act, y + r0, ldy, nr);
+}
+
+void gemm_rows(DType type, const uint8_t* w, int64_t r0, int nr, const GemmActivations& act,
+               uint8_t* panel, float* y, int64_t ldy) {
+  gemm_pack_panel(type, w, r0, nr, act.k, panel);
+  kernels::gemm_panel_avx512(panel, act, y + r0, ldy, nr);
+}
+
+GemmPackedMatrix gemm_alloc_packed(DType type, const void* w, int64_t rows, int64_t cols) {
+  GemmPackedMatrix p;
+  p.type = type, p.w = w, p.rows = rows, p.cols = cols;
+  p.n_panels = (rows + kGemmPanelRows - 1) / kGemmPanelRows;
+  p.panel_bytes = gemm_panel_bytes(gemm_format(type), cols);
+  p.storage.reset(new uint8_t[p.n_panels * p.panel_bytes + 64]);
+  p.offset = (64 - reinterpret_cast<uintptr_t>(p.storage.get()) % 64) % 64;
+  return p;
+}
+
+void GemmPackedMatrix::pack(int64_t p) const {
+  const int64_t r0 = p * kGemmPanelRows;
+  const int nr = static_cast<int>(std::min<int64_t>(kGemmPanelRows, rows - r0));
+  gemm_pack_panel(type, static_cast<const uint8_t*>(w), r0, nr, cols, panel(p));
 }
 
 bool gemm_available(DType type) {

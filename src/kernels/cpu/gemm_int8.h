@@ -2,26 +2,31 @@
 //
 // The dot-product kernels (quant.h) unpack every weight block once per token, or once per four
 // tokens; for a prompt that unpacking is most of the work. Here a panel of 16 weight rows is
-// unpacked once per call into one unsigned byte code per element, stored interleaved: four
-// consecutive elements of each of the 16 rows side by side, 64 bytes per step of four columns.
-// One vpdpbusd then multiplies a four-column slice of 16 rows (one int32 lane per row) by four
-// activation bytes of one token, broadcast. A micro-kernel keeps 16 rows x 6-8 tokens of
-// accumulators in registers and sweeps every token of the call past the panel.
+// unpacked once into unsigned integer codes stored interleaved: four consecutive elements of
+// each of the 16 rows side by side, so one vpdpbusd multiplies a four-column slice of 16 rows
+// (one int32 lane per row) by four activation bytes of one token, broadcast. Codes are packed to
+// 2, 4 or 8 bits (a 64-byte load holds 4, 2 or 1 such slices, taken apart with a shift and a
+// mask). A micro-kernel keeps 16 rows x 6-8 tokens of accumulators in registers and sweeps every
+// token past the panel. Panels are built per call (gemm_rows) or once per matrix
+// (GemmPackedMatrix, which Session keeps so decode reads them too).
 //
 // Every type is written as  weight = d[s] * sc[g] * (code - offset) + m[s] * mn[g]  with
 // integer sub-block scales sc and mins mn per group g of G elements (16 or 32), float scales d
 // and m per scale block s (the 32-element block of the legacy types, the 256-element super-block
-// of the k-quants) and a constant code offset (Q4_0's 8, Q6_K's 32, ...). Activations are
-// quantized exactly as for the dot products (Q8_0 / Q8_1 / Q8_K as ggml does: int8 q, a scale
-// da per block). Then, like ggml's dot products, each scale block's sums are exact integers,
+// of the k-quants; fp16 in every type) and a constant code offset (Q4_0's 8, Q6_K's 32, ...).
+// Activations are quantized exactly as for the dot products (Q8_0 / Q8_1 / Q8_K as ggml does: int8
+// q, a scale da per block). Then, like ggml's dot products, each scale block's sums are exact
+// integers,
 //     I = sum_g sc[g] * sum_{i in g} (code_i - offset) q_i,   J = sum_g mn[g] * sum_{i in g} q_i,
 // (the offset enters by starting each group's accumulator at -offset * sum q), and the output
 // gets da * (d * I + m * J) in float. Q4_1 / Q5_1, whose min is a float per block, add
-// m * (da * sum q) instead. Nothing is kept between calls: weights stay in their mapped layout.
+// m * (da * sum q) instead.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 #include "core/dtype.h"
 #include "quant/quant.h"
@@ -39,9 +44,10 @@ struct GemmFormat {
   int group = 0;             // elements per group g (16 or 32); 0: the GEMM does not take the type
   int groups_per_scale = 0;  // groups per scale block s (1 for legacy types, 8 or 16 for k-quants)
   int code_offset = 0;
-  bool int_scales = false;      // sc varies (k-quants); otherwise sc = 1
-  bool int_mins = false;        // J term with integer mins (Q2_K, Q4_K, Q5_K)
-  bool float_mins = false;      // m * da * sum q per block (Q4_1, Q5_1)
+  int code_bits = 8;        // bits per packed code: 2 (Q2_K), 4 (Q4_0, Q4_1, Q3_K, Q4_K), else 8
+  bool int_scales = false;  // sc varies (k-quants); otherwise sc = 1
+  bool int_mins = false;    // J term with integer mins (Q2_K, Q4_K, Q5_K)
+  bool float_mins = false;  // m * da * sum q per block (Q4_1, Q5_1)
   DType act_type = DType::F32;  // activation format (the type's vec_dot_type)
 };
 GemmFormat gemm_format(DType type);
@@ -77,11 +83,54 @@ void gemm_prepare_activations_reference(const float* x, int64_t t0, int64_t t1,
                                         const GemmActivations& act);
 void gemm_prepare_activations(const float* x, int64_t t0, int64_t t1, const GemmActivations& act);
 
-// Y[t][r0 + i] for every token and i < nr <= 16, unpacking the rows into `panel`
-// (gemm_panel_bytes bytes, 64-byte aligned).
-size_t gemm_panel_bytes(const GemmFormat& format, int64_t k);
+// Panel of 16 rows, each array 64-byte aligned from the panel's start:
+//   codes  [k / (4 * 8 / bits)][16 rows][4 bytes]: a 64-byte step holds 8 / bits four-column
+//          slices; slice m of a step is bits m * bits .. m * bits + bits - 1 of its bytes
+//   sc     int8 [groups][16]                (int_scales)
+//   mn     int8 [groups / 2][16][2]         (int_mins: groups 2i and 2i + 1 side by side)
+//   d, m   fp16 [scale blocks][16]          (m: int_mins or float_mins)
+struct GemmPanelLayout {
+  size_t codes, sc, mn, d, m, total;
+};
+static inline GemmPanelLayout gemm_panel_layout(const GemmFormat& f, int64_t k) {
+  auto align = [](size_t n) { return (n + 63) / 64 * 64; };
+  const size_t ng = k / f.group, ns = ng / f.groups_per_scale, R = kGemmPanelRows;
+  GemmPanelLayout l;
+  l.codes = 0;
+  l.sc = align(R * k * f.code_bits / 8);
+  l.mn = l.sc + align(ng * R);
+  l.d = l.mn + align(ng * R);
+  l.m = l.d + align(ns * R * 2);
+  l.total = l.m + align(ns * R * 2);
+  return l;
+}
+static inline size_t gemm_panel_bytes(const GemmFormat& format, int64_t k) {
+  return gemm_panel_layout(format, k).total;
+}
+// Rows [r0, r0 + nr) (nr <= 16; the rest zero) of a stored matrix with k columns into a panel.
+void gemm_pack_panel(DType type, const uint8_t* w, int64_t r0, int nr, int64_t k, uint8_t* panel);
+// Y[t][r0 + i] for every token and i < nr, packing the rows into `panel` (64-byte aligned).
 void gemm_rows(DType type, const uint8_t* w, int64_t r0, int nr, const GemmActivations& act,
                uint8_t* panel, float* y, int64_t ldy);
+
+// A quantized matrix packed into panels once. Session keeps one per weight matrix, so products
+// read panels instead of unpacking the stored blocks again on every call: memory costs about the
+// stored size again (4-bit and 2-bit codes pack as tightly as the file; 5-, 6- and 8-bit codes
+// take a byte, e.g. Q6_K +30 %, Q5_0 +55 %).
+struct GemmPackedMatrix {
+  DType type = DType::F32;
+  const void* w = nullptr;  // the stored matrix it packs
+  int64_t rows = 0, cols = 0, n_panels = 0;
+  size_t panel_bytes = 0;
+  std::unique_ptr<uint8_t[]> storage;  // n_panels * panel_bytes from a 64-byte aligned offset
+  size_t offset = 0;
+  uint8_t* panel(int64_t p) const { return storage.get() + offset + p * panel_bytes; }
+  // Packs panel p (gemm_pack_panel); panels are independent, so threads may share the work.
+  void pack(int64_t p) const;
+};
+// Allocates (uninitialized) the panels of a matrix; fill them with pack(). Requires
+// gemm_available(type).
+GemmPackedMatrix gemm_alloc_packed(DType type, const void* w, int64_t rows, int64_t cols);
 
 // True when the CPU (AVX-512 VNNI at the active level) and the type allow the GEMM.
 bool gemm_available(DType type);
@@ -90,16 +139,8 @@ void gemm_int8(const QuantTraits& qt, const float* x, int64_t n_tokens, const ui
                int64_t rows, int64_t cols, float* y, int64_t ldy);
 
 namespace kernels {
-// Panel layout (offsets from gemm_panel_layout): codes [k/4][16][4]; sc int32 [groups][16];
-// mn int16 [groups/2][16][2]; d, m float [scale blocks][16].
-struct GemmPanel {
-  const uint8_t* codes;
-  const int32_t* sc;
-  const int16_t* mn;
-  const float* d;
-  const float* m;
-};
-void gemm_panel_avx512(const GemmPanel& panel, const GemmActivations& act, float* y, int64_t ldy,
+// Y[t][i] = y[t * ldy + i] for every token of act and i < nr against one panel.
+void gemm_panel_avx512(const uint8_t* panel, const GemmActivations& act, float* y, int64_t ldy,
                        int nr);
 void gemm_prepare_activations_avx512(const float* x, int64_t t0, int64_t t1,
                                      const GemmActivations& act);

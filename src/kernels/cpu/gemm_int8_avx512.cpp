@@ -30,19 +30,32 @@ inline int32_t load_i32(const void* p) {
 }
 
 // The accumulation scheme of one GemmFormat (see gemm_int8.h), as compile-time constants.
-template <int G_, int GPS_, bool kOffset_, bool kIntScales_, bool kIntMins_, bool kFloatMins_>
+template <int G_, int GPS_, int kBits_, bool kOffset_, bool kIntScales_, bool kIntMins_,
+          bool kFloatMins_>
 struct Scheme {
-  static constexpr int G = G_, GPS = GPS_;
+  static constexpr int G = G_, GPS = GPS_, kBits = kBits_;
   static constexpr bool kOffset = kOffset_, kIntScales = kIntScales_, kIntMins = kIntMins_,
                         kFloatMins = kFloatMins_;
   // Registers: NT each for the group sums, I, J and the float accumulators, within 32.
   static constexpr int kTokens = kIntMins ? 6 : 8;
 };
 
+// Panel arrays (gemm_panel_layout).
+struct Panel {
+  const uint8_t* codes;
+  const int8_t* sc;
+  const int8_t* mn;
+  const uint16_t* d;
+  const uint16_t* m;
+};
+
 template <class S, int NT>
-inline void micro(const GemmPanel& p, const GemmActivations& a, int64_t t0, float* y, int64_t ldy,
+inline void micro(const Panel& p, const GemmActivations& a, int64_t t0, float* y, int64_t ldy,
                   __mmask16 mask) {
-  constexpr int G = S::G, GPS = S::GPS;
+  constexpr int G = S::G, GPS = S::GPS, kBits = S::kBits;
+  constexpr int kSlices = 8 / kBits;         // four-column slices per 64-byte step
+  constexpr int kSteps = G / (4 * kSlices);  // steps per group
+  const __m512i code_mask = _mm512_set1_epi8(static_cast<char>((1 << kBits) - 1));
   const int64_t k = a.k, ng = k / G, ns = ng / GPS;
   const int8_t* q = a.q + t0 * k;
   __m512 acc[NT];
@@ -58,17 +71,25 @@ inline void micro(const GemmPanel& p, const GemmActivations& a, int64_t t0, floa
         isum[t] =
             S::kOffset ? _mm512_set1_epi32(a.qoff[(t0 + t) * ng + g]) : _mm512_setzero_si512();
       }
-      const uint8_t* c = p.codes + g * G * kGemmPanelRows;
+      const uint8_t* c = p.codes + g * kSteps * 64;
       const int8_t* qg = q + g * G;
-      for (int st = 0; st < G / 4; ++st) {
-        const __m512i wv = _mm512_load_si512(c + 64 * st);
-        for (int t = 0; t < NT; ++t) {
-          isum[t] =
-              _mm512_dpbusd_epi32(isum[t], wv, _mm512_set1_epi32(load_i32(qg + t * k + 4 * st)));
+      for (int st = 0; st < kSteps; ++st) {
+        const __m512i v = _mm512_load_si512(c + 64 * st);
+        for (int m = 0; m < kSlices; ++m) {
+          const __m512i cv =
+              kBits == 8
+                  ? v
+                  : _mm512_and_si512(m == 0 ? v : _mm512_srli_epi16(v, m * kBits), code_mask);
+          const int col = 4 * (kSlices * st + m);
+          for (int t = 0; t < NT; ++t) {
+            isum[t] =
+                _mm512_dpbusd_epi32(isum[t], cv, _mm512_set1_epi32(load_i32(qg + t * k + col)));
+          }
         }
       }
       if constexpr (S::kIntScales) {
-        const __m512i scv = _mm512_load_si512(p.sc + kGemmPanelRows * g);
+        const __m512i scv = _mm512_cvtepi8_epi32(
+            _mm_load_si128(reinterpret_cast<const __m128i*>(p.sc + kGemmPanelRows * g)));
         for (int t = 0; t < NT; ++t)
           I[t] = _mm512_add_epi32(I[t], _mm512_mullo_epi32(isum[t], scv));
       } else {
@@ -76,7 +97,8 @@ inline void micro(const GemmPanel& p, const GemmActivations& a, int64_t t0, floa
       }
       if constexpr (S::kIntMins) {
         if (gi % 2 == 1) {  // mins of groups g - 1 and g against their activation sums
-          const __m512i mnv = _mm512_load_si512(p.mn + kGemmPanelRows * (g - 1));
+          const __m512i mnv = _mm512_cvtepi8_epi16(
+              _mm256_load_si256(reinterpret_cast<const __m256i*>(p.mn + kGemmPanelRows * (g - 1))));
           for (int t = 0; t < NT; ++t) {
             J[t] = _mm512_dpwssd_epi32(J[t], mnv,
                                        _mm512_set1_epi32(load_i32(a.qsum + (t0 + t) * ng + g - 1)));
@@ -84,17 +106,21 @@ inline void micro(const GemmPanel& p, const GemmActivations& a, int64_t t0, floa
         }
       }
     }
-    const __m512 dv = _mm512_load_ps(p.d + kGemmPanelRows * s);
+    const __m512 dv = _mm512_cvtph_ps(
+        _mm256_load_si256(reinterpret_cast<const __m256i*>(p.d + kGemmPanelRows * s)));
+    __m512 mv = _mm512_setzero_ps();
+    if constexpr (S::kIntMins || S::kFloatMins) {
+      mv = _mm512_cvtph_ps(
+          _mm256_load_si256(reinterpret_cast<const __m256i*>(p.m + kGemmPanelRows * s)));
+    }
     for (int t = 0; t < NT; ++t) {
       const __m512 da = _mm512_set1_ps(a.da[(t0 + t) * ns + s]);
       acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(I[t]), _mm512_mul_ps(dv, da), acc[t]);
       if constexpr (S::kIntMins) {
-        const __m512 mv = _mm512_load_ps(p.m + kGemmPanelRows * s);
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(J[t]), _mm512_mul_ps(mv, da), acc[t]);
       }
       if constexpr (S::kFloatMins) {  // one group per scale block: g == s
-        acc[t] = _mm512_fmadd_ps(_mm512_load_ps(p.m + kGemmPanelRows * s),
-                                 _mm512_set1_ps(a.da_qsum[(t0 + t) * ng + s]), acc[t]);
+        acc[t] = _mm512_fmadd_ps(mv, _mm512_set1_ps(a.da_qsum[(t0 + t) * ng + s]), acc[t]);
       }
     }
   }
@@ -102,7 +128,7 @@ inline void micro(const GemmPanel& p, const GemmActivations& a, int64_t t0, floa
 }
 
 template <class S, int NT>
-inline void tail(int64_t n, const GemmPanel& p, const GemmActivations& a, int64_t t0, float* y,
+inline void tail(int64_t n, const Panel& p, const GemmActivations& a, int64_t t0, float* y,
                  int64_t ldy, __mmask16 mask) {
   if constexpr (NT > 0) {
     if (n == NT) return micro<S, NT>(p, a, t0, y + t0 * ldy, ldy, mask);
@@ -111,7 +137,7 @@ inline void tail(int64_t n, const GemmPanel& p, const GemmActivations& a, int64_
 }
 
 template <class S>
-void run_panel(const GemmPanel& p, const GemmActivations& a, float* y, int64_t ldy, int nr) {
+void run_panel(const Panel& p, const GemmActivations& a, float* y, int64_t ldy, int nr) {
   const __mmask16 mask = static_cast<__mmask16>((1u << nr) - 1);
   constexpr int NT = S::kTokens;
   const int64_t n = a.n_tokens;
@@ -180,28 +206,37 @@ inline float quantize_q8_K_block(const float* x, int8_t* q, int* sums) {
 
 }  // namespace
 
-void gemm_panel_avx512(const GemmPanel& panel, const GemmActivations& act, float* y, int64_t ldy,
+void gemm_panel_avx512(const uint8_t* panel, const GemmActivations& act, float* y, int64_t ldy,
                        int nr) {
   const GemmFormat& f = act.format;
+  const GemmPanelLayout l = gemm_panel_layout(f, act.k);
+  const Panel p{panel + l.codes, reinterpret_cast<const int8_t*>(panel + l.sc),
+                reinterpret_cast<const int8_t*>(panel + l.mn),
+                reinterpret_cast<const uint16_t*>(panel + l.d),
+                reinterpret_cast<const uint16_t*>(panel + l.m)};
   if (f.groups_per_scale == 1) {  // legacy types
     if (f.float_mins) {
-      run_panel<Scheme<32, 1, false, false, false, true>>(panel, act, y, ldy, nr);
-    } else {
-      run_panel<Scheme<32, 1, true, false, false, false>>(panel, act, y, ldy, nr);
+      if (f.code_bits == 4)
+        return run_panel<Scheme<32, 1, 4, false, false, false, true>>(p, act, y, ldy, nr);
+      return run_panel<Scheme<32, 1, 8, false, false, false, true>>(p, act, y, ldy, nr);
     }
-  } else if (f.group == 16) {  // Q2_K; Q3_K, Q6_K
-    if (f.int_mins) {
-      run_panel<Scheme<16, 16, false, true, true, false>>(panel, act, y, ldy, nr);
-    } else {
-      run_panel<Scheme<16, 16, true, true, false, false>>(panel, act, y, ldy, nr);
-    }
-  } else {  // Q4_K, Q5_K; IQ4_XS
-    if (f.int_mins) {
-      run_panel<Scheme<32, 8, false, true, true, false>>(panel, act, y, ldy, nr);
-    } else {
-      run_panel<Scheme<32, 8, true, true, false, false>>(panel, act, y, ldy, nr);
-    }
+    if (f.code_bits == 4)
+      return run_panel<Scheme<32, 1, 4, true, false, false, false>>(p, act, y, ldy, nr);
+    return run_panel<Scheme<32, 1, 8, true, false, false, false>>(p, act, y, ldy, nr);
   }
+  if (f.group == 16) {
+    if (f.int_mins)
+      return run_panel<Scheme<16, 16, 2, false, true, true, false>>(p, act, y, ldy, nr);  // Q2_K
+    if (f.code_bits == 4)
+      return run_panel<Scheme<16, 16, 4, true, true, false, false>>(p, act, y, ldy, nr);  // Q3_K
+    return run_panel<Scheme<16, 16, 8, true, true, false, false>>(p, act, y, ldy, nr);    // Q6_K
+  }
+  if (f.int_mins) {
+    if (f.code_bits == 4)
+      return run_panel<Scheme<32, 8, 4, false, true, true, false>>(p, act, y, ldy, nr);  // Q4_K
+    return run_panel<Scheme<32, 8, 8, false, true, true, false>>(p, act, y, ldy, nr);    // Q5_K
+  }
+  return run_panel<Scheme<32, 8, 8, true, true, false, false>>(p, act, y, ldy, nr);  // IQ4_XS
 }
 
 void gemm_prepare_activations_avx512(const float* x, int64_t t0, int64_t t1,

@@ -78,7 +78,9 @@ void convert_row_scalar(DType type, const void* src, float* dst, int64_t n) {
 
 enum class Path { kGemm, kQuantDot, kFloatScalar, kFloatGemv, kFloatPanel };
 
-Path path_for(DType type, int64_t n_tokens) {
+Path path_for(const MatmulTarget& m, int64_t n_tokens) {
+  const DType type = m.type;
+  if (m.packed != nullptr && gemm_available(type)) return Path::kGemm;
   if (quant_traits(type) != nullptr) {
     return n_tokens >= kGemmMinTokens && gemm_available(type) ? Path::kGemm : Path::kQuantDot;
   }
@@ -94,7 +96,7 @@ int64_t rows_per_unit(Path path) {
 
 // Targets share prepared activations when their paths and formats agree.
 bool same_activations(const MatmulTarget& a, const MatmulTarget& b, int64_t n_tokens) {
-  const Path pa = path_for(a.type, n_tokens), pb = path_for(b.type, n_tokens);
+  const Path pa = path_for(a, n_tokens), pb = path_for(b, n_tokens);
   if (pa != pb) return false;
   if (pa == Path::kQuantDot)
     return quant_traits(a.type)->vec_dot_type == quant_traits(b.type)->vec_dot_type;
@@ -117,6 +119,11 @@ void run_units(const MatmulTarget& m, Path path, const float* x, int64_t n_token
   const size_t stride = row_bytes(m.type, cols);
   switch (path) {
     case Path::kGemm: {
+      if (m.packed != nullptr) {
+        kernels::gemm_panel_avx512(m.packed->panel(unit), gemm_act, m.y + r0, m.ldy,
+                                   static_cast<int>(r1 - r0));
+        return;
+      }
       thread_local std::vector<uint8_t> storage;
       storage.resize(gemm_panel_bytes(gemm_act.format, cols) + 64);
       uint8_t* panel =
@@ -324,7 +331,7 @@ void matmul_team(const float* x, int64_t n_tokens, int64_t cols, const MatmulTar
   for (int i = 0; i < n_targets;) {
     int j = i + 1;
     while (j < n_targets && same_activations(targets[i], targets[j], n_tokens)) ++j;
-    const Path path = path_for(targets[i].type, n_tokens);
+    const Path path = path_for(targets[i], n_tokens);
     // Activations for targets [i, j), split over tokens.
     GemmActivations gemm_act;
     const uint8_t* act = scratch;

@@ -31,15 +31,20 @@ inline void matmul(const float* x, int64_t n_tokens, const TensorInfo& w, float*
 
 // ---- Several products inside one OpenMP parallel region ----
 // One weight matrix of a product: rows x cols stored as `type`; Y[t][r] at y[t * ldy + r].
+struct GemmPackedMatrix;
 struct MatmulTarget {
   const void* w;
   DType type;
   int64_t rows;
   float* y;
   int64_t ldy;
+  // The same matrix packed into GEMM panels (gemm_int8.h), or null. When set, every token count
+  // reads the panels (decode included) instead of the stored rows.
+  const GemmPackedMatrix* packed = nullptr;
 };
-inline MatmulTarget matmul_target(const TensorInfo& w, float* y) {
-  return {w.data, w.type, w.shape[0], y, w.shape[0]};
+inline MatmulTarget matmul_target(const TensorInfo& w, float* y,
+                                  const GemmPackedMatrix* packed = nullptr) {
+  return {w.data, w.type, w.shape[0], y, w.shape[0], packed};
 }
 inline constexpr int kMaxMatmulTargets = 4;
 // Throws (one line) if matmul cannot take the type or shape; call before a parallel region.
