@@ -355,4 +355,160 @@ void pack_block_codes(DType type, const BlockGrid& g, void* vb) {
   }
 }
 
+void read_block_scales(DType type, const void* vb, BlockScales& s) {
+  s = BlockScales{};
+  s.sc[0] = 1;  // legacy types: the block's d is the step
+  switch (type) {
+    case DType::Q4_0:
+      s.d = static_cast<const block_q4_0*>(vb)->d;
+      return;
+    case DType::Q5_0:
+      s.d = static_cast<const block_q5_0*>(vb)->d;
+      return;
+    case DType::Q8_0:
+      s.d = static_cast<const block_q8_0*>(vb)->d;
+      return;
+    case DType::IQ4_NL:
+      s.d = static_cast<const block_iq4_nl*>(vb)->d;
+      return;
+    case DType::Q4_1:
+    case DType::Q5_1: {
+      const bool five = type == DType::Q5_1;
+      s.d = five ? static_cast<const block_q5_1*>(vb)->d : static_cast<const block_q4_1*>(vb)->d;
+      s.dmin = five ? static_cast<const block_q5_1*>(vb)->m : static_cast<const block_q4_1*>(vb)->m;
+      s.has_dmin = true;
+      s.mn[0] = s.mn_lo = s.mn_hi = -1;
+      return;
+    }
+    case DType::Q2_K: {
+      const auto& b = *static_cast<const block_q2_K*>(vb);
+      s.n_sub = 16, s.sub_size = 16;
+      s.d = b.d, s.dmin = b.dmin, s.has_dmin = true;
+      s.sc_lo = 0, s.sc_hi = 15, s.mn_lo = 0, s.mn_hi = 15;
+      for (int j = 0; j < 16; ++j) s.sc[j] = b.scales[j] & 15, s.mn[j] = b.scales[j] >> 4;
+      return;
+    }
+    case DType::Q3_K: {
+      const auto& b = *static_cast<const block_q3_K*>(vb);
+      s.n_sub = 16, s.sub_size = 16;
+      s.d = b.d;
+      s.sc_lo = -32, s.sc_hi = 31;
+      int8_t sc[16];
+      unpack_scales_q3_K(b.scales, sc);
+      for (int j = 0; j < 16; ++j) s.sc[j] = sc[j];
+      return;
+    }
+    case DType::Q4_K:
+    case DType::Q5_K: {
+      const bool five = type == DType::Q5_K;
+      const uint8_t* scales = five ? static_cast<const block_q5_K*>(vb)->scales
+                                   : static_cast<const block_q4_K*>(vb)->scales;
+      s.n_sub = 8, s.sub_size = 32;
+      s.d = five ? static_cast<const block_q5_K*>(vb)->d : static_cast<const block_q4_K*>(vb)->d;
+      s.dmin = five ? static_cast<const block_q5_K*>(vb)->dmin
+                    : static_cast<const block_q4_K*>(vb)->dmin;
+      s.has_dmin = true;
+      s.sc_lo = 0, s.sc_hi = 63, s.mn_lo = 0, s.mn_hi = 63;
+      uint8_t sc[8], mn[8];
+      unpack_scale_min_k4(scales, sc, mn);
+      for (int j = 0; j < 8; ++j) s.sc[j] = sc[j], s.mn[j] = mn[j];
+      return;
+    }
+    case DType::Q6_K: {
+      const auto& b = *static_cast<const block_q6_K*>(vb);
+      s.n_sub = 16, s.sub_size = 16;
+      s.d = b.d;
+      s.sc_lo = -128, s.sc_hi = 127;
+      for (int j = 0; j < 16; ++j) s.sc[j] = b.scales[j];
+      return;
+    }
+    case DType::IQ4_XS: {
+      const auto& b = *static_cast<const block_iq4_xs*>(vb);
+      s.n_sub = 8, s.sub_size = 32;
+      s.d = b.d;
+      s.sc_lo = -32, s.sc_hi = 31;
+      for (int j = 0; j < 8; ++j) s.sc[j] = iq4xs_scale(b, j);
+      return;
+    }
+    default:
+      fail("internal: no block grid for {}", dtype_name(type));
+  }
+}
+
+void write_block_scales(DType type, const BlockScales& s, void* vb) {
+  switch (type) {
+    case DType::Q4_0:
+      static_cast<block_q4_0*>(vb)->d = s.d;
+      return;
+    case DType::Q5_0:
+      static_cast<block_q5_0*>(vb)->d = s.d;
+      return;
+    case DType::Q8_0:
+      static_cast<block_q8_0*>(vb)->d = s.d;
+      return;
+    case DType::IQ4_NL:
+      static_cast<block_iq4_nl*>(vb)->d = s.d;
+      return;
+    case DType::Q4_1:
+      static_cast<block_q4_1*>(vb)->d = s.d;
+      static_cast<block_q4_1*>(vb)->m = s.dmin;
+      return;
+    case DType::Q5_1:
+      static_cast<block_q5_1*>(vb)->d = s.d;
+      static_cast<block_q5_1*>(vb)->m = s.dmin;
+      return;
+    case DType::Q2_K: {
+      auto& b = *static_cast<block_q2_K*>(vb);
+      b.d = s.d, b.dmin = s.dmin;
+      for (int j = 0; j < 16; ++j)
+        b.scales[j] = static_cast<uint8_t>((s.sc[j] & 15) | (s.mn[j] << 4));
+      return;
+    }
+    case DType::Q3_K: {
+      auto& b = *static_cast<block_q3_K*>(vb);
+      b.d = s.d;
+      int8_t sc[16];
+      for (int j = 0; j < 16; ++j) sc[j] = static_cast<int8_t>(s.sc[j]);
+      pack_scales_q3_K(sc, b.scales);
+      return;
+    }
+    case DType::Q4_K:
+    case DType::Q5_K: {
+      uint8_t sc[8], mn[8];
+      for (int j = 0; j < 8; ++j)
+        sc[j] = static_cast<uint8_t>(s.sc[j]), mn[j] = static_cast<uint8_t>(s.mn[j]);
+      if (type == DType::Q5_K) {
+        auto& b = *static_cast<block_q5_K*>(vb);
+        b.d = s.d, b.dmin = s.dmin;
+        pack_scale_min_k4(sc, mn, b.scales);
+      } else {
+        auto& b = *static_cast<block_q4_K*>(vb);
+        b.d = s.d, b.dmin = s.dmin;
+        pack_scale_min_k4(sc, mn, b.scales);
+      }
+      return;
+    }
+    case DType::Q6_K: {
+      auto& b = *static_cast<block_q6_K*>(vb);
+      b.d = s.d;
+      for (int j = 0; j < 16; ++j) b.scales[j] = static_cast<int8_t>(s.sc[j]);
+      return;
+    }
+    case DType::IQ4_XS: {
+      auto& b = *static_cast<block_iq4_xs*>(vb);
+      b.d = s.d;
+      b.scales_h = 0;
+      for (int j = 0; j < 4; ++j) b.scales_l[j] = 0;
+      for (int j = 0; j < 8; ++j) {
+        const int u = s.sc[j] + 32;  // 0..63
+        b.scales_l[j / 2] |= static_cast<uint8_t>((u & 15) << (4 * (j % 2)));
+        b.scales_h |= static_cast<uint16_t>((u >> 4) << (2 * j));
+      }
+      return;
+    }
+    default:
+      fail("internal: no block grid for {}", dtype_name(type));
+  }
+}
+
 }  // namespace squish

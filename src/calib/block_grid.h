@@ -33,6 +33,21 @@ struct BlockGrid {
   int nearest(int i, float v) const;
 };
 
+// A block's scale parameters: element i of sub-block s has step d * sc[s] and offset
+// -dmin * mn[s] (legacy types: one sub-block with sc = 1; Q4_1 / Q5_1 store their min m as dmin
+// with mn = -1). d and dmin are the block's fp16 fields; sc and mn its integer sub-scales, each
+// within [lo, hi] of its format.
+struct BlockScales {
+  int n_sub = 1, sub_size = 32;
+  uint16_t d = 0, dmin = 0;
+  bool has_dmin = false;
+  int sc[16] = {}, mn[16] = {};
+  int sc_lo = 1, sc_hi = 1, mn_lo = 0, mn_hi = 0;
+};
+void read_block_scales(DType type, const void* block, BlockScales& scales);
+// Writes d, dmin, sc and mn into the packed block (codes untouched).
+void write_block_scales(DType type, const BlockScales& scales, void* block);
+
 // Whether GPTQ can work on the type (every quantized type squish writes).
 bool has_block_grid(DType type);
 // Elements per block of the type's grid (its block size; 256 for the k-quants).

@@ -118,7 +118,8 @@ const float* BlockRunner::attention(const BlockWeights& w, const float* x) {
   const int group = c_.n_head / c_.n_head_kv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const int n_work = n * c_.n_head;
-#pragma omp parallel
+  // Tiny windows: thread start-up and barriers cost more than the work.
+#pragma omp parallel if (static_cast <int64_t>(n) * n * D * c_.n_head > (1 << 20))
   {
     std::vector<float> scores(n);
 #pragma omp for schedule(dynamic, 4)

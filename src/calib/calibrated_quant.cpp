@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 #include "calib/activation_cache.h"
 #include "calib/block_grid.h"
@@ -18,28 +19,48 @@ namespace squish {
 
 namespace {
 
-// Sum of x x^T over the rows given to add(), accumulated in double. Each window's product runs
-// through the F32 matmul kernel on the transposed activations.
+// Sums over the rows given to add() of x x^T (H), and with a float-model partner xf of x xf^T
+// (C) and xf xf^T (Hf), accumulated in double. Each window's products run through the F32 matmul
+// kernel on the transposed activations.
 class HessianAccumulator {
  public:
-  explicit HessianAccumulator(int dim) : dim_(dim), h_(static_cast<size_t>(dim) * dim, 0.0) {}
-  void add(const float* x, int n) {
-    xt_.resize(static_cast<size_t>(dim_) * n);
-    for (int t = 0; t < n; ++t)
-      for (int i = 0; i < dim_; ++i)
-        xt_[static_cast<size_t>(i) * n + t] = x[static_cast<size_t>(t) * dim_ + i];
-    y_.resize(static_cast<size_t>(dim_) * dim_);
-    matmul(xt_.data(), dim_, xt_.data(), DType::F32, dim_, n, y_.data(), dim_);
-    for (size_t i = 0; i < h_.size(); ++i) h_[i] += y_[i];
+  HessianAccumulator(int dim, bool paired) : dim_(dim), h_(static_cast<size_t>(dim) * dim, 0.0) {
+    if (paired) cross_.assign(h_.size(), 0.0), hf_.assign(h_.size(), 0.0);
+  }
+  void add(const float* x, int n) { add(x, nullptr, n); }
+  void add(const float* x, const float* xf, int n) {
+    transpose(x, n, xt_);
+    accumulate(xt_, xt_, n, h_);
+    if (xf != nullptr && !cross_.empty()) {
+      transpose(xf, n, xft_);
+      accumulate(xt_, xft_, n, cross_);
+      accumulate(xft_, xft_, n, hf_);
+    }
     n_ += n;
   }
-  const double* data() const { return h_.data(); }
+  const double* h() const { return h_.data(); }
+  const double* cross() const { return cross_.empty() ? nullptr : cross_.data(); }
+  const double* hf() const { return hf_.empty() ? nullptr : hf_.data(); }
   int64_t count() const { return n_; }
 
  private:
+  void transpose(const float* x, int n, std::vector<float>& xt) const {
+    xt.resize(static_cast<size_t>(dim_) * n);
+    for (int t = 0; t < n; ++t)
+      for (int i = 0; i < dim_; ++i)
+        xt[static_cast<size_t>(i) * n + t] = x[static_cast<size_t>(t) * dim_ + i];
+  }
+  // sum[i][k] += sum_t a[i][t] b[k][t]
+  void accumulate(const std::vector<float>& at, const std::vector<float>& bt, int n,
+                  std::vector<double>& sum) {
+    y_.resize(static_cast<size_t>(dim_) * dim_);
+    matmul(at.data(), dim_, bt.data(), DType::F32, dim_, n, y_.data(), dim_);
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += y_[i];
+  }
+
   int dim_;
-  std::vector<double> h_;
-  std::vector<float> xt_, y_;
+  std::vector<double> h_, cross_, hf_;
+  std::vector<float> xt_, xft_, y_;
   int64_t n_ = 0;
 };
 
@@ -51,6 +72,15 @@ void round_through(DType type, float* x, size_t n) {
     for (size_t i = 0; i < n; ++i) x[i] = bf16_to_fp32(fp32_to_bf16(x[i]));
   }
 }
+
+// Hidden states of the calibration tokens for one stream (the quantized model's, or the float
+// model's alongside it), with the attention outputs kept between steps 2 and 3 of a block.
+struct Stream {
+  Stream(size_t n_tok, const ModelConfig& c, int n_ctx, const std::string& offload)
+      : x(n_tok, c.n_embd, offload), attn(n_tok, c.q_dim(), offload), runner(c, n_ctx) {}
+  ActivationCache x, attn;
+  BlockRunner runner;
+};
 
 class Calibrator {
  public:
@@ -64,20 +94,26 @@ class Calibrator {
     const auto t0 = std::chrono::steady_clock::now();
     const int n_ctx = windows_.n_ctx, n_win = windows_.n_windows();
     const size_t n_tok = static_cast<size_t>(n_ctx) * n_win;
-    ActivationCache x(n_tok, c_.n_embd, opt_.offload_dir);
-    ActivationCache attn(n_tok, c_.q_dim(), opt_.offload_dir);
-    embed(x);
-    BlockRunner runner(c_, n_ctx);
+    const bool paired = opt_.input_correction;
+    Stream q(n_tok, c_, n_ctx, opt_.offload_dir);  // the quantized model
+    std::unique_ptr<Stream> f;                     // the float model, alongside
+    if (paired) f = std::make_unique<Stream>(n_tok, c_, n_ctx, opt_.offload_dir);
+    embed(q.x, true);
+    if (f) embed(f->x, false);
+    auto row0 = [n_ctx](int w) { return static_cast<size_t>(w) * n_ctx; };
     const int total = c_.n_layer + 1;
     for (int l = 0; l < c_.n_layer; ++l) {
-      BlockWeights bw = BlockWeights::of(m_.layers[l]);
       const LayerWeights& L = m_.layers[l];
+      BlockWeights bw = BlockWeights::of(L);  // matrices replaced as they are quantized
+      const BlockWeights bf = BlockWeights::of(L);
       std::vector<std::vector<float>> dense;  // this block's dequantized matrices
-      // 1. Q/K/V from the attention norm of the block's (quantized-model) input.
+      // 1. Q/K/V from the attention norm of the block's input.
       {
-        HessianAccumulator h(c_.n_embd);
-        for (int w = 0; w < n_win; ++w)
-          h.add(runner.attn_input(bw, x.row(static_cast<size_t>(w) * n_ctx)), n_ctx);
+        HessianAccumulator h(c_.n_embd, paired);
+        for (int w = 0; w < n_win; ++w) {
+          const float* xn = q.runner.attn_input(bw, q.x.row(row0(w)));
+          h.add(xn, f ? f->runner.attn_input(bf, f->x.row(row0(w))) : nullptr, n_ctx);
+        }
         if (L.wqkv) {
           quantize(*L.wqkv, h, &bw.wqkv, dense);
         } else {
@@ -88,48 +124,65 @@ class Calibrator {
       }
       // 2. O from the attention output computed with quantized Q/K/V (kept for step 3).
       {
-        HessianAccumulator h(c_.q_dim());
+        HessianAccumulator h(c_.q_dim(), paired);
+        const size_t bytes = static_cast<size_t>(n_ctx) * c_.q_dim() * sizeof(float);
         for (int w = 0; w < n_win; ++w) {
-          const size_t r0 = static_cast<size_t>(w) * n_ctx;
-          const float* a = runner.attention(bw, x.row(r0));
-          std::memcpy(attn.row(r0), a, static_cast<size_t>(n_ctx) * c_.q_dim() * sizeof(float));
-          h.add(a, n_ctx);
+          const float* a = q.runner.attention(bw, q.x.row(row0(w)));
+          std::memcpy(q.attn.row(row0(w)), a, bytes);
+          const float* af = nullptr;
+          if (f) {
+            af = f->runner.attention(bf, f->x.row(row0(w)));
+            std::memcpy(f->attn.row(row0(w)), af, bytes);
+          }
+          h.add(a, af, n_ctx);
         }
         quantize(*L.wo, h, &bw.wo, dense);
       }
       // 3. gate/up from the FFN norm of the residual stream after the quantized attention.
       {
-        HessianAccumulator h(c_.n_embd);
+        HessianAccumulator h(c_.n_embd, paired);
         for (int w = 0; w < n_win; ++w) {
-          const size_t r0 = static_cast<size_t>(w) * n_ctx;
-          runner.add_attention_output(bw, attn.row(r0), x.row(r0));
-          h.add(runner.ffn_input(bw, x.row(r0)), n_ctx);
+          q.runner.add_attention_output(bw, q.attn.row(row0(w)), q.x.row(row0(w)));
+          const float* xn = q.runner.ffn_input(bw, q.x.row(row0(w)));
+          const float* xnf = nullptr;
+          if (f) {
+            f->runner.add_attention_output(bf, f->attn.row(row0(w)), f->x.row(row0(w)));
+            xnf = f->runner.ffn_input(bf, f->x.row(row0(w)));
+          }
+          h.add(xn, xnf, n_ctx);
         }
         if (L.w_gate) quantize(*L.w_gate, h, &bw.w_gate, dense);
         quantize(*L.w_up, h, &bw.w_up, dense);
       }
       // 4. down from the activation of the quantized gate/up; then the block's output.
       {
-        HessianAccumulator h(c_.n_ff);
-        for (int w = 0; w < n_win; ++w)
-          h.add(runner.ffn_activation(bw, x.row(static_cast<size_t>(w) * n_ctx)), n_ctx);
+        HessianAccumulator h(c_.n_ff, paired);
+        for (int w = 0; w < n_win; ++w) {
+          const float* act = q.runner.ffn_activation(bw, q.x.row(row0(w)));
+          h.add(act, f ? f->runner.ffn_activation(bf, f->x.row(row0(w))) : nullptr, n_ctx);
+        }
         quantize(*L.w_down, h, &bw.w_down, dense);
-        for (int w = 0; w < n_win; ++w)
-          runner.add_ffn_output(bw, x.row(static_cast<size_t>(w) * n_ctx));
+        for (int w = 0; w < n_win; ++w) {
+          q.runner.add_ffn_output(bw, q.x.row(row0(w)));
+          if (f) f->runner.add_ffn_output(bf, f->x.row(row0(w)));
+        }
       }
       if (progress) progress(l + 1, total, layer_summary(l));
     }
     // Output: GPTQ from the final norm's outputs, unless tied to the embedding (then a lookup
     // table too, quantized plainly with it).
     if (m_.output != m_.token_embd) {
-      HessianAccumulator h(c_.n_embd);
-      std::vector<float> xn(static_cast<size_t>(n_ctx) * c_.n_embd);
+      HessianAccumulator h(c_.n_embd, paired);
+      std::vector<float> xn(static_cast<size_t>(n_ctx) * c_.n_embd), xnf;
+      if (f) xnf.resize(xn.size());
       const float* norm = static_cast<const float*>(m_.output_norm->data);
       for (int w = 0; w < n_win; ++w) {
-        for (int t = 0; t < n_ctx; ++t)
-          rms_norm(x.row(static_cast<size_t>(w) * n_ctx + t), norm, c_.n_embd, c_.norm_eps,
-                   xn.data() + static_cast<size_t>(t) * c_.n_embd);
-        h.add(xn.data(), n_ctx);
+        for (int t = 0; t < n_ctx; ++t) {
+          const size_t o = static_cast<size_t>(t) * c_.n_embd;
+          rms_norm(q.x.row(row0(w) + t), norm, c_.n_embd, c_.norm_eps, xn.data() + o);
+          if (f) rms_norm(f->x.row(row0(w) + t), norm, c_.n_embd, c_.norm_eps, xnf.data() + o);
+        }
+        h.add(xn.data(), f ? xnf.data() : nullptr, n_ctx);
       }
       std::vector<std::vector<float>> dense;
       quantize(*m_.output, h, nullptr, dense);
@@ -146,18 +199,19 @@ class Calibrator {
     return it->second;
   }
 
-  // Hidden states entering block 0: embedding rows as the quantized file will hold them.
-  void embed(ActivationCache& x) {
+  // Hidden states entering block 0: embedding rows as the quantized file will hold them
+  // (quantized = true) or as the float model has them.
+  void embed(ActivationCache& x, bool quantized) {
     const TensorInfo& te = *m_.token_embd;
     const int E = c_.n_embd;
     const DType type = planned(te);
-    const QuantTraits* qt = quant_traits(type);
+    const QuantTraits* qt = quantized ? quant_traits(type) : nullptr;
     const size_t in_row = row_bytes(te.type, E);
     if (qt != nullptr) {  // quantized plainly, as the export would, and kept for it
       std::vector<uint8_t>& q = result_.tensors[te.name];
       const size_t out_row = row_bytes(type, E);
       q.resize(out_row * te.rows());
-#pragma omp parallel
+#pragma omp parallel if (te.numel() > (1 << 16))
       {
         std::vector<float> row(E);
 #pragma omp for schedule(static)
@@ -177,14 +231,15 @@ class Calibrator {
         qt->dequantize(q.data() + tok * row_bytes(type, E), dst, E);
       } else {
         convert_row_to_f32(te.type, static_cast<const uint8_t*>(te.data) + tok * in_row, dst, E);
-        round_through(type, dst, E);
+        if (quantized) round_through(type, dst, E);
       }
       if (scale != 1.0f)
         for (int i = 0; i < E; ++i) dst[i] *= scale;
     }
   }
 
-  // Quantizes one matrix against Hessian h; points `slot` at its dequantized values.
+  // Quantizes one matrix against the accumulated statistics; points `slot` at its dequantized
+  // values.
   void quantize(const TensorInfo& t, const HessianAccumulator& h, TensorInfo* slot,
                 std::vector<std::vector<float>>& dense) {
     const DType type = planned(t);
@@ -192,18 +247,43 @@ class Calibrator {
     std::vector<float>& wq = dense.emplace_back(static_cast<size_t>(rows) * cols);
     const size_t in_row = row_bytes(t.type, cols);
     std::vector<float> w(static_cast<size_t>(rows) * cols);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
     for (int64_t r = 0; r < rows; ++r)
       convert_row_to_f32(t.type, static_cast<const uint8_t*>(t.data) + r * in_row,
                          w.data() + r * cols, cols);
     if (!has_block_grid(type)) {  // float storage: only rounding, done by the export
       wq = w;
       round_through(type, wq.data(), wq.size());
-    } else {
+    } else if (h.cross() == nullptr) {
       std::vector<uint8_t>& out = result_.tensors[t.name];
       out.resize(row_bytes(type, cols) * rows);
       const GptqStats s =
-          gptq_quantize(w.data(), rows, cols, h.data(), type, opt_.gptq, out.data(), wq.data());
+          gptq_quantize(w.data(), rows, cols, h.h(), type, opt_.gptq, out.data(), wq.data());
+      result_.stats.push_back({t.name, type, s});
+    } else {
+      // Fit the float model's outputs from the quantized model's inputs.
+      std::vector<float> target(w.size());
+      input_corrected_target(w.data(), rows, cols, h.h(), h.cross(), opt_.gptq.damp, target.data());
+      std::vector<uint8_t>& out = result_.tensors[t.name];
+      out.resize(row_bytes(type, cols) * rows);
+      GptqOptions o = opt_.gptq;
+      o.report_plain = false;
+      GptqStats s = gptq_quantize(target.data(), rows, cols, h.h(), type, o, out.data(), wq.data());
+      // Both errors on the real objective ||X w - X~ q||^2, the plain quantizer's from w itself.
+      s.proxy_error = asymmetric_error(w.data(), wq.data(), rows, cols, h.h(), h.cross(), h.hf());
+      std::vector<float> plain(w.size()), importance(cols);
+      for (int64_t j = 0; j < cols; ++j) importance[j] = static_cast<float>(h.h()[j * cols + j]);
+      const QuantTraits* qt = quant_traits(type);
+#pragma omp parallel if (rows * cols > (1 << 16))
+      {
+        std::vector<uint8_t> row(row_bytes(type, cols));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+          qt->quantize(w.data() + r * cols, row.data(), cols, importance.data());
+          qt->dequantize(row.data(), plain.data() + r * cols, cols);
+        }
+      }
+      s.rtn_error = asymmetric_error(w.data(), plain.data(), rows, cols, h.h(), h.cross(), h.hf());
       result_.stats.push_back({t.name, type, s});
     }
     if (slot != nullptr) BlockWeights::set_dense(*slot, wq.data());
@@ -240,7 +320,12 @@ CalibratedQuantResult calibrated_quantize(const Model& model, const std::vector<
     if (tok < 0 || tok >= model.config.n_vocab)
       fail("calibration: token id {} is outside the vocabulary", tok);
   }
+  const int threads_before = omp_get_max_threads();
   if (options.n_threads > 0) omp_set_num_threads(options.n_threads);
+  struct RestoreThreads {
+    int n;
+    ~RestoreThreads() { omp_set_num_threads(n); }
+  } restore{threads_before};
   Calibrator c(model, plan, windows, options);
   return c.run(progress);
 }

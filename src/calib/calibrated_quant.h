@@ -7,6 +7,10 @@
 // activations the quantized model will actually feed it ("sequential" GPTQ, as in the GPTQ
 // reference implementation's --true-sequential), rather than to the float model's.
 //
+// With input correction (the default), the float model runs alongside on the same windows, and
+// each matrix is fitted to reproduce the float model's outputs from the quantized model's
+// inputs, so later layers also compensate the error that earlier ones let through.
+//
 // Matrices that share an input share one Hessian: Q/K/V (or fused QKV), gate/up. The token
 // embedding is quantized plainly (it is a lookup, not a product); output.weight gets GPTQ from the
 // final norm's outputs unless it is tied to the embedding.
@@ -27,6 +31,9 @@ namespace squish {
 
 struct CalibratedQuantOptions {
   GptqOptions gptq;
+  // Also run the float model alongside and fit each matrix to reproduce the float model's
+  // outputs from the quantized model's inputs (calib/gptq.h input_corrected_target).
+  bool input_correction = true;
   std::string offload_dir;  // hidden states in a file there instead of memory
   int n_threads = 0;
 };

@@ -8,6 +8,8 @@
 #include <numeric>
 
 #include "calib/block_grid.h"
+#include "calib/refine.h"
+#include "calib/vec_ops.h"
 #include "core/error.h"
 #include "kernels/cpu/matmul.h"
 #include "quant/quant.h"
@@ -17,17 +19,14 @@ namespace squish {
 bool cholesky_lower(double* a, int n) {
   for (int j = 0; j < n; ++j) {
     double* rj = a + static_cast<size_t>(j) * n;
-    double s = rj[j];
-    for (int k = 0; k < j; ++k) s -= rj[k] * rj[k];
+    const double s = rj[j] - calib::dot(rj, rj, j);
     if (!(s > 0.0) || !std::isfinite(s)) return false;
     const double ljj = std::sqrt(s);
     rj[j] = ljj;
     const double inv = 1.0 / ljj;
     for (int i = j + 1; i < n; ++i) {
       double* ri = a + static_cast<size_t>(i) * n;
-      double t = ri[j];
-      for (int k = 0; k < j; ++k) t -= ri[k] * rj[k];
-      ri[j] = t * inv;
+      ri[j] = (ri[j] - calib::dot(ri, rj, j)) * inv;
     }
   }
   // Clear the strict upper triangle so a is exactly L.
@@ -47,13 +46,12 @@ bool inverse_cholesky_upper(const double* h, int n, std::vector<double>& u) {
   if (!cholesky_lower(m.data(), n)) return false;
   // Row j of xt holds column j of X = L^-1 (solve L x = e_j by forward substitution).
   std::vector<double> xt(N * N, 0.0);
-#pragma omp parallel for schedule(dynamic, 8)
+#pragma omp parallel for schedule(dynamic, 8) if (n > 128)
   for (int j = 0; j < n; ++j) {
     double* x = xt.data() + static_cast<size_t>(j) * N;
     for (int i = j; i < n; ++i) {
       const double* li = m.data() + static_cast<size_t>(i) * N;
-      double s = i == j ? 1.0 : 0.0;
-      for (int k = j; k < i; ++k) s -= li[k] * x[k];
+      const double s = (i == j ? 1.0 : 0.0) - calib::dot(li + j, x + j, i - j);
       x[i] = s / li[i];
     }
   }
@@ -75,6 +73,69 @@ double hessian_error(const float* w, const float* q, int64_t rows, int64_t cols,
   double total = 0;
   for (size_t i = 0; i < e.size(); ++i) total += static_cast<double>(e[i]) * eh[i];
   return total;
+}
+
+namespace {
+
+// Sum over rows of a_r^T M b_r for rows x n matrices a, b and an n x n matrix m (row-major).
+double row_quadratic(const float* a, const double* m, const float* b, int64_t rows, int64_t n) {
+  std::vector<float> mf(static_cast<size_t>(n) * n), mb(static_cast<size_t>(rows) * n);
+  for (size_t i = 0; i < mf.size(); ++i) mf[i] = static_cast<float>(m[i]);
+  matmul(b, rows, mf.data(), DType::F32, n, n, mb.data(), n);  // mb[r] = M b_r
+  double total = 0;
+  for (size_t i = 0; i < mb.size(); ++i) total += static_cast<double>(a[i]) * mb[i];
+  return total;
+}
+
+}  // namespace
+
+void input_corrected_target(const float* w, int64_t rows, int64_t cols, const double* h,
+                            const double* cross, double damp, float* target) {
+  const int n = static_cast<int>(cols);
+  const size_t N = static_cast<size_t>(n);
+  double mean_diag = 0;
+  for (size_t j = 0; j < N; ++j) mean_diag += h[j * N + j];
+  mean_diag /= n;
+  const double lambda = std::max(damp, 1e-6) * mean_diag;
+  // The same damping retry as GPTQ: grow lambda until H + lambda I factors.
+  std::vector<double> l(N * N);
+  double lam = lambda;
+  for (;;) {
+    std::copy(h, h + N * N, l.begin());
+    for (size_t j = 0; j < N; ++j) l[j * N + j] += lam;
+    if (cholesky_lower(l.data(), n)) break;
+    lam *= 10.0;
+    if (lam > 1e6 * mean_diag) fail("GPTQ: the Hessian is not positive definite");
+  }
+  std::vector<double> lt(N * N);  // L^T, so both triangular solves read contiguous rows
+  for (size_t i = 0; i < N; ++i)
+    for (size_t k = 0; k <= i; ++k) lt[k * N + i] = l[i * N + k];
+  // M = (H + lam I)^-1 (C + lam I), one column at a time: rows of mt are M's columns.
+  std::vector<double> mt(N * N);
+#pragma omp parallel for schedule(dynamic, 8) if (n > 128)
+  for (int j = 0; j < n; ++j) {
+    double* x = mt.data() + static_cast<size_t>(j) * N;
+    for (size_t i = 0; i < N; ++i)
+      x[i] = cross[i * N + j] + (i == static_cast<size_t>(j) ? lam : 0.0);
+    for (int i = 0; i < n; ++i) {  // L y = b
+      const double* li = l.data() + static_cast<size_t>(i) * N;
+      x[i] = (x[i] - calib::dot(li, x, i)) / li[i];
+    }
+    for (int i = n - 1; i >= 0; --i) {  // L^T x = y
+      const double* ui = lt.data() + static_cast<size_t>(i) * N;
+      x[i] = (x[i] - calib::dot(ui + i + 1, x + i + 1, n - i - 1)) / ui[i];
+    }
+  }
+  std::vector<float> m(N * N);  // M row-major: target_r = M w_r
+  for (size_t i = 0; i < N; ++i)
+    for (size_t j = 0; j < N; ++j) m[i * N + j] = static_cast<float>(mt[j * N + i]);
+  matmul(w, rows, m.data(), DType::F32, cols, cols, target, cols);
+}
+
+double asymmetric_error(const float* w, const float* q, int64_t rows, int64_t cols, const double* h,
+                        const double* cross, const double* hf) {
+  return row_quadratic(q, h, q, rows, cols) - 2.0 * row_quadratic(q, cross, w, rows, cols) +
+         row_quadratic(w, hf, w, rows, cols);
 }
 
 namespace {
@@ -143,8 +204,9 @@ GptqStats gptq_quantize(const float* w, int64_t rows, int64_t cols, const double
   const int B = opt.act_order ? std::max(1, opt.block_size)
                               : std::max(qb, (opt.block_size + qb - 1) / qb * qb);
   const int64_t n_tiles = (rows + kTileRows - 1) / kTileRows;
+  const bool parallel = rows * cols * cols > (int64_t{1} << 22);
 
-#pragma omp parallel
+#pragma omp parallel if (parallel)
   {
     std::vector<float> wt(kTileRows * N);  // the tile's working weights, permuted order
     std::vector<float> err(kTileRows * static_cast<size_t>(B));
@@ -197,7 +259,7 @@ GptqStats gptq_quantize(const float* w, int64_t rows, int64_t cols, const double
             const float e = (v - q) * inv_d;
             err[r * B + (p - b0)] = e;
             wr[p] = q;
-            for (int c = p + 1; c < b1; ++c) wr[c] -= e * up[c];
+            calib::axpy(wr + p + 1, -e, up + p + 1, b1 - p - 1);
           }
           if (!opt.act_order && i == qb - 1) {
             for (int r = 0; r < nr; ++r) pack_block_codes(type, grid_of(r, blk), block_ptr(r, blk));
@@ -211,7 +273,7 @@ GptqStats gptq_quantize(const float* w, int64_t rows, int64_t cols, const double
               const float e = err[r * B + (p - b0)];
               if (e == 0.0f) continue;
               const float* up = uf.data() + static_cast<size_t>(p) * N;
-              for (int c = b1; c < n; ++c) wr[c] -= e * up[c];
+              calib::axpy(wr + b1, -e, up + b1, n - b1);
             }
           }
         }
@@ -230,14 +292,26 @@ GptqStats gptq_quantize(const float* w, int64_t rows, int64_t cols, const double
     q_own.resize(static_cast<size_t>(rows) * cols);
     q = q_own.data();
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
   for (int64_t r = 0; r < rows; ++r) qt->dequantize(out + r * out_row, q + r * cols, cols);
+  if (opt.refine_sweeps > 0) {
+    // The damped Hessian GPTQ worked with, in column order.
+    std::vector<float> hd(N * N);
+    for (size_t a = 0; a < N; ++a) {
+      for (size_t b = 0; b < N; ++b) hd[a * N + b] = static_cast<float>(h[a * N + b]);
+      if (h[a * N + a] == 0.0) hd[a * N + a] = static_cast<float>(mean_diag);
+      hd[a * N + a] += static_cast<float>(damp * mean_diag);
+    }
+    const RefineStats rs =
+        refine_quantized_rows(w, rows, cols, hd.data(), type, opt.refine_sweeps, out, q);
+    stats.refined = rs.codes_changed + rs.scales_changed;
+  }
   stats.proxy_error = hessian_error(w, q, rows, cols, h);
-  {
+  if (opt.report_plain) {
     // The plain quantizer with the same importance, for the progress report.
     std::vector<uint8_t> rtn(out_row * rows);
     std::vector<float> rq(static_cast<size_t>(rows) * cols);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t r = 0; r < rows; ++r) {
       qt->quantize(w + r * cols, rtn.data() + r * out_row, cols, importance.data());
       qt->dequantize(rtn.data() + r * out_row, rq.data() + r * cols, cols);

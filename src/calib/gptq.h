@@ -28,6 +28,11 @@ struct GptqOptions {
   int max_damp_tries = 8;  // on a failed Cholesky the damping grows 10x (from 1e-6 if 0)
   bool act_order = false;  // columns in decreasing diag(H) order (static block scales)
   int block_size = 128;    // lazy-batch width in columns (rounded up to whole quant blocks)
+  // Rounds of refinement after the GPTQ pass (calib/refine.h: codes by coordinate descent,
+  // sub-block scales, block scales; each change only when it lowers the error); 0 disables.
+  int refine_sweeps = 4;
+  // Also run the plain importance-weighted quantizer to report GptqStats::rtn_error.
+  bool report_plain = true;
 };
 
 struct GptqStats {
@@ -35,6 +40,7 @@ struct GptqStats {
   int dead_columns = 0;    // columns no calibration token activated (H_jj == 0)
   double proxy_error = 0;  // sum over rows of (w - q)^T H (w - q): the layer-output error
   double rtn_error = 0;    // the same for the plain importance-weighted quantizer, for reference
+  int64_t refined = 0;     // codes and scales the refinement changed
 };
 
 // Symmetric positive-definite helpers on dense row-major double matrices (n x n), exposed for
@@ -50,6 +56,17 @@ bool inverse_cholesky_upper(const double* h, int n, std::vector<double>& u);
 // cols) bytes. dequant (optional): rows x cols floats, the exact dequantized result.
 GptqStats gptq_quantize(const float* w, int64_t rows, int64_t cols, const double* h, DType type,
                         const GptqOptions& options, uint8_t* out, float* dequant = nullptr);
+
+// Input-error-aware target (asymmetric calibration, as in GPTAQ, Li et al. 2025): a matrix of the
+// quantized model sees inputs X~ that differ from the float model's X. The weights that best
+// reproduce the float outputs from the quantized inputs are w* = (H + l I)^-1 (C w + l w), with
+// H = X~^T X~, C = X~^T X (cols x cols, row-major) and l = damp * mean(diag H); GPTQ on w* under
+// H + l I then minimises ||X w - X~ q||^2 + l ||w - q||^2. Writes rows x cols floats to target.
+void input_corrected_target(const float* w, int64_t rows, int64_t cols, const double* h,
+                            const double* cross, double damp, float* target);
+// ||X w - X~ q||^2 summed over rows, from H = X~^T X~, C = X~^T X and hf = X^T X.
+double asymmetric_error(const float* w, const float* q, int64_t rows, int64_t cols, const double* h,
+                        const double* cross, const double* hf);
 
 // (w - q)^T H (w - q) summed over rows: what GPTQ minimises (q dequantized).
 double hessian_error(const float* w, const float* q, int64_t rows, int64_t cols, const double* h);

@@ -28,6 +28,13 @@ void add_calib_flags(CLI::App* cmd, CalibFlags& f) {
   cmd->add_flag(
       "--act-order", f.act_order,
       "GPTQ: quantize columns in decreasing activation order (block scales fixed up front)");
+  cmd->add_flag("--no-input-correction", f.no_input_correction,
+                "GPTQ: fit each matrix to its own float outputs on the quantized model's inputs, "
+                "instead of to the float model's outputs (no float model run alongside)");
+  cmd->add_option("--refine", f.refine,
+                  "GPTQ: rounds of code / scale refinement after the GPTQ pass (0: none)")
+      ->check(CLI::Range(0, 100))
+      ->capture_default_str();
   cmd->add_option("--block-size", f.block_size, "GPTQ lazy-batch width in columns")
       ->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
@@ -54,6 +61,8 @@ std::unique_ptr<CalibratedQuantResult> run_calibration(const Model& model, const
   o.gptq.damp = f.damp;
   o.gptq.act_order = f.act_order;
   o.gptq.block_size = f.block_size;
+  o.gptq.refine_sweeps = f.refine;
+  o.input_correction = !f.no_input_correction;
   o.offload_dir = f.offload_dir;
   o.n_threads = f.threads;
   Progress progress(f.method, model.config.n_layer + 1);

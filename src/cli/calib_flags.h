@@ -21,6 +21,8 @@ struct CalibFlags {
   int ctx = 512;
   double damp = 0.01;
   bool act_order = false;
+  bool no_input_correction = false;
+  int refine = 4;
   int block_size = 128;
   std::string offload_dir;
   int threads = 0;
