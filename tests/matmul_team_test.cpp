@@ -4,10 +4,13 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 #include <vector>
 
 #include "core/dtype.h"
+#include "kernels/cpu/gemm_int8.h"
 #include "kernels/cpu/matmul.h"
 #include "quant/quant.h"
 
@@ -43,7 +46,12 @@ TEST(MatmulTeam, EqualsSeparateProducts) {
   // Q4_K and Q6_K share Q8_K activations for the dot kernels but not the GEMM's layout; Q8_0
   // and F16 need their own.
   const std::vector<std::vector<DType>> groups = {
-      {DType::Q4_K, DType::Q4_K, DType::Q6_K}, {DType::Q8_0, DType::F16}, {DType::Q2_K}};
+      {DType::Q4_K, DType::Q4_K, DType::Q6_K},
+      {DType::Q8_0, DType::F16},
+      {DType::Q2_K},
+      // Same activation format, different codes: Q4_K / Q5_K, Q8_0 / IQ4_NL.
+      {DType::Q4_K, DType::Q5_K},
+      {DType::Q8_0, DType::IQ4_NL}};
   for (const auto& types : groups) {
     std::vector<Weights> ws;
     for (size_t i = 0; i < types.size(); ++i) ws.push_back(make(types[i], 37 + 16 * i, cols, rng));
@@ -70,6 +78,31 @@ TEST(MatmulTeam, EqualsSeparateProducts) {
         for (int64_t j = 0; j < n * ws[i].rows; ++j) {
           ASSERT_EQ(together[i][j], separate[i][j])
               << dtype_name(ws[i].type) << " target " << i << " tokens " << n << " at " << j;
+        }
+      }
+      // Packed matrices (what Session uses) in the same team: equal to the per-call GEMM where
+      // it runs (n >= kGemmMinTokens); otherwise the dot kernels' float rounding differs.
+      std::vector<GemmPackedMatrix> packed;
+      for (const Weights& w : ws) {
+        if (!gemm_available(w.type)) continue;
+        packed.push_back(gemm_alloc_packed(w.type, w.bytes.data(), w.rows, cols));
+        for (int64_t p = 0; p < packed.back().n_panels; ++p) packed.back().pack(p);
+      }
+      for (size_t i = 0, k = 0; i < ws.size(); ++i) {
+        if (gemm_available(ws[i].type)) targets[i].packed = &packed[k++];
+        std::fill(together[i].begin(), together[i].end(), -1.0f);
+      }
+#pragma omp parallel num_threads(2)
+      matmul_team(x.data(), n, cols, targets.data(), static_cast<int>(targets.size()),
+                  scratch.data());
+      for (size_t i = 0; i < ws.size(); ++i) {
+        for (int64_t j = 0; j < n * ws[i].rows; ++j) {
+          if (targets[i].packed == nullptr || n >= kGemmMinTokens) {
+            ASSERT_EQ(together[i][j], separate[i][j]) << dtype_name(ws[i].type) << " packed";
+          } else {
+            ASSERT_NEAR(together[i][j], separate[i][j], 1e-4 * (1 + std::fabs(separate[i][j])))
+                << dtype_name(ws[i].type) << " packed, tokens " << n;
+          }
         }
       }
     }

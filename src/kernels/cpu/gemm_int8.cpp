@@ -218,12 +218,14 @@ GemmFormat gemm_format(DType type) {
     case DType::IQ4_NL:
       f.group = 32, f.groups_per_scale = 1, f.act_type = DType::Q8_0;
       f.code_offset = type == DType::Q4_0 ? 8 : type == DType::Q5_0 ? 16 : 128;
-      f.code_bits = type == DType::Q4_0 ? 4 : 8;
+      f.code_bits = type == DType::IQ4_NL ? 8 : type == DType::Q8_0 ? 8 : 4;
+      f.high_bits = type == DType::Q5_0 ? 1 : 0;
       break;
     case DType::Q4_1:
     case DType::Q5_1:
       f.group = 32, f.groups_per_scale = 1, f.act_type = DType::Q8_1, f.float_mins = true;
-      f.code_bits = type == DType::Q4_1 ? 4 : 8;
+      f.code_bits = 4;
+      f.high_bits = type == DType::Q5_1 ? 1 : 0;
       break;
     case DType::Q2_K:
     case DType::Q3_K:
@@ -231,7 +233,8 @@ GemmFormat gemm_format(DType type) {
       f.group = 16, f.groups_per_scale = 16, f.act_type = DType::Q8_K, f.int_scales = true;
       f.int_mins = type == DType::Q2_K;
       f.code_offset = type == DType::Q3_K ? 4 : type == DType::Q6_K ? 32 : 0;
-      f.code_bits = type == DType::Q2_K ? 2 : type == DType::Q3_K ? 4 : 8;
+      f.code_bits = type == DType::Q6_K ? 4 : 2;
+      f.high_bits = type == DType::Q6_K ? 2 : type == DType::Q3_K ? 1 : 0;
       break;
     case DType::Q4_K:
     case DType::Q5_K:
@@ -239,7 +242,8 @@ GemmFormat gemm_format(DType type) {
       f.group = 32, f.groups_per_scale = 8, f.act_type = DType::Q8_K, f.int_scales = true;
       f.int_mins = type != DType::IQ4_XS;
       f.code_offset = type == DType::IQ4_XS ? 128 : 0;
-      f.code_bits = type == DType::Q4_K ? 4 : 8;
+      f.code_bits = type == DType::IQ4_XS ? 8 : 4;
+      f.high_bits = type == DType::Q5_K ? 1 : 0;
       break;
     default:
       break;
@@ -327,6 +331,7 @@ void gemm_pack_panel(DType type, const uint8_t* w, int64_t r0, int nr, int64_t k
   const size_t stride = row_bytes(type, k);
   constexpr int R = kGemmPanelRows;
   uint8_t* codes = panel + l.codes;
+  auto* high = reinterpret_cast<uint64_t*>(panel + l.high);
   auto* sc = reinterpret_cast<int8_t*>(panel + l.sc);
   auto* mn = reinterpret_cast<int8_t*>(panel + l.mn);
   auto* d = reinterpret_cast<uint16_t*>(panel + l.d);
@@ -338,6 +343,10 @@ void gemm_pack_panel(DType type, const uint8_t* w, int64_t r0, int nr, int64_t k
   row_codes.resize(k), row_sc.resize(ng), row_mn.resize(ng), row_d.resize(ns), row_m.resize(ns);
   const GemmRow row{row_codes.data(), row_sc.data(), row_mn.data(), row_d.data(), row_m.data()};
   const int slices = 8 / f.code_bits;  // four-column slices per byte
+  const int hb = f.high_bits;
+  const int64_t steps = k / (4 * slices);
+  if (hb > 0) std::fill(high, high + steps * slices * hb, uint64_t{0});
+  uint8_t* high2 = panel + l.high;  // two high bits: [slice / 4][16][4], bits 2 * (slice % 4)
   for (int j = 0; j < R; ++j) {
     if (j < nr) {
       gemm_unpack_row(type, w + (r0 + j) * stride, k, row);
@@ -350,11 +359,20 @@ void gemm_pack_panel(DType type, const uint8_t* w, int64_t r0, int nr, int64_t k
     }
     // Step s covers columns [4 * slices * s, 4 * slices * (s + 1)); byte i of row j holds
     // column 4 * (slices * s + mi) + i at bits mi * code_bits.
-    for (int64_t s = 0; s < k / (4 * slices); ++s) {
+    const int low_mask = (1 << f.code_bits) - 1;
+    for (int64_t s = 0; s < steps; ++s) {
       for (int i = 0; i < 4; ++i) {
         int byte = 0;
         for (int mi = 0; mi < slices; ++mi) {
-          byte |= row_codes[4 * (slices * s + mi) + i] << (mi * f.code_bits);
+          const int code = row_codes[4 * (slices * s + mi) + i];
+          byte |= (code & low_mask) << (mi * f.code_bits);
+          const int64_t slice = s * slices + mi;
+          if (hb == 1) {
+            high[slice] |= static_cast<uint64_t>((code >> f.code_bits) & 1) << (4 * j + i);
+          } else if (hb == 2) {
+            high2[((slice / 4) * R + j) * 4 + i] |=
+                static_cast<uint8_t>(((code >> f.code_bits) & 3) << (2 * (slice % 4)));
+          }
         }
         codes[(s * R + j) * 4 + i] = static_cast<uint8_t>(byte);
       }
@@ -374,7 +392,7 @@ void gemm_pack_panel(DType type, const uint8_t* w, int64_t r0, int nr, int64_t k
 void gemm_rows(DType type, const uint8_t* w, int64_t r0, int nr, const GemmActivations& act,
                uint8_t* panel, float* y, int64_t ldy) {
   gemm_pack_panel(type, w, r0, nr, act.k, panel);
-  kernels::gemm_panel_avx512(panel, act, y + r0, ldy, nr);
+  kernels::gemm_panel_avx512(type, panel, act, y + r0, ldy, nr);
 }
 
 GemmPackedMatrix gemm_alloc_packed(DType type, const void* w, int64_t rows, int64_t cols) {

@@ -44,10 +44,14 @@ struct GemmFormat {
   int group = 0;             // elements per group g (16 or 32); 0: the GEMM does not take the type
   int groups_per_scale = 0;  // groups per scale block s (1 for legacy types, 8 or 16 for k-quants)
   int code_offset = 0;
-  int code_bits = 8;        // bits per packed code: 2 (Q2_K), 4 (Q4_0, Q4_1, Q3_K, Q4_K), else 8
-  bool int_scales = false;  // sc varies (k-quants); otherwise sc = 1
-  bool int_mins = false;    // J term with integer mins (Q2_K, Q4_K, Q5_K)
-  bool float_mins = false;  // m * da * sum q per block (Q4_1, Q5_1)
+  // Codes are stored as a low plane of code_bits (2, 4 or 8) bits and a high plane of
+  // high_bits (0, 1 or 2): Q2_K 2, Q3_K 2+1, Q4_0 / Q4_1 / Q4_K 4, Q5_0 / Q5_1 / Q5_K 4+1,
+  // Q6_K 4+2, Q8_0 / IQ4_NL / IQ4_XS 8 (their codes are 8-bit code-book values).
+  int code_bits = 8;
+  int high_bits = 0;
+  bool int_scales = false;      // sc varies (k-quants); otherwise sc = 1
+  bool int_mins = false;        // J term with integer mins (Q2_K, Q4_K, Q5_K)
+  bool float_mins = false;      // m * da * sum q per block (Q4_1, Q5_1)
   DType act_type = DType::F32;  // activation format (the type's vec_dot_type)
 };
 GemmFormat gemm_format(DType type);
@@ -86,18 +90,22 @@ void gemm_prepare_activations(const float* x, int64_t t0, int64_t t1, const Gemm
 // Panel of 16 rows, each array 64-byte aligned from the panel's start:
 //   codes  [k / (4 * 8 / bits)][16 rows][4 bytes]: a 64-byte step holds 8 / bits four-column
 //          slices; slice m of a step is bits m * bits .. m * bits + bits - 1 of its bytes
+//   high   one high bit: [slices] 64-bit masks, bit 4 * row + i the code's bit code_bits;
+//          two: [slices / 4][16 rows][4 bytes], bits 2 * (slice % 4) and up the code's bits
+//          code_bits and code_bits + 1 (a 2-bit plane laid out like the codes)
 //   sc     int8 [groups][16]                (int_scales)
 //   mn     int8 [groups / 2][16][2]         (int_mins: groups 2i and 2i + 1 side by side)
 //   d, m   fp16 [scale blocks][16]          (m: int_mins or float_mins)
 struct GemmPanelLayout {
-  size_t codes, sc, mn, d, m, total;
+  size_t codes, high, sc, mn, d, m, total;
 };
 static inline GemmPanelLayout gemm_panel_layout(const GemmFormat& f, int64_t k) {
   auto align = [](size_t n) { return (n + 63) / 64 * 64; };
   const size_t ng = k / f.group, ns = ng / f.groups_per_scale, R = kGemmPanelRows;
   GemmPanelLayout l;
   l.codes = 0;
-  l.sc = align(R * k * f.code_bits / 8);
+  l.high = align(R * k * f.code_bits / 8);
+  l.sc = l.high + align(R * k * f.high_bits / 8);
   l.mn = l.sc + align(ng * R);
   l.d = l.mn + align(ng * R);
   l.m = l.d + align(ns * R * 2);
@@ -115,8 +123,8 @@ void gemm_rows(DType type, const uint8_t* w, int64_t r0, int nr, const GemmActiv
 
 // A quantized matrix packed into panels once. Session keeps one per weight matrix, so products
 // read panels instead of unpacking the stored blocks again on every call: memory costs about the
-// stored size again (4-bit and 2-bit codes pack as tightly as the file; 5-, 6- and 8-bit codes
-// take a byte, e.g. Q6_K +30 %, Q5_0 +55 %).
+// stored size again (within a few % of the file's size; Q2_K's separate int8 scales and mins
+// +19 %, IQ4_NL / IQ4_XS's 8-bit code-book values +90 %).
 struct GemmPackedMatrix {
   DType type = DType::F32;
   const void* w = nullptr;  // the stored matrix it packs
@@ -139,9 +147,10 @@ void gemm_int8(const QuantTraits& qt, const float* x, int64_t n_tokens, const ui
                int64_t rows, int64_t cols, float* y, int64_t ldy);
 
 namespace kernels {
-// Y[t][i] = y[t * ldy + i] for every token of act and i < nr against one panel.
-void gemm_panel_avx512(const uint8_t* panel, const GemmActivations& act, float* y, int64_t ldy,
-                       int nr);
+// Y[t][i] = y[t * ldy + i] for every token of act and i < nr against one panel of `type` (act
+// may have been prepared for another type with the same activation format).
+void gemm_panel_avx512(DType type, const uint8_t* panel, const GemmActivations& act, float* y,
+                       int64_t ldy, int nr);
 void gemm_prepare_activations_avx512(const float* x, int64_t t0, int64_t t1,
                                      const GemmActivations& act);
 }  // namespace kernels

@@ -30,10 +30,10 @@ inline int32_t load_i32(const void* p) {
 }
 
 // The accumulation scheme of one GemmFormat (see gemm_int8.h), as compile-time constants.
-template <int G_, int GPS_, int kBits_, bool kOffset_, bool kIntScales_, bool kIntMins_,
-          bool kFloatMins_>
+template <int G_, int GPS_, int kBits_, int kHighBits_, bool kOffset_, bool kIntScales_,
+          bool kIntMins_, bool kFloatMins_>
 struct Scheme {
-  static constexpr int G = G_, GPS = GPS_, kBits = kBits_;
+  static constexpr int G = G_, GPS = GPS_, kBits = kBits_, kHighBits = kHighBits_;
   static constexpr bool kOffset = kOffset_, kIntScales = kIntScales_, kIntMins = kIntMins_,
                         kFloatMins = kFloatMins_;
   // Registers: NT each for the group sums, I, J and the float accumulators, within 32.
@@ -43,6 +43,7 @@ struct Scheme {
 // Panel arrays (gemm_panel_layout).
 struct Panel {
   const uint8_t* codes;
+  const uint64_t* high;
   const int8_t* sc;
   const int8_t* mn;
   const uint16_t* d;
@@ -76,10 +77,24 @@ inline void micro(const Panel& p, const GemmActivations& a, int64_t t0, float* y
       for (int st = 0; st < kSteps; ++st) {
         const __m512i v = _mm512_load_si512(c + 64 * st);
         for (int m = 0; m < kSlices; ++m) {
-          const __m512i cv =
-              kBits == 8
-                  ? v
-                  : _mm512_and_si512(m == 0 ? v : _mm512_srli_epi16(v, m * kBits), code_mask);
+          __m512i cv = kBits == 8 ? v
+                                  : _mm512_and_si512(m == 0 ? v : _mm512_srli_epi16(v, m * kBits),
+                                                     code_mask);
+          const int64_t slice = (g * kSteps + st) * kSlices + m;
+          if constexpr (S::kHighBits == 1) {  // from a byte mask
+            cv = _mm512_mask_add_epi8(cv, _cvtu64_mask64(p.high[slice]), cv,
+                                      _mm512_set1_epi8(static_cast<char>(1 << kBits)));
+          } else if constexpr (S::kHighBits == 2) {
+            // From the 2-bit plane: bits 2 * (slice % 4) moved up to kBits (shifting 16-bit
+            // lanes; the mask drops what crosses bytes), or-ed in with one ternary-logic op.
+            static_assert(kSteps * kSlices % 4 == 0, "a group covers whole 2-bit vectors");
+            const __m512i hv =
+                _mm512_load_si512(reinterpret_cast<const uint8_t*>(p.high) + (slice / 4) * 64);
+            const int up = kBits - 2 * ((st * kSlices + m) % 4);  // slice % 4, known statically
+            const __m512i moved = up >= 0 ? _mm512_slli_epi16(hv, up) : _mm512_srli_epi16(hv, -up);
+            cv = _mm512_ternarylogic_epi32(cv, moved,
+                                           _mm512_set1_epi8(static_cast<char>(3 << kBits)), 0xF8);
+          }
           const int col = 4 * (kSlices * st + m);
           for (int t = 0; t < NT; ++t) {
             isum[t] =
@@ -206,37 +221,42 @@ inline float quantize_q8_K_block(const float* x, int8_t* q, int* sums) {
 
 }  // namespace
 
-void gemm_panel_avx512(const uint8_t* panel, const GemmActivations& act, float* y, int64_t ldy,
-                       int nr) {
-  const GemmFormat& f = act.format;
-  const GemmPanelLayout l = gemm_panel_layout(f, act.k);
-  const Panel p{panel + l.codes, reinterpret_cast<const int8_t*>(panel + l.sc),
+void gemm_panel_avx512(DType type, const uint8_t* panel, const GemmActivations& act, float* y,
+                       int64_t ldy, int nr) {
+  const GemmPanelLayout l = gemm_panel_layout(gemm_format(type), act.k);
+  const Panel p{panel + l.codes,
+                reinterpret_cast<const uint64_t*>(panel + l.high),
+                reinterpret_cast<const int8_t*>(panel + l.sc),
                 reinterpret_cast<const int8_t*>(panel + l.mn),
                 reinterpret_cast<const uint16_t*>(panel + l.d),
                 reinterpret_cast<const uint16_t*>(panel + l.m)};
-  if (f.groups_per_scale == 1) {  // legacy types
-    if (f.float_mins) {
-      if (f.code_bits == 4)
-        return run_panel<Scheme<32, 1, 4, false, false, false, true>>(p, act, y, ldy, nr);
-      return run_panel<Scheme<32, 1, 8, false, false, false, true>>(p, act, y, ldy, nr);
-    }
-    if (f.code_bits == 4)
-      return run_panel<Scheme<32, 1, 4, true, false, false, false>>(p, act, y, ldy, nr);
-    return run_panel<Scheme<32, 1, 8, true, false, false, false>>(p, act, y, ldy, nr);
+  // One instantiation per type family: (group, groups per scale, low bits, high bits, offset,
+  // int scales, int mins, float mins).
+  switch (type) {
+    case DType::Q4_0:
+      return run_panel<Scheme<32, 1, 4, 0, true, false, false, false>>(p, act, y, ldy, nr);
+    case DType::Q5_0:
+      return run_panel<Scheme<32, 1, 4, 1, true, false, false, false>>(p, act, y, ldy, nr);
+    case DType::Q8_0:
+    case DType::IQ4_NL:
+      return run_panel<Scheme<32, 1, 8, 0, true, false, false, false>>(p, act, y, ldy, nr);
+    case DType::Q4_1:
+      return run_panel<Scheme<32, 1, 4, 0, false, false, false, true>>(p, act, y, ldy, nr);
+    case DType::Q5_1:
+      return run_panel<Scheme<32, 1, 4, 1, false, false, false, true>>(p, act, y, ldy, nr);
+    case DType::Q2_K:
+      return run_panel<Scheme<16, 16, 2, 0, false, true, true, false>>(p, act, y, ldy, nr);
+    case DType::Q3_K:
+      return run_panel<Scheme<16, 16, 2, 1, true, true, false, false>>(p, act, y, ldy, nr);
+    case DType::Q6_K:
+      return run_panel<Scheme<16, 16, 4, 2, true, true, false, false>>(p, act, y, ldy, nr);
+    case DType::Q4_K:
+      return run_panel<Scheme<32, 8, 4, 0, false, true, true, false>>(p, act, y, ldy, nr);
+    case DType::Q5_K:
+      return run_panel<Scheme<32, 8, 4, 1, false, true, true, false>>(p, act, y, ldy, nr);
+    default:  // IQ4_XS
+      return run_panel<Scheme<32, 8, 8, 0, true, true, false, false>>(p, act, y, ldy, nr);
   }
-  if (f.group == 16) {
-    if (f.int_mins)
-      return run_panel<Scheme<16, 16, 2, false, true, true, false>>(p, act, y, ldy, nr);  // Q2_K
-    if (f.code_bits == 4)
-      return run_panel<Scheme<16, 16, 4, true, true, false, false>>(p, act, y, ldy, nr);  // Q3_K
-    return run_panel<Scheme<16, 16, 8, true, true, false, false>>(p, act, y, ldy, nr);    // Q6_K
-  }
-  if (f.int_mins) {
-    if (f.code_bits == 4)
-      return run_panel<Scheme<32, 8, 4, false, true, true, false>>(p, act, y, ldy, nr);  // Q4_K
-    return run_panel<Scheme<32, 8, 8, false, true, true, false>>(p, act, y, ldy, nr);    // Q5_K
-  }
-  return run_panel<Scheme<32, 8, 8, true, true, false, false>>(p, act, y, ldy, nr);  // IQ4_XS
 }
 
 void gemm_prepare_activations_avx512(const float* x, int64_t t0, int64_t t1,

@@ -120,7 +120,7 @@ void run_units(const MatmulTarget& m, Path path, const float* x, int64_t n_token
   switch (path) {
     case Path::kGemm: {
       if (m.packed != nullptr) {
-        kernels::gemm_panel_avx512(m.packed->panel(unit), gemm_act, m.y + r0, m.ldy,
+        kernels::gemm_panel_avx512(m.type, m.packed->panel(unit), gemm_act, m.y + r0, m.ldy,
                                    static_cast<int>(r1 - r0));
         return;
       }
