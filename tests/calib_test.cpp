@@ -281,31 +281,78 @@ TEST(CalibratedQuant, TinyModelEndToEnd) {
     for (size_t i = 0; i < plan.size(); ++i) {
       const TensorInfo& t = model->tensors()[i];
       if (!is_quantized(plan[i].type)) {
-        EXPECT_EQ(r.tensors.count(t.name), 0u) << t.name;
+        EXPECT_FALSE(r.tensors->contains(t.name)) << t.name;
         continue;
       }
-      ASSERT_EQ(r.tensors.count(t.name), 1u) << t.name;
-      EXPECT_EQ(r.tensors.at(t.name).size(), row_bytes(plan[i].type, t.cols()) * t.rows())
-          << t.name;
+      size_t bytes = 0;
+      ASSERT_NE(r.tensors->get(t.name, &bytes), nullptr) << t.name;
+      EXPECT_EQ(bytes, row_bytes(plan[i].type, t.cols()) * t.rows()) << t.name;
     }
     if (!correction) continue;
     test::TempDir dir;
     GGUFExportOptions eo;
     eo.plan = plan;
-    eo.prequantized = [&](const TensorInfo& t, DType) -> const uint8_t* {
-      auto it = r.tensors.find(t.name);
-      return it == r.tensors.end() ? nullptr : it->second.data();
-    };
+    eo.prequantized = [&](const TensorInfo& t, DType) { return r.tensors->get(t.name); };
     export_gguf(*model, dir.file("q.gguf"), eo);
     auto q = load_model(dir.file("q.gguf"));
-    for (const auto& [name, bytes] : r.tensors) {
-      const TensorInfo* t = q->find(name);
-      ASSERT_NE(t, nullptr) << name;
-      ASSERT_EQ(t->nbytes, bytes.size()) << name;
+    for (const TensorInfo& t : q->tensors()) {
+      size_t n = 0;
+      const uint8_t* bytes = r.tensors->get(t.name, &n);
+      if (bytes == nullptr) continue;
+      ASSERT_EQ(t.nbytes, n) << t.name;
       // llama2.c's Wq/Wk already rotate adjacent pairs: no row permutation on export.
-      EXPECT_EQ(std::memcmp(t->data, bytes.data(), bytes.size()), 0) << name;
+      EXPECT_EQ(std::memcmp(t.data, bytes, n), 0) << t.name;
     }
   }
+}
+
+// A killed run resumes after its last finished block and ends with the same tensors as a run
+// that was never interrupted; a work folder of a different job is not resumed from.
+TEST(CalibratedQuant, ResumesAfterTheLastFinishedBlock) {
+  auto model = load_model(test::shared_path("models/stories260K/stories260K.bin"));
+  QuantPlanOptions po;
+  po.mix = *find_quant_mix("Q4_K_M");
+  const std::vector<TensorPlan> plan = plan_quantization(*model, po);
+  CalibrationWindows windows;
+  windows.n_ctx = 32;
+  for (int i = 0; i < 2 * 32; ++i) windows.tokens.push_back((i * 37 + 11) % 512);
+  CalibratedQuantOptions o;
+  o.n_threads = 1;
+  o.awq = true;  // AWQ's rescaled norms are resumed too
+  const CalibratedQuantResult whole = calibrated_quantize(*model, plan, windows, o);
+
+  test::TempDir dir;
+  o.work_dir = dir.file("work");
+  struct Killed {};
+  try {
+    calibrated_quantize(*model, plan, windows, o, [](int done, int, const std::string&) {
+      if (done == 3) throw Killed{};
+    });
+    FAIL() << "not interrupted";
+  } catch (const Killed&) {
+  }
+  std::vector<int> steps;
+  const CalibratedQuantResult resumed = calibrated_quantize(
+      *model, plan, windows, o, [&](int done, int, const std::string&) { steps.push_back(done); });
+  ASSERT_FALSE(steps.empty());
+  EXPECT_EQ(steps.front(), 3);  // blocks 0-2 came from the folder
+  EXPECT_EQ(steps.back(), model->config.n_layer + 1);
+  ASSERT_EQ(resumed.tensors->size(), whole.tensors->size());
+  EXPECT_EQ(resumed.stats.size(), whole.stats.size());
+  for (const TensorInfo& t : model->tensors()) {
+    size_t n1 = 0, n2 = 0;
+    const uint8_t* a = whole.tensors->get(t.name, &n1);
+    const std::vector<uint8_t> first(a, a + n1);
+    const uint8_t* b = resumed.tensors->get(t.name, &n2);
+    ASSERT_EQ(n1, n2) << t.name;
+    if (n1 > 0) EXPECT_EQ(std::memcmp(first.data(), b, n1), 0) << t.name;
+  }
+  // Another job (different damping) in the same folder starts from scratch.
+  o.gptq.damp = 0.05;
+  steps.clear();
+  calibrated_quantize(*model, plan, windows, o,
+                      [&](int done, int, const std::string&) { steps.push_back(done); });
+  EXPECT_EQ(steps.front(), 1);
 }
 
 }  // namespace

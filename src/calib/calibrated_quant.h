@@ -19,11 +19,13 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "calib/calib_data.h"
 #include "calib/gptq.h"
+#include "calib/tensor_store.h"
 #include "model/model.h"
 #include "quant/mix.h"
 
@@ -34,8 +36,16 @@ struct CalibratedQuantOptions {
   // Also run the float model alongside and fit each matrix to reproduce the float model's
   // outputs from the quantized model's inputs (calib/gptq.h input_corrected_target).
   bool input_correction = true;
+  // AWQ scales for the matrices behind each norm (calib/awq.h), folded into the norm weights.
+  bool awq = false;
+  int awq_grid = 10;
+  // GPTQ; without it, the plain importance-weighted quantizers (with AWQ: AWQ alone).
+  bool gptq_enabled = true;
   std::string offload_dir;  // hidden states in a file there instead of memory
   int n_threads = 0;
+  // Work folder: finished tensors go to disk as they are made, and a killed run with the same
+  // job resumes after its last finished block. Empty: everything in memory.
+  std::string work_dir;
 };
 
 struct CalibratedTensorStats {
@@ -44,13 +54,22 @@ struct CalibratedTensorStats {
   GptqStats gptq;
 };
 
+struct AwqStats {
+  std::string norm;  // the norm weight the scales were folded into
+  double alpha = 0, error = 0, plain_error = 0;
+};
+
 struct CalibratedQuantResult {
-  std::map<std::string, std::vector<uint8_t>> tensors;  // planned type, model row order
+  // Finished tensors in their planned type, rows in the model's order (norm weights too when
+  // AWQ rescaled them).
+  std::shared_ptr<TensorStore> tensors;
   std::vector<CalibratedTensorStats> stats;
+  std::vector<AwqStats> awq;
   double seconds = 0;
 };
 
-// progress(step, total, detail): one step per block plus one for the output.
+// progress(step, total, detail): one step per block plus one for the output (a resumed run
+// starts with the blocks it skipped).
 using CalibProgress = std::function<void(int, int, const std::string&)>;
 
 CalibratedQuantResult calibrated_quantize(const Model& model, const std::vector<TensorPlan>& plan,

@@ -10,9 +10,10 @@ namespace squish::cli {
 
 void add_calib_flags(CLI::App* cmd, CalibFlags& f) {
   cmd->add_option("--method", f.method,
-                  "Calibrated quantization: gptq (Hessian error compensation on the target "
-                  "blocks; needs --calib)")
-      ->check(CLI::IsMember({"gptq"}));
+                  "Calibrated quantization (needs --calib): gptq (Hessian error compensation on "
+                  "the target blocks), awq (activation-aware scales folded into the norms, then "
+                  "the plain quantizers), awq-gptq (both)")
+      ->check(CLI::IsMember({"gptq", "awq", "awq-gptq"}));
   cmd->add_option("--calib", f.files,
                   "Calibration text (UTF-8, or .jsonl with \"text\"), repeatable");
   cmd->add_option("--calib-tokens", f.calib_tokens,
@@ -40,11 +41,15 @@ void add_calib_flags(CLI::App* cmd, CalibFlags& f) {
       ->capture_default_str();
   cmd->add_option("--offload-dir", f.offload_dir,
                   "Keep the calibration activations in a file in this folder instead of memory");
+  cmd->add_option("--work-dir", f.work_dir,
+                  "Folder for finished tensors and resume state (default: OUTPUT.work; a killed "
+                  "run resumes there, removed once the output is written)");
   cmd->add_option("-t,--threads", f.threads, "Threads (default: all cores)")
       ->check(CLI::Range(0, 1024));
 }
 
 std::unique_ptr<CalibratedQuantResult> run_calibration(const Model& model, const CalibFlags& f,
+                                                       const std::string& out_path,
                                                        GGUFExportOptions& eo) {
   if (f.method.empty()) {
     if (!f.files.empty()) fail("--calib is given but no --method (gptq) uses it");
@@ -63,8 +68,12 @@ std::unique_ptr<CalibratedQuantResult> run_calibration(const Model& model, const
   o.gptq.block_size = f.block_size;
   o.gptq.refine_sweeps = f.refine;
   o.input_correction = !f.no_input_correction;
+  o.awq = f.method == "awq" || f.method == "awq-gptq";
+  o.gptq_enabled = f.method != "awq";
+  if (!o.gptq_enabled) o.input_correction = false;  // the plain quantizers fit no target
   o.offload_dir = f.offload_dir;
   o.n_threads = f.threads;
+  o.work_dir = f.work_dir.empty() ? out_path + ".work" : f.work_dir;
   Progress progress(f.method, model.config.n_layer + 1);
   auto result = std::make_unique<CalibratedQuantResult>(calibrated_quantize(
       model, eo.plan, windows, o,
@@ -74,11 +83,8 @@ std::unique_ptr<CalibratedQuantResult> run_calibration(const Model& model, const
     e += s.gptq.proxy_error, r += s.gptq.rtn_error;
   progress.finish(fmt::format("({} matrices; layer-output error {:.3f}x of plain quantization)",
                               result->stats.size(), r > 0 ? e / r : 0.0));
-  const CalibratedQuantResult* res = result.get();
-  eo.prequantized = [res](const TensorInfo& t, DType) -> const uint8_t* {
-    auto it = res->tensors.find(t.name);
-    return it == res->tensors.end() ? nullptr : it->second.data();
-  };
+  TensorStore* store = result->tensors.get();
+  eo.prequantized = [store](const TensorInfo& t, DType) { return store->get(t.name); };
   eo.extra_metadata.push_back({"quantize.calibration.method", GGUFValue::str(f.method)});
   eo.extra_metadata.push_back({"quantize.calibration.dataset", GGUFValue::str(f.files[0])});
   eo.extra_metadata.push_back({"quantize.calibration.tokens",

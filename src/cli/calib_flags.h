@@ -25,14 +25,17 @@ struct CalibFlags {
   int refine = 4;
   int block_size = 128;
   std::string offload_dir;
+  std::string work_dir;  // default: <output>.work
   int threads = 0;
 };
 
 void add_calib_flags(CLI::App* cmd, CalibFlags& flags);
 
 // With --method set: runs the calibration over the plan and points `export_options` at its
-// tensors (the result must outlive the export). Returns null without --method.
+// tensors (the result must outlive the export; remove its work folder after). Returns null
+// without --method.
 std::unique_ptr<CalibratedQuantResult> run_calibration(const Model& model, const CalibFlags& flags,
+                                                       const std::string& out_path,
                                                        GGUFExportOptions& export_options);
 
 }  // namespace squish::cli
