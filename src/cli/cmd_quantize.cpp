@@ -144,10 +144,11 @@ void register_quantize(CLI::App& app) {
             {"quantize.imatrix.dataset", GGUFValue::str(imatrix->datasets[0])});
       }
     }
-    const auto calibrated = run_calibration(*model, a->calib, eo);
+    const auto calibrated = run_calibration(*model, a->calib, a->out, eo);
     Progress progress("quantize", model->tensors().size());
     eo.progress = [&](size_t done, size_t) { progress.update(done); };
     export_gguf(*model, a->out, eo);
+    if (calibrated) calibrated->tensors->remove();  // the output exists: no resume needed
     progress.finish(a->out);
   });
 }
