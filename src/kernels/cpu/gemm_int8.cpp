@@ -1,9 +1,12 @@
 #include "kernels/cpu/gemm_int8.h"
 
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "core/error.h"
@@ -400,9 +403,17 @@ GemmPackedMatrix gemm_alloc_packed(DType type, const void* w, int64_t rows, int6
   p.type = type, p.w = w, p.rows = rows, p.cols = cols;
   p.n_panels = (rows + kGemmPanelRows - 1) / kGemmPanelRows;
   p.panel_bytes = gemm_panel_bytes(gemm_format(type), cols);
-  p.storage.reset(new uint8_t[p.n_panels * p.panel_bytes + 64]);
-  p.offset = (64 - reinterpret_cast<uintptr_t>(p.storage.get()) % 64) % 64;
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t bytes = (p.n_panels * p.panel_bytes + kHuge - 1) / kHuge * kHuge;
+  auto* mem = static_cast<uint8_t*>(std::aligned_alloc(kHuge, bytes));
+  if (mem == nullptr) throw std::bad_alloc();
+  madvise(mem, bytes, MADV_HUGEPAGE);  // advisory: without transparent huge pages it is a no-op
+  p.storage.reset(mem);
   return p;
+}
+
+void GemmPackedMatrix::Free::operator()(uint8_t* p) const {
+  std::free(p);
 }
 
 void GemmPackedMatrix::pack(int64_t p) const {

@@ -130,9 +130,13 @@ struct GemmPackedMatrix {
   const void* w = nullptr;  // the stored matrix it packs
   int64_t rows = 0, cols = 0, n_panels = 0;
   size_t panel_bytes = 0;
-  std::unique_ptr<uint8_t[]> storage;  // n_panels * panel_bytes from a 64-byte aligned offset
-  size_t offset = 0;
-  uint8_t* panel(int64_t p) const { return storage.get() + offset + p * panel_bytes; }
+  // n_panels * panel_bytes, 2 MiB aligned and advised to use huge pages: decode streams the
+  // whole matrix per token, and 4 KiB pages cost a TLB miss every few panels.
+  struct Free {
+    void operator()(uint8_t* p) const;
+  };
+  std::unique_ptr<uint8_t, Free> storage;
+  uint8_t* panel(int64_t p) const { return storage.get() + p * panel_bytes; }
   // Packs panel p (gemm_pack_panel); panels are independent, so threads may share the work.
   void pack(int64_t p) const;
 };
@@ -148,9 +152,11 @@ void gemm_int8(const QuantTraits& qt, const float* x, int64_t n_tokens, const ui
 
 namespace kernels {
 // Y[t][i] = y[t * ldy + i] for every token of act and i < nr against one panel of `type` (act
-// may have been prepared for another type with the same activation format).
+// may have been prepared for another type with the same activation format). prefetch_bytes from
+// `prefetch` (the next panel, for decode) are requested into the cache first.
 void gemm_panel_avx512(DType type, const uint8_t* panel, const GemmActivations& act, float* y,
-                       int64_t ldy, int nr);
+                       int64_t ldy, int nr, const uint8_t* prefetch = nullptr,
+                       size_t prefetch_bytes = 0);
 void gemm_prepare_activations_avx512(const float* x, int64_t t0, int64_t t1,
                                      const GemmActivations& act);
 }  // namespace kernels

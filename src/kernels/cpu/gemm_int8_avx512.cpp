@@ -222,7 +222,10 @@ inline float quantize_q8_K_block(const float* x, int8_t* q, int* sums) {
 }  // namespace
 
 void gemm_panel_avx512(DType type, const uint8_t* panel, const GemmActivations& act, float* y,
-                       int64_t ldy, int nr) {
+                       int64_t ldy, int nr, const uint8_t* prefetch, size_t prefetch_bytes) {
+  // Decode streams every panel once: without this, the hardware prefetcher restarts on the
+  // panel's separate arrays each time and the kernel waits on memory (2x slower in measurements).
+  for (size_t o = 0; o < prefetch_bytes; o += 64) _mm_prefetch(prefetch + o, _MM_HINT_T0);
   const GemmPanelLayout l = gemm_panel_layout(gemm_format(type), act.k);
   const Panel p{panel + l.codes,
                 reinterpret_cast<const uint64_t*>(panel + l.high),

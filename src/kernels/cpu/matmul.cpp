@@ -120,8 +120,11 @@ void run_units(const MatmulTarget& m, Path path, const float* x, int64_t n_token
   switch (path) {
     case Path::kGemm: {
       if (m.packed != nullptr) {
-        kernels::gemm_panel_avx512(m.type, m.packed->panel(unit), gemm_act, m.y + r0, m.ldy,
-                                   static_cast<int>(r1 - r0));
+        // Few tokens: the panel is used briefly, so fetch the next one meanwhile.
+        const bool next = n_tokens <= 4 && unit + 1 < m.packed->n_panels;
+        kernels::gemm_panel_avx512(
+            m.type, m.packed->panel(unit), gemm_act, m.y + r0, m.ldy, static_cast<int>(r1 - r0),
+            next ? m.packed->panel(unit + 1) : nullptr, next ? m.packed->panel_bytes : 0);
         return;
       }
       thread_local std::vector<uint8_t> storage;
