@@ -230,13 +230,16 @@ TEST_P(GemmInt8Test, PackedMatrixEqualsPerCallPanels) {
   std::mt19937 rng(31);
   const int64_t rows = 37, cols = 2 * traits(type).block_size;
   const std::vector<uint8_t> w = quantize_rows(type, values(rows * cols, rng, 0), rows, cols);
-  const GemmPackedMatrix packed = gemm_alloc_packed(type, w.data(), rows, cols);
-  for (int64_t p = 0; p < packed.n_panels; ++p) packed.pack(p);
+  GemmPackedWeights set;
+  ASSERT_TRUE(set.add(type, w.data(), rows, cols));
+  set.pack();
+  const GemmPackedMatrix* packed = set.find(w.data());
+  ASSERT_NE(packed, nullptr);
   for (int64_t n_tokens : {1, 3, 17}) {
     const std::vector<float> x = values(n_tokens * cols, rng, 3);
     std::vector<float> per_call(n_tokens * rows), from_packed(n_tokens * rows, NAN);
     gemm_int8(*qt, x.data(), n_tokens, w.data(), rows, cols, per_call.data(), rows);
-    const MatmulTarget target{w.data(), type, rows, from_packed.data(), rows, &packed};
+    const MatmulTarget target{w.data(), type, rows, from_packed.data(), rows, packed};
     std::vector<uint8_t> scratch(matmul_scratch_bytes(n_tokens, cols));
     matmul_team(x.data(), n_tokens, cols, &target, 1, scratch.data());
     for (int64_t i = 0; i < n_tokens * rows; ++i) {

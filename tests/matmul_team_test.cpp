@@ -82,14 +82,11 @@ TEST(MatmulTeam, EqualsSeparateProducts) {
       }
       // Packed matrices (what Session uses) in the same team: equal to the per-call GEMM where
       // it runs (n >= kGemmMinTokens); otherwise the dot kernels' float rounding differs.
-      std::vector<GemmPackedMatrix> packed;
-      for (const Weights& w : ws) {
-        if (!gemm_available(w.type)) continue;
-        packed.push_back(gemm_alloc_packed(w.type, w.bytes.data(), w.rows, cols));
-        for (int64_t p = 0; p < packed.back().n_panels; ++p) packed.back().pack(p);
-      }
-      for (size_t i = 0, k = 0; i < ws.size(); ++i) {
-        if (gemm_available(ws[i].type)) targets[i].packed = &packed[k++];
+      GemmPackedWeights packed;
+      for (const Weights& w : ws) packed.add(w.type, w.bytes.data(), w.rows, cols);
+      packed.pack();
+      for (size_t i = 0; i < ws.size(); ++i) {
+        targets[i].packed = packed.find(ws[i].bytes.data());
         std::fill(together[i].begin(), together[i].end(), -1.0f);
       }
 #pragma omp parallel num_threads(2)

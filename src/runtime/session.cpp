@@ -85,23 +85,14 @@ Session::Session(const Model& model, const SessionOptions& options) : model_(mod
   matmul_check(model.output->type, model.output->shape[1]);
   scratch_.resize(matmul_scratch_bytes(static_cast<int64_t>(B), max_cols));
   if (options.pack_weights) {
-    auto add = [&](const TensorInfo* w) {
-      if (w == nullptr || packed_.count(w) != 0 || !gemm_available(w->type)) return;
-      packed_.emplace(w, gemm_alloc_packed(w->type, w->data, w->shape[0], w->shape[1]));
-    };
     for (const LayerWeights& L : model.layers) {
       for (const TensorInfo* w : {L.wq, L.wk, L.wv, L.wqkv, L.wo, L.w_gate, L.w_up, L.w_down}) {
-        add(w);
+        if (w != nullptr) packed_.add(w->type, w->data, w->shape[0], w->shape[1]);
       }
     }
-    add(model.output);
-    // Every panel of every matrix in one parallel loop.
-    std::vector<std::pair<const GemmPackedMatrix*, int64_t>> panels;
-    for (const auto& [w, p] : packed_) {
-      for (int64_t i = 0; i < p.n_panels; ++i) panels.emplace_back(&p, i);
-    }
-#pragma omp parallel for schedule(dynamic, 8)
-    for (size_t i = 0; i < panels.size(); ++i) panels[i].first->pack(panels[i].second);
+    packed_.add(model.output->type, model.output->data, model.output->shape[0],
+                model.output->shape[1]);
+    packed_.pack();
   }
 }
 

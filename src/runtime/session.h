@@ -5,7 +5,6 @@
 #pragma once
 
 #include <cstdint>
-#include <unordered_map>
 #include <vector>
 
 #include "kernels/cpu/gemm_int8.h"
@@ -49,6 +48,8 @@ class Session {
   int n_ctx() const { return n_ctx_; }
   int n_threads() const { return n_threads_; }
   const Model& model() const { return model_; }
+  // Memory held by the packed copy of the quantized weights (SessionOptions::pack_weights).
+  size_t packed_weight_bytes() const { return packed_.bytes(); }
   // Null (the default) turns observation off; the observer must outlive its use here.
   void set_matmul_observer(MatmulObserver* observer) { observer_ = observer; }
 
@@ -73,10 +74,9 @@ class Session {
   std::vector<float> x_, xn_, q_, k_, v_, qkv_, attn_, tmp_, gate_, up_, scores_;
   std::vector<float> rope_cos_, rope_sin_;
   std::vector<uint8_t> scratch_;  // quantized activations, shared by the threads of a product
-  std::unordered_map<const TensorInfo*, GemmPackedMatrix> packed_;
+  GemmPackedWeights packed_;      // empty unless SessionOptions::pack_weights and the CPU allows
   MatmulTarget target(const TensorInfo& w, float* y) const {
-    const auto it = packed_.find(&w);
-    return matmul_target(w, y, it == packed_.end() ? nullptr : &it->second);
+    return matmul_target(w, y, packed_.find(w.data));
   }
 };
 

@@ -398,28 +398,54 @@ void gemm_rows(DType type, const uint8_t* w, int64_t r0, int nr, const GemmActiv
   kernels::gemm_panel_avx512(type, panel, act, y + r0, ldy, nr);
 }
 
-GemmPackedMatrix gemm_alloc_packed(DType type, const void* w, int64_t rows, int64_t cols) {
-  GemmPackedMatrix p;
-  p.type = type, p.w = w, p.rows = rows, p.cols = cols;
-  p.n_panels = (rows + kGemmPanelRows - 1) / kGemmPanelRows;
-  p.panel_bytes = gemm_panel_bytes(gemm_format(type), cols);
-  constexpr size_t kHuge = size_t{2} << 20;
-  const size_t bytes = (p.n_panels * p.panel_bytes + kHuge - 1) / kHuge * kHuge;
-  auto* mem = static_cast<uint8_t*>(std::aligned_alloc(kHuge, bytes));
-  if (mem == nullptr) throw std::bad_alloc();
-  madvise(mem, bytes, MADV_HUGEPAGE);  // advisory: without transparent huge pages it is a no-op
-  p.storage.reset(mem);
-  return p;
-}
-
-void GemmPackedMatrix::Free::operator()(uint8_t* p) const {
-  std::free(p);
-}
-
 void GemmPackedMatrix::pack(int64_t p) const {
   const int64_t r0 = p * kGemmPanelRows;
   const int nr = static_cast<int>(std::min<int64_t>(kGemmPanelRows, rows - r0));
   gemm_pack_panel(type, static_cast<const uint8_t*>(w), r0, nr, cols, panel(p));
+}
+
+void GemmPackedWeights::Free::operator()(uint8_t* p) const {
+  std::free(p);
+}
+
+bool GemmPackedWeights::add(DType type, const void* w, int64_t rows, int64_t cols) {
+  if (!gemm_available(type)) return false;
+  if (index_.count(w) != 0) return true;
+  index_.emplace(w, matrices_.size());
+  GemmPackedMatrix m;
+  m.type = type, m.w = w, m.rows = rows, m.cols = cols;
+  m.n_panels = (rows + kGemmPanelRows - 1) / kGemmPanelRows;
+  m.panel_bytes = gemm_panel_bytes(gemm_format(type), cols);
+  matrices_.push_back(m);
+  return true;
+}
+
+void GemmPackedWeights::pack() {
+  size_t total = 0;
+  for (const GemmPackedMatrix& m : matrices_) total += m.n_panels * m.panel_bytes;
+  constexpr size_t kHuge = size_t{2} << 20;
+  bytes_ = (total + kHuge - 1) / kHuge * kHuge;
+  memory_.reset();
+  if (total == 0) return;
+  auto* mem = static_cast<uint8_t*>(std::aligned_alloc(kHuge, bytes_));
+  if (mem == nullptr) throw std::bad_alloc();
+  madvise(mem, bytes_, MADV_HUGEPAGE);  // advisory: without transparent huge pages, a no-op
+  memory_.reset(mem);
+  std::vector<std::pair<const GemmPackedMatrix*, int64_t>> panels;
+  size_t at = 0;
+  for (GemmPackedMatrix& m : matrices_) {
+    m.data = mem + at;
+    at += m.n_panels * m.panel_bytes;
+    for (int64_t p = 0; p < m.n_panels; ++p) panels.emplace_back(&m, p);
+  }
+#pragma omp parallel for schedule(dynamic, 8)
+  for (size_t i = 0; i < panels.size(); ++i) panels[i].first->pack(panels[i].second);
+}
+
+const GemmPackedMatrix* GemmPackedWeights::find(const void* w) const {
+  const auto it = index_.find(w);
+  if (it == index_.end() || matrices_[it->second].data == nullptr) return nullptr;  // not packed
+  return &matrices_[it->second];
 }
 
 bool gemm_available(DType type) {

@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "core/dtype.h"
@@ -121,28 +122,42 @@ void gemm_pack_panel(DType type, const uint8_t* w, int64_t r0, int nr, int64_t k
 void gemm_rows(DType type, const uint8_t* w, int64_t r0, int nr, const GemmActivations& act,
                uint8_t* panel, float* y, int64_t ldy);
 
-// A quantized matrix packed into panels once. Session keeps one per weight matrix, so products
-// read panels instead of unpacking the stored blocks again on every call: memory costs about the
-// stored size again (within a few % of the file's size; Q2_K's separate int8 scales and mins
-// +19 %, IQ4_NL / IQ4_XS's 8-bit code-book values +90 %).
+// A quantized matrix packed into panels once (a view into GemmPackedWeights' memory).
 struct GemmPackedMatrix {
   DType type = DType::F32;
   const void* w = nullptr;  // the stored matrix it packs
   int64_t rows = 0, cols = 0, n_panels = 0;
   size_t panel_bytes = 0;
-  // n_panels * panel_bytes, 2 MiB aligned and advised to use huge pages: decode streams the
-  // whole matrix per token, and 4 KiB pages cost a TLB miss every few panels.
-  struct Free {
-    void operator()(uint8_t* p) const;
-  };
-  std::unique_ptr<uint8_t, Free> storage;
-  uint8_t* panel(int64_t p) const { return storage.get() + p * panel_bytes; }
+  uint8_t* data = nullptr;
+  uint8_t* panel(int64_t p) const { return data + p * panel_bytes; }
   // Packs panel p (gemm_pack_panel); panels are independent, so threads may share the work.
   void pack(int64_t p) const;
 };
-// Allocates (uninitialized) the panels of a matrix; fill them with pack(). Requires
-// gemm_available(type).
-GemmPackedMatrix gemm_alloc_packed(DType type, const void* w, int64_t rows, int64_t cols);
+
+// Quantized matrices packed once, so products read panels instead of unpacking the stored blocks
+// on every call (Session keeps one set; decode reads panels too). They lie back to back in one
+// allocation, 2 MiB aligned and advised for huge pages: decode streams all of them per token.
+// Memory: about the packed matrices' stored size again (within a few % for most types; Q2_K's
+// separate int8 scales and mins +19 %, IQ4_NL / IQ4_XS's 8-bit code-book values +90 %).
+class GemmPackedWeights {
+ public:
+  // Registers a matrix (keyed by its data pointer) before pack(); false if the GEMM cannot take
+  // the type on this CPU (then products use the stored rows).
+  bool add(DType type, const void* w, int64_t rows, int64_t cols);
+  // Allocates and fills every panel of every registered matrix in one OpenMP loop.
+  void pack();
+  const GemmPackedMatrix* find(const void* w) const;
+  size_t bytes() const { return bytes_; }
+
+ private:
+  struct Free {
+    void operator()(uint8_t* p) const;
+  };
+  std::vector<GemmPackedMatrix> matrices_;
+  std::unordered_map<const void*, size_t> index_;
+  std::unique_ptr<uint8_t, Free> memory_;
+  size_t bytes_ = 0;
+};
 
 // True when the CPU (AVX-512 VNNI at the active level) and the type allow the GEMM.
 bool gemm_available(DType type);
