@@ -154,16 +154,37 @@ void Session::attention(int layer, int n, int pos0) {
       const int t0 = b * QB, kvh = h / group;
       const int n_keys = pos0 + std::min(n, t0 + QB);
       const float* qh = q_.data() + static_cast<size_t>(t0) * Q + h * D;
-      attention_scores_block(qh, Q, kt + static_cast<size_t>(kvh) * D * kt_stride_, kt_stride_,
+      const int nq = std::min(QB, n - t0);
+      attention_scores_block(qh, Q, nq, kt + static_cast<size_t>(kvh) * D * kt_stride_, kt_stride_,
                              n_keys, D, scale, probs.data(), ld);
-      for (int t = 0; t < QB; ++t) {
+      for (int t = 0; t < nq; ++t) {
         float* row = probs.data() + t * ld;
         const int visible = std::min(n_keys, pos0 + t0 + t + 1);
         attention_softmax(row, visible);
         std::fill(row + visible, row + n_keys, 0.0f);
       }
-      attention_values_block(probs.data(), ld, vc + kvh * D, KV, n_keys, D,
+      attention_values_block(probs.data(), ld, nq, vc + kvh * D, KV, n_keys, D,
                              attn_.data() + static_cast<size_t>(t0) * Q + h * D, Q);
+    }
+    return;
+  }
+  if (D % 16 == 0 && group <= kAttentionQueryBlock) {
+    // Decode (a few tokens): the heads sharing a KV head read its keys and values once.
+    const int n_work = n * c.n_head_kv;
+    thread_local std::vector<float> probs;
+    const int64_t ld = (pos0 + n + 31) / 32 * 32;
+    probs.resize(static_cast<size_t>(group) * ld);
+#pragma omp for schedule(dynamic, 1)
+    for (int w = 0; w < n_work; ++w) {
+      const int t = w / c.n_head_kv, kvh = w % c.n_head_kv;
+      const int n_keys = pos0 + t + 1;  // causal: keys up to and including this position
+      const size_t head0 = static_cast<size_t>(t) * Q + static_cast<size_t>(kvh) * group * D;
+      attention_scores_block(q_.data() + head0, D, group,
+                             kt + static_cast<size_t>(kvh) * D * kt_stride_, kt_stride_, n_keys, D,
+                             scale, probs.data(), ld);
+      for (int h = 0; h < group; ++h) attention_softmax(probs.data() + h * ld, n_keys);
+      attention_values_block(probs.data(), ld, group, vc + kvh * D, KV, n_keys, D,
+                             attn_.data() + head0, D);
     }
     return;
   }

@@ -18,30 +18,33 @@ void attention_softmax(float* s, int n);
 void attention_values(const float* p, const float* v, int64_t v_stride, int n_keys, int dim,
                       float* out);
 
-// Prefill: kAttentionQueryBlock queries of one head at once (rows q + t * q_stride), so each
-// key or value row loaded serves all of them and the accumulators stay in registers.
+// Several queries against the same keys at once: nq <= kAttentionQueryBlock rows
+// q + t * q_stride (prefill: consecutive tokens of one head; decode: the heads sharing a KV
+// head), so each key or value row loaded serves all of them and the accumulators stay in
+// registers.
 inline constexpr int kAttentionQueryBlock = 8;
-// s[t * ld_s + j] = scale * q_t . k_j for j < n_keys rounded up to 32: kt's rows must be
-// readable that far (the caller masks the extra scores).
-void attention_scores_block(const float* q, int64_t q_stride, const float* kt, int64_t kt_stride,
-                            int n_keys, int dim, float scale, float* s, int64_t ld_s);
-// out[t * out_stride + d] = sum_{j < n_keys} p[t * ld_p + j] * v[j * v_stride + d]; dim is a
-// multiple of 16.
-void attention_values_block(const float* p, int64_t ld_p, const float* v, int64_t v_stride,
+// s[t * ld_s + j] = scale * q_t . k_j for t < nq and j < n_keys rounded up to 32: kt's rows must
+// be readable that far (the caller masks the extra scores).
+void attention_scores_block(const float* q, int64_t q_stride, int nq, const float* kt,
+                            int64_t kt_stride, int n_keys, int dim, float scale, float* s,
+                            int64_t ld_s);
+// out[t * out_stride + d] = sum_{j < n_keys} p[t * ld_p + j] * v[j * v_stride + d] for t < nq;
+// dim is a multiple of 16.
+void attention_values_block(const float* p, int64_t ld_p, int nq, const float* v, int64_t v_stride,
                             int n_keys, int dim, float* out, int64_t out_stride);
 
 namespace kernels {
-#define SQUISH_DECLARE_ATTENTION(suffix)                                                         \
-  void attention_scores_##suffix(const float* q, const float* kt, int64_t kt_stride, int n_keys, \
-                                 int dim, float scale, float* s);                                \
-  void attention_softmax_##suffix(float* s, int n);                                              \
-  void attention_values_##suffix(const float* p, const float* v, int64_t v_stride, int n_keys,   \
-                                 int dim, float* out);                                           \
-  void attention_scores_block_##suffix(const float* q, int64_t q_stride, const float* kt,        \
-                                       int64_t kt_stride, int n_keys, int dim, float scale,      \
-                                       float* s, int64_t ld_s);                                  \
-  void attention_values_block_##suffix(const float* p, int64_t ld_p, const float* v,             \
-                                       int64_t v_stride, int n_keys, int dim, float* out,        \
+#define SQUISH_DECLARE_ATTENTION(suffix)                                                          \
+  void attention_scores_##suffix(const float* q, const float* kt, int64_t kt_stride, int n_keys,  \
+                                 int dim, float scale, float* s);                                 \
+  void attention_softmax_##suffix(float* s, int n);                                               \
+  void attention_values_##suffix(const float* p, const float* v, int64_t v_stride, int n_keys,    \
+                                 int dim, float* out);                                            \
+  void attention_scores_block_##suffix(const float* q, int64_t q_stride, int nq, const float* kt, \
+                                       int64_t kt_stride, int n_keys, int dim, float scale,       \
+                                       float* s, int64_t ld_s);                                   \
+  void attention_values_block_##suffix(const float* p, int64_t ld_p, int nq, const float* v,      \
+                                       int64_t v_stride, int n_keys, int dim, float* out,         \
                                        int64_t out_stride);
 SQUISH_DECLARE_ATTENTION(scalar)
 SQUISH_DECLARE_ATTENTION(avx2)

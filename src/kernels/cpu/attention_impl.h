@@ -122,11 +122,10 @@ void SQUISH_FN(attention_values_)(const float* p, const float* v, int64_t v_stri
 
 namespace {
 
-// kAttentionQueryBlock x W outputs kept in a fixed-size local array (registers at AVX-512).
-template <int W>
+// QB x W outputs kept in a fixed-size local array (registers at AVX-512).
+template <int QB, int W>
 inline void scores_tile(const float* q, int64_t q_stride, const float* kt, int64_t kt_stride,
                         int j0, int dim, float scale, float* s, int64_t ld_s) {
-  constexpr int QB = kAttentionQueryBlock;
   float acc[QB][W] = {};
   for (int d = 0; d < dim; ++d) {
     const float* __restrict k = kt + d * kt_stride + j0;
@@ -141,10 +140,9 @@ inline void scores_tile(const float* q, int64_t q_stride, const float* kt, int64
   }
 }
 
-template <int W>
+template <int QB, int W>
 inline void values_tile(const float* p, int64_t ld_p, const float* v, int64_t v_stride, int n_keys,
                         int d0, float* out, int64_t out_stride) {
-  constexpr int QB = kAttentionQueryBlock;
   float acc[QB][W] = {};
   for (int j = 0; j < n_keys; ++j) {
     const float* __restrict vj = v + j * v_stride + d0;
@@ -159,23 +157,62 @@ inline void values_tile(const float* p, int64_t ld_p, const float* v, int64_t v_
   }
 }
 
-}  // namespace
-
-void SQUISH_FN(attention_scores_block_)(const float* q, int64_t q_stride, const float* kt,
-                                        int64_t kt_stride, int n_keys, int dim, float scale,
-                                        float* s, int64_t ld_s) {
+template <int QB>
+void scores_rows(const float* q, int64_t q_stride, const float* kt, int64_t kt_stride, int n_keys,
+                 int dim, float scale, float* s, int64_t ld_s) {
   for (int j0 = 0; j0 < n_keys; j0 += 32) {
-    scores_tile<32>(q, q_stride, kt, kt_stride, j0, dim, scale, s, ld_s);
+    scores_tile<QB, 32>(q, q_stride, kt, kt_stride, j0, dim, scale, s, ld_s);
   }
 }
 
-void SQUISH_FN(attention_values_block_)(const float* p, int64_t ld_p, const float* v,
-                                        int64_t v_stride, int n_keys, int dim, float* out,
-                                        int64_t out_stride) {
+template <int QB>
+void values_rows(const float* p, int64_t ld_p, const float* v, int64_t v_stride, int n_keys,
+                 int dim, float* out, int64_t out_stride) {
   int d0 = 0;
   for (; d0 + 32 <= dim; d0 += 32)
-    values_tile<32>(p, ld_p, v, v_stride, n_keys, d0, out, out_stride);
-  for (; d0 < dim; d0 += 16) values_tile<16>(p, ld_p, v, v_stride, n_keys, d0, out, out_stride);
+    values_tile<QB, 32>(p, ld_p, v, v_stride, n_keys, d0, out, out_stride);
+  for (; d0 < dim; d0 += 16) values_tile<QB, 16>(p, ld_p, v, v_stride, n_keys, d0, out, out_stride);
+}
+
+// Calls f.template operator()<QB>() with QB = nq (1..kAttentionQueryBlock).
+template <class F>
+void with_rows(int nq, F&& f) {
+  static_assert(kAttentionQueryBlock == 8);
+  switch (nq) {
+    case 1:
+      return f.template operator()<1>();
+    case 2:
+      return f.template operator()<2>();
+    case 3:
+      return f.template operator()<3>();
+    case 4:
+      return f.template operator()<4>();
+    case 5:
+      return f.template operator()<5>();
+    case 6:
+      return f.template operator()<6>();
+    case 7:
+      return f.template operator()<7>();
+    default:
+      return f.template operator()<8>();
+  }
+}
+
+}  // namespace
+
+void SQUISH_FN(attention_scores_block_)(const float* q, int64_t q_stride, int nq, const float* kt,
+                                        int64_t kt_stride, int n_keys, int dim, float scale,
+                                        float* s, int64_t ld_s) {
+  with_rows(nq, [&]<int QB>() {
+    scores_rows<QB>(q, q_stride, kt, kt_stride, n_keys, dim, scale, s, ld_s);
+  });
+}
+
+void SQUISH_FN(attention_values_block_)(const float* p, int64_t ld_p, int nq, const float* v,
+                                        int64_t v_stride, int n_keys, int dim, float* out,
+                                        int64_t out_stride) {
+  with_rows(nq,
+            [&]<int QB>() { values_rows<QB>(p, ld_p, v, v_stride, n_keys, dim, out, out_stride); });
 }
 
 #undef SQUISH_FN
