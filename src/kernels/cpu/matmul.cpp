@@ -228,7 +228,12 @@ void run_units(const MatmulTarget& m, Path path, const float* x, int64_t n_token
 }  // namespace
 
 Gemv4Fn gemv4_kernel(DType type) {
-  if (g_level != CpuLevel::AVX512) return nullptr;
+  // The k-quant kernels use vpdpwssd (AVX-512 VNNI); the legacy ones check for it themselves.
+  static const bool vnni = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni") != 0;
+  }();
+  if (g_level != CpuLevel::AVX512 || !vnni) return nullptr;
   switch (type) {
     case DType::Q2_K:
       return kernels::gemv4_q2_K_avx512;
