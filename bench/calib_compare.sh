@@ -28,6 +28,7 @@ if [ ! -x "$BIN/llama-imatrix" ]; then
   cmake --build "$BIN/.." --target llama-imatrix -j "$THREADS" >/dev/null
 fi
 WORK="${WORK:-$(mktemp -d)}"
+mkdir -p "$WORK"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$WORK"' EXIT
 name="$(basename "$MODEL")"
 # "seconds peak_MiB" of a command, its output to $WORK/log.
@@ -35,7 +36,7 @@ timed() {
   /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" > "$WORK/log" 2>&1 || { cat "$WORK/log" >&2; return 1; }
   awk '{printf "%.1f %.0f", $1, $2 / 1024}' "$WORK/time"
 }
-"$SQUISH" convert "$MODEL" -o "$WORK/f32.gguf" --type f32 2>/dev/null
+"$SQUISH" convert "$MODEL" -o "$WORK/f32.gguf" --type f32 > "$WORK/log" 2>&1 || { cat "$WORK/log" >&2; exit 1; }
 windows=$((CALIB_TOKENS / 512))
 echo "model: $name; calibration: $(basename "$CALIB"), llama-imatrix all of it, squish $METHOD" \
   "$windows windows of 512; evaluation: $(basename "$TEXT"), $CHUNKS windows of 512, threads $THREADS"
