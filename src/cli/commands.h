@@ -17,5 +17,6 @@ void register_doctor(CLI::App& app);
 void register_compare(CLI::App& app);
 void register_report(CLI::App& app);
 void register_imatrix(CLI::App& app);
+void register_auto(CLI::App& app);
 
 }  // namespace squish::cli
