@@ -4,6 +4,7 @@ set -euo pipefail
 PACKAGES=(cmake ninja-build g++ pkg-config nlohmann-json3-dev libcli11-dev libfmt-dev
           libpcre2-dev libicu-dev libsentencepiece-dev libgtest-dev libbenchmark-dev
           libssl-dev zlib1g-dev chromium
+          libonnx-dev libprotobuf-dev protobuf-compiler  # squish export --format onnx
           clang libclang-rt-14-dev libomp-dev)  # scripts/sanitize.sh, scripts/fuzz.sh: libFuzzer, ASan
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -20,6 +20,14 @@ if command -v npm >/dev/null 2>&1 && command -v git >/dev/null 2>&1; then
     echo "warning: could not set up the llama.cpp peer; interop tests will be skipped" >&2
   fi
 fi
+# ONNX Runtime (npm onnxruntime-node, CPU) runs the models `squish export --format onnx` writes.
+if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
+  if ORT_MODULES="$(bash tools/onnxruntime/install.sh build/ort-peer)"; then
+    export SQUISH_ORT_NODE_MODULES="$ORT_MODULES"
+  else
+    echo "warning: could not set up onnxruntime-node; ONNX Runtime tests will be skipped" >&2
+  fi
+fi
 cd build
 # ctest runs tests in parallel, each with its own OpenMP team: spinning idle threads would
 # steal the cores from the other test (measured: 24 s instead of 1.3 s for one test).
