@@ -2,7 +2,8 @@
 # squish auto vs llama.cpp's fixed mixes at the same file size. For each model and mix: quantize
 # with the mix (squish quantize: llama-quantize's per-tensor plan), take that file's size, let
 # `squish auto --target-size <size>` choose per-tensor types for it, then measure both with one
-# evaluator (squish eval: KL divergence vs the float model on held-out text) and print the KLD
+# evaluator (squish eval: KL divergence vs the float model on held-out text, the float model's
+# distributions saved once with --save-base) and print the KLD
 # ratio auto / mix and auto's predicted vs measured KLD.
 # Usage: bash bench/auto_compare.sh [MODELS] [MIXES] [CHUNKS]
 #   MODELS default "gcide-llama-16M gcide-qwen2-28M" (names under $SQUISH_SHARED/models or paths);
@@ -35,6 +36,10 @@ for m in $MODELS; do
   model="$m"
   [ -e "$model" ] || model="$SHARED/models/$m"
   name="$(basename "$model")"
+  # The float model's distributions once (squish eval --save-base); every file is measured
+  # against them, so each evaluation runs one model instead of two.
+  base="$WORK/$name.squishkl"
+  [ -s "$base" ] || run "$SQUISH" eval --base "$model" -f "$TEXT" --chunks "$CHUNKS" --save-base "$base"
   for mix in $MIXES; do
     fixed="$WORK/$name-$mix.gguf"
     auto="$WORK/$name-auto-$mix.gguf"
@@ -47,8 +52,8 @@ for m in $MODELS; do
     "$SQUISH" auto "$model" -o "$auto" --target-size "$size" --calib "$CALIB" \
       --sens-windows "$SENS_WINDOWS" --cache-dir "$WORK/cache" --no-eval --json \
       "${calib_flags[@]}" > "$WORK/auto.json" 2> "$WORK/log" || { cat "$WORK/log" >&2; exit 1; }
-    "$SQUISH" eval "$fixed" --base "$model" -f "$TEXT" --chunks "$CHUNKS" --json > "$WORK/fixed.eval.json" 2> "$WORK/log" || { cat "$WORK/log" >&2; exit 1; }
-    "$SQUISH" eval "$auto" --base "$model" -f "$TEXT" --chunks "$CHUNKS" --json > "$WORK/auto.eval.json" 2> "$WORK/log" || { cat "$WORK/log" >&2; exit 1; }
+    "$SQUISH" eval "$fixed" --base "$base" -f "$TEXT" --chunks "$CHUNKS" --json > "$WORK/fixed.eval.json" 2> "$WORK/log" || { cat "$WORK/log" >&2; exit 1; }
+    "$SQUISH" eval "$auto" --base "$base" -f "$TEXT" --chunks "$CHUNKS" --json > "$WORK/auto.eval.json" 2> "$WORK/log" || { cat "$WORK/log" >&2; exit 1; }
     kf=$(json_field "$WORK/fixed.eval.json" "['mean_kld']")
     ka=$(json_field "$WORK/auto.eval.json" "['mean_kld']")
     pa=$(json_field "$WORK/auto.json" "['predicted_kld']")

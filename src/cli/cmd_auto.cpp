@@ -350,13 +350,19 @@ void run_auto(const AutoArgs& a) {
       if (a.target_size.empty()) break;
       const uint64_t target = parse_byte_size(a.target_size, "--target-size");
       if (file_bytes <= target) break;
-      // Over by the file's metadata: take the excess off the tensor budget and solve again.
-      const uint64_t excess = file_bytes - target;
-      if (attempt >= 4 || excess >= budget) {
-        fail("--target-size {}: the file needs {} bytes even after {} attempts", a.target_size,
-             file_bytes, attempt + 1);
+      // Over by the file's metadata (header, tokenizer, manifest): measured now, taken off the
+      // tensor budget; each further round also leaves a growing margin for metadata that
+      // changes with the plan (the manifest's type counts).
+      const uint64_t tensors = sens.fixed_bytes + solution.bytes;
+      const uint64_t overhead = file_bytes > tensors ? file_bytes - tensors : 0;
+      const uint64_t margin = 256ull * attempt;
+      if (attempt >= 4 || target < sens.fixed_bytes + overhead + margin + min_total_bytes(items)) {
+        fail(
+            "--target-size {}: the file needs {} bytes (metadata {} bytes) with the smallest "
+            "plan that fits",
+            a.target_size, file_bytes, overhead);
       }
-      budget -= excess;
+      budget = target - sens.fixed_bytes - overhead - margin;
       solution = solve_min_cost(items, budget);
       if (!solution.feasible) infeasible(target_desc, budget);
       plan = auto_plan(*model, sens, solution.choice);
