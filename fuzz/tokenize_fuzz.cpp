@@ -18,7 +18,10 @@ namespace {
 struct Tokenizers {
   std::unique_ptr<squish::Tokenizer> spm, byte_level;
   Tokenizers() {
-    spm = squish::load_tokenizer_json(std::string(SQUISH_SOURCE_DIR) +
+    // SQUISH_SOURCE / SQUISH_SHARED override the build's paths when the binary runs elsewhere
+    // (scripts/fuzz.sh -p packs it with copies of these files for another machine).
+    const char* source = std::getenv("SQUISH_SOURCE");
+    spm = squish::load_tokenizer_json(std::string(source ? source : SQUISH_SOURCE_DIR) +
                                       "/tests/data/tokenizer/spm_bpe_tokenizer.json");
     const char* shared = std::getenv("SQUISH_SHARED");
     std::string folder =

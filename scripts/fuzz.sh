@@ -2,6 +2,7 @@
 # Builds squish's libFuzzer targets (clang, ASan + UBSan; see docs/fuzzing.md) and runs each one.
 #
 #   scripts/fuzz.sh [-r RUNS | -t SECONDS] [-j JOBS] [TARGET...]
+#   scripts/fuzz.sh -p PACK.tgz [TARGET...]
 #
 # Default: 10 million executions per target (the bar of issue #9), one process each, all targets.
 # -t gives a time budget per target instead; -j runs that many processes per target (libFuzzer
@@ -10,6 +11,9 @@
 # the test fixtures and, when present, the shared test models' small files (never copied into
 # the repository). Findings (crash-*, timeout-*, oom-*, leak-*) land in
 # $BUILD/fuzz-findings/<target>/; the exit status is non-zero when any target found one.
+# -p builds, then packs the targets (debug info stripped), the shared libraries they load, seeds,
+# dictionaries, the corpus and fuzz/run_pack.sh into one archive for a many-core machine without
+# build tools; run it there with `tar xzf PACK.tgz -C DIR && bash DIR/run_pack.sh DIR OUT SECONDS`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -21,12 +25,14 @@ ALL=(gguf_fuzz safetensors_fuzz llama2c_fuzz config_fuzz tokenizer_json_fuzz
 runs=10000000
 seconds=""
 jobs=1
-while getopts "r:t:j:h" opt; do
+pack=""
+while getopts "r:t:j:p:h" opt; do
   case $opt in
     r) runs=$OPTARG; seconds="" ;;
     t) seconds=$OPTARG; runs="" ;;
     j) jobs=$OPTARG ;;
-    *) sed -n 2,14p "$0"; exit 2 ;;
+    p) pack=$OPTARG ;;
+    *) sed -n 2,18p "$0"; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -72,6 +78,37 @@ max_len_for() {
     *) echo 8192 ;;
   esac
 }
+
+if [ -n "$pack" ]; then
+  stage=$(mktemp -d)
+  mkdir -p "$stage"/{bin,lib,dict,maxlen,shared/models/gcide-llama-16M,source/tests/data/tokenizer}
+  for target in "${targets[@]}"; do
+    objcopy --strip-debug "$BUILD/$target" "$stage/bin/$target"
+    echo "$target" >> "$stage/targets.txt"
+    max_len_for "$target" > "$stage/maxlen/$target"
+    dict=$ROOT/fuzz/dict/${target%_fuzz}.dict
+    [ -f "$dict" ] && cp "$dict" "$stage/dict/$target.dict"
+    # Every shared library but the C library's own (the other machine's glibc must be as new).
+    ldd "$BUILD/$target" | awk '$3 ~ /^\// {print $3}' |
+      grep -vE '/(libc|libm|libpthread|libdl|librt)\.so' | xargs -r cp -n -L -t "$stage/lib"
+  done
+  mkdir -p "$stage/glibc"  # for a machine with an older C library (fuzz/run_pack.sh)
+  for lib in /lib64/ld-linux-x86-64.so.2 $(ldd "$BUILD/${targets[0]}" |
+      awk '$3 ~ /\/(libc|libm|libpthread|libdl|librt)\.so/ {print $3}'); do
+    cp -L "$lib" "$stage/glibc/"
+  done
+  cp -r "$SEEDS" "$stage/seeds"
+  cp "$ROOT/fuzz/run_pack.sh" "$stage/"
+  cp "$ROOT/tests/data/tokenizer/spm_bpe_tokenizer.json" "$stage/source/tests/data/tokenizer/"
+  [ -f "$SHARED/models/gcide-llama-16M/tokenizer.json" ] &&
+    cp "$SHARED/models/gcide-llama-16M/tokenizer.json" "$stage/shared/models/gcide-llama-16M/"
+  mkdir -p "$BUILD/fuzz-corpus"
+  tar czf "$stage/corpus.tgz" -C "$BUILD" fuzz-corpus
+  tar czf "$pack" -C "$stage" .
+  rm -rf "$stage"
+  echo "fuzz: packed ${#targets[@]} targets into $pack ($(du -h "$pack" | cut -f1))"
+  exit 0
+fi
 
 failed=()
 for target in "${targets[@]}"; do

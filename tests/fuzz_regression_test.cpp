@@ -2,10 +2,14 @@
 // rejected with squish::Error (a one-line message), never another exception or a crash.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
+#include "eval/saved_base.h"
 #include "formats/gguf.h"
 #include "model/config.h"
 #include "test_util.h"
@@ -73,6 +77,59 @@ TEST(FuzzRegression, GgufMergeNotUtf8) {
     FAIL() << "accepted a malformed merge";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("is not two tokens"), std::string::npos) << e.what();
+  }
+}
+
+// Inputs of the 10-million-execution runs (docs/fuzzing.md), kept as files in tests/data/fuzz.
+// Each must load with a one-line squish::Error naming the file.
+void expect_one_line_error(const std::string& path, const std::string& needle,
+                           const std::function<void()>& load) {
+  try {
+    load();
+    ADD_FAILURE() << path << ": accepted";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.rfind(path + ": ", 0), 0u) << msg;
+    EXPECT_NE(msg.find(needle), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+}
+
+// tokenizer_json_fuzz: a null where a string was expected escaped as nlohmann's type_error.
+TEST(FuzzRegression, TokenizerJsonNullField) {
+  const std::string path = test::data_path("fuzz/tokenizer_json_null_type.json");
+  expect_one_line_error(path, "malformed tokenizer.json", [&] { load_tokenizer_json(path); });
+}
+
+// sentencepiece_model_fuzz: a zero-length piece made libsentencepiece's trie builder throw
+// Darts::Details::Exception out of Load() instead of returning an error status.
+TEST(FuzzRegression, SentencePieceEmptyPiece) {
+  const std::string path = test::data_path("fuzz/sentencepiece_empty_piece.model");
+  expect_one_line_error(path, "not a SentencePiece model", [&] { load_sentencepiece_model(path); });
+}
+
+// saved_base_fuzz: a kept log-probability so small that exp() underflows to 0 made the tail
+// bound's slot count infinite, and converting it to size_t is undefined (UBSan). It is now
+// clamped; the record then either scores or is rejected, without undefined behaviour.
+TEST(FuzzRegression, SavedBaseTinyKeptProbability) {
+  const std::string path = test::data_path("fuzz/saved_base_tiny_kept_logp.squishkl");
+  try {
+    SavedBaseReader reader(path);
+    const SavedBaseHeader& h = reader.header();
+    ASSERT_LE(h.n_vocab, 1u << 16);
+    const int n_vocab = static_cast<int>(h.n_vocab);
+    std::vector<double> model_logp(n_vocab, -std::log(static_cast<double>(n_vocab)));
+    std::vector<uint8_t> mask;
+    std::vector<double> scratch;
+    SavedRow row;
+    for (uint64_t i = 0; i < h.n_scored; ++i) {
+      reader.row(i, row);
+      double bound = 0;
+      const double kl = saved_kld(row, model_logp.data(), n_vocab, &bound, mask, scratch, path, i);
+      EXPECT_FALSE(std::isnan(kl));
+    }
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind(path + ": ", 0), 0u) << e.what();
   }
 }
 

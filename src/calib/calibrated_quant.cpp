@@ -115,8 +115,9 @@ class Calibrator {
     const int start = store.resume(fingerprint());
     if (start > 0) {  // a killed run of the same job finished blocks 0 .. start-1
       restore_stats(store.resumed_extra());
-      store.load_stream("quantized", q.x.data(), q.x.rows() * q.x.width());
-      if (f) store.load_stream("float", f->x.data(), f->x.rows() * f->x.width());
+      const std::string after = std::string(".") += std::to_string(start);  // streams after it
+      store.load_stream("quantized" + after, q.x.data(), q.x.rows() * q.x.width());
+      if (f) store.load_stream("float" + after, f->x.data(), f->x.rows() * f->x.width());
       if (progress) progress(start, total, "resumed after block " + std::to_string(start - 1));
     } else {
       embed(q.x, true);
@@ -198,8 +199,11 @@ class Calibrator {
       }
       flush();
       if (!store.dir().empty()) {
-        store.save_stream("quantized", q.x.data(), q.x.rows() * q.x.width());
-        if (f) store.save_stream("float", f->x.data(), f->x.rows() * f->x.width());
+        // Named by the block count, so a run killed before mark_done() resumes from the
+        // previous block's streams, never from ones a block ahead of state.json.
+        const std::string after = std::string(".") += std::to_string(l + 1);
+        store.save_stream("quantized" + after, q.x.data(), q.x.rows() * q.x.width());
+        if (f) store.save_stream("float" + after, f->x.data(), f->x.rows() * f->x.width());
         store.mark_done(l + 1, stats_json());
       }
       if (progress) progress(l + 1, total, layer_summary(l));

@@ -103,12 +103,23 @@ void TensorStore::mark_done(int layers, const std::string& extra_json) {
   j["tensors"] = nlohmann::json::object();
   for (const auto& [name, bytes] : names_) j["tensors"][name] = bytes;
   write_file_atomic(path("state.json"), j.dump(1));
+  // Streams are saved as "<name>.<blocks done>": those of other block counts are stale now.
+  const std::string current = std::string(".") += std::to_string(layers);
+  std::error_code ec;
+  for (fs::directory_iterator it(dir_, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string file = it->path().filename().string();
+    if (file.rfind("stream.", 0) == 0 && !file.ends_with(current)) fs::remove(it->path(), ec);
+  }
 }
 
 void TensorStore::remove() {
   mapped_.reset();
   if (dir_.empty()) return;
   std::error_code ec;
+  // state.json first: a run killed halfway through remove_all() must not leave a state that
+  // names tensors already deleted (the kill/resume test found that); without it, a rerun starts
+  // the folder over.
+  fs::remove(path("state.json"), ec);
   fs::remove_all(dir_, ec);
 }
 

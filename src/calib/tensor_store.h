@@ -30,7 +30,8 @@ class TensorStore {
   // Resuming (folder stores only). The number of blocks finished by an earlier run of the same
   // job (0 when none; a folder from a different job is emptied first).
   int resume(uint64_t fingerprint);
-  // Hidden states: rows x width floats.
+  // Hidden states: rows x width floats. Name them by the block count they follow
+  // ("quantized.3"); mark_done(layers) removes the streams of other counts.
   void save_stream(const std::string& name, const float* data, size_t n);
   void load_stream(const std::string& name, float* data, size_t n);
   // Records `layers` blocks done, with the caller's JSON (statistics) to hand back on resume.

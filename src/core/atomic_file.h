@@ -1,6 +1,12 @@
 // Every output squish writes goes through AtomicFile: bytes go to a temporary file in the target's
 // folder, and only commit() (fsync + rename) makes them visible under the final name. A crash,
 // an exception or Ctrl-C before commit() leaves the previous file (or none), never a partial one.
+//
+// The temporary file is unnamed (Linux O_TMPFILE) until commit() links it under
+// "<path>.tmp.<pid>" and renames that over the target, so even kill -9 leaves no stray file in
+// the folder: the kernel frees an unnamed file with its last descriptor. Where the filesystem
+// has no O_TMPFILE the temporary file is named from the start; a later AtomicFile for the same
+// path removes such leftovers of processes that no longer exist.
 #pragma once
 
 #include <cstddef>
@@ -12,7 +18,7 @@ namespace squish {
 
 class AtomicFile {
  public:
-  explicit AtomicFile(std::string path);  // creates "<path>.tmp.<pid>" next to path
+  explicit AtomicFile(std::string path);  // creates the temporary file next to path
   ~AtomicFile();                          // removes the temp file unless committed
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
@@ -28,6 +34,7 @@ class AtomicFile {
   std::string path_;
   std::string temp_path_;
   FILE* file_ = nullptr;
+  bool named_ = false;  // the temp file has a name (no O_TMPFILE): remove it unless committed
   uint64_t written_ = 0;
   bool committed_ = false;
 };
@@ -35,7 +42,8 @@ class AtomicFile {
 // Writes a whole string atomically.
 void write_file_atomic(const std::string& path, const std::string& contents);
 
-// Installs SIGINT/SIGTERM handlers that delete any AtomicFile temp files still open, then exit
+// Installs SIGINT/SIGTERM/SIGHUP handlers that delete any AtomicFile temp files still named,
+// print one line ("squish: error: interrupted by SIGINT; no partial output was kept") and exit
 // with 128+signal. Called once by the CLI.
 void install_interrupt_cleanup();
 

@@ -267,7 +267,11 @@ double saved_kld(const SavedRow& row, const double* model_logp, int n_vocab, dou
   // Upper bound: the vertex of {0 <= p_i <= p_min, sum p_i = P_tail} that maximises
   // sum p_i ln(p_i/q_i): p_min on the tokens with the smallest q, the remainder on the next one.
   const double p_min = std::exp(min_kept);
-  const size_t m = std::min(scratch.size() - 1, static_cast<size_t>(p_tail / p_min));
+  // p_min underflows to 0 for a very small kept log-probability: compare in double before
+  // converting (saved_base_fuzz finding: inf does not fit size_t).
+  const double slots = p_tail / p_min;
+  const size_t m = slots < static_cast<double>(scratch.size() - 1) ? static_cast<size_t>(slots)
+                                                                   : scratch.size() - 1;
   std::partial_sort(scratch.begin(), scratch.begin() + m + 1, scratch.end());
   double upper = 0;
   for (size_t j = 0; j < m; ++j) upper += p_min * (min_kept - scratch[j]);

@@ -17,7 +17,14 @@ class SentencePieceModelTokenizer final : public Tokenizer {
  public:
   explicit SentencePieceModelTokenizer(const std::string& path) : path_(path) {
     if (!std::filesystem::is_regular_file(path)) fail("{}: no such file", path);
-    const auto status = sp_.Load(path);
+    sentencepiece::util::Status status;
+    try {
+      status = sp_.Load(path);
+    } catch (const std::exception& e) {
+      // libsentencepiece throws from its trie builder on some malformed vocabularies (a
+      // zero-length piece: sentencepiece_model_fuzz finding) instead of returning a status.
+      fail("{}: not a SentencePiece model: {}", path, e.what());
+    }
     if (!status.ok()) fail("{}: not a SentencePiece model: {}", path, status.ToString());
     const int n = sp_.GetPieceSize();
     for (int id = 0; id < n; ++id) {

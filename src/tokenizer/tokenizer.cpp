@@ -61,7 +61,13 @@ int32_t config_id(const json& v) {
 
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
   const json j = parse_json_file(path);
-  return std::make_unique<tok::HfTokenizer>(tok::HfTokenizer::parse_json(j, path), path);
+  try {
+    return std::make_unique<tok::HfTokenizer>(tok::HfTokenizer::parse_json(j, path), path);
+  } catch (const json::exception& e) {
+    // A field of the wrong type that no typed reader checked first (tokenizer_json_fuzz found
+    // "type": null in the model object); nlohmann's message is one line.
+    fail("{}: malformed tokenizer.json: {}", path, e.what());
+  }
 }
 
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& folder) {

@@ -1,0 +1,266 @@
+// Kill tests of the `squish` binary (issue #9): `squish quantize` is killed with SIGKILL at
+// seeded random moments spread over an uninterrupted run's duration. After each kill the output
+// path holds either the previous complete file or the complete new one, the folder holds
+// nothing else but the work folder, and a rerun finishes (resuming a calibrated job from its
+// work folder) with a file byte-identical to the uninterrupted run's. SIGINT / SIGTERM end a
+// run promptly with one line on stderr and no partial output.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_util.h"
+
+namespace squish {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// A running `squish` with stdout and stderr in files.
+class Child {
+ public:
+  Child(const std::vector<std::string>& args, const std::string& log_path) {
+    pid_ = fork();
+    if (pid_ == 0) {
+      FILE* log = std::freopen(log_path.c_str(), "w", stderr);
+      if (log == nullptr || std::freopen("/dev/null", "w", stdout) == nullptr) _exit(126);
+      // A fixed creation time in the manifest, so that two complete runs write the same bytes.
+      setenv("SOURCE_DATE_EPOCH", "1700000000", 1);
+      std::vector<char*> argv;
+      static std::string binary = test::squish_binary();
+      argv.push_back(binary.data());
+      for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      execv(binary.c_str(), argv.data());
+      _exit(127);
+    }
+  }
+  // Exit code, or 128 + signal; -1 when still running after `timeout_s`.
+  int wait(double timeout_s) {
+    const auto t0 = Clock::now();
+    while (true) {
+      int status = 0;
+      const pid_t r = waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      if (seconds_since(t0) > timeout_s) return -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+  void signal(int sig) { kill(pid_, sig); }
+  ~Child() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+std::set<std::string> folder_entries(const std::string& dir) {
+  std::set<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.insert(e.path().filename().string());
+  return names;
+}
+
+struct Job {
+  std::string label;
+  std::vector<std::string> args;  // without -o
+};
+
+std::string model_path() {
+  return test::shared_path("models/stories260K/stories260K.bin");
+}
+
+// A llama.c tokenizer.bin for stories260K's 512-token vocabulary (the shared folder has none):
+// the control tokens, 256 byte tokens, the printable ASCII characters and common letter pairs.
+// Any tokenizer of the right size calibrates; this one keeps the test self-contained.
+std::string write_tokenizer(const test::TempDir& tmp) {
+  std::vector<std::string> pieces = {"<unk>", "\n<s>\n", "\n</s>\n"};
+  for (int b = 0; b < 256; ++b) {
+    char hex[8];
+    std::snprintf(hex, sizeof(hex), "<0x%02X>", b);
+    pieces.push_back(hex);
+  }
+  for (char c = 32; c < 127; ++c) pieces.push_back(std::string(1, c));
+  const std::string letters = "etaoinshrdlucmfwypvbgk";
+  for (char a : " " + letters) {
+    for (char b : letters) {
+      if (pieces.size() < 512) pieces.push_back(std::string{a, b});
+    }
+  }
+  std::string bytes;
+  auto put = [&bytes](const void* p, size_t n) { bytes.append(static_cast<const char*>(p), n); };
+  const int32_t max_len = 6;
+  put(&max_len, 4);
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const float score = -static_cast<float>(i);
+    const int32_t len = static_cast<int32_t>(pieces[i].size());
+    put(&score, 4);
+    put(&len, 4);
+    put(pieces[i].data(), pieces[i].size());
+  }
+  const std::string path = tmp.file("tok512.bin");
+  test::write_bytes(path, bytes);
+  return path;
+}
+
+// Few calibration tokens and one thread on the 260K-parameter model: a whole calibrated run takes
+// a fraction of a second, passes five blocks to resume after, and is deterministic, so a resumed
+// run can be compared byte for byte.
+Job calibrated_job(const std::string& tokenizer) {
+  return {"gptq",
+          {"quantize", model_path(), "--tokenizer", tokenizer, "--type", "Q4_0", "--method", "gptq",
+           "--calib", test::shared_path("data/gcide-calib.txt"), "--calib-tokens", "256",
+           "--calib-ctx", "64", "-t", "1"}};
+}
+
+Job rtn_job() {
+  return {"rtn", {"quantize", model_path(), "--type", "Q8_0"}};
+}
+
+// Runs `job` to completion writing `out`; returns its wall time.
+double run_to_completion(const Job& job, const std::string& out, const std::string& log) {
+  std::vector<std::string> args = job.args;
+  args.insert(args.end(), {"-o", out});
+  const auto t0 = Clock::now();
+  Child c(args, log);
+  const int code = c.wait(120);
+  EXPECT_EQ(code, 0) << job.label << ": " << test::read_bytes(log);
+  return seconds_since(t0);
+}
+
+// Outputs a run may leave next to its output: the manifest sidecar (complete, written
+// atomically after the model) and the work folder of a calibrated job.
+bool allowed_entry(const std::string& name) {
+  return name == "model.gguf" || name == "model.gguf.manifest.json" || name == "model.gguf.work";
+}
+
+// `trials` kills of `job` at seeded random moments over [0, 1.1 x duration]. Every run writes
+// the same path (the manifest records it), in a folder emptied between trials.
+void kill_and_resume(const Job& job, const test::TempDir& tmp, int trials, uint32_t seed) {
+  const std::string dir = tmp.file("run"), out = dir + "/model.gguf", work = out + ".work";
+  fs::create_directory(dir);
+  const double duration = run_to_completion(job, out, tmp.file("ref.log"));
+  const std::string ref_bytes = test::read_bytes(out);
+  ASSERT_FALSE(ref_bytes.empty());
+  // The previous output a killed run must leave untouched: any complete file will do.
+  const std::string previous_bytes = "previous complete output\n";
+
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> when(0.0, 1.1 * duration);
+  int resumed = 0, killed_with_new_output = 0;
+  for (int trial = 0; trial < trials; ++trial) {
+    SCOPED_TRACE(job.label + " trial " + std::to_string(trial));
+    fs::remove_all(dir);
+    fs::create_directory(dir);
+    const bool had_previous = trial % 2 == 1;
+    if (had_previous) test::write_bytes(out, previous_bytes);
+    std::vector<std::string> args = job.args;
+    args.insert(args.end(), {"-o", out});
+    const double kill_at = when(rng);
+    {
+      Child c(args, tmp.file("killed.log"));
+      std::this_thread::sleep_for(std::chrono::duration<double>(kill_at));
+      c.signal(SIGKILL);
+      c.wait(30);
+    }
+    // Only the output (previous or complete new), its sidecar and the work folder may be there.
+    for (const std::string& name : folder_entries(dir))
+      EXPECT_TRUE(allowed_entry(name))
+          << "stray file " << name << " (killed at " << kill_at << " s)";
+    if (fs::exists(out)) {
+      const std::string bytes = test::read_bytes(out);
+      if (bytes == ref_bytes) {
+        killed_with_new_output++;
+      } else {
+        EXPECT_TRUE(had_previous && bytes == previous_bytes)
+            << "partial output of " << bytes.size() << " bytes (killed at " << kill_at << " s)";
+      }
+    } else {
+      EXPECT_FALSE(had_previous) << "the previous output vanished";
+    }
+    if (fs::exists(work + "/state.json")) resumed++;
+    // The rerun resumes (calibrated) or starts over (RTN) and must match the reference.
+    run_to_completion(job, out, tmp.file("rerun.log"));
+    EXPECT_EQ(test::read_bytes(out), ref_bytes) << "rerun differs (killed at " << kill_at << " s)";
+    EXPECT_FALSE(fs::exists(work)) << "work folder left after a finished run";
+  }
+  std::printf(
+      "[ kill     ] %s: %d trials over %.2f s runs; %d killed after finishing, %d resumed "
+      "from a work folder\n",
+      job.label.c_str(), trials, duration, killed_with_new_output, resumed);
+  if (job.label == "gptq") {
+    EXPECT_GT(resumed, 0) << "no kill landed after a finished block";
+  }
+}
+
+TEST(KillResume, CalibratedQuantizeResumesAfterSigkill) {
+  if (!fs::exists(model_path())) GTEST_SKIP() << "needs ../shared (" << model_path() << ")";
+  test::TempDir tmp;
+  kill_and_resume(calibrated_job(write_tokenizer(tmp)), tmp, 12, 9001);
+}
+
+TEST(KillResume, RtnQuantizeSurvivesSigkill) {
+  if (!fs::exists(model_path())) GTEST_SKIP() << "needs ../shared (" << model_path() << ")";
+  test::TempDir tmp;
+  kill_and_resume(rtn_job(), tmp, 8, 9002);
+}
+
+// SIGINT and SIGTERM mid-run: a prompt non-zero exit, one line on stderr, no partial output.
+TEST(KillResume, InterruptExitsPromptlyWithoutPartialOutput) {
+  if (!fs::exists(model_path())) GTEST_SKIP() << "needs ../shared (" << model_path() << ")";
+  test::TempDir tmp;
+  const Job job = calibrated_job(write_tokenizer(tmp));
+  const double duration = run_to_completion(job, tmp.file("ref.gguf"), tmp.file("ref.log"));
+  int interrupted = 0;
+  for (int sig : {SIGINT, SIGTERM}) {
+    const std::string dir = tmp.file("sig" + std::to_string(sig));
+    fs::create_directory(dir);
+    const std::string out = dir + "/model.gguf", log = tmp.file("sig.log");
+    std::vector<std::string> args = job.args;
+    args.insert(args.end(), {"-o", out});
+    Child c(args, log);
+    std::this_thread::sleep_for(std::chrono::duration<double>(0.5 * duration));
+    const auto t0 = Clock::now();
+    c.signal(sig);
+    const int code = c.wait(10);
+    const double exit_s = seconds_since(t0);
+    const std::string err = test::read_bytes(log);
+    if (code == 0) continue;  // finished before the signal: nothing to check
+    interrupted++;
+    EXPECT_EQ(code, 128 + sig) << err;
+    EXPECT_LT(exit_s, 2.0) << "slow to stop";
+    const std::string want = std::string("squish: error: interrupted by ") +
+                             (sig == SIGINT ? "SIGINT" : "SIGTERM") +
+                             "; no partial output was kept\n";
+    ASSERT_GE(err.size(), want.size()) << err;
+    EXPECT_EQ(err.substr(err.size() - want.size()), want) << err;
+    EXPECT_FALSE(fs::exists(out));
+    for (const std::string& name : folder_entries(dir))
+      EXPECT_EQ(name, "model.gguf.work") << "stray file " << name;  // resumable, not output
+  }
+  EXPECT_GT(interrupted, 0) << "both runs finished before the signal";
+}
+
+}  // namespace
+}  // namespace squish
