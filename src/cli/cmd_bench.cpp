@@ -27,6 +27,7 @@ struct BenchArgs {
   double price_per_hour = -1;  // < 0: no cost report
   int prompt_tokens = 512, gen_tokens = 128;
   bool json = false;
+  std::string device = "auto";
 };
 
 struct Stat {
@@ -71,6 +72,8 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--gen-tokens", a->gen_tokens, "Generated tokens per query (cost)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("--device", a->device, "Where to run: cpu, cuda or auto (CUDA when available)")
+      ->capture_default_str();
   cmd->add_flag("--json", a->json, "JSON output");
   cmd->footer(
       "Memory: weights (memory-mapped tensor data), KV cache = n_layer * ctx * n_head_kv * "
@@ -78,6 +81,7 @@ void register_bench(CLI::App& app) {
       "per-thread kernel buffers, logits), and the peak resident set measured (VmHWM; mapped "
       "weights count once paged in).");
   cmd->callback([a] {
+    select_device(a->device);
     auto model = load_model(a->model);
     SessionOptions so;
     so.n_threads = a->threads;
@@ -123,7 +127,8 @@ void register_bench(CLI::App& app) {
                         {"params", model->parameter_count()},
                         {"weight_bytes", model->weight_bytes()},
                         {"threads", session.n_threads()},
-                        {"cpu", cpu_level_name(active_cpu_level())}};
+                        {"cpu", cpu_level_name(active_cpu_level())},
+                        {"backend", session.device_session() != nullptr ? "cuda" : "cpu"}};
     const bool fused_qkv = !model->layers.empty() && model->layers[0].wqkv != nullptr;
     const MemoryFootprint mem =
         estimate_memory(model->config, model->weight_bytes(), session.n_ctx(), a->batch,
@@ -156,6 +161,22 @@ void register_bench(CLI::App& app) {
       j["tg"] = {
           {"n", a->n_gen}, {"tokens_per_second", s.mean}, {"stddev", s.stddev}, {"samples", tg}};
     }
+    // On a GPU: decode reads every weight once per token, so weight bytes x tokens/s against the
+    // device's measured read bandwidth says how close decode is to its roofline.
+    double roofline_gbps = 0, tg_gbps = 0;
+    if (const DeviceSession* dev = session.device_session()) {
+      const CudaBandwidth bw = measure_cuda_bandwidth();
+      roofline_gbps = bw.read_gbps;
+      j["device"] = {{"name", dev->description()},
+                     {"weight_bytes", dev->weight_bytes()},
+                     {"read_gbps", bw.read_gbps},
+                     {"copy_gbps", bw.copy_gbps}};
+      if (!tg.empty()) {
+        tg_gbps = dev->weight_bytes() * stats(tg).mean / 1e9;
+        j["device"]["tg_weight_gbps"] = tg_gbps;
+        j["device"]["tg_roofline_fraction"] = tg_gbps / bw.read_gbps;
+      }
+    }
     if (a->json) {
       std::printf("%s\n", j.dump(2).c_str());
       return;
@@ -172,6 +193,14 @@ void register_bench(CLI::App& app) {
     };
     if (!pp.empty()) row("pp", a->n_prompt, pp);
     if (!tg.empty()) row("tg", a->n_gen, tg);
+    if (const DeviceSession* dev = session.device_session()) {
+      std::printf("\ndevice: %s; weights on device %.2f MiB; measured read bandwidth %.0f GB/s\n",
+                  dev->description().c_str(), dev->weight_bytes() / 1048576.0, roofline_gbps);
+      if (!tg.empty()) {
+        std::printf("decode reads the weights at %.0f GB/s = %.1f %% of the measured roofline\n",
+                    tg_gbps, 100.0 * tg_gbps / roofline_gbps);
+      }
+    }
     const double mib = 1048576.0;
     std::printf(
         "\nmemory at ctx %d: weights %.2f MiB (mapped) + KV cache %.2f MiB + scratch ~%.2f MiB = "

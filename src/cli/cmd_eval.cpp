@@ -18,6 +18,7 @@
 #include "eval/saved_base.h"
 #include "export/manifest.h"
 #include "model/model.h"
+#include "runtime/cuda_session.h"
 
 namespace squish::cli {
 
@@ -27,6 +28,7 @@ struct EvalArgs {
   int ctx = 512, chunks = 0, threads = 0, top_k = kDefaultSavedTopK, position_bins = 4;
   int tail_samples = kDefaultTailSamples;
   bool json = false, record = false;
+  std::string device = "auto";
 };
 
 // A saved base is recognised by its magic (or, for a clear error, by its .squishkl name).
@@ -197,11 +199,16 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--position-bins", a->position_bins,
                   "Bins over the scored half of the window (default 4)")
       ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--device", a->device, "Where to run: cpu, cuda or auto (CUDA when available)")
+      ->capture_default_str();
   cmd->add_flag("--json", a->json, "JSON output (schema: docs/eval-json.md)");
   cmd->add_flag(
       "--record", a->record,
       "Record the results in MODEL's manifest sidecar (MODEL.manifest.json, quality.eval)");
-  cmd->callback([a, ctx] { run(*a, ctx->count() > 0); });
+  cmd->callback([a, ctx] {
+    select_device(a->device);
+    run(*a, ctx->count() > 0);
+  });
 }
 
 }  // namespace squish::cli

@@ -7,6 +7,7 @@
 #include "core/text.h"
 #include "eval/perplexity.h"
 #include "model/model.h"
+#include "runtime/cuda_session.h"
 
 namespace squish::cli {
 
@@ -20,6 +21,7 @@ struct PplArgs {
   bool json = false;
   bool window_ppl = false;
   std::string bos = "auto";
+  std::string device = "auto";
 };
 }  // namespace
 
@@ -41,8 +43,11 @@ void register_perplexity(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "yes", "no"}));
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer file to use instead of the model's");
   cmd->add_flag("--json", a->json, "Print the result as JSON on stdout");
+  cmd->add_option("--device", a->device, "Where to run: cpu, cuda or auto (CUDA when available)")
+      ->capture_default_str();
   cmd->add_flag("--window-ppl", a->window_ppl, "Include each window's own perplexity in the JSON");
   cmd->callback([a] {
+    select_device(a->device);
     LoadOptions lo;
     lo.tokenizer_path = a->tokenizer;
     auto model = load_model(a->model, lo);

@@ -21,6 +21,7 @@ struct RunArgs {
   float top_p = 0.95f;
   uint64_t seed = 0;
   bool ignore_eos = false;
+  std::string device = "auto";
 };
 }  // namespace
 
@@ -41,8 +42,11 @@ void register_run(CLI::App& app) {
   cmd->add_option("--top-p", a->top_p, "Top-p (1 = off)")->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", a->seed, "Random seed");
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer file to use instead of the model's");
+  cmd->add_option("--device", a->device, "Where to run: cpu, cuda or auto (CUDA when available)")
+      ->capture_default_str();
   cmd->add_flag("--ignore-eos", a->ignore_eos, "Keep generating after end-of-sequence");
   cmd->callback([a] {
+    select_device(a->device);
     LoadOptions lo;
     lo.tokenizer_path = a->tokenizer;
     auto model = load_model(a->model, lo);

@@ -17,6 +17,7 @@ void register_doctor(CLI::App& app);
 void register_compare(CLI::App& app);
 void register_report(CLI::App& app);
 void register_imatrix(CLI::App& app);
+void register_synth(CLI::App& app);
 void register_export(CLI::App& app);
 void register_auto(CLI::App& app);
 

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   squish::cli::register_compare(app);
   squish::cli::register_report(app);
   squish::cli::register_imatrix(app);
+  squish::cli::register_synth(app);
   squish::cli::register_export(app);
   squish::cli::register_auto(app);
   try {

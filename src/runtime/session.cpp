@@ -50,6 +50,12 @@ Session::Session(const Model& model, const SessionOptions& options) : model_(mod
   if (n_ctx_ <= 0 || n_ctx_ > (1 << 20)) fail("context length {} is out of range", n_ctx_);
   n_threads_ = options.n_threads > 0 ? options.n_threads : omp_get_num_procs();
   n_batch_ = std::clamp(options.n_batch, 1, 4096);
+  const Device device = options.device == Device::Default ? default_device() : options.device;
+  if (device == Device::Cuda) {
+    // Everything below (CPU caches, scratch, packed weights) lives on the device instead.
+    device_ = make_cuda_session(model, n_ctx_, n_batch_);
+    return;
+  }
   omp_set_num_threads(n_threads_);
   // Key rows padded to 32 positions: the prefill score kernel reads whole groups of 32.
   kt_stride_ = (n_ctx_ + 31) / 32 * 32;
@@ -108,6 +114,11 @@ void Session::eval(const int32_t* tokens, int n, bool all_logits, std::vector<fl
       fail("token id {} is outside the vocabulary (0..{})", tokens[i], V - 1);
   }
   logits.resize(static_cast<size_t>(all_logits ? n : 1) * V);
+  if (device_ != nullptr) {
+    device_->eval(tokens, n, n_past_, all_logits, logits.data());
+    n_past_ += n;
+    return;
+  }
   for (int done = 0; done < n; done += n_batch_) {
     const int nb = std::min(n_batch_, n - done);
     const bool last = done + nb == n;

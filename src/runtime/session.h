@@ -5,11 +5,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "core/error.h"
 #include "kernels/cpu/gemm_int8.h"
 #include "kernels/cpu/matmul.h"
 #include "model/model.h"
+#include "runtime/cuda_session.h"
 
 namespace squish {
 
@@ -32,6 +35,9 @@ struct SessionOptions {
   // stored blocks on every product. Costs memory of about the packed types' size again (more for
   // 5-, 6- and 8-bit codes; see GemmPackedMatrix) and a one-time packing pass.
   bool pack_weights = true;
+  // Where the forward pass runs; Default: default_device() (runtime/cuda_session.h), which is
+  // the CPU unless a command's --device chose CUDA.
+  Device device = Device::Default;
 };
 
 class Session {
@@ -48,10 +54,16 @@ class Session {
   int n_ctx() const { return n_ctx_; }
   int n_threads() const { return n_threads_; }
   const Model& model() const { return model_; }
+  // The accelerator running the forward pass, or null on the CPU.
+  const DeviceSession* device_session() const { return device_.get(); }
   // Memory held by the packed copy of the quantized weights (SessionOptions::pack_weights).
   size_t packed_weight_bytes() const { return packed_.bytes(); }
   // Null (the default) turns observation off; the observer must outlive its use here.
-  void set_matmul_observer(MatmulObserver* observer) { observer_ = observer; }
+  // Calibration observes CPU products only; on a device session it is an error.
+  void set_matmul_observer(MatmulObserver* observer) {
+    if (observer != nullptr && device_ != nullptr) fail("matmul observers need --device cpu");
+    observer_ = observer;
+  }
 
  private:
   void eval_batch(const int32_t* tokens, int n, bool all_logits, float* logits);
@@ -75,6 +87,7 @@ class Session {
   std::vector<float> rope_cos_, rope_sin_;
   std::vector<uint8_t> scratch_;  // quantized activations, shared by the threads of a product
   GemmPackedWeights packed_;      // empty unless SessionOptions::pack_weights and the CPU allows
+  std::unique_ptr<DeviceSession> device_;  // set for Device::Cuda: eval runs there
   MatmulTarget target(const TensorInfo& w, float* y) const {
     return matmul_target(w, y, packed_.find(w.data));
   }

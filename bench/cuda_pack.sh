@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Packs what a GPU machine needs to run squish's CUDA build without the Debian -dev packages:
+# the binaries, every shared library they load except glibc's own (ldd), and the small
+# quantized test models, into one compressed archive (the GPU machine takes 64 MiB).
+#   bench/cuda_pack.sh [BUILD] [MODELS_DIR]  ->  BUILD/carry/squish-cuda.tar.xz (binaries and
+#   libraries) + BUILD/carry/squish-cuda-models.tar
+# On the GPU machine: tar xJf squish-cuda.tar.xz -C DIR; LD_LIBRARY_PATH=DIR/lib DIR/bin/squish ...
+set -euo pipefail
+BUILD=${1:-build-cuda}
+MODELS=${2:-$BUILD/models}
+STAGE=$(mktemp -d)
+trap 'rm -rf "$STAGE"' EXIT
+mkdir -p "$STAGE/bin" "$STAGE/lib" "$STAGE/models" "$BUILD/carry"
+for b in squish squish_cuda_tests; do
+  strip -o "$STAGE/bin/$b" "$BUILD/$b"
+  ldd "$BUILD/$b" | awk '/=> \// {print $3}' | while read -r lib; do
+    case "$(basename "$lib")" in
+      libc.so.*|libm.so.*|libpthread.so.*|libdl.so.*|librt.so.*|ld-linux*) ;;  # the machine's glibc
+      *) cp -uL "$lib" "$STAGE/lib/" ;;
+    esac
+  done
+done
+cp "$MODELS"/*.gguf "$STAGE/models/" 2>/dev/null || true
+# Code compresses well (xz: CUDA fat binaries are mostly PTX text); quantized models barely do.
+tar -C "$STAGE" -cf - bin lib | xz -T2 "-${XZ_LEVEL:-6}" > "$BUILD/carry/squish-cuda.tar.xz"
+tar -C "$STAGE" -cf "$BUILD/carry/squish-cuda-models.tar" models
+ls -la "$BUILD/carry/"

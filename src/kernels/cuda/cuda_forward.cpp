@@ -1,0 +1,431 @@
+// The forward pass on a CUDA device (DeviceSession behind Session with Device::Cuda). Weights
+// are uploaded once in their stored GGUF block types; the residual stream, KV cache (F32,
+// [layer][position][kv_dim]) and scratch live on the device. Token embeddings are gathered on the
+// host (one row per token) and copied up. A decode step (one token, last logits) is captured
+// once as a CUDA graph and replayed, so its ~10 launches per layer cost one launch; the position
+// is read from device memory, so the same graph serves every position.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cuda/kernels.h"
+#include "model/model.h"
+#include "runtime/cuda_session.h"
+
+namespace squish {
+
+namespace {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) fail("cuda: {}: {}", what, cudaGetErrorString(e));
+}
+
+// Device memory owned by one allocation.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    if (bytes > 0) check(cudaMalloc(&ptr_, bytes), "cudaMalloc");
+  }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) {
+    o.ptr_ = nullptr;
+    o.bytes_ = 0;
+  }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(ptr_, o.ptr_);
+    std::swap(bytes_, o.bytes_);
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  template <class T = void>
+  T* get() const {
+    return static_cast<T*>(ptr_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+struct DeviceMatrix {
+  const void* w = nullptr;
+  DType type = DType::F32;
+  int64_t rows = 0, cols = 0;
+  int64_t out_offset = 0;  // first output column it writes (fused products)
+};
+
+// Products that share an input and write one output row side by side ([q | k | v],
+// [gate | up]): consecutive weights of the same type are uploaded back to back and run as one
+// matrix, so a decode step launches fewer, larger kernels (small products such as k and v alone
+// cannot keep the GPU's memory system busy).
+using FusedProduct = std::vector<DeviceMatrix>;
+
+struct DeviceLayer {
+  const float* attn_norm = nullptr;
+  const float* ffn_norm = nullptr;
+  const float *bq = nullptr, *bk = nullptr, *bv = nullptr;
+  FusedProduct qkv, gate_up;
+  DeviceMatrix wo, w_down;
+};
+
+class CudaSession final : public DeviceSession {
+ public:
+  CudaSession(const Model& model, int n_ctx, int n_batch);
+  ~CudaSession() override;
+  void eval(const int32_t* tokens, int n, int pos0, bool all_logits, float* logits) override;
+  std::string description() const override { return description_; }
+  size_t weight_bytes() const override { return weight_bytes_; }
+
+ private:
+  const float* upload_f32(const TensorInfo& t);
+  DeviceMatrix upload_matrix(const TensorInfo* t);
+  FusedProduct upload_fused(std::initializer_list<const TensorInfo*> parts);
+  void forward(int n, int first_out, int n_out);
+  // Products whose weights have an 8-bit-activation kernel read xq_/xd_, which the kernel
+  // producing their input (RMSNorm, attention, gating) fills as well when one of its consumers
+  // needs it: q8(consumers) gives the pointers to pass, null when none does.
+  bool uses_q8(const DeviceMatrix& m) const {
+    return use_q8_ && m.w != nullptr && cuda::matmul_q8_supported(m.type, m.cols);
+  }
+  std::pair<int8_t*, float*> q8(const FusedProduct& consumers) const {
+    for (const DeviceMatrix& m : consumers) {
+      if (uses_q8(m)) return {xq_.get<int8_t>(), xd_.get<float>()};
+    }
+    return {nullptr, nullptr};
+  }
+  void matmul(const DeviceMatrix& m, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
+              bool accumulate) {
+    if (uses_q8(m)) {
+      cuda::matmul_q8(m.type, m.w, m.rows, m.cols, xq_.get<int8_t>(), xd_.get<float>(), n, y, ldy,
+                      accumulate, stream_);
+    } else {
+      cuda::matmul(m.type, m.w, m.rows, m.cols, x, ldx, n, y, ldy, accumulate, stream_);
+    }
+  }
+
+  const Model& model_;
+  const ModelConfig& c_;
+  int n_ctx_, n_batch_;
+  std::string description_;
+  size_t weight_bytes_ = 0;
+  cudaStream_t stream_ = nullptr;
+  std::vector<DeviceBuffer> owned_;  // weights
+  std::vector<DeviceLayer> layers_;
+  const float* output_norm_ = nullptr;
+  DeviceMatrix output_;
+  DeviceBuffer x_, xn_, qkv_, att_, gu_, logits_, k_cache_, v_cache_, rope_, pos_;
+  DeviceBuffer xq_, xd_;  // 8-bit activations of the current product input (use_q8_)
+  int64_t qkv_ld_ = 0;
+  float* host_x_ = nullptr;  // pinned staging for embeddings
+  int* host_pos_ = nullptr;
+  float* host_logits_ = nullptr;
+  float* host_rope_ = nullptr;  // pinned: RoPE cos/sin of the step's positions  // pinned: one row
+                                // of logits comes back at full PCIe speed
+  std::vector<float> row_;
+  cudaGraphExec_t decode_graph_ = nullptr;
+  bool use_graphs_ = true;
+  bool use_q8_ = true;  // SQUISH_CUDA_Q8=0: F32 activations for every product
+};
+
+CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
+    : model_(model), c_(model.config), n_ctx_(n_ctx), n_batch_(n_batch) {
+  const ModelConfig& c = c_;
+  if (c.head_dim % 32 != 0 || c.head_dim > 256)
+    fail("{}: cuda: head_dim {} is not supported (a multiple of 32 up to 256)", model.path,
+         c.head_dim);
+  if (c.n_embd % 32 != 0 || c.n_ff % 32 != 0)
+    fail("{}: cuda: n_embd {} / n_ff {} not supported", model.path, c.n_embd, c.n_ff);
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+  description_ = fmt::format("{} (sm_{}{}, {:.1f} GiB)", prop.name, prop.major, prop.minor,
+                             prop.totalGlobalMem / 1073741824.0);
+  check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  if (const char* env = std::getenv("SQUISH_CUDA_GRAPHS")) use_graphs_ = std::strcmp(env, "0") != 0;
+  if (const char* env = std::getenv("SQUISH_CUDA_Q8")) use_q8_ = std::strcmp(env, "0") != 0;
+
+  // Check every matrix before uploading anything (one line naming the tensor).
+  auto check_matrix = [&](const TensorInfo* t) {
+    if (t != nullptr && !cuda::matmul_supported(t->type, t->shape[1]))
+      fail("{}: cuda: tensor {} of type {} with {} columns is not supported on the GPU yet",
+           model.path, t->name, dtype_name(t->type), t->shape[1]);
+  };
+  for (const LayerWeights& L : model.layers) {
+    for (const TensorInfo* t : {L.wq, L.wk, L.wv, L.wqkv, L.wo, L.w_gate, L.w_up, L.w_down})
+      check_matrix(t);
+  }
+  check_matrix(model.output);
+
+  for (const LayerWeights& L : model.layers) {
+    DeviceLayer d;
+    d.attn_norm = upload_f32(*L.attn_norm);
+    d.ffn_norm = upload_f32(*L.ffn_norm);
+    if (L.bq != nullptr) {
+      d.bq = upload_f32(*L.bq);
+      d.bk = upload_f32(*L.bk);
+      d.bv = upload_f32(*L.bv);
+    }
+    d.qkv = L.wqkv != nullptr ? upload_fused({L.wqkv}) : upload_fused({L.wq, L.wk, L.wv});
+    d.wo = upload_matrix(L.wo);
+    d.gate_up = L.w_gate != nullptr ? upload_fused({L.w_gate, L.w_up}) : upload_fused({L.w_up});
+    d.w_down = upload_matrix(L.w_down);
+    layers_.push_back(d);
+  }
+  output_norm_ = upload_f32(*model.output_norm);
+  output_ = upload_matrix(model.output);
+
+  const int64_t B = n_batch_, E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff;
+  qkv_ld_ = Q + 2 * KV;
+  x_ = DeviceBuffer(B * E * 4);
+  xn_ = DeviceBuffer(B * E * 4);
+  qkv_ = DeviceBuffer(B * qkv_ld_ * 4);
+  att_ = DeviceBuffer(B * Q * 4);
+  gu_ = DeviceBuffer(B * 2 * F * 4);
+  logits_ = DeviceBuffer(B * static_cast<int64_t>(c.n_vocab) * 4);
+  const size_t cache = static_cast<size_t>(c.n_layer) * n_ctx_ * KV * 4;
+  k_cache_ = DeviceBuffer(cache);
+  v_cache_ = DeviceBuffer(cache);
+  check(cudaMemset(k_cache_.get(), 0, cache), "cudaMemset");
+  check(cudaMemset(v_cache_.get(), 0, cache), "cudaMemset");
+  rope_ = DeviceBuffer(B * c.n_rot * sizeof(float));
+  check(cudaMallocHost(reinterpret_cast<void**>(&host_rope_), rope_.bytes()), "cudaMallocHost");
+  pos_ = DeviceBuffer(sizeof(int));
+  const int64_t max_cols = std::max({E, Q, F});
+  xq_ = DeviceBuffer(B * max_cols);
+  xd_ = DeviceBuffer(B * (max_cols / 32) * 4);
+  check(cudaMallocHost(reinterpret_cast<void**>(&host_x_), B * E * 4), "cudaMallocHost");
+  check(cudaMallocHost(reinterpret_cast<void**>(&host_pos_), sizeof(int)), "cudaMallocHost");
+  check(cudaMallocHost(reinterpret_cast<void**>(&host_logits_), static_cast<size_t>(c.n_vocab) * 4),
+        "cudaMallocHost");
+  row_.resize(E);
+}
+
+CudaSession::~CudaSession() {
+  if (decode_graph_ != nullptr) cudaGraphExecDestroy(decode_graph_);
+  if (host_x_ != nullptr) cudaFreeHost(host_x_);
+  if (host_pos_ != nullptr) cudaFreeHost(host_pos_);
+  if (host_logits_ != nullptr) cudaFreeHost(host_logits_);
+  if (host_rope_ != nullptr) cudaFreeHost(host_rope_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+const float* CudaSession::upload_f32(const TensorInfo& t) {
+  if (t.type != DType::F32) fail("{}: cuda: {} must be F32", model_.path, t.name);
+  DeviceBuffer b(t.numel() * sizeof(float));
+  check(cudaMemcpy(b.get(), t.data, b.bytes(), cudaMemcpyHostToDevice), "upload");
+  const float* p = b.get<float>();
+  owned_.push_back(std::move(b));
+  return p;
+}
+
+DeviceMatrix CudaSession::upload_matrix(const TensorInfo* t) {
+  if (t == nullptr) return {};
+  const size_t bytes = row_bytes(t->type, t->shape[1]) * t->shape[0];
+  DeviceBuffer b(bytes);
+  check(cudaMemcpy(b.get(), t->data, bytes, cudaMemcpyHostToDevice), "upload");
+  weight_bytes_ += bytes;
+  DeviceMatrix m{b.get(), t->type, t->shape[0], t->shape[1]};
+  owned_.push_back(std::move(b));
+  return m;
+}
+
+FusedProduct CudaSession::upload_fused(std::initializer_list<const TensorInfo*> parts) {
+  std::vector<const TensorInfo*> ts(parts);
+  FusedProduct out;
+  int64_t offset = 0;
+  for (size_t i = 0; i < ts.size();) {
+    size_t j = i + 1;
+    while (j < ts.size() && ts[j]->type == ts[i]->type && ts[j]->shape[1] == ts[i]->shape[1]) ++j;
+    const size_t row = row_bytes(ts[i]->type, ts[i]->shape[1]);
+    int64_t rows = 0;
+    for (size_t k = i; k < j; ++k) rows += ts[k]->shape[0];
+    DeviceBuffer b(row * rows);
+    size_t at = 0;
+    for (size_t k = i; k < j; ++k) {
+      const size_t bytes = row * ts[k]->shape[0];
+      check(cudaMemcpy(b.get<uint8_t>() + at, ts[k]->data, bytes, cudaMemcpyHostToDevice),
+            "upload");
+      at += bytes;
+    }
+    weight_bytes_ += at;
+    out.push_back({b.get(), ts[i]->type, rows, ts[i]->shape[1], offset});
+    owned_.push_back(std::move(b));
+    offset += rows;
+    i = j;
+  }
+  return out;
+}
+
+void CudaSession::forward(int n, int first_out, int n_out) {
+  const ModelConfig& c = c_;
+  const int64_t E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff;
+  float* x = x_.get<float>();
+  float* xn = xn_.get<float>();
+  float* qkv = qkv_.get<float>();
+  float* att = att_.get<float>();
+  float* gu = gu_.get<float>();
+  const size_t layer_cache = static_cast<size_t>(n_ctx_) * KV;
+  for (int l = 0; l < c.n_layer; ++l) {
+    const DeviceLayer& L = layers_[l];
+    auto [xq, xd] = q8(L.qkv);
+    cuda::rms_norm(x, L.attn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
+    for (const DeviceMatrix& m : L.qkv) matmul(m, xn, E, n, qkv + m.out_offset, qkv_ld_, false);
+    cuda::RopeArgs ra;
+    ra.q = qkv;
+    ra.k = qkv + Q;
+    ra.v = qkv + Q + KV;
+    ra.ld = qkv_ld_;
+    ra.bq = L.bq;
+    ra.bk = L.bk;
+    ra.bv = L.bv;
+    ra.n_head = c.n_head;
+    ra.n_head_kv = c.n_head_kv;
+    ra.head_dim = c.head_dim;
+    ra.n_rot = c.n_rot;
+    ra.neox = c.rope_style == RopeStyle::Neox;
+    ra.cos_sin = rope_.get<float>();
+    ra.pos0 = pos_.get<int>();
+    ra.k_cache = k_cache_.get<float>() + l * layer_cache;
+    ra.v_cache = v_cache_.get<float>() + l * layer_cache;
+    cuda::rope_and_store(ra, n, stream_);
+    cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
+                    pos_.get<int>(), n, att, stream_, q8({L.wo}).first, q8({L.wo}).second);
+    matmul(L.wo, att, Q, n, x, E, true);  // residual add fused
+    std::tie(xq, xd) = q8(L.gate_up);
+    cuda::rms_norm(x, L.ffn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
+    for (const DeviceMatrix& m : L.gate_up) matmul(m, xn, E, n, gu + m.out_offset, 2 * F, false);
+    std::tie(xq, xd) = q8({L.w_down});
+    cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F),
+                           c.activation == Activation::GeluTanh, stream_, xq, xd);
+    matmul(L.w_down, gu, 2 * F, n, x, E, true);
+  }
+  if (n_out > 0) {
+    auto [xq, xd] = q8({output_});
+    cuda::rms_norm(x + first_out * E, output_norm_, n_out, static_cast<int>(E), c.norm_eps, xn,
+                   stream_, xq, xd);
+    matmul(output_, xn, E, n_out, logits_.get<float>(), c.n_vocab, false);
+  }
+}
+
+void CudaSession::eval(const int32_t* tokens, int n, int pos0, bool all_logits, float* logits) {
+  const ModelConfig& c = c_;
+  const int E = c.n_embd, V = c.n_vocab;
+  const TensorInfo& emb = *model_.token_embd;
+  const size_t emb_stride = row_bytes(emb.type, E);
+  const float emb_scale = c.scale_embeddings ? std::sqrt(static_cast<float>(E)) : 1.0f;
+  if (pos0 + n > n_ctx_)
+    fail("cuda: positions {}..{} exceed the context {}", pos0, pos0 + n, n_ctx_);
+  for (int done = 0; done < n; done += n_batch_) {
+    const int nb = std::min(n_batch_, n - done);
+    const bool last = done + nb == n;
+    for (int t = 0; t < nb; ++t) {
+      float* xt = host_x_ + static_cast<size_t>(t) * E;
+      convert_row_to_f32(
+          emb.type, static_cast<const uint8_t*>(emb.data) + tokens[done + t] * emb_stride, xt, E);
+      if (emb_scale != 1.0f) {
+        for (int i = 0; i < E; ++i) xt[i] *= emb_scale;
+      }
+    }
+    *host_pos_ = pos0 + done;
+    const int half = c.n_rot / 2;
+    for (int t = 0; t < nb; ++t) {
+      float* cs = host_rope_ + static_cast<size_t>(t) * 2 * half;
+      for (int i = 0; i < half; ++i) {
+        const double angle = static_cast<double>(pos0 + done + t) * c.rope_inv_freq[i];
+        cs[i] = static_cast<float>(std::cos(angle));
+        cs[half + i] = static_cast<float>(std::sin(angle));
+      }
+    }
+    check(cudaMemcpyAsync(rope_.get(), host_rope_, static_cast<size_t>(nb) * 2 * half * 4,
+                          cudaMemcpyHostToDevice, stream_),
+          "upload rope table");
+    check(cudaMemcpyAsync(x_.get(), host_x_, static_cast<size_t>(nb) * E * 4,
+                          cudaMemcpyHostToDevice, stream_),
+          "upload embeddings");
+    check(cudaMemcpyAsync(pos_.get(), host_pos_, sizeof(int), cudaMemcpyHostToDevice, stream_),
+          "upload position");
+    const int n_out = all_logits ? nb : (last ? 1 : 0);
+    const int first_out = all_logits ? 0 : nb - 1;
+    if (nb == 1 && n_out == 1 && use_graphs_) {
+      if (decode_graph_ == nullptr) {
+        cudaGraph_t graph = nullptr;
+        check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "graph capture");
+        forward(1, 0, 1);
+        check(cudaStreamEndCapture(stream_, &graph), "graph capture");
+        check(cudaGraphInstantiate(&decode_graph_, graph, 0), "graph instantiate");
+        cudaGraphDestroy(graph);
+      }
+      check(cudaGraphLaunch(decode_graph_, stream_), "graph launch");
+    } else {
+      forward(nb, first_out, n_out);
+    }
+    check(cudaGetLastError(), "kernel launch");
+    float* dst = logits + (all_logits ? static_cast<size_t>(done) * V : 0);
+    const bool staged = n_out == 1;
+    if (n_out > 0) {
+      check(cudaMemcpyAsync(staged ? host_logits_ : dst, logits_.get(),
+                            static_cast<size_t>(n_out) * V * 4, cudaMemcpyDeviceToHost, stream_),
+            "download logits");
+    }
+    check(cudaStreamSynchronize(stream_), "forward pass");
+    if (staged) std::memcpy(dst, host_logits_, static_cast<size_t>(V) * 4);
+  }
+}
+
+}  // namespace
+
+bool cuda_available() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+std::unique_ptr<DeviceSession> make_cuda_session(const Model& model, int n_ctx, int n_batch) {
+  if (!cuda_available()) fail("cuda: no usable CUDA device (driver or GPU missing)");
+  return std::make_unique<CudaSession>(model, n_ctx, n_batch);
+}
+
+CudaBandwidth measure_cuda_bandwidth(size_t bytes, int reps) {
+  bytes = bytes / 256 * 256;
+  DeviceBuffer a(bytes), b(bytes), sink(sizeof(unsigned));
+  check(cudaMemset(a.get(), 1, bytes), "cudaMemset");
+  cudaEvent_t e0, e1;
+  check(cudaEventCreate(&e0), "cudaEventCreate");
+  check(cudaEventCreate(&e1), "cudaEventCreate");
+  CudaBandwidth bw;
+  cuda::read_buffer(a.get(), bytes, sink.get<unsigned>(), nullptr);  // warm-up
+  check(cudaEventRecord(e0), "event");
+  for (int r = 0; r < reps; ++r) cuda::read_buffer(a.get(), bytes, sink.get<unsigned>(), nullptr);
+  check(cudaEventRecord(e1), "event");
+  check(cudaEventSynchronize(e1), "read kernel");
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  bw.read_gbps = static_cast<double>(bytes) * reps / (ms * 1e-3) / 1e9;
+  check(cudaMemcpy(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice), "copy");
+  check(cudaEventRecord(e0), "event");
+  for (int r = 0; r < reps; ++r) cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice);
+  check(cudaEventRecord(e1), "event");
+  check(cudaEventSynchronize(e1), "copy");
+  cudaEventElapsedTime(&ms, e0, e1);
+  bw.copy_gbps = 2.0 * static_cast<double>(bytes) * reps / (ms * 1e-3) / 1e9;
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return bw;
+}
+
+}  // namespace squish

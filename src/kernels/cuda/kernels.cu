@@ -1,0 +1,724 @@
+// CUDA kernels (kernels.h). Mat-vec products dequantize in registers: one warp per weight row,
+// each lane takes 16-byte "items" of the row's blocks (a Q4_K super-block is 8 items of 32
+// weights), multiplies them against F32 activations read through L1, and the warp reduces at the
+// end. A product over n tokens runs the same kernel with 1-8 tokens per pass, so each weight is
+// unpacked once per pass.
+#include <cuda_fp16.h>
+
+#include <cfloat>
+#include <cstdint>
+
+#include "kernels/cuda/kernels.h"
+#include "quant/blocks.h"
+
+namespace squish::cuda {
+
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kRowsPerBlock = 4;  // warps (rows) per thread block of the mat-vec kernels
+
+__device__ __forceinline__ float h2f(uint16_t u) {
+  return __half2float(__ushort_as_half(u));
+}
+__device__ __forceinline__ uint16_t ld16(const uint8_t* p) {
+  return *reinterpret_cast<const uint16_t*>(p);
+}
+// Four bytes from a 2-byte aligned address (blocks of 34, 22, 210 ... bytes).
+__device__ __forceinline__ uint32_t ld32_a2(const uint8_t* p) {
+  return ld16(p) | (static_cast<uint32_t>(ld16(p + 2)) << 16);
+}
+__device__ __forceinline__ float4 ldx4(const float* p) {
+  return __ldg(reinterpret_cast<const float4*>(p));
+}
+__device__ __forceinline__ int byte_of(uint32_t w, int k) {
+  return (w >> (8 * k)) & 0xFF;
+}
+
+// Each block type: kElems weights in kBytes; kItems items per block; dot<NT>() adds item `sub`
+// of block `b` (x points at the block's first column) times NT activation rows to acc.
+
+struct TypeF32 {
+  static constexpr int kElems = 4, kBytes = 16, kItems = 1;
+  template <int NT>
+  __device__ static void dot(const uint8_t* b, int, const float* x, int64_t ldx, float* acc) {
+    const float4 w = *reinterpret_cast<const float4*>(b);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const float4 v = ldx4(x + t * ldx);
+      acc[t] += w.x * v.x + w.y * v.y + w.z * v.z + w.w * v.w;
+    }
+  }
+};
+
+template <bool kBF16>
+struct TypeHalf {
+  static constexpr int kElems = 8, kBytes = 16, kItems = 1;
+  template <int NT>
+  __device__ static void dot(const uint8_t* b, int, const float* x, int64_t ldx, float* acc) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(b);
+    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+    float w[8];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      if (kBF16) {
+        w[2 * k] = __uint_as_float(words[k] << 16);
+        w[2 * k + 1] = __uint_as_float(words[k] & 0xFFFF0000u);
+      } else {
+        w[2 * k] = h2f(words[k] & 0xFFFF);
+        w[2 * k + 1] = h2f(words[k] >> 16);
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const float4 a = ldx4(x + t * ldx), c = ldx4(x + t * ldx + 4);
+      acc[t] += w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * c.x + w[5] * c.y +
+                w[6] * c.z + w[7] * c.w;
+    }
+  }
+};
+
+// Sum over 8 bytes (two words) of signed int8 codes times 8 activations.
+__device__ __forceinline__ float dot8_i8(uint32_t w0, uint32_t w1, float4 a, float4 c) {
+  return static_cast<int8_t>(w0) * a.x + static_cast<int8_t>(w0 >> 8) * a.y +
+         static_cast<int8_t>(w0 >> 16) * a.z + static_cast<int8_t>(w0 >> 24) * a.w +
+         static_cast<int8_t>(w1) * c.x + static_cast<int8_t>(w1 >> 8) * c.y +
+         static_cast<int8_t>(w1 >> 16) * c.z + static_cast<int8_t>(w1 >> 24) * c.w;
+}
+
+struct TypeQ8_0 {  // 34 bytes: fp16 d, 32 int8; two items of 16
+  static constexpr int kElems = 32, kBytes = 34, kItems = 2;
+  template <int NT>
+  __device__ static void dot(const uint8_t* b, int sub, const float* x, int64_t ldx, float* acc) {
+    const float d = h2f(ld16(b));
+    const uint8_t* q = b + 2 + 16 * sub;
+    uint32_t w[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) w[k] = ld32_a2(q + 4 * k);
+    x += 16 * sub;
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const float* xt = x + t * ldx;
+      const float s = dot8_i8(w[0], w[1], ldx4(xt), ldx4(xt + 4)) +
+                      dot8_i8(w[2], w[3], ldx4(xt + 8), ldx4(xt + 12));
+      acc[t] += d * s;
+    }
+  }
+};
+
+// 16 nibble bytes (32 codes: low nibbles are elements 0..15, high 16..31) of the 32-element
+// legacy blocks, with optional fifth bits: sum(code * x) and sum(x) for one activation row.
+template <bool kFifth>
+__device__ __forceinline__ void nibble_sums(const uint32_t* qs, uint32_t qh, const float* x,
+                                            float& sum_qx, float& sum_x) {
+  float sq = 0, sx = 0;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float4 lo = ldx4(x + 4 * k), hi = ldx4(x + 16 + 4 * k);
+    const float l[4] = {lo.x, lo.y, lo.z, lo.w}, h[4] = {hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int j = 4 * k + i;
+      int ql = byte_of(qs[k], i) & 0xF, qhi = byte_of(qs[k], i) >> 4;
+      if (kFifth) {
+        ql |= ((qh >> j) & 1) << 4;
+        qhi |= ((qh >> (j + 16)) & 1) << 4;
+      }
+      sq += ql * l[i] + qhi * h[i];
+      sx += l[i] + h[i];
+    }
+  }
+  sum_qx = sq;
+  sum_x = sx;
+}
+
+struct TypeQ4_0 {  // 18 bytes: d, 16 nibble bytes; value d * (q - 8)
+  static constexpr int kElems = 32, kBytes = 18, kItems = 1;
+  template <int NT>
+  __device__ static void dot(const uint8_t* b, int, const float* x, int64_t ldx, float* acc) {
+    const float d = h2f(ld16(b));
+    uint32_t qs[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) qs[k] = ld32_a2(b + 2 + 4 * k);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      float sq, sx;
+      nibble_sums<false>(qs, 0, x + t * ldx, sq, sx);
+      acc[t] += d * (sq - 8.0f * sx);
+    }
+  }
+};
+
+struct TypeQ4_1 {  // 20 bytes: d, m, 16 nibble bytes; value d * q + m
+  static constexpr int kElems = 32, kBytes = 20, kItems = 1;
+  template <int NT>
+  __device__ static void dot(const uint8_t* b, int, const float* x, int64_t ldx, float* acc) {
+    const uint32_t dm = *reinterpret_cast<const uint32_t*>(b);
+    const float d = h2f(dm & 0xFFFF), m = h2f(dm >> 16);
+    uint32_t qs[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) qs[k] = *reinterpret_cast<const uint32_t*>(b + 4 + 4 * k);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      float sq, sx;
+      nibble_sums<false>(qs, 0, x + t * ldx, sq, sx);
+      acc[t] += d * sq + m * sx;
+    }
+  }
+};
+
+struct TypeQ5_0 {  // 22 bytes: d, qh[4], 16 nibble bytes; value d * (q - 16)
+  static constexpr int kElems = 32, kBytes = 22, kItems = 1;
+  template <int NT>
+  __device__ static void dot(const uint8_t* b, int, const float* x, int64_t ldx, float* acc) {
+    const float d = h2f(ld16(b));
+    const uint32_t qh = ld32_a2(b + 2);
+    uint32_t qs[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) qs[k] = ld32_a2(b + 6 + 4 * k);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      float sq, sx;
+      nibble_sums<true>(qs, qh, x + t * ldx, sq, sx);
+      acc[t] += d * (sq - 16.0f * sx);
+    }
+  }
+};
+
+struct TypeQ5_1 {  // 24 bytes: d, m, qh[4], 16 nibble bytes; value d * q + m
+  static constexpr int kElems = 32, kBytes = 24, kItems = 1;
+  template <int NT>
+  __device__ static void dot(const uint8_t* b, int, const float* x, int64_t ldx, float* acc) {
+    const uint32_t dm = *reinterpret_cast<const uint32_t*>(b);
+    const float d = h2f(dm & 0xFFFF), m = h2f(dm >> 16);
+    const uint32_t qh = *reinterpret_cast<const uint32_t*>(b + 4);
+    uint32_t qs[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) qs[k] = *reinterpret_cast<const uint32_t*>(b + 8 + 4 * k);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      float sq, sx;
+      nibble_sums<true>(qs, qh, x + t * ldx, sq, sx);
+      acc[t] += d * sq + m * sx;
+    }
+  }
+};
+
+__constant__ float kIQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                 1,    13,   25,  38,  53,  69,  89,  113};
+
+struct TypeIQ4_NL {  // 18 bytes: d, 16 nibble bytes indexing the non-linear table
+  static constexpr int kElems = 32, kBytes = 18, kItems = 1;
+  template <int NT>
+  __device__ static void dot(const uint8_t* b, int, const float* x, int64_t ldx, float* acc) {
+    const float d = h2f(ld16(b));
+    float wl[16], wh[16];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t q = ld32_a2(b + 2 + 4 * k);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        wl[4 * k + i] = kIQ4NL[byte_of(q, i) & 0xF];
+        wh[4 * k + i] = kIQ4NL[byte_of(q, i) >> 4];
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const float* xt = x + t * ldx;
+      float s = 0;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float4 lo = ldx4(xt + 4 * k), hi = ldx4(xt + 16 + 4 * k);
+        s += wl[4 * k] * lo.x + wl[4 * k + 1] * lo.y + wl[4 * k + 2] * lo.z + wl[4 * k + 3] * lo.w;
+        s += wh[4 * k] * hi.x + wh[4 * k + 1] * hi.y + wh[4 * k + 2] * hi.z + wh[4 * k + 3] * hi.w;
+      }
+      acc[t] += d * s;
+    }
+  }
+};
+
+// The 6-bit scale and min of sub-block j of Q4_K / Q5_K (ggml's get_scale_min_k4).
+__device__ __forceinline__ void scale_min_k4(int j, const uint8_t* q, float& sc, float& m) {
+  if (j < 4) {
+    sc = q[j] & 63;
+    m = q[j + 4] & 63;
+  } else {
+    sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// Q4_K / Q5_K: 8 items of 16 code bytes; item c covers 64-element group j = c / 2, bytes
+// l0 = (c % 2) * 16 of its 32: low nibbles are elements j*64 + l0 + i (scale 2j), high nibbles
+// j*64 + 32 + l0 + i (scale 2j + 1).
+template <bool kQ5>
+struct TypeK45 {
+  static constexpr int kElems = 256, kBytes = kQ5 ? 176 : 144, kItems = 8;
+  template <int NT>
+  __device__ static void dot(const uint8_t* b, int sub, const float* x, int64_t ldx, float* acc) {
+    const uint32_t dm = *reinterpret_cast<const uint32_t*>(b);
+    const float d = h2f(dm & 0xFFFF), dmin = h2f(dm >> 16);
+    const int j = sub >> 1, l0 = (sub & 1) * 16;
+    float sc0, m0, sc1, m1;
+    scale_min_k4(2 * j, b + 4, sc0, m0);
+    scale_min_k4(2 * j + 1, b + 4, sc1, m1);
+    const uint4 qraw = *reinterpret_cast<const uint4*>(b + (kQ5 ? 48 : 16) + j * 32 + l0);
+    const uint32_t qs[4] = {qraw.x, qraw.y, qraw.z, qraw.w};
+    uint32_t qh[4] = {0, 0, 0, 0};
+    if (kQ5) {
+      const uint4 hraw = *reinterpret_cast<const uint4*>(b + 16 + l0);
+      qh[0] = hraw.x, qh[1] = hraw.y, qh[2] = hraw.z, qh[3] = hraw.w;
+    }
+    const float d0 = d * sc0, d1 = d * sc1, m0d = dmin * m0, m1d = dmin * m1;
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const float* xl = x + t * ldx + j * 64 + l0;
+      float sql = 0, sxl = 0, sqh = 0, sxh = 0;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float4 lo = ldx4(xl + 4 * k), hi = ldx4(xl + 32 + 4 * k);
+        const float l[4] = {lo.x, lo.y, lo.z, lo.w}, h[4] = {hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          int ql = byte_of(qs[k], i) & 0xF, qhi = byte_of(qs[k], i) >> 4;
+          if (kQ5) {
+            const int hb = byte_of(qh[k], i);
+            ql |= ((hb >> (2 * j)) & 1) << 4;
+            qhi |= ((hb >> (2 * j + 1)) & 1) << 4;
+          }
+          sql += ql * l[i];
+          sxl += l[i];
+          sqh += qhi * h[i];
+          sxh += h[i];
+        }
+      }
+      acc[t] += d0 * sql - m0d * sxl + d1 * sqh - m1d * sxh;
+    }
+  }
+};
+
+// Q6_K: 16 items; item c covers half n = c / 8 (128 elements) and l = l0 .. l0 + 3 with
+// l0 = (c % 8) * 4, i.e. elements n*128 + l + {0, 32, 64, 96} (scales is, is+2, is+4, is+6).
+struct TypeQ6_K {
+  static constexpr int kElems = 256, kBytes = 210, kItems = 16;
+  template <int NT>
+  __device__ static void dot(const uint8_t* b, int sub, const float* x, int64_t ldx, float* acc) {
+    const int n = sub >> 3, l0 = (sub & 7) * 4, is = l0 / 16;
+    const uint8_t* ql = b + n * 64;
+    const uint8_t* qh = b + 128 + n * 32;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192 + n * 8);
+    const float d = h2f(ld16(b + 208));
+    const uint32_t qa = ld32_a2(ql + l0), qb = ld32_a2(ql + l0 + 32), hh = ld32_a2(qh + l0);
+    float w[4][4];  // [quarter][i]
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int a = byte_of(qa, i), c = byte_of(qb, i), h = byte_of(hh, i);
+      w[0][i] = static_cast<float>(((a & 0xF) | ((h & 3) << 4)) - 32);
+      w[1][i] = static_cast<float>(((c & 0xF) | (((h >> 2) & 3) << 4)) - 32);
+      w[2][i] = static_cast<float>(((a >> 4) | (((h >> 4) & 3) << 4)) - 32);
+      w[3][i] = static_cast<float>(((c >> 4) | (((h >> 6) & 3) << 4)) - 32);
+    }
+    const float s0 = d * sc[is], s1 = d * sc[is + 2], s2 = d * sc[is + 4], s3 = d * sc[is + 6];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const float* xt = x + t * ldx + n * 128 + l0;
+      const float4 v0 = ldx4(xt), v1 = ldx4(xt + 32), v2 = ldx4(xt + 64), v3 = ldx4(xt + 96);
+      acc[t] += s0 * (w[0][0] * v0.x + w[0][1] * v0.y + w[0][2] * v0.z + w[0][3] * v0.w) +
+                s1 * (w[1][0] * v1.x + w[1][1] * v1.y + w[1][2] * v1.z + w[1][3] * v1.w) +
+                s2 * (w[2][0] * v2.x + w[2][1] * v2.y + w[2][2] * v2.z + w[2][3] * v2.w) +
+                s3 * (w[3][0] * v3.x + w[3][1] * v3.y + w[3][2] * v3.z + w[3][3] * v3.w);
+    }
+  }
+};
+
+template <class T, int NT>
+__global__ void __launch_bounds__(kWarp* kRowsPerBlock)
+    matvec_kernel(const uint8_t* __restrict__ w, int64_t rows, int64_t cols, size_t row_bytes,
+                  const float* __restrict__ x, int64_t ldx, float* y, int64_t ldy, int accumulate) {
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp;
+  if (r >= rows) return;
+  const uint8_t* wr = w + r * row_bytes;
+  const int n_items = static_cast<int>(cols / T::kElems) * T::kItems;
+  float acc[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+#pragma unroll 4
+  for (int it = lane; it < n_items; it += kWarp) {
+    const int blk = it / T::kItems, sub = it % T::kItems;
+    T::template dot<NT>(wr + static_cast<size_t>(blk) * T::kBytes, sub,
+                        x + static_cast<int64_t>(blk) * T::kElems, ldx, acc);
+  }
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    float s = acc[t];
+#pragma unroll
+    for (int o = kWarp / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xFFFFFFFFu, s, o);
+    if (lane == 0) {
+      float* out = y + t * ldy + r;
+      *out = accumulate ? *out + s : s;
+    }
+  }
+}
+
+template <class T, int NT>
+void launch_matvec(const void* w, int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y,
+                   int64_t ldy, bool accumulate, cudaStream_t stream) {
+  const size_t row_bytes = static_cast<size_t>(cols / T::kElems) * T::kBytes;
+  const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+  matvec_kernel<T, NT><<<blocks, kWarp * kRowsPerBlock, 0, stream>>>(
+      static_cast<const uint8_t*>(w), rows, cols, row_bytes, x, ldx, y, ldy, accumulate ? 1 : 0);
+}
+
+template <class T>
+void matmul_typed(const void* w, int64_t rows, int64_t cols, const float* x, int64_t ldx,
+                  int n_tokens, float* y, int64_t ldy, bool accumulate, cudaStream_t stream) {
+  int t = 0;
+  while (t < n_tokens) {
+    const int left = n_tokens - t;
+    const float* xt = x + t * ldx;
+    float* yt = y + t * ldy;
+    if (left >= 8) {
+      launch_matvec<T, 8>(w, rows, cols, xt, ldx, yt, ldy, accumulate, stream);
+      t += 8;
+    } else if (left >= 4) {
+      launch_matvec<T, 4>(w, rows, cols, xt, ldx, yt, ldy, accumulate, stream);
+      t += 4;
+    } else if (left >= 2) {
+      launch_matvec<T, 2>(w, rows, cols, xt, ldx, yt, ldy, accumulate, stream);
+      t += 2;
+    } else {
+      launch_matvec<T, 1>(w, rows, cols, xt, ldx, yt, ldy, accumulate, stream);
+      t += 1;
+    }
+  }
+}
+
+// ---- Small kernels ----
+
+template <int kThreads>
+__device__ float block_sum(float v, float* shared) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  float total = 0;
+#pragma unroll
+  for (int i = 0; i < kThreads / kWarp; ++i) total += shared[i];
+  __syncthreads();
+  return total;
+}
+
+// One block per row; decode has a single row, so the block is wide (a norm is ~1 % of a step).
+constexpr int kNormThreads = 1024;
+
+// Writes the 8-bit form of a warp's 32 consecutive values (one group of
+// quantize_activations_q8): q = round(v / d), d = amax / 127. Every lane of the warp calls it.
+__device__ __forceinline__ void store_q8_group(float v, int8_t* q, float* d) {
+  float amax = fabsf(v);
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, o));
+  const float dd = amax / 127.0f;
+  const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+  q[threadIdx.x % kWarp] = static_cast<int8_t>(roundf(v * id));
+  if (threadIdx.x % kWarp == 0) *d = dd;
+}
+
+// With q8 set (n a multiple of 32), also writes the normalised rows' 8-bit form (q rows at
+// q + t * n, scales at d + t * n / 32), saving a separate quantization pass.
+__global__ void rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ weight,
+                                int n, float eps, float* __restrict__ out, int8_t* q, float* d) {
+  __shared__ float partial[kNormThreads / kWarp];
+  const float* xr = x + static_cast<int64_t>(blockIdx.x) * n;
+  float* orow = out + static_cast<int64_t>(blockIdx.x) * n;
+  float ss = 0;
+  for (int i = threadIdx.x; i < n; i += kNormThreads) ss += xr[i] * xr[i];
+  ss = block_sum<kNormThreads>(ss, partial);
+  const float scale = rsqrtf(ss / n + eps);
+  if (q == nullptr) {
+    for (int i = threadIdx.x; i < n; i += kNormThreads) orow[i] = xr[i] * scale * weight[i];
+    return;
+  }
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  for (int g = warp; g < n / 32; g += kNormThreads / kWarp) {
+    const int i = g * 32 + lane;
+    const float v = xr[i] * scale * weight[i];
+    orow[i] = v;
+    store_q8_group(v, q + static_cast<int64_t>(blockIdx.x) * n + g * 32,
+                   d + static_cast<int64_t>(blockIdx.x) * (n / 32) + g);
+  }
+}
+
+__global__ void rope_store_kernel(RopeArgs a) {
+  const int t = blockIdx.x;
+  const int pos = *a.pos0 + t;
+  const int D = a.head_dim, Q = a.n_head * D, KV = a.n_head_kv * D, half = a.n_rot / 2;
+  float* q = a.q + t * a.ld;
+  float* k = a.k + t * a.ld;
+  float* v = a.v + t * a.ld;
+  if (a.bq != nullptr) {
+    for (int i = threadIdx.x; i < Q; i += blockDim.x) q[i] += a.bq[i];
+    for (int i = threadIdx.x; i < KV; i += blockDim.x) k[i] += a.bk[i];
+    for (int i = threadIdx.x; i < KV; i += blockDim.x) v[i] += a.bv[i];
+    __syncthreads();
+  }
+  // One (head, pair) per thread step; q heads first, then k heads.
+  const int pairs = (a.n_head + a.n_head_kv) * half;
+  for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
+    const int h = p / half, i = p % half;
+    float* head = h < a.n_head ? q + h * D : k + (h - a.n_head) * D;
+    const int ia = a.neox ? i : 2 * i, ib = a.neox ? i + half : 2 * i + 1;
+    const float* cs = a.cos_sin + static_cast<int64_t>(t) * 2 * half;
+    const float c = cs[i], s = cs[half + i];
+    const float x0 = head[ia], x1 = head[ib];
+    head[ia] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+    head[ib] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+  }
+  __syncthreads();
+  float* kc = a.k_cache + static_cast<int64_t>(pos) * KV;
+  float* vc = a.v_cache + static_cast<int64_t>(pos) * KV;
+  for (int i = threadIdx.x; i < KV; i += blockDim.x) {
+    kc[i] = k[i];
+    vc[i] = v[i];
+  }
+}
+
+constexpr int kAttnWarps = 8;
+constexpr int kAttnKeys = 4;  // keys per warp per step: independent loads and reductions overlap
+constexpr int kMaxHeadDim = 256;
+
+// One block per (head, query token): warp w takes keys w*4 .. w*4+3, then every 32nd group of
+// four; lanes hold head_dim / 32 dimensions each. Each warp keeps an online softmax (running
+// max, sum and weighted values); the warps' partial results are merged at the end. With q8 set,
+// the output row is also written in 8-bit form (groups of 32 = one warp's dimensions).
+__global__ void __launch_bounds__(kWarp* kAttnWarps)
+    attention_kernel(const float* __restrict__ q, int64_t ldq, const float* __restrict__ k_cache,
+                     const float* __restrict__ v_cache, int n_head, int n_head_kv, int D,
+                     const int* pos0, float* __restrict__ out, int8_t* out_q, float* out_d) {
+  constexpr int kMaxPer = kMaxHeadDim / kWarp;
+  __shared__ float s_m[kAttnWarps], s_l[kAttnWarps];
+  __shared__ float s_acc[kAttnWarps][kMaxHeadDim];
+  const int h = blockIdx.x, t = blockIdx.y;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int per = D / kWarp;
+  const int kvh = h / (n_head / n_head_kv);
+  const int KV = n_head_kv * D;
+  const int n_keys = *pos0 + t + 1;
+  const float scale = rsqrtf(static_cast<float>(D));
+  float qv[kMaxPer], acc[kMaxPer];
+#pragma unroll
+  for (int e = 0; e < kMaxPer; ++e) {
+    qv[e] = e < per ? q[t * ldq + h * D + lane + kWarp * e] * scale : 0.0f;
+    acc[e] = 0.0f;
+  }
+  float m = -FLT_MAX, l = 0.0f;
+  const float* kbase = k_cache + kvh * D + lane;
+  const float* vbase = v_cache + kvh * D + lane;
+  for (int j0 = warp * kAttnKeys; j0 < n_keys; j0 += kAttnWarps * kAttnKeys) {
+    float s[kAttnKeys], v[kAttnKeys][kMaxPer];
+#pragma unroll
+    for (int u = 0; u < kAttnKeys; ++u) {
+      const int j = min(j0 + u, n_keys - 1);  // past the end: a valid row, masked below
+      const float* kr = kbase + static_cast<int64_t>(j) * KV;
+      const float* vr = vbase + static_cast<int64_t>(j) * KV;
+      s[u] = 0.0f;
+#pragma unroll
+      for (int e = 0; e < kMaxPer; ++e) {
+        if (e < per) {
+          s[u] += qv[e] * kr[kWarp * e];
+          v[u][e] = vr[kWarp * e];
+        }
+      }
+    }
+#pragma unroll
+    for (int o = kWarp / 2; o > 0; o >>= 1) {
+#pragma unroll
+      for (int u = 0; u < kAttnKeys; ++u) s[u] += __shfl_xor_sync(0xFFFFFFFFu, s[u], o);
+    }
+    float m_new = m;
+#pragma unroll
+    for (int u = 0; u < kAttnKeys; ++u)
+      if (j0 + u < n_keys) m_new = fmaxf(m_new, s[u]);
+    const float corr = expf(m - m_new);
+    l *= corr;
+#pragma unroll
+    for (int e = 0; e < kMaxPer; ++e) acc[e] *= corr;
+#pragma unroll
+    for (int u = 0; u < kAttnKeys; ++u) {
+      const float p = j0 + u < n_keys ? expf(s[u] - m_new) : 0.0f;
+      l += p;
+#pragma unroll
+      for (int e = 0; e < kMaxPer; ++e) acc[e] += p * v[u][e];
+    }
+    m = m_new;
+  }
+  if (lane == 0) {
+    s_m[warp] = m;
+    s_l[warp] = l;
+  }
+#pragma unroll
+  for (int e = 0; e < kMaxPer; ++e)
+    if (e < per) s_acc[warp][lane + kWarp * e] = acc[e];
+  __syncthreads();
+  float mx = -FLT_MAX;
+  for (int w = 0; w < kAttnWarps; ++w) mx = fmaxf(mx, s_m[w]);
+  float denom = 0;
+  float wgt[kAttnWarps];
+  for (int w = 0; w < kAttnWarps; ++w) {
+    wgt[w] = s_l[w] > 0 ? expf(s_m[w] - mx) : 0.0f;  // warps that saw no key weigh nothing
+    denom += s_l[w] * wgt[w];
+  }
+  const float inv = 1.0f / denom;
+  const int64_t row = static_cast<int64_t>(t) * n_head * D + h * D;
+  for (int dd = threadIdx.x; dd < D; dd += blockDim.x) {  // D <= blockDim: warp-uniform
+    float o = 0;
+    for (int w = 0; w < kAttnWarps; ++w) o += s_acc[w][dd] * wgt[w];
+    o *= inv;
+    out[row + dd] = o;
+    if (out_q != nullptr) store_q8_group(o, out_q + row + dd - lane, out_d + (row + dd) / 32);
+  }
+}
+
+// One thread per value; 256-thread blocks start at multiples of 256, so each warp holds one
+// group of 32 for the optional 8-bit output (q rows at q + t * n, scales at d + t * n / 32).
+__global__ void gated_activation_kernel(float* gate, int64_t ld_gate, const float* up,
+                                        int64_t ld_up, int n, bool gelu, int8_t* q, float* d) {
+  const int t = blockIdx.y;
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;  // n % 32 == 0 when q is set: whole warps return together
+  float* g = gate + t * ld_gate + i;
+  const float u = up[t * ld_up + i], x = *g;
+  float a;
+  if (gelu) {
+    a = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+  } else {
+    a = x / (1.0f + expf(-x));
+  }
+  const float v = a * u;
+  *g = v;
+  if (q != nullptr) {
+    const int64_t at = static_cast<int64_t>(t) * n + i;
+    store_q8_group(v, q + at - threadIdx.x % kWarp, d + at / 32);
+  }
+}
+
+constexpr int kArgmaxThreads = 1024;
+
+__global__ void argmax_kernel(const float* __restrict__ x, int n, int* out) {
+  __shared__ float s_val[kArgmaxThreads / kWarp];
+  __shared__ int s_idx[kArgmaxThreads / kWarp];
+  float best = -INFINITY;
+  int idx = n;  // larger than any index: loses every tie
+  for (int i = threadIdx.x; i < n; i += kArgmaxThreads) {
+    if (x[i] > best) best = x[i], idx = i;  // increasing i: keeps the first of equal values
+  }
+  for (int o = kWarp / 2; o > 0; o >>= 1) {
+    const float ob = __shfl_xor_sync(0xFFFFFFFFu, best, o);
+    const int oi = __shfl_xor_sync(0xFFFFFFFFu, idx, o);
+    if (ob > best || (ob == best && oi < idx)) best = ob, idx = oi;
+  }
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  if (lane == 0) s_val[warp] = best, s_idx[warp] = idx;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kArgmaxThreads / kWarp; ++w) {
+      if (s_val[w] > best || (s_val[w] == best && s_idx[w] < idx)) best = s_val[w], idx = s_idx[w];
+    }
+    *out = idx < n ? idx : 0;
+  }
+}
+
+__global__ void read_kernel(const uint4* __restrict__ p, size_t n, unsigned* sink) {
+  unsigned acc = 0;
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const uint4 v = __ldcs(p + i);  // streaming: the roofline of reading weights once
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9E3779B9u) *sink = acc;  // practically never stored, but the loads must happen
+}
+
+}  // namespace
+
+bool matmul_supported(DType type, int64_t cols) {
+  switch (type) {
+    case DType::F32:
+      return cols % 4 == 0;
+    case DType::F16:
+    case DType::BF16:
+      return cols % 8 == 0;
+    case DType::Q4_0:
+    case DType::Q4_1:
+    case DType::Q5_0:
+    case DType::Q5_1:
+    case DType::Q8_0:
+    case DType::IQ4_NL:
+      return cols % 32 == 0;
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+      return cols % 256 == 0;
+    default:
+      return false;
+  }
+}
+
+void matmul(DType type, const void* w, int64_t rows, int64_t cols, const float* x, int64_t ldx,
+            int n_tokens, float* y, int64_t ldy, bool accumulate, cudaStream_t stream) {
+  switch (type) {
+#define SQUISH_CASE(dt, T) \
+  case DType::dt:          \
+    return matmul_typed<T>(w, rows, cols, x, ldx, n_tokens, y, ldy, accumulate, stream);
+    SQUISH_CASE(F32, TypeF32)
+    SQUISH_CASE(F16, TypeHalf<false>)
+    SQUISH_CASE(BF16, TypeHalf<true>)
+    SQUISH_CASE(Q4_0, TypeQ4_0)
+    SQUISH_CASE(Q4_1, TypeQ4_1)
+    SQUISH_CASE(Q5_0, TypeQ5_0)
+    SQUISH_CASE(Q5_1, TypeQ5_1)
+    SQUISH_CASE(Q8_0, TypeQ8_0)
+    SQUISH_CASE(IQ4_NL, TypeIQ4_NL)
+    SQUISH_CASE(Q4_K, TypeK45<false>)
+    SQUISH_CASE(Q5_K, TypeK45<true>)
+    SQUISH_CASE(Q6_K, TypeQ6_K)
+#undef SQUISH_CASE
+    default:
+      return;  // rejected by matmul_supported before any launch
+  }
+}
+
+void rms_norm(const float* x, const float* weight, int n_tokens, int n, float eps, float* out,
+              cudaStream_t stream, int8_t* q, float* d) {
+  rms_norm_kernel<<<n_tokens, kNormThreads, 0, stream>>>(x, weight, n, eps, out, q, d);
+}
+
+void rope_and_store(const RopeArgs& a, int n_tokens, cudaStream_t stream) {
+  rope_store_kernel<<<n_tokens, 256, 0, stream>>>(a);
+}
+
+void attention(const float* q, int64_t ldq, const float* k_cache, const float* v_cache, int n_head,
+               int n_head_kv, int head_dim, const int* pos0, int n_tokens, float* out,
+               cudaStream_t stream, int8_t* out_q, float* out_d) {
+  attention_kernel<<<dim3(n_head, n_tokens), kWarp * kAttnWarps, 0, stream>>>(
+      q, ldq, k_cache, v_cache, n_head, n_head_kv, head_dim, pos0, out, out_q, out_d);
+}
+
+void gated_activation(float* gate, int64_t ld_gate, const float* up, int64_t ld_up, int n_tokens,
+                      int n, bool gelu, cudaStream_t stream, int8_t* q, float* d) {
+  gated_activation_kernel<<<dim3((n + 255) / 256, n_tokens), 256, 0, stream>>>(
+      gate, ld_gate, up, ld_up, n, gelu, q, d);
+}
+
+void argmax(const float* x, int n, int* out, cudaStream_t stream) {
+  argmax_kernel<<<1, kArgmaxThreads, 0, stream>>>(x, n, out);
+}
+
+void read_buffer(const void* buffer, size_t bytes, unsigned* sink, cudaStream_t stream) {
+  int device = 0, sms = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  read_kernel<<<sms * 8, 512, 0, stream>>>(static_cast<const uint4*>(buffer), bytes / 16, sink);
+}
+
+}  // namespace squish::cuda

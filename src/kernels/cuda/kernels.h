@@ -1,0 +1,80 @@
+// CUDA kernels of the forward pass, launched from host code (kernels/cuda/cuda_forward.cpp) on a
+// stream. Weights stay in their GGUF block layouts (quant/blocks.h); activations are F32 rows.
+// Every launcher is checked against the CPU reference in tests/cuda_test.cpp. Shapes must have
+// passed cuda_matmul_supported / the host-side checks in cuda_forward.cpp (nothing here throws).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace squish::cuda {
+
+// Y[t][r] = sum_i X[t][i] * W[r][i] for t < n_tokens (+ Y[t][r] when accumulate: the residual
+// add fused into the product). W: rows x cols in `type`, rows contiguous. x rows at x + t * ldx
+// (ldx a multiple of 4, x 16-byte aligned), y rows at y + t * ldy. Decode (n_tokens == 1) reads
+// each weight once; prefill reads it once per 8 tokens.
+bool matmul_supported(DType type, int64_t cols);
+void matmul(DType type, const void* w, int64_t rows, int64_t cols, const float* x, int64_t ldx,
+            int n_tokens, float* y, int64_t ldy, bool accumulate, cudaStream_t stream);
+
+// The same product with 8-bit activations (kernels_q8.cu): integer dot products of codes and
+// activations, about a third of the instructions per weight of the F32 path, which lets 4- and
+// 6-bit decode run at memory speed. quantize_activations_q8 makes them: per token and group of 32
+// columns, d = amax / 127 (F32) and q = round(x / d); q rows at q + t * cols, scales at
+// d + t * cols / 32 (cols a multiple of 32, x rows 16-byte aligned not required).
+void quantize_activations_q8(const float* x, int64_t ldx, int n_tokens, int64_t cols, int8_t* q,
+                             float* d, cudaStream_t stream);
+bool matmul_q8_supported(DType type, int64_t cols);  // Q4_K, Q6_K, Q8_0
+void matmul_q8(DType type, const void* w, int64_t rows, int64_t cols, const int8_t* xq,
+               const float* xd, int n_tokens, float* y, int64_t ldy, bool accumulate,
+               cudaStream_t stream);
+
+// out[t] = x[t] / rms(x[t]) * weight, n elements per row (rows at stride n). With q and d set
+// (n a multiple of 32), also the rows' 8-bit form as quantize_activations_q8 makes it.
+void rms_norm(const float* x, const float* weight, int n_tokens, int n, float eps, float* out,
+              cudaStream_t stream, int8_t* q = nullptr, float* d = nullptr);
+
+// Per token t at position *pos0 + t: adds the biases (may be null), rotates the first n_rot
+// dimensions of every q and k head (neox: pairs (i, i + n_rot/2); otherwise (2i, 2i+1)), then
+// stores k and v at that position of the layer's caches ([position][kv_dim]).
+struct RopeArgs {
+  float* q;
+  float* k;
+  float* v;
+  int64_t ld;  // row stride of q, k and v (floats)
+  const float *bq, *bk, *bv;
+  int n_head, n_head_kv, head_dim, n_rot;
+  bool neox;
+  // Per token: n_rot / 2 cosines then n_rot / 2 sines of position * inverse frequency,
+  // computed on the host in double like the CPU runtime's table (and cheap to upload).
+  const float* cos_sin;
+  const int* pos0;  // device scalar: the first token's position
+  float *k_cache, *v_cache;
+};
+void rope_and_store(const RopeArgs& a, int n_tokens, cudaStream_t stream);
+
+// Causal attention for n_tokens queries at positions *pos0 + t against the cached keys and values
+// 0 .. *pos0 + t (online softmax, one block per head and query). q rows at q + t * ldq, out rows at
+// out + t * n_head * head_dim. head_dim is a multiple of 32, at most 256. With out_q/out_d set,
+// also the output rows' 8-bit form (as quantize_activations_q8).
+void attention(const float* q, int64_t ldq, const float* k_cache, const float* v_cache, int n_head,
+               int n_head_kv, int head_dim, const int* pos0, int n_tokens, float* out,
+               cudaStream_t stream, int8_t* out_q = nullptr, float* out_d = nullptr);
+
+// gate[t][i] = act(gate[t][i]) * up[t][i], i < n (SiLU or tanh-approximated GELU).
+// With q/d set (n a multiple of 32), also the results' 8-bit form, rows at q + t * n.
+void gated_activation(float* gate, int64_t ld_gate, const float* up, int64_t ld_up, int n_tokens,
+                      int n, bool gelu, cudaStream_t stream, int8_t* q = nullptr,
+                      float* d = nullptr);
+
+// Index of the largest of n values (the first one on ties), written to *out (device).
+void argmax(const float* x, int n, int* out, cudaStream_t stream);
+
+// Reads `bytes` from `buffer` (16-byte aligned) with 16-byte loads: the bandwidth roofline of a
+// weight-streaming kernel. sink receives a value so the reads are not optimised away.
+void read_buffer(const void* buffer, size_t bytes, unsigned* sink, cudaStream_t stream);
+
+}  // namespace squish::cuda

@@ -1,0 +1,446 @@
+// CUDA backend checks (built only with -DSQUISH_CUDA=ON, run on a GPU machine): every kernel
+// against the CPU reference, then whole-model logits on the GPU against the CPU runtime for the
+// same quantized file. Without a device every test is skipped.
+//
+// Tolerances. Kernels: mat-vec products accumulate in F32 in a different order than the double
+// reference, so |gpu - ref| <= 2e-5 * sum_i |w_i x_i| + 1e-6 per output. Elementwise kernels:
+// 1e-5 relative. Whole model: the CPU runtime quantizes activations to 8 bits (Q8_0/Q8_K) before
+// its integer dot products, the GPU keeps them in F32, so the logits differ by that rounding:
+// RMS(gpu - cpu) <= 5 % of RMS(cpu logits) and the top token agrees on >= 90 % of positions.
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cuda/kernels.h"
+#include "model/model.h"
+#include "quant/quant.h"
+#include "runtime/cuda_session.h"
+#include "runtime/session.h"
+#include "test_util.h"
+
+namespace squish {
+namespace {
+
+#define SKIP_WITHOUT_GPU() \
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device"
+
+template <class T>
+struct Dev {
+  T* p = nullptr;
+  size_t n = 0;
+  explicit Dev(size_t count) : n(count) {
+    EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&p), count * sizeof(T)), cudaSuccess);
+  }
+  Dev(const std::vector<T>& v) : Dev(v.size()) { upload(v); }
+  ~Dev() { cudaFree(p); }
+  void upload(const std::vector<T>& v) {
+    ASSERT_EQ(cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  std::vector<T> download() const {
+    std::vector<T> v(n);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+    return v;
+  }
+};
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// Weight bytes of rows x cols in `type` made from Gaussian values (quantized where needed).
+std::vector<uint8_t> make_weights(DType type, int64_t rows, int64_t cols, uint32_t seed) {
+  const std::vector<float> f = random_floats(rows * cols, seed, 0.05f);
+  const size_t stride = row_bytes(type, cols);
+  std::vector<uint8_t> w(stride * rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = f.data() + r * cols;
+    uint8_t* dst = w.data() + r * stride;
+    if (type == DType::F32) {
+      std::memcpy(dst, src, cols * 4);
+    } else if (type == DType::F16 || type == DType::BF16) {
+      auto* h = reinterpret_cast<uint16_t*>(dst);
+      for (int64_t i = 0; i < cols; ++i)
+        h[i] = type == DType::F16 ? fp32_to_fp16(src[i]) : fp32_to_bf16(src[i]);
+    } else {
+      quant_traits(type)->quantize(src, dst, cols, nullptr);
+    }
+  }
+  return w;
+}
+
+// A kernel's fused 8-bit output (q, d) must equal quantize_activations_q8 of its float output.
+void expect_fused_q8(const float* out_dev, int n_tokens, int cols, const int8_t* q_dev,
+                     const float* d_dev) {
+  Dev<int8_t> q_ref(n_tokens * cols);
+  Dev<float> d_ref(n_tokens * cols / 32);
+  cuda::quantize_activations_q8(out_dev, cols, n_tokens, cols, q_ref.p, d_ref.p, nullptr);
+  std::vector<int8_t> q(n_tokens * cols);
+  std::vector<float> d(n_tokens * cols / 32);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(q.data(), q_dev, q.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(d.data(), d_dev, d.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(q, q_ref.download());
+  EXPECT_EQ(d, d_ref.download());
+}
+
+class CudaMatmul : public testing::TestWithParam<DType> {};
+
+TEST_P(CudaMatmul, MatchesCpuReference) {
+  SKIP_WITHOUT_GPU();
+  const DType type = GetParam();
+  const int64_t rows = 67, cols = 512;  // rows not a multiple of the 4 rows per thread block
+  ASSERT_TRUE(cuda::matmul_supported(type, cols));
+  const std::vector<uint8_t> w = make_weights(type, rows, cols, 7);
+  std::vector<float> row(cols);
+  std::vector<float> wf(rows * cols);
+  for (int64_t r = 0; r < rows; ++r)
+    convert_row_to_f32(type, w.data() + r * row_bytes(type, cols), wf.data() + r * cols, cols);
+  Dev<uint8_t> dw(w);
+  for (int n_tokens : {1, 2, 3, 8, 13}) {
+    for (bool accumulate : {false, true}) {
+      const std::vector<float> x = random_floats(n_tokens * cols, 11 + n_tokens);
+      const std::vector<float> y0 = random_floats(n_tokens * rows, 5);
+      std::vector<float> ref(n_tokens * rows);
+      matmul_reference(x.data(), n_tokens, w.data(), type, rows, cols, ref.data(), rows);
+      Dev<float> dx(x), dy(y0);
+      cuda::matmul(type, dw.p, rows, cols, dx.p, cols, n_tokens, dy.p, rows, accumulate, nullptr);
+      ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+      const std::vector<float> y = dy.download();
+      for (int t = 0; t < n_tokens; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+          double mag = 0;
+          for (int64_t i = 0; i < cols; ++i) mag += std::fabs(wf[r * cols + i] * x[t * cols + i]);
+          const float want = ref[t * rows + r] + (accumulate ? y0[t * rows + r] : 0.0f);
+          ASSERT_NEAR(y[t * rows + r], want, 2e-5 * mag + 1e-6)
+              << dtype_name(type) << " token " << t << " row " << r << " acc " << accumulate;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, CudaMatmul,
+                         testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q4_0,
+                                         DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0,
+                                         DType::IQ4_NL, DType::Q4_K, DType::Q5_K, DType::Q6_K),
+                         [](const testing::TestParamInfo<DType>& p) {
+                           return std::string(dtype_name(p.param));
+                         });
+
+// 8-bit activations: the reference is the float product with the activations replaced by what
+// the quantizer keeps (per 32: d = amax / 127, q = round(x / d), x' = q * d), so only the
+// kernel's integer arithmetic and scale order are checked, at the float tolerance.
+class CudaMatmulQ8 : public testing::TestWithParam<DType> {};
+
+TEST_P(CudaMatmulQ8, MatchesReferenceOnQuantizedActivations) {
+  SKIP_WITHOUT_GPU();
+  const DType type = GetParam();
+  const int64_t rows = 45, cols = 768;
+  ASSERT_TRUE(cuda::matmul_q8_supported(type, cols));
+  const std::vector<uint8_t> w = make_weights(type, rows, cols, 17);
+  std::vector<float> wf(rows * cols);
+  for (int64_t r = 0; r < rows; ++r)
+    convert_row_to_f32(type, w.data() + r * row_bytes(type, cols), wf.data() + r * cols, cols);
+  Dev<uint8_t> dw(w);
+  for (int n_tokens : {1, 5, 8, 11}) {
+    const int64_t ldx = cols + 4;  // a row stride wider than the row, as for the gate|up buffer
+    std::vector<float> x = random_floats(n_tokens * ldx, 21 + n_tokens);
+    x[3] = 0.0f;
+    std::fill(x.begin() + 32, x.begin() + 64, 0.0f);  // an all-zero group: d = 0
+    std::vector<float> xr(n_tokens * cols);
+    for (int t = 0; t < n_tokens; ++t) {
+      for (int64_t g = 0; g < cols / 32; ++g) {
+        const float* src = x.data() + t * ldx + g * 32;
+        float amax = 0;
+        for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(src[i]));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int i = 0; i < 32; ++i) xr[t * cols + g * 32 + i] = std::round(src[i] * id) * d;
+      }
+    }
+    std::vector<float> ref(n_tokens * rows);
+    matmul_reference(xr.data(), n_tokens, w.data(), type, rows, cols, ref.data(), rows);
+    Dev<float> dx(x), dy(std::vector<float>(n_tokens * rows, 1.0f));
+    Dev<int8_t> xq(n_tokens * cols);
+    Dev<float> xd(n_tokens * cols / 32);
+    cuda::quantize_activations_q8(dx.p, ldx, n_tokens, cols, xq.p, xd.p, nullptr);
+    cuda::matmul_q8(type, dw.p, rows, cols, xq.p, xd.p, n_tokens, dy.p, rows, true, nullptr);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const std::vector<float> y = dy.download();
+    for (int t = 0; t < n_tokens; ++t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        double mag = 0;
+        for (int64_t i = 0; i < cols; ++i) mag += std::fabs(wf[r * cols + i] * xr[t * cols + i]);
+        ASSERT_NEAR(y[t * rows + r], ref[t * rows + r] + 1.0f, 2e-5 * mag + 1e-6)
+            << dtype_name(type) << " token " << t << " row " << r;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8,
+                         testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0),
+                         [](const testing::TestParamInfo<DType>& p) {
+                           return std::string(dtype_name(p.param));
+                         });
+
+TEST(CudaKernels, UnsupportedShapesAreRejected) {
+  EXPECT_FALSE(cuda::matmul_supported(DType::Q4_K, 384));  // not whole super-blocks
+  EXPECT_FALSE(cuda::matmul_supported(DType::Q2_K, 256));  // no kernel yet
+  EXPECT_TRUE(cuda::matmul_supported(DType::Q8_0, 384));
+}
+
+TEST(CudaKernels, RmsNorm) {
+  SKIP_WITHOUT_GPU();
+  const int n = 4096, T = 3;
+  const std::vector<float> x = random_floats(T * n, 1, 3.0f), w = random_floats(n, 2);
+  Dev<float> dx(x), dw(w), dout(T * n);
+  cuda::rms_norm(dx.p, dw.p, T, n, 1e-5f, dout.p, nullptr);
+  const std::vector<float> out = dout.download();
+  std::vector<float> ref(n);
+  for (int t = 0; t < T; ++t) {
+    rms_norm(x.data() + t * n, w.data(), n, 1e-5f, ref.data());
+    for (int i = 0; i < n; ++i)
+      ASSERT_NEAR(out[t * n + i], ref[i], 1e-5f * (1 + std::fabs(ref[i])));
+  }
+  Dev<int8_t> q(T * n);
+  Dev<float> d(T * n / 32);
+  cuda::rms_norm(dx.p, dw.p, T, n, 1e-5f, dout.p, nullptr, q.p, d.p);
+  EXPECT_EQ(dout.download(), out);
+  expect_fused_q8(dout.p, T, n, q.p, d.p);
+}
+
+TEST(CudaKernels, RopeBiasAndCacheStore) {
+  SKIP_WITHOUT_GPU();
+  for (bool neox : {false, true}) {
+    for (bool bias : {false, true}) {
+      const int H = 4, HKV = 2, D = 64, n_rot = 32, T = 3, pos0 = 1000, n_ctx = 1100;
+      const int Q = H * D, KV = HKV * D, ld = Q + 2 * KV;
+      std::vector<double> inv_freq(n_rot / 2);
+      for (int i = 0; i < n_rot / 2; ++i) inv_freq[i] = std::pow(10000.0, -2.0 * i / n_rot);
+      const std::vector<float> qkv = random_floats(T * ld, 3);
+      const std::vector<float> bq = random_floats(Q, 4), bk = random_floats(KV, 5),
+                               bv = random_floats(KV, 6);
+      Dev<float> dqkv(qkv), dbq(bq), dbk(bk), dbv(bv), kc(n_ctx * KV), vc(n_ctx * KV);
+      std::vector<float> table(T * n_rot);  // per token: cos then sin of each pair's angle
+      for (int t = 0; t < T; ++t) {
+        for (int i = 0; i < n_rot / 2; ++i) {
+          const double angle = static_cast<double>(pos0 + t) * inv_freq[i];
+          table[t * n_rot + i] = static_cast<float>(std::cos(angle));
+          table[t * n_rot + n_rot / 2 + i] = static_cast<float>(std::sin(angle));
+        }
+      }
+      Dev<float> dtable(table);
+      Dev<int> dpos(std::vector<int>{pos0});
+      cuda::RopeArgs a{dqkv.p,
+                       dqkv.p + Q,
+                       dqkv.p + Q + KV,
+                       ld,
+                       bias ? dbq.p : nullptr,
+                       bias ? dbk.p : nullptr,
+                       bias ? dbv.p : nullptr,
+                       H,
+                       HKV,
+                       D,
+                       n_rot,
+                       neox,
+                       dtable.p,
+                       dpos.p,
+                       kc.p,
+                       vc.p};
+      cuda::rope_and_store(a, T, nullptr);
+      const std::vector<float> out = dqkv.download(), kcache = kc.download(),
+                               vcache = vc.download();
+      const RopeStyle style = neox ? RopeStyle::Neox : RopeStyle::Interleaved;
+      for (int t = 0; t < T; ++t) {
+        std::vector<float> ref(qkv.begin() + t * ld, qkv.begin() + (t + 1) * ld);
+        if (bias) {
+          for (int i = 0; i < Q; ++i) ref[i] += bq[i];
+          for (int i = 0; i < KV; ++i) ref[Q + i] += bk[i], ref[Q + KV + i] += bv[i];
+        }
+        std::vector<float> cs(n_rot / 2), sn(n_rot / 2);
+        for (int i = 0; i < n_rot / 2; ++i) {
+          const double angle = static_cast<double>(pos0 + t) * inv_freq[i];
+          cs[i] = static_cast<float>(std::cos(angle));
+          sn[i] = static_cast<float>(std::sin(angle));
+        }
+        for (int h = 0; h < H + HKV; ++h)
+          apply_rope(ref.data() + h * D, D, n_rot, style, cs.data(), sn.data());
+        for (int i = 0; i < ld; ++i)
+          ASSERT_NEAR(out[t * ld + i], ref[i], 1e-5f * (1 + std::fabs(ref[i]))) << i;
+        for (int i = 0; i < KV; ++i) {
+          ASSERT_EQ(kcache[(pos0 + t) * KV + i], out[t * ld + Q + i]);
+          ASSERT_EQ(vcache[(pos0 + t) * KV + i], out[t * ld + Q + KV + i]);
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaKernels, AttentionMatchesSoftmaxReference) {
+  SKIP_WITHOUT_GPU();
+  for (int D : {64, 128}) {
+    const int H = 8, HKV = 2, T = 5, pos0 = 300, n_ctx = 320;
+    const int KV = HKV * D, Q = H * D;
+    const std::vector<float> q = random_floats(T * Q, 8), kc = random_floats(n_ctx * KV, 9),
+                             vc = random_floats(n_ctx * KV, 10);
+    Dev<float> dq(q), dk(kc), dv(vc), dout(T * Q);
+    Dev<int> dpos(std::vector<int>{pos0});
+    Dev<int8_t> oq(T * Q);
+    Dev<float> od(T * Q / 32);
+    cuda::attention(dq.p, Q, dk.p, dv.p, H, HKV, D, dpos.p, T, dout.p, nullptr, oq.p, od.p);
+    const std::vector<float> out = dout.download();
+    expect_fused_q8(dout.p, T, Q, oq.p, od.p);
+    for (int t = 0; t < T; ++t) {
+      for (int h = 0; h < H; ++h) {
+        const int kvh = h / (H / HKV), n_keys = pos0 + t + 1;
+        std::vector<float> s(n_keys);
+        for (int j = 0; j < n_keys; ++j) {
+          double d = 0;
+          for (int i = 0; i < D; ++i) d += q[t * Q + h * D + i] * kc[j * KV + kvh * D + i];
+          s[j] = static_cast<float>(d / std::sqrt(static_cast<double>(D)));
+        }
+        softmax_inplace(s.data(), n_keys);
+        for (int i = 0; i < D; ++i) {
+          double o = 0;
+          for (int j = 0; j < n_keys; ++j) o += s[j] * vc[j * KV + kvh * D + i];
+          ASSERT_NEAR(out[t * Q + h * D + i], o, 1e-5) << "D " << D << " t " << t << " h " << h;
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaKernels, GatedActivations) {
+  SKIP_WITHOUT_GPU();
+  const int n = 1024, T = 2;  // a multiple of 32 for the 8-bit output
+  for (bool gelu : {false, true}) {
+    const std::vector<float> gu = random_floats(T * 2 * n, 12, 2.0f);
+    Dev<float> dgu(gu), gated(T * n);
+    Dev<int8_t> q(T * n);
+    Dev<float> d(T * n / 32);
+    cuda::gated_activation(dgu.p, 2 * n, dgu.p + n, 2 * n, T, n, gelu, nullptr, q.p, d.p);
+    const std::vector<float> out = dgu.download();
+    for (int t = 0; t < T; ++t) {
+      ASSERT_EQ(cudaMemcpy(gated.p + t * n, dgu.p + t * 2 * n, n * 4, cudaMemcpyDeviceToDevice),
+                cudaSuccess);
+    }
+    expect_fused_q8(gated.p, T, n, q.p, d.p);
+    for (int t = 0; t < T; ++t) {
+      std::vector<float> g(gu.begin() + t * 2 * n, gu.begin() + t * 2 * n + n);
+      if (gelu) {
+        gelu_mul(g.data(), gu.data() + t * 2 * n + n, n);
+      } else {
+        silu_mul(g.data(), gu.data() + t * 2 * n + n, n);
+      }
+      for (int i = 0; i < n; ++i)
+        ASSERT_NEAR(out[t * 2 * n + i], g[i], 1e-5f * (1 + std::fabs(g[i])));
+    }
+  }
+}
+
+TEST(CudaKernels, ArgmaxTakesFirstOfEqualMaxima) {
+  SKIP_WITHOUT_GPU();
+  std::vector<float> x = random_floats(128256, 13);
+  x[77777] = 50.0f;
+  x[99999] = 50.0f;
+  Dev<float> dx(x);
+  Dev<int> out(1);
+  cuda::argmax(dx.p, static_cast<int>(x.size()), out.p, nullptr);
+  EXPECT_EQ(out.download()[0], 77777);
+}
+
+TEST(CudaKernels, ReadBandwidthIsMeasured) {
+  SKIP_WITHOUT_GPU();
+  const CudaBandwidth bw = measure_cuda_bandwidth(size_t{256} << 20, 3);
+  EXPECT_GT(bw.read_gbps, 10.0);
+  EXPECT_GT(bw.copy_gbps, 10.0);
+}
+
+// ---- Whole model: GPU vs CPU logits for the same quantized file ----
+
+std::string model_file(const std::string& name) {
+  if (const char* dir = std::getenv("SQUISH_CUDA_MODELS")) return std::string(dir) + "/" + name;
+  return test::shared_path("models/" + name);
+}
+
+void compare_model(const std::string& name) {
+  const std::string path = model_file(name);
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found (SQUISH_CUDA_MODELS)";
+  auto model = load_model(path);
+  std::vector<int32_t> tokens(48);
+  std::mt19937 rng(3);
+  for (auto& t : tokens) t = static_cast<int32_t>(rng() % model->config.n_vocab);
+  SessionOptions cpu_opts, gpu_opts;
+  cpu_opts.n_ctx = gpu_opts.n_ctx = 128;
+  cpu_opts.n_batch = gpu_opts.n_batch = 32;  // prefill crosses a micro-batch boundary
+  cpu_opts.device = Device::Cpu;
+  gpu_opts.device = Device::Cuda;
+  Session cpu(*model, cpu_opts), gpu(*model, gpu_opts);
+  const int V = model->config.n_vocab;
+  std::vector<float> lc, lg;
+  double err2 = 0, ref2 = 0;
+  int agree = 0, rows = 0;
+  auto accumulate = [&](const float* a, const float* b, int n_rows) {
+    for (int r = 0; r < n_rows; ++r) {
+      const float* x = a + static_cast<size_t>(r) * V;
+      const float* y = b + static_cast<size_t>(r) * V;
+      for (int i = 0; i < V; ++i) {
+        ASSERT_TRUE(std::isfinite(y[i]));
+        err2 += (x[i] - y[i]) * (x[i] - y[i]);
+        ref2 += x[i] * x[i];
+      }
+      agree += std::max_element(x, x + V) - x == std::max_element(y, y + V) - y;
+      ++rows;
+    }
+  };
+  // Prefill with every row's logits, then decode steps (the GPU's graph path).
+  cpu.eval(tokens.data(), 40, true, lc);
+  gpu.eval(tokens.data(), 40, true, lg);
+  accumulate(lc.data(), lg.data(), 40);
+  for (int i = 40; i < 48; ++i) {
+    cpu.eval(&tokens[i], 1, false, lc);
+    gpu.eval(&tokens[i], 1, false, lg);
+    accumulate(lc.data(), lg.data(), 1);
+  }
+  const double rel = std::sqrt(err2 / ref2);
+  std::printf("%s: RMS(gpu - cpu) / RMS(cpu) = %.4f, top-1 agreement %d / %d\n", name.c_str(), rel,
+              agree, rows);
+  EXPECT_LT(rel, 0.05);
+  EXPECT_GE(agree, rows * 9 / 10);
+}
+
+TEST(CudaModel, LlamaQ4KMMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  compare_model("gcide-llama-16M-Q4_K_M.gguf");
+}
+TEST(CudaModel, LlamaQ4KMMatchesCpuWithF32Activations) {
+  SKIP_WITHOUT_GPU();
+  setenv("SQUISH_CUDA_Q8", "0", 1);  // read when the CUDA session is made
+  compare_model("gcide-llama-16M-Q4_K_M.gguf");
+  unsetenv("SQUISH_CUDA_Q8");
+}
+TEST(CudaModel, LlamaQ8_0MatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  compare_model("gcide-llama-16M-Q8_0.gguf");
+}
+TEST(CudaModel, Qwen2Q4KMMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  compare_model("gcide-qwen2-28M-Q4_K_M.gguf");
+}
+
+}  // namespace
+}  // namespace squish
