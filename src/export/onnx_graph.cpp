@@ -17,12 +17,28 @@ struct OnnxModule {
   OnnxReadFn read = nullptr;
 };
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
 // Candidates: $SQUISH_ONNX_MODULE, the build's own copy, then beside the running executable.
 const OnnxModule& onnx_module() {
   static OnnxModule module;
   static std::string failure;
   static std::once_flag once;
   std::call_once(once, [] {
+    if (kSanitized) {
+      failure = "not available in sanitizer builds (ASan refuses RTLD_DEEPBIND)";
+      return;
+    }
     std::vector<std::string> candidates;
     if (const char* env = std::getenv("SQUISH_ONNX_MODULE"); env != nullptr && *env != '\0')
       candidates.push_back(env);
@@ -53,6 +69,15 @@ const OnnxModule& onnx_module() {
 }
 
 }  // namespace
+
+std::string onnx_unavailable_reason() {
+  try {
+    onnx_module();
+    return "";
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
 
 std::string onnx_serialize_checked(const OnnxModel& model, const std::string& model_dir) {
   std::string bytes, error;

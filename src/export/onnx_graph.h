@@ -57,6 +57,10 @@ struct OnnxModel {
   std::vector<OnnxInitializer> initializers;
 };
 
+// "" when the ONNX module can be loaded here, else why not (not found; or a sanitizer build:
+// ASan refuses RTLD_DEEPBIND, and without it the module would bind to sentencepiece's protobuf).
+std::string onnx_unavailable_reason();
+
 // Builds the protobuf model, checks it with onnx::checker (model_dir: where external data files
 // are) and returns its serialized bytes. Throws squish::Error with the checker's message.
 std::string onnx_serialize_checked(const OnnxModel& model, const std::string& model_dir);
