@@ -33,3 +33,9 @@ cd build
 # steal the cores from the other test (measured: 24 s instead of 1.3 s for one test).
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 ctest --output-on-failure -j"$(nproc)" --timeout 600
+cd ..
+# Hostile inputs (docs/fuzzing.md): the parsers and their tests under ASan + UBSan (clang), then
+# 10 s per fuzzer. SQUISH_SKIP_SANITIZE=1 skips the stage (e.g. a machine without clang).
+if [ "${SQUISH_SKIP_SANITIZE:-0}" != 1 ]; then
+  bash scripts/sanitize.sh 10
+fi
