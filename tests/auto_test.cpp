@@ -112,6 +112,21 @@ TEST(AutoSolver, LargeSizesRespectBudgetAndStayNearOptimal) {
   }
 }
 
+TEST(AutoPrediction, ProbeRatiosInterpolateInLogLog) {
+  Sensitivity s;
+  s.probes = {{"Q8_0", 0.01, 0.02}, {"Q4_K", 0.1, 0.1}};  // ratios 2 and 1
+  EXPECT_NEAR(predict_kld(s, 0.01), 0.02, 1e-12);
+  EXPECT_NEAR(predict_kld(s, 0.1), 0.1, 1e-12);
+  const double mid = std::sqrt(0.01 * 0.1);  // halfway in log: ratio sqrt(2)
+  EXPECT_NEAR(predict_kld(s, mid), mid * std::sqrt(2.0), 1e-12);
+  EXPECT_NEAR(predict_kld(s, 0.001), 0.002, 1e-12);  // beyond: the nearest probe's ratio
+  EXPECT_NEAR(predict_kld(s, 1.0), 1.0, 1e-12);
+  EXPECT_EQ(predict_kld(s, 0.0), 0.0);
+  for (double k : {0.003, 0.03, 0.07, 0.5}) {
+    EXPECT_NEAR(predict_kld(s, additive_for_kld(s, k)), k, 1e-9 * k + 1e-15) << k;
+  }
+}
+
 TEST(AutoTargets, ParsesSizesAndDevices) {
   EXPECT_EQ(parse_byte_size("1500000", "--x"), 1500000u);
   EXPECT_EQ(parse_byte_size("3.9GB", "--x"), 3900000000u);

@@ -486,11 +486,47 @@ Sensitivity measure_sensitivity(Model& model, const std::vector<DType>& types,
 }
 
 double predict_kld(const Sensitivity& s, double additive) {
-  return additive <= 0 ? 0.0 : s.fit_a * std::pow(additive, s.fit_b);
+  if (additive <= 0) return 0.0;
+  // Between two probes: log(measured / additive) interpolated linearly in log(additive), so a
+  // plan is calibrated by the probes nearest its own error level; beyond the probes: the nearest
+  // probe's ratio. Without usable probes: the power law (a = b = 1 when there is none).
+  std::vector<std::pair<double, double>> pts;  // (log additive, log ratio)
+  for (const ProbePoint& p : s.probes) {
+    if (p.additive > 0 && p.measured > 0)
+      pts.push_back({std::log(p.additive), std::log(p.measured / p.additive)});
+  }
+  if (pts.empty()) return s.fit_a * std::pow(additive, s.fit_b);
+  std::sort(pts.begin(), pts.end());
+  const double x = std::log(additive);
+  double log_ratio = pts.front().second;
+  if (x >= pts.back().first) {
+    log_ratio = pts.back().second;
+  } else if (x > pts.front().first) {
+    for (size_t i = 1; i < pts.size(); ++i) {
+      if (x <= pts[i].first) {
+        const double span = pts[i].first - pts[i - 1].first;
+        const double t = span > 0 ? (x - pts[i - 1].first) / span : 1.0;
+        log_ratio = pts[i - 1].second + t * (pts[i].second - pts[i - 1].second);
+        break;
+      }
+    }
+  }
+  return additive * std::exp(log_ratio);
 }
 
 double additive_for_kld(const Sensitivity& s, double kld) {
-  return kld <= 0 ? 0.0 : std::pow(kld / s.fit_a, 1.0 / s.fit_b);
+  if (kld <= 0) return 0.0;
+  // The largest additive sum whose prediction stays within kld (bisection in log space).
+  double lo = 1e-12, hi = 1e3;
+  if (predict_kld(s, lo) > kld) return lo;
+  for (int it = 0; it < 100; ++it) {
+    const double mid = std::sqrt(lo * hi);
+    if (predict_kld(s, mid) <= kld)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
 }
 
 std::vector<SolverItem> solver_items(const Sensitivity& s) {

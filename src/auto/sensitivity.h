@@ -5,8 +5,8 @@
 //
 // Summing the per-tensor increases predicts a whole plan's KLD only roughly (errors interact,
 // mostly superadditively at low bits), so a few whole-model "probe" plans (every tensor at one
-// candidate type) are measured too, and a power law measured = a * additive^b fitted through
-// them turns the additive sum into the prediction.
+// candidate type) are measured too, and the ratio measured / additive of the probes nearest a
+// plan's additive sum (interpolated in log-log) turns its sum into the prediction.
 //
 // Results are cached in a JSON file keyed by everything that determines them (source files'
 // sizes and times, calibration tokens, windows, quantizer), written after every tensor, so an
@@ -67,7 +67,7 @@ struct Sensitivity {
   std::vector<ProbePoint> probes;
   uint64_t fixed_bytes = 0;  // tensors the plan does not decide (kept F32), aligned
   int64_t n_params = 0;
-  double fit_a = 1, fit_b = 1;  // predicted = fit_a * additive^fit_b
+  double fit_a = 1, fit_b = 1;  // power law through the probes (reported; the fallback)
   int evaluations = 0;          // forward passes run by this call (0 when all came from cache)
   std::string cache_path;
   double seconds = 0;
