@@ -187,6 +187,46 @@ struct Exporter {
     return name;
   }
 
+  // W [n][k] as MatMulNBits blocks: exact for Q4_0 / Q8_0 at block 32, else requantized.
+  MatMulNBitsWeight nbits_weight(const TensorInfo& w, DType type) {
+    const int64_t n = w.rows(), k = w.cols();
+    MatMulNBitsWeight q;
+    const bool from_quantized = is_quantized(w.type) || opt.prequantized != nullptr;
+    if (matmulnbits_exact(type, opt.block_size)) {
+      std::vector<uint8_t> rows = planned_rows(w, type);
+      q = matmulnbits_from_blocks(type, rows.data(), n, k);
+      result.exact_matrices++;
+    } else {
+      // Requantize what the GGUF would hold (a calibrated or already-quantized source), or
+      // quantize the float weights directly (one rounding instead of two).
+      std::vector<float> ref = from_quantized ? float_rows(w) : std::vector<float>();
+      if (!from_quantized) {
+        ref.resize(w.numel());
+        const size_t in_row = row_bytes(w.type, k);
+        for (int64_t r = 0; r < n; ++r) {
+          convert_row_to_f32(w.type, static_cast<const uint8_t*>(w.data) + r * in_row,
+                             ref.data() + r * k, k);
+        }
+      }
+      q = matmulnbits_quantize(ref.data(), n, k, matmulnbits_bits_for(type), opt.block_size);
+      double err = 0, norm = 0;
+      std::vector<float> row(k);
+      for (int64_t r = 0; r < n; ++r) {
+        matmulnbits_dequantize_row(q, r, row.data());
+        for (int64_t c = 0; c < k; ++c) {
+          const double d = row[c] - ref[r * k + c];
+          err += d * d;
+          norm += double(ref[r * k + c]) * ref[r * k + c];
+        }
+      }
+      if (norm > 0) {
+        result.max_requant_rel_rms = std::max(result.max_requant_rel_rms, std::sqrt(err / norm));
+      }
+      result.requantized_matrices++;
+    }
+    return q;
+  }
+
   // Y = X W^T (+ b) for W [n][k]: MatMul with a transposed float initializer, or MatMulNBits.
   std::string linear(const std::string& x, const TensorInfo& w, const TensorInfo* bias,
                      const std::string& name) {
@@ -195,40 +235,7 @@ struct Exporter {
     const std::string out = bias != nullptr ? name + "/matmul_output_0" : y;
     DType type = planned.count(&w) ? planned.at(&w) : opt.type;
     if (quantized() && is_quantized(type)) {
-      MatMulNBitsWeight q;
-      const bool from_quantized = is_quantized(w.type) || opt.prequantized != nullptr;
-      if (matmulnbits_exact(type, opt.block_size)) {
-        std::vector<uint8_t> rows = planned_rows(w, type);
-        q = matmulnbits_from_blocks(type, rows.data(), n, k);
-        result.exact_matrices++;
-      } else {
-        // Requantize what the GGUF would hold (a calibrated or already-quantized source), or
-        // quantize the float weights directly (one rounding instead of two).
-        std::vector<float> ref = from_quantized ? float_rows(w) : std::vector<float>();
-        if (!from_quantized) {
-          ref.resize(w.numel());
-          const size_t in_row = row_bytes(w.type, k);
-          for (int64_t r = 0; r < n; ++r) {
-            convert_row_to_f32(w.type, static_cast<const uint8_t*>(w.data) + r * in_row,
-                               ref.data() + r * k, k);
-          }
-        }
-        q = matmulnbits_quantize(ref.data(), n, k, matmulnbits_bits_for(type), opt.block_size);
-        double err = 0, norm = 0;
-        std::vector<float> row(k);
-        for (int64_t r = 0; r < n; ++r) {
-          matmulnbits_dequantize_row(q, r, row.data());
-          for (int64_t c = 0; c < k; ++c) {
-            const double d = row[c] - ref[r * k + c];
-            err += d * d;
-            norm += double(ref[r * k + c]) * ref[r * k + c];
-          }
-        }
-        if (norm > 0) {
-          result.max_requant_rel_rms = std::max(result.max_requant_rel_rms, std::sqrt(err / norm));
-        }
-        result.requantized_matrices++;
-      }
+      const MatMulNBitsWeight q = nbits_weight(w, type);
       init.add(name + ".qweight", kUint8, {n, q.blocks(), q.blob_bytes()}, q.codes.data(),
                q.codes.size());
       init.add(name + ".scales", kFloat, {n * q.blocks()}, q.scales.data(),
@@ -495,12 +502,35 @@ OnnxExportResult export_onnx(const Model& model, const std::string& out_dir,
   // Embedding: a float table (half unless the export is F32) gathered by token id.
   {
     const TensorInfo& e = *model.token_embd;
-    std::vector<float> table = ex.float_rows(e);
-    if ((opt.type == DType::F32 && !ex.quantized()) || opt.f32_embedding) {
+    const DType etype = ex.planned.count(&e) ? ex.planned.at(&e) : opt.type;
+    if (ex.quantized() && is_quantized(etype) && !opt.f32_embedding) {
+      // GatherBlockQuantized reads uint8 codes with MatMulNBits' layout and default zero points.
+      const MatMulNBitsWeight q = ex.nbits_weight(e, etype);
+      const int64_t rows = e.rows();
+      init.add("model.embed_tokens.qweight", kUint8, {rows, q.blocks() * q.blob_bytes()},
+               q.codes.data(), q.codes.size());
+      init.add("model.embed_tokens.scales", kFloat, {rows, q.blocks()}, q.scales.data(),
+               q.scales.size() * sizeof(float));
+      std::vector<std::string> inputs = {"model.embed_tokens.qweight", "input_ids",
+                                         "model.embed_tokens.scales"};
+      if (!q.zero_points.empty()) {
+        init.add("model.embed_tokens.qzeros", kUint8, {rows, q.zp_bytes_per_row()},
+                 q.zero_points.data(), q.zero_points.size());
+        inputs.push_back("model.embed_tokens.qzeros");
+      }
+      add_node(g, "GatherBlockQuantized", inputs, {"/model/embed_tokens/output_0"},
+               "/model/embed_tokens/GatherBlockQuantized",
+               {attr_int("gather_axis", 0), attr_int("quantize_axis", 1),
+                attr_int("block_size", q.block_size), attr_int("bits", q.bits)},
+               kMicrosoft);
+      result.quantized_embedding = true;
+    } else if ((opt.type == DType::F32 && !ex.quantized()) || opt.f32_embedding) {
+      std::vector<float> table = ex.float_rows(e);
       init.add("model.embed_tokens.weight", kFloat, e.shape, table.data(), table.size() * 4);
       add_node(g, "Gather", {"model.embed_tokens.weight", "input_ids"},
                {"/model/embed_tokens/output_0"}, "/model/embed_tokens/Gather");
     } else {
+      std::vector<float> table = ex.float_rows(e);
       std::vector<uint16_t> h(table.size());
       for (size_t i = 0; i < h.size(); ++i) h[i] = fp32_to_fp16(table[i]);
       init.add("model.embed_tokens.weight", kHalf, e.shape, h.data(), h.size() * 2);

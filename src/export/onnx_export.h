@@ -42,7 +42,8 @@ struct OnnxExportResult {
   size_t weight_bytes = 0;  // initializer bytes
   int exact_matrices = 0;   // MatMulNBits matrices mapped block for block
   int requantized_matrices = 0;
-  double max_requant_rel_rms = 0;  // worst per-matrix RMS(requantized - planned) / RMS(planned)
+  bool quantized_embedding = false;  // GatherBlockQuantized (counted in the matrices above)
+  double max_requant_rel_rms = 0;    // worst per-matrix RMS(requantized - planned) / RMS(planned)
   std::vector<std::string> copied_files;  // tokenizer / config files copied beside the model
 };
 
