@@ -16,6 +16,8 @@ namespace {
 
 constexpr int kWarp = 32;
 constexpr int kRowsPerBlock = 4;
+constexpr int kRowSplit = 4;  // warps per row for rows of at least kSplitCols columns
+constexpr int64_t kSplitCols = 8192;
 
 __device__ __forceinline__ float h2f(uint16_t u) {
   return __half2float(__ushort_as_half(u));
@@ -150,36 +152,48 @@ struct Q8TypeQ8_0 {  // item: half a block (16 weights)
   }
 };
 
-template <class T, int NT>
+// kSplit warps share a row (long rows, e.g. the FFN down projection's 14336 columns): more loads
+// in flight per row and more warps for matrices with few rows; their sums meet in shared memory.
+template <class T, int NT, int kSplit>
 __global__ void __launch_bounds__(kWarp* kRowsPerBlock)
     matvec_q8_kernel(const uint8_t* __restrict__ w, int64_t rows, int64_t cols, size_t row_bytes,
                      const int8_t* __restrict__ xq, const float* __restrict__ xd, float* y,
                      int64_t ldy, int accumulate) {
+  constexpr int kRows = kRowsPerBlock / kSplit;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp;
-  if (r >= rows) return;
-  const uint8_t* wr = w + r * row_bytes;
-  const int n_items = static_cast<int>(cols / T::kElems) * T::kItems;
+  const int part = warp % kSplit;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRows + warp / kSplit;
+  const bool valid = r < rows;  // no early return: the block meets at a barrier below
+  const uint8_t* wr = w + (valid ? r : 0) * row_bytes;
+  const int n_items = valid ? static_cast<int>(cols / T::kElems) * T::kItems : 0;
   const int64_t ldd = cols / 32;
   float acc[NT];
 #pragma unroll
   for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
 #pragma unroll 4
-  for (int it = lane; it < n_items; it += kWarp) {
+  for (int it = part * kWarp + lane; it < n_items; it += kWarp * kSplit) {
     const int blk = it / T::kItems, sub = it % T::kItems;
     T::template dot<NT>(wr + static_cast<size_t>(blk) * T::kBytes, sub,
                         xq + static_cast<int64_t>(blk) * T::kElems, cols,
                         xd + static_cast<int64_t>(blk) * (T::kElems / 32), ldd, acc);
   }
+  __shared__ float partial[kRowsPerBlock][NT];
 #pragma unroll
   for (int t = 0; t < NT; ++t) {
     float s = acc[t];
 #pragma unroll
     for (int o = kWarp / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xFFFFFFFFu, s, o);
-    if (lane == 0) {
-      float* out = y + t * ldy + r;
-      *out = accumulate ? *out + s : s;
-    }
+    acc[t] = s;
+    if (kSplit > 1 && lane == 0) partial[warp][t] = s;
+  }
+  if (kSplit > 1) __syncthreads();
+  if (!valid || part != 0 || lane != 0) return;
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    float s = acc[t];
+    for (int k = 1; k < kSplit; ++k) s += partial[warp + k][t];
+    float* out = y + t * ldy + r;
+    *out = accumulate ? *out + s : s;
   }
 }
 
@@ -187,9 +201,20 @@ template <class T, int NT>
 void launch(const void* w, int64_t rows, int64_t cols, const int8_t* xq, const float* xd, float* y,
             int64_t ldy, bool accumulate, cudaStream_t stream) {
   const size_t row_bytes = static_cast<size_t>(cols / T::kElems) * T::kBytes;
-  const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
-  matvec_q8_kernel<T, NT><<<blocks, kWarp * kRowsPerBlock, 0, stream>>>(
-      static_cast<const uint8_t*>(w), rows, cols, row_bytes, xq, xd, y, ldy, accumulate ? 1 : 0);
+  const uint8_t* wb = static_cast<const uint8_t*>(w);
+  const int acc = accumulate ? 1 : 0;
+  // Decode measured faster with one warp per row (more rows in flight); prefill (NT > 1, more
+  // work per weight) with the split.
+  if (NT > 1 && cols >= kSplitCols) {
+    constexpr int kRows = kRowsPerBlock / kRowSplit;
+    const unsigned blocks = static_cast<unsigned>((rows + kRows - 1) / kRows);
+    matvec_q8_kernel<T, NT, kRowSplit><<<blocks, kWarp * kRowsPerBlock, 0, stream>>>(
+        wb, rows, cols, row_bytes, xq, xd, y, ldy, acc);
+  } else {
+    const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+    matvec_q8_kernel<T, NT, 1><<<blocks, kWarp * kRowsPerBlock, 0, stream>>>(
+        wb, rows, cols, row_bytes, xq, xd, y, ldy, acc);
+  }
 }
 
 template <class T>
