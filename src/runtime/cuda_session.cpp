@@ -6,7 +6,8 @@ namespace squish {
 
 namespace {
 Device g_default_device = Device::Cpu;
-}
+bool g_default_is_auto = false;
+}  // namespace
 
 const char* device_name(Device d) {
   switch (d) {
@@ -39,6 +40,10 @@ Device default_device() {
 }
 void select_device(const std::string& name) {
   set_default_device(parse_device(name));
+  g_default_is_auto = name == "auto";
+}
+bool default_device_is_auto() {
+  return g_default_is_auto;
 }
 
 #ifndef SQUISH_CUDA

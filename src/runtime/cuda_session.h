@@ -27,6 +27,9 @@ void set_default_device(Device d);
 Device default_device();
 // The --device flag of run / bench / perplexity / eval: parse, then make it the default.
 void select_device(const std::string& name);
+// True when the default came from --device auto: a model the GPU cannot run (a weight type
+// without a CUDA kernel) then runs on the CPU instead of failing.
+bool default_device_is_auto();
 
 // A forward pass on an accelerator. Positions and token ids are checked by Session.
 class DeviceSession {

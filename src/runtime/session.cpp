@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "core/error.h"
@@ -53,8 +54,14 @@ Session::Session(const Model& model, const SessionOptions& options) : model_(mod
   const Device device = options.device == Device::Default ? default_device() : options.device;
   if (device == Device::Cuda) {
     // Everything below (CPU caches, scratch, packed weights) lives on the device instead.
-    device_ = make_cuda_session(model, n_ctx_, n_batch_);
-    return;
+    try {
+      device_ = make_cuda_session(model, n_ctx_, n_batch_);
+      return;
+    } catch (const Error& e) {
+      // --device auto: a model the GPU cannot run yet still runs, on the CPU.
+      if (options.device != Device::Default || !default_device_is_auto()) throw;
+      std::fprintf(stderr, "squish: %s; running on the CPU\n", e.what());
+    }
   }
   omp_set_num_threads(n_threads_);
   // Key rows padded to 32 positions: the prefill score kernel reads whole groups of 32.
