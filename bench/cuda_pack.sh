@@ -5,6 +5,10 @@
 #   bench/cuda_pack.sh [BUILD] [MODELS_DIR]  ->  BUILD/carry/squish-cuda.tar.xz (binaries and
 #   libraries) + BUILD/carry/squish-cuda-models.tar
 # On the GPU machine: tar xJf squish-cuda.tar.xz -C DIR; LD_LIBRARY_PATH=DIR/lib DIR/bin/squish ...
+# MODELS_DIR holds small quantized files for the whole-model tests (squish_cuda_tests reads
+# gcide-llama-16M-Q4_K_M.gguf, gcide-llama-16M-Q8_0.gguf, gcide-qwen2-28M-Q4_K_M.gguf), made with
+#   squish quantize ../shared/models/gcide-llama-16M -o DIR/gcide-llama-16M-Q4_K_M.gguf --type Q4_K_M
+# XZ_LEVEL (default 6; 1 is several times faster on a busy machine).
 set -euo pipefail
 BUILD=${1:-build-cuda}
 MODELS=${2:-$BUILD/models}
