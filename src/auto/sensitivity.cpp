@@ -377,19 +377,14 @@ Sensitivity measure_sensitivity(Model& model, const std::vector<DType>& types,
     const auto it = cache.tensors.find(t.name);
     return it != cache.tensors.end() && it->second.count(dtype_name(opt.type)) > 0;
   };
-  auto has_any_measurement = [&](const AutoTensor& t) {
-    for (const AutoOption& opt : t.options) {
-      if (measured(t, opt)) return true;
-    }
-    return false;
+  // Scaled mode measures the fewest-bytes candidate and, with three or more, the middle one.
+  auto wanted = [&](const AutoTensor& t, size_t j) {
+    return o.measure_all || j == 0 || (t.options.size() >= 3 && j == t.options.size() / 2);
   };
   size_t missing = 0;
   for (const AutoTensor& t : s.tensors) {
-    if (o.measure_all) {
-      for (const AutoOption& opt : t.options) missing += !measured(t, opt);
-    } else {
-      missing += !has_any_measurement(t);
-    }
+    for (size_t j = 0; j < t.options.size(); ++j)
+      missing += wanted(t, j) && !measured(t, t.options[j]);
   }
   for (DType t : types) missing += !cache.probes.count(dtype_name(t));
 
@@ -410,7 +405,7 @@ Sensitivity measure_sensitivity(Model& model, const std::vector<DType>& types,
       bool changed = false;
       for (const AutoOption& opt : t.options) {
         if (measured(t, opt)) continue;
-        if (!o.measure_all && (has_any_measurement(t) || &opt != &t.options[0])) continue;
+        if (!wanted(t, static_cast<size_t>(&opt - t.options.data()))) continue;
         const std::vector<uint8_t> q = quantize_tensor(model.tensors()[t.index], opt.type);
         TensorSwap swap(model);
         swap.swap_in(t.name, opt.type, q);
@@ -422,8 +417,8 @@ Sensitivity measure_sensitivity(Model& model, const std::vector<DType>& types,
       if (changed) cache.save();
     }
   }
-  // Unmeasured candidates: the tensor's lowest measured increase scaled by the ratio of squared
-  // weight errors (KLD grows with the squared output error, to first order).
+  // Unmeasured candidates: the measured increase nearest in weight error, scaled by the ratio of
+  // squared weight errors (KLD grows with the squared output error, to first order).
   bool mse_changed = false;
   for (AutoTensor& t : s.tensors) {
     const AutoOption* ref = nullptr;
@@ -444,10 +439,23 @@ Sensitivity measure_sensitivity(Model& model, const std::vector<DType>& types,
         mse_changed = true;
       }
     }
-    const double ref_mse = mse[dtype_name(ref->type)];
     for (AutoOption& opt : t.options) {
       if (opt.measured) continue;
-      opt.delta_kld = ref_mse > 0 ? ref->delta_kld * mse[dtype_name(opt.type)] / ref_mse : 0.0;
+      // From the measured candidate nearest in weight error (log scale).
+      const double e = mse[dtype_name(opt.type)];
+      const AutoOption* best = ref;
+      double best_gap = INFINITY;
+      for (const AutoOption& m : t.options) {
+        const double em = mse[dtype_name(m.type)];
+        if (!m.measured || em <= 0 || e <= 0) continue;
+        const double gap = std::abs(std::log(e / em));
+        if (gap < best_gap) {
+          best_gap = gap;
+          best = &m;
+        }
+      }
+      const double ref_mse = mse[dtype_name(best->type)];
+      opt.delta_kld = ref_mse > 0 ? best->delta_kld * e / ref_mse : 0.0;
     }
   }
   if (mse_changed) cache.save();
