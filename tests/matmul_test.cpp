@@ -1,5 +1,6 @@
 // CPU kernels against the scalar reference. Tolerance: products are float32 with different
 // summation orders, so |fast - ref| <= 1e-5 * (sum_i |x_i w_i|) + 1e-6 per output.
+#include <cpuid.h>
 #include <gtest/gtest.h>
 #include <immintrin.h>
 
@@ -144,7 +145,8 @@ __attribute__((target("f16c"))) float hw_fp16_to_fp32(uint16_t h) {
 }
 
 TEST(Convert, HalfMatchesHardwareRounding) {
-  if (!__builtin_cpu_supports("f16c")) GTEST_SKIP();
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;  // F16C: cpuid leaf 1, ECX bit 29 (clang 14)
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || (ecx & (1u << 29)) == 0) GTEST_SKIP();
   std::mt19937 rng(3);
   std::uniform_int_distribution<uint32_t> bits;
   for (int i = 0; i < 2000000; ++i) {
