@@ -361,8 +361,7 @@ TEST(CalibratedQuant, ResumesAfterTheLastFinishedBlock) {
 // llama.cpp loads a GPTQ + AWQ file (pre-quantized blocks and rescaled norms) and computes the
 // same logits as squish on it (the reference peer of tests/interop_test.cpp; skipped without it).
 TEST(CalibratedQuant, LlamaCppAgreesOnTheFile) {
-  const char* peer = std::getenv("SQUISH_LLAMA_LOGITS");
-  if (peer == nullptr || *peer == '\0') {
+  if (test::llama_peer().empty()) {
     if (std::getenv("SQUISH_REQUIRE_PEER")) FAIL() << "SQUISH_LLAMA_LOGITS is not set";
     GTEST_SKIP() << "llama.cpp peer not set up (run scripts/test.sh)";
   }
@@ -385,15 +384,7 @@ TEST(CalibratedQuant, LlamaCppAgreesOnTheFile) {
 
   std::vector<int32_t> tokens;
   for (int i = 0; i < 32; ++i) tokens.push_back((i * 31 + 7) % 512);
-  std::string cmd = std::string(peer) + " logits " + gguf + " " + dir.file("l.bin");
-  for (int32_t t : tokens) cmd += " " + std::to_string(t);
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  std::ifstream in(dir.file("l.bin"), std::ios::binary);
-  std::vector<float> ref;
-  in.seekg(0, std::ios::end);
-  ref.resize(static_cast<size_t>(in.tellg()) / sizeof(float));
-  in.seekg(0);
-  in.read(reinterpret_cast<char*>(ref.data()), ref.size() * sizeof(float));
+  const std::vector<float> ref = test::llama_cpp_logits(gguf, tokens, dir.file("l.bin"));
   auto q = load_model(gguf);
   SessionOptions so;
   so.n_ctx = 64;

@@ -20,31 +20,11 @@
 namespace squish {
 namespace {
 
-std::string peer() {
-  const char* p = std::getenv("SQUISH_LLAMA_LOGITS");
-  return p ? p : "";
-}
-
 void require_peer() {
-  if (!peer().empty()) return;
+  if (!test::llama_peer().empty()) return;
   if (std::getenv("SQUISH_REQUIRE_PEER"))
     FAIL() << "SQUISH_LLAMA_LOGITS is not set (llama.cpp peer missing)";
   GTEST_SKIP() << "llama.cpp peer not set up (run scripts/test.sh)";
-}
-
-std::vector<float> llama_cpp_logits(const std::string& gguf, const std::vector<int32_t>& tokens,
-                                    const std::string& out) {
-  std::string cmd = peer() + " logits " + gguf + " " + out;
-  for (int32_t t : tokens) cmd += fmt::format(" {}", t);
-  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  std::ifstream in(out, std::ios::binary);
-  std::vector<float> logits;
-  in.seekg(0, std::ios::end);
-  const size_t bytes = static_cast<size_t>(in.tellg());
-  logits.resize(bytes / sizeof(float));
-  in.seekg(0);
-  in.read(reinterpret_cast<char*>(logits.data()), bytes);
-  return logits;
 }
 
 struct Agreement {
@@ -95,7 +75,7 @@ TEST_P(QuantInterop, LlamaCppLoadsAndAgrees) {
 
   std::vector<int32_t> tokens;
   for (int i = 0; i < 32; ++i) tokens.push_back((i * 977 + 13) % 8192);
-  const std::vector<float> ref = llama_cpp_logits(gguf, tokens, tmp.file("logits.bin"));
+  const std::vector<float> ref = test::llama_cpp_logits(gguf, tokens, tmp.file("logits.bin"));
   auto quantized = load_model(gguf);
   SessionOptions so;
   so.n_ctx = 64;

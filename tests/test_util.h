@@ -3,11 +3,14 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 
@@ -49,6 +52,28 @@ inline void write_bytes(const std::string& path, const std::string& bytes) {
 inline std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// The llama.cpp reference peer (tools/llama_cpp: `llama_logits`), set up by scripts/test.sh;
+// empty when absent.
+inline std::string llama_peer() {
+  const char* p = std::getenv("SQUISH_LLAMA_LOGITS");
+  return p ? p : "";
+}
+
+// llama.cpp's logits (n_tokens x n_vocab) for `tokens` on `gguf`, through the peer; `out` is a
+// scratch file for them.
+inline std::vector<float> llama_cpp_logits(const std::string& gguf,
+                                           const std::vector<int32_t>& tokens,
+                                           const std::string& out) {
+  std::string cmd = llama_peer();
+  cmd.append(" logits ").append(gguf).append(" ").append(out);
+  for (int32_t t : tokens) cmd.append(" ").append(std::to_string(t));
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const std::string bytes = read_bytes(out);
+  std::vector<float> logits(bytes.size() / sizeof(float));
+  std::memcpy(logits.data(), bytes.data(), logits.size() * sizeof(float));
+  return logits;
 }
 
 // Writes `bytes` to a fresh file named `file_name`, calls open(path), and expects a one-line
