@@ -8,8 +8,9 @@
 # Usage: bash bench/auto_compare.sh [MODELS] [MIXES] [CHUNKS]
 #   MODELS default "gcide-llama-16M gcide-qwen2-28M" (names under $SQUISH_SHARED/models or paths);
 #   MIXES default "Q2_K Q3_K_M Q4_K_M Q5_K_M"; CHUNKS: evaluation windows of 512 (default 20).
-#   SENS_WINDOWS (default 4) windows of 512 calibration tokens for the sensitivities; the cache
-#   lives in $WORK/cache (set WORK and KEEP=1 to reuse it across runs); METHOD (default rtn).
+#   SENS_WINDOWS (default 4) and PROBE_WINDOWS (default 16) windows of 512 calibration tokens
+#   (spread over the text) for the per-tensor sensitivities and the probes; the cache lives in
+#   $WORK/cache (set WORK and KEEP=1 to reuse it across runs); METHOD (default rtn).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SHARED="${SQUISH_SHARED:-$(cd "$ROOT/.." && pwd)/shared}"
@@ -19,6 +20,7 @@ CHUNKS="${3:-20}"
 CALIB="${CALIB:-$SHARED/data/gcide-calib.txt}"
 TEXT="${TEXT:-$SHARED/data/gcide-valid.txt}"
 SENS_WINDOWS="${SENS_WINDOWS:-4}"
+PROBE_WINDOWS="${PROBE_WINDOWS:-16}"
 METHOD="${METHOD:-rtn}"
 SQUISH="${SQUISH:-$ROOT/build/squish}"
 [ -x "$SQUISH" ] || bash "$ROOT/scripts/build.sh"
@@ -50,7 +52,7 @@ for m in $MODELS; do
     fi
     size=$(stat -c %s "$fixed")
     "$SQUISH" auto "$model" -o "$auto" --target-size "$size" --calib "$CALIB" \
-      --sens-windows "$SENS_WINDOWS" --cache-dir "$WORK/cache" --no-eval --json \
+      --sens-windows "$SENS_WINDOWS" --probe-windows "$PROBE_WINDOWS" --cache-dir "$WORK/cache" --no-eval --json \
       "${calib_flags[@]}" > "$WORK/auto.json" 2> "$WORK/log" || { cat "$WORK/log" >&2; exit 1; }
     "$SQUISH" eval "$fixed" --base "$base" -f "$TEXT" --chunks "$CHUNKS" --json > "$WORK/fixed.eval.json" 2> "$WORK/log" || { cat "$WORK/log" >&2; exit 1; }
     "$SQUISH" eval "$auto" --base "$base" -f "$TEXT" --chunks "$CHUNKS" --json > "$WORK/auto.eval.json" 2> "$WORK/log" || { cat "$WORK/log" >&2; exit 1; }

@@ -161,7 +161,7 @@ TEST(AutoSensitivity, MeasuresOnceThenReadsTheCache) {
   o.n_threads = 1;  // a tiny model: threads would only wait for each other
   // Rows of 64 columns: Q4_K falls back to Q5_0 (as llama.cpp does), Q8_0 stays.
   const std::vector<DType> types = {DType::Q4_K, DType::Q8_0};
-  const Sensitivity s = measure_sensitivity(*model, types, windows, o);
+  const Sensitivity s = measure_sensitivity(*model, types, windows, windows, o);
   ASSERT_FALSE(s.tensors.empty());
   size_t n_options = 0;
   for (const AutoTensor& t : s.tensors) {
@@ -184,7 +184,7 @@ TEST(AutoSensitivity, MeasuresOnceThenReadsTheCache) {
     EXPECT_EQ(model->tensors()[i].data, data_before[i]) << model->tensors()[i].name;
 
   o.measure_all = false;  // everything is measured already: the cache answers either mode
-  const Sensitivity again = measure_sensitivity(*model, types, windows, o);
+  const Sensitivity again = measure_sensitivity(*model, types, windows, windows, o);
   EXPECT_EQ(again.evaluations, 0);
   EXPECT_EQ(again.cache_path, s.cache_path);
   for (size_t k = 0; k < s.tensors.size(); ++k) {
@@ -194,7 +194,7 @@ TEST(AutoSensitivity, MeasuresOnceThenReadsTheCache) {
   // Other windows: another cache file, measured again; scaled mode measures each tensor's
   // smallest candidate only, plus the probes.
   windows.tokens[5] = (windows.tokens[5] + 1) % model->config.n_vocab;
-  const Sensitivity other = measure_sensitivity(*model, types, windows, o);
+  const Sensitivity other = measure_sensitivity(*model, types, windows, windows, o);
   EXPECT_NE(other.cache_path, s.cache_path);
   EXPECT_EQ(other.evaluations, static_cast<int>(other.tensors.size() + types.size()));
   for (const AutoTensor& t : other.tensors) {
@@ -202,7 +202,7 @@ TEST(AutoSensitivity, MeasuresOnceThenReadsTheCache) {
     EXPECT_FALSE(t.options[1].measured);
     EXPECT_LE(t.options[1].delta_kld, t.options[0].delta_kld) << t.name;
   }
-  EXPECT_EQ(measure_sensitivity(*model, types, windows, o).evaluations, 0);
+  EXPECT_EQ(measure_sensitivity(*model, types, windows, windows, o).evaluations, 0);
 
   // The plan: decided tensors in their chosen type, 1-D tensors F32, budget respected.
   const auto items = solver_items(s);
@@ -219,6 +219,63 @@ TEST(AutoSensitivity, MeasuresOnceThenReadsTheCache) {
       EXPECT_EQ(plan[i].type, DType::F32);
     }
   }
+}
+
+TEST(AutoSensitivity, WindowsAreSpreadOverTheText) {
+  CalibrationWindows all;
+  all.n_ctx = 4;
+  for (int w = 0; w < 10; ++w) {
+    for (int i = 0; i < all.n_ctx; ++i) all.tokens.push_back(100 * w + i);
+  }
+  // The middle window of each of n equal stretches, never the first few in a row.
+  const CalibrationWindows two = spread_windows(all, 2);
+  ASSERT_EQ(two.n_windows(), 2);
+  EXPECT_EQ(two.window(0)[0], 200);
+  EXPECT_EQ(two.window(1)[0], 700);
+  EXPECT_EQ(two.window(1)[3], 703);
+  const CalibrationWindows four = spread_windows(all, 4);
+  ASSERT_EQ(four.n_windows(), 4);
+  EXPECT_EQ(four.window(0)[0], 100);
+  EXPECT_EQ(four.window(3)[0], 800);
+  EXPECT_EQ(spread_windows(all, 10).tokens, all.tokens);
+  EXPECT_EQ(spread_windows(all, 50).tokens, all.tokens);  // fewer windows than asked: all
+}
+
+TEST(AutoSensitivity, ProbesOnOtherWindowsKeepTheTensorMeasurements) {
+  auto model = load_model(test::shared_path("models/stories260K/stories260K.bin"));
+  CalibrationWindows windows, probe_windows;
+  windows.n_ctx = probe_windows.n_ctx = 32;
+  std::mt19937 rng(7);
+  for (int i = 0; i < 2 * windows.n_ctx; ++i)
+    windows.tokens.push_back(static_cast<int32_t>(rng() % model->config.n_vocab));
+  for (int i = 0; i < 3 * windows.n_ctx; ++i)
+    probe_windows.tokens.push_back(static_cast<int32_t>(rng() % model->config.n_vocab));
+  test::TempDir dir;
+  SensitivityOptions o;
+  o.cache_dir = dir.file("cache");
+  o.quiet = true;
+  o.n_threads = 1;
+  const std::vector<DType> types = {DType::Q4_K, DType::Q8_0};
+  const Sensitivity same = measure_sensitivity(*model, types, windows, windows, o);
+  EXPECT_EQ(same.n_probe_windows, 2);
+  // Other probe windows: the same cache file, only the probes measured again.
+  const Sensitivity other = measure_sensitivity(*model, types, windows, probe_windows, o);
+  EXPECT_EQ(other.cache_path, same.cache_path);
+  EXPECT_EQ(other.evaluations, static_cast<int>(types.size()));
+  EXPECT_EQ(other.n_probe_windows, 3);
+  ASSERT_EQ(other.probes.size(), same.probes.size());
+  for (size_t k = 0; k < same.tensors.size(); ++k) {
+    for (size_t j = 0; j < same.tensors[k].options.size(); ++j) {
+      EXPECT_DOUBLE_EQ(other.tensors[k].options[j].delta_kld, same.tensors[k].options[j].delta_kld);
+    }
+  }
+  for (size_t p = 0; p < same.probes.size(); ++p) {
+    EXPECT_DOUBLE_EQ(other.probes[p].additive, same.probes[p].additive);
+    EXPECT_NE(other.probes[p].measured, same.probes[p].measured) << same.probes[p].type;
+  }
+  // Both probe sets stay cached side by side.
+  EXPECT_EQ(measure_sensitivity(*model, types, windows, windows, o).evaluations, 0);
+  EXPECT_EQ(measure_sensitivity(*model, types, windows, probe_windows, o).evaluations, 0);
 }
 
 struct CmdResult {

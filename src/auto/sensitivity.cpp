@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int kCacheVersion = 1;
+constexpr int kCacheVersion = 2;  // 2: probes keyed by their own windows
 constexpr size_t kMaxCacheBytes = 64u << 20;
 
 uint64_t aligned(uint64_t bytes) {
@@ -186,6 +186,13 @@ std::string hex16(uint64_t h) {
   return fmt::format("{:016x}", h);
 }
 
+// Identifies a set of windows (length and token ids).
+std::string windows_id(const CalibrationWindows& w) {
+  const int32_t head[2] = {w.n_ctx, w.n_windows()};
+  const uint64_t h = fnv1a64(head, sizeof(head));
+  return hex16(fnv1a64(w.tokens.data(), w.tokens.size() * sizeof(int32_t), h));
+}
+
 // Everything that determines the measurements; the cache is valid only for an equal key.
 nlohmann::json cache_key(const Model& model, const CalibrationWindows& windows) {
   nlohmann::json files = nlohmann::json::array();
@@ -232,8 +239,10 @@ struct Cache {
   std::string path;
   nlohmann::json key;
   std::map<std::string, std::map<std::string, double>> tensors;  // name -> type -> delta KLD
-  std::map<std::string, ProbePoint> probes;                      // requested type -> probe
-  std::map<std::string, std::map<std::string, double>> mse;      // name -> type -> weight error
+  std::string probe_windows;                                     // windows_id of the probes'
+  std::map<std::string, ProbePoint> probes;  // requested type -> probe on probe_windows
+  nlohmann::json other_probes = nlohmann::json::array();     // on other windows, kept as they are
+  std::map<std::string, std::map<std::string, double>> mse;  // name -> type -> weight error
 
   void load() {
     std::error_code ec;
@@ -245,6 +254,10 @@ struct Cache {
         for (const auto& [type, v] : types.items()) tensors[name][type] = v.get<double>();
       }
       for (const auto& p : j.at("probes")) {
+        if (p.at("windows").get<std::string>() != probe_windows) {
+          other_probes.push_back(p);
+          continue;
+        }
         ProbePoint pp{p.at("type").get<std::string>(), 0.0, p.at("measured").get<double>()};
         probes[pp.type] = pp;
       }
@@ -264,9 +277,10 @@ struct Cache {
     for (const auto& [name, types] : tensors) {
       for (const auto& [type, v] : types) j["tensors"][name][type] = v;
     }
-    j["probes"] = nlohmann::json::array();
+    j["probes"] = other_probes;
     for (const auto& [type, p] : probes) {
-      j["probes"].push_back({{"type", p.type}, {"measured", p.measured}});
+      j["probes"].push_back(
+          {{"type", p.type}, {"windows", probe_windows}, {"measured", p.measured}});
     }
     j["mse"] = nlohmann::json::object();
     for (const auto& [name, types] : mse) {
@@ -344,26 +358,51 @@ std::vector<AutoTensor> auto_candidates(const Model& model, const std::vector<DT
   return out;
 }
 
+CalibrationWindows spread_windows(const CalibrationWindows& all, int n) {
+  const int available = all.n_windows();
+  if (n <= 0 || n >= available) return all;
+  CalibrationWindows out;
+  out.n_ctx = all.n_ctx;
+  out.tokens.reserve(static_cast<size_t>(n) * all.n_ctx);
+  for (int i = 0; i < n; ++i) {
+    // The middle window of the i-th of n equal stretches.
+    const int w = static_cast<int>((2 * static_cast<int64_t>(i) + 1) * available / (2 * n));
+    out.tokens.insert(out.tokens.end(), all.window(w), all.window(w) + all.n_ctx);
+  }
+  return out;
+}
+
 Sensitivity measure_sensitivity(Model& model, const std::vector<DType>& types,
                                 const SensitivityOptions& o) {
   if (o.calib_files.empty()) fail("squish auto needs calibration text: --calib FILE");
   if (o.n_windows < 1 || o.n_windows > 4096) fail("--sens-windows {} is out of range", o.n_windows);
+  if (o.n_probe_windows < 1 || o.n_probe_windows > 4096)
+    fail("--probe-windows {} is out of range", o.n_probe_windows);
   CalibrationOptions co;
   co.n_ctx = o.n_ctx;
-  co.max_windows = o.n_windows;
-  return measure_sensitivity(model, types, calibration_windows(model, o.calib_files, co), o);
+  co.max_windows = 0;  // every window, then a spread subset: the text's start may be atypical
+  const CalibrationWindows all = calibration_windows(model, o.calib_files, co);
+  return measure_sensitivity(model, types, spread_windows(all, o.n_windows),
+                             spread_windows(all, o.n_probe_windows), o);
 }
 
 Sensitivity measure_sensitivity(Model& model, const std::vector<DType>& types,
-                                const CalibrationWindows& windows, const SensitivityOptions& o) {
+                                const CalibrationWindows& windows,
+                                const CalibrationWindows& probe_windows,
+                                const SensitivityOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   Sensitivity s;
   s.tensors = auto_candidates(model, types, &s.fixed_bytes);
   for (const TensorInfo& t : model.tensors()) s.n_params += t.numel();
-  if (windows.n_windows() < 1 || windows.n_ctx < 4) fail("sensitivity: no calibration windows");
+  if (windows.n_windows() < 1 || windows.n_ctx < 4 || probe_windows.n_windows() < 1 ||
+      probe_windows.n_ctx < 4)
+    fail("sensitivity: no calibration windows");
+  s.n_windows = windows.n_windows();
+  s.n_probe_windows = probe_windows.n_windows();
 
   Cache cache;
   cache.key = cache_key(model, windows);
+  cache.probe_windows = windows_id(probe_windows);
   const uint64_t key_hash = fnv1a64(cache.key.dump().data(), cache.key.dump().size());
   cache.path = (fs::path(o.cache_dir.empty() ? "." : o.cache_dir) /
                 fmt::format("squish-auto-{}-{}.json", model_stem(model), hex16(key_hash)))
@@ -396,16 +435,18 @@ Sensitivity measure_sensitivity(Model& model, const std::vector<DType>& types,
   if (missing > 0) {
     if (!o.quiet) {
       std::fprintf(stderr,
-                   "auto: measuring %zu sensitivities on %d windows of %d tokens (cache %s)\n",
-                   missing, windows.n_windows(), windows.n_ctx, cache.path.c_str());
+                   "auto: measuring %zu sensitivities on %d windows of %d tokens, probes on %d "
+                   "(cache %s)\n",
+                   missing, windows.n_windows(), windows.n_ctx, probe_windows.n_windows(),
+                   cache.path.c_str());
     }
     progress = std::make_unique<Progress>("sensitivity", missing, o.quiet);
-    meter = std::make_unique<KldMeter>(model, windows, o.n_threads);
     for (const AutoTensor& t : s.tensors) {
       bool changed = false;
       for (const AutoOption& opt : t.options) {
         if (measured(t, opt)) continue;
         if (!wanted(t, static_cast<size_t>(&opt - t.options.data()))) continue;
+        if (!meter) meter = std::make_unique<KldMeter>(model, windows, o.n_threads);
         const std::vector<uint8_t> q = quantize_tensor(model.tensors()[t.index], opt.type);
         TensorSwap swap(model);
         swap.swap_in(t.name, opt.type, q);
@@ -459,7 +500,9 @@ Sensitivity measure_sensitivity(Model& model, const std::vector<DType>& types,
     }
   }
   if (mse_changed) cache.save();
-  // Probes: every tensor at one requested type at once.
+  // Probes: every tensor at one requested type at once, on the probe windows (the per-tensor
+  // meter's base distributions are dropped first; only one set is held at a time).
+  meter.reset();
   for (DType type : types) {
     const std::vector<TensorPlan> plan = pure_plan(model, type);
     double additive = 0;
@@ -469,7 +512,7 @@ Sensitivity measure_sensitivity(Model& model, const std::vector<DType>& types,
       }
     }
     if (!cache.probes.count(dtype_name(type))) {
-      if (!meter) meter = std::make_unique<KldMeter>(model, windows, o.n_threads);
+      if (!meter) meter = std::make_unique<KldMeter>(model, probe_windows, o.n_threads);
       std::vector<std::vector<uint8_t>> data;
       data.reserve(s.tensors.size());
       for (const AutoTensor& t : s.tensors)

@@ -8,6 +8,12 @@
 // candidate type) are measured too, and the ratio measured / additive of the probes nearest a
 // plan's additive sum (interpolated in log-log) turns its sum into the prediction.
 //
+// Windows are spread evenly over the calibration text (not its first few), and the probes run on
+// more of them than the per-tensor measurements: the per-tensor increases only have to rank the
+// tensors, while the probes set the predicted KLD's level, which varies from window to window far
+// more than the ranking does (a few windows of one stretch of text can be 10-20 % off the text's
+// mean). Six probe passes on 16 windows cost about as much as 24 per-tensor passes on 4.
+//
 // Results are cached in a JSON file keyed by everything that determines them (source files'
 // sizes and times, calibration tokens, windows, quantizer), written after every tensor, so an
 // interrupted run resumes and a second run with another budget measures nothing.
@@ -53,7 +59,8 @@ struct ProbePoint {
 struct SensitivityOptions {
   std::vector<std::string> calib_files;
   int n_ctx = 512;
-  int n_windows = 4;
+  int n_windows = 4;         // per-tensor measurements
+  int n_probe_windows = 16;  // probes (fewer when the text has fewer windows)
   int n_threads = 0;
   std::string cache_dir;  // where the cache file goes ("" : current folder)
   // Measure every candidate; otherwise only each tensor's fewest-bytes candidate, the others
@@ -69,6 +76,7 @@ struct Sensitivity {
   int64_t n_params = 0;
   double fit_a = 1, fit_b = 1;  // power law through the probes (reported; the fallback)
   int evaluations = 0;          // forward passes run by this call (0 when all came from cache)
+  int n_windows = 0, n_probe_windows = 0;  // windows actually used
   std::string cache_path;
   double seconds = 0;
 };
@@ -81,13 +89,19 @@ std::vector<DType> default_auto_types();
 std::vector<AutoTensor> auto_candidates(const Model& model, const std::vector<DType>& types,
                                         uint64_t* fixed_bytes);
 
+// `n` windows spread evenly over `all` (the middle one of each of n equal stretches); all of them
+// when there are at most n.
+CalibrationWindows spread_windows(const CalibrationWindows& all, int n);
+
 // Measures (or reads from the cache) every candidate and the probes. The model's tensors are
 // swapped in place during the measurement and restored before returning (also on error).
 Sensitivity measure_sensitivity(Model& model, const std::vector<DType>& types,
                                 const SensitivityOptions& options);
-// The same on given windows (options.calib_files, n_ctx and n_windows are not used).
+// The same on given windows: per-tensor increases on `windows`, probes on `probe_windows`
+// (options.calib_files, n_ctx, n_windows and n_probe_windows are not used).
 Sensitivity measure_sensitivity(Model& model, const std::vector<DType>& types,
                                 const CalibrationWindows& windows,
+                                const CalibrationWindows& probe_windows,
                                 const SensitivityOptions& options);
 
 // Predicted whole-model KLD of a plan whose per-tensor increases sum to `additive`, and the

@@ -36,7 +36,7 @@ struct AutoArgs {
   std::optional<double> target_bpw, max_kld;
   std::vector<std::string> types, calib;
   int ctx = 0;  // context for --memory-budget / --device (0: the model's training context)
-  int sens_ctx = 512, sens_windows = 4, calib_tokens = 128 * 512, threads = 0;
+  int sens_ctx = 512, sens_windows = 4, probe_windows = 16, calib_tokens = 128 * 512, threads = 0;
   int eval_ctx = 512, eval_chunks = 20;
   bool pareto = false, dry_run = false, json = false, no_eval = false, sens_all = false;
 };
@@ -205,6 +205,7 @@ void run_auto(const AutoArgs& a) {
   so.calib_files = a.calib;
   so.n_ctx = a.sens_ctx;
   so.n_windows = a.sens_windows;
+  so.n_probe_windows = a.probe_windows;
   so.n_threads = a.threads;
   so.cache_dir = !a.cache_dir.empty() ? a.cache_dir
                  : !a.out.empty()     ? std::filesystem::path(a.out).parent_path().string()
@@ -224,10 +225,11 @@ void run_auto(const AutoArgs& a) {
   nlohmann::json out_json;
   out_json["model"] = a.model;
   if (!memory_json.is_null()) out_json["memory"] = memory_json;
-  out_json["sensitivity"] = {{"cache", sens.cache_path},  {"evaluations", sens.evaluations},
-                             {"seconds", sens.seconds},   {"ctx", a.sens_ctx},
-                             {"windows", a.sens_windows}, {"all_measured", a.sens_all},
-                             {"fit_a", sens.fit_a},       {"fit_b", sens.fit_b}};
+  out_json["sensitivity"] = {{"cache", sens.cache_path},   {"evaluations", sens.evaluations},
+                             {"seconds", sens.seconds},    {"ctx", a.sens_ctx},
+                             {"windows", sens.n_windows},  {"probe_windows", sens.n_probe_windows},
+                             {"all_measured", a.sens_all}, {"fit_a", sens.fit_a},
+                             {"fit_b", sens.fit_b}};
   for (const ProbePoint& p : sens.probes) {
     out_json["sensitivity"]["probes"].push_back(
         {{"type", p.type}, {"additive", p.additive}, {"measured", p.measured}});
@@ -328,7 +330,8 @@ void run_auto(const AutoArgs& a) {
       eo.method.parameters = {{"target", target_desc},
                               {"candidate_types", nlohmann::json::array()},
                               {"sensitivity_ctx", a.sens_ctx},
-                              {"sensitivity_windows", a.sens_windows},
+                              {"sensitivity_windows", sens.n_windows},
+                              {"probe_windows", sens.n_probe_windows},
                               {"predicted_kld", predict_kld(sens, solution.cost)},
                               {"additive_kld", solution.cost}};
       for (DType t : types) eo.method.parameters["candidate_types"].push_back(dtype_name(t));
@@ -452,7 +455,13 @@ void register_auto(CLI::App& app) {
   cmd->add_option("--sens-ctx", a->sens_ctx, "Sensitivity window length in tokens")
       ->check(CLI::Range(16, 1 << 16))
       ->capture_default_str();
-  cmd->add_option("--sens-windows", a->sens_windows, "Sensitivity windows")
+  cmd->add_option("--sens-windows", a->sens_windows,
+                  "Windows (spread over --calib) for the per-tensor sensitivities")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  cmd->add_option("--probe-windows", a->probe_windows,
+                  "Windows (spread over --calib) for the whole-model probes that set the "
+                  "prediction's level")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
   cmd->add_flag("--sens-all", a->sens_all,
