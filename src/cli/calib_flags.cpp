@@ -12,8 +12,12 @@ void add_calib_flags(CLI::App* cmd, CalibFlags& f) {
   cmd->add_option("--method", f.method,
                   "Calibrated quantization (needs --calib): gptq (Hessian error compensation on "
                   "the target blocks), awq (activation-aware scales folded into the norms, then "
-                  "the plain quantizers), awq-gptq (both)")
-      ->check(CLI::IsMember({"gptq", "awq", "awq-gptq"}));
+                  "the plain quantizers), awq-gptq (both); with --type w8a8: smoothquant "
+                  "(activation outliers migrated into the weights) or rtn")
+      ->check(CLI::IsMember({"gptq", "awq", "awq-gptq", "smoothquant", "rtn"}));
+  cmd->add_option("--alpha", f.alpha,
+                  "--type w8a8 --method smoothquant: migration strength in [0, 1], or 'search' "
+                  "(default: searched per fold group)");
   cmd->add_option("--calib", f.files,
                   "Calibration text (UTF-8, or .jsonl with \"text\"), repeatable");
   cmd->add_option("--calib-tokens", f.calib_tokens,
@@ -55,6 +59,9 @@ std::unique_ptr<CalibratedQuantResult> run_calibration(const Model& model, const
     if (!f.files.empty()) fail("--calib is given but no --method (gptq) uses it");
     return nullptr;
   }
+  if (f.method == "smoothquant" || f.method == "rtn")
+    fail("--method {} is for --type w8a8", f.method);
+  if (!f.alpha.empty()) fail("--alpha is for --type w8a8 --method smoothquant");
   if (f.files.empty()) fail("--method {} needs calibration text: --calib FILE", f.method);
   CalibrationOptions co;
   co.n_ctx = f.ctx;

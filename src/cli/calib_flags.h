@@ -27,6 +27,7 @@ struct CalibFlags {
   std::string offload_dir;
   std::string work_dir;  // default: <output>.work
   int threads = 0;
+  std::string alpha;  // --type w8a8 --method smoothquant: a number in [0, 1], or "search"
 };
 
 void add_calib_flags(CLI::App* cmd, CalibFlags& flags);

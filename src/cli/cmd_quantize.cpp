@@ -4,6 +4,7 @@
 
 #include "cli/calib_flags.h"
 #include "cli/commands.h"
+#include "cli/w8a8_quantize.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "export/gguf_export.h"
@@ -42,7 +43,9 @@ void register_quantize(CLI::App& app) {
       "quantize", "Quantize a model to a GGUF file llama.cpp loads (llama-quantize's mixes)");
   cmd->add_option("model", a->model, "HF folder, GGUF file or llama2.c checkpoint")->required();
   cmd->add_option("-o,--output", a->out, "Output .gguf path");
-  cmd->add_option("--type", a->type, "Mix: " + types)->capture_default_str();
+  cmd->add_option("--type", a->type,
+                  "Mix: " + types + "; or w8a8 (per-row int8 weights, per-token int8 activations)")
+      ->capture_default_str();
   cmd->add_option("--tensor-type", a->tensor_types,
                   "PATTERN=TYPE override (regex searched in tensor names), repeatable");
   cmd->add_option("--imatrix", a->imatrix, "Importance matrix (llama.cpp imatrix GGUF or .dat)");
@@ -55,8 +58,19 @@ void register_quantize(CLI::App& app) {
   cmd->add_option("--name", a->name, "general.name to record");
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer file to use instead of the model's");
   cmd->callback([a] {
+    if (is_w8a8_type(a->type)) {
+      if (!a->imatrix.empty() || !a->tensor_types.empty() || a->pure || a->json ||
+          !a->output_type.empty() || !a->embd_type.empty())
+        fail(
+            "--type w8a8 writes every matrix as per-row int8: no --imatrix, --tensor-type, "
+            "--pure, --json, --output-tensor-type or --token-embedding-type");
+      quantize_w8a8_command(a->model, a->out, a->calib, a->name, a->tokenizer, a->dry_run);
+      return;
+    }
     auto mix = find_quant_mix(a->type);
     if (!mix) fail("--type '{}': unknown quantization type", a->type);
+    if (a->calib.method == "smoothquant" || a->calib.method == "rtn")
+      fail("--method {} is for --type w8a8", a->calib.method);
     if (a->out.empty() && !a->dry_run) fail("-o OUT.gguf is required (or use --dry-run)");
     LoadOptions lo;
     lo.tokenizer_path = a->tokenizer;

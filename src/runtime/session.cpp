@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "core/error.h"
+#include "formats/gguf.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/matmul.h"
@@ -97,16 +99,58 @@ Session::Session(const Model& model, const SessionOptions& options) : model_(mod
   }
   matmul_check(model.output->type, model.output->shape[1]);
   scratch_.resize(matmul_scratch_bytes(static_cast<int64_t>(B), max_cols));
+  int w8a8 = options.w8a8;
+  if (w8a8 < 0) {
+    const char* env = std::getenv("SQUISH_W8A8");
+    if (env != nullptr && *env != '\0') {
+      w8a8 = std::atoi(env) != 0 ? 1 : 0;
+    } else if (model.format == SourceFormat::GGUF) {
+      w8a8 = GGUFFile::open(model.path)->get_bool("squish.w8a8").value_or(false) ? 1 : 0;
+    }
+  }
+  if (w8a8 > 0) {
+    for (const LayerWeights& L : model.layers) {
+      for (const TensorInfo* w : {L.wq, L.wk, L.wv, L.wqkv, L.wo, L.w_gate, L.w_up, L.w_down}) {
+        if (w != nullptr) w8a8_.add(*w);
+      }
+    }
+    w8a8_.add(*model.output);
+    if (!w8a8_.empty())
+      w8a8_scratch_.resize(w8a8_activation_bytes(static_cast<int64_t>(B), max_cols));
+  }
   if (options.pack_weights) {
     for (const LayerWeights& L : model.layers) {
       for (const TensorInfo* w : {L.wq, L.wk, L.wv, L.wqkv, L.wo, L.w_gate, L.w_up, L.w_down}) {
-        if (w != nullptr) packed_.add(w->type, w->data, w->shape[0], w->shape[1]);
+        if (w != nullptr && w8a8_.find(w->data) == nullptr)
+          packed_.add(w->type, w->data, w->shape[0], w->shape[1]);
       }
     }
-    packed_.add(model.output->type, model.output->data, model.output->shape[0],
-                model.output->shape[1]);
+    if (w8a8_.find(model.output->data) == nullptr) {
+      packed_.add(model.output->type, model.output->data, model.output->shape[0],
+                  model.output->shape[1]);
+    }
     packed_.pack();
   }
+}
+
+void Session::product(const float* x, int n, int cols, const MatmulTarget* targets, int n_targets,
+                      uint8_t* scratch) {
+  if (!w8a8_.empty() && n_targets <= kMaxMatmulTargets) {
+    const W8A8Matrix* mats[kMaxMatmulTargets];
+    float* ys[kMaxMatmulTargets];
+    int64_t ldys[kMaxMatmulTargets];
+    bool all = true;
+    for (int k = 0; k < n_targets && all; ++k) {
+      mats[k] = w8a8_.find(targets[k].w);
+      ys[k] = targets[k].y, ldys[k] = targets[k].ldy;
+      all = mats[k] != nullptr;
+    }
+    if (all) {
+      w8a8_team(x, n, cols, mats, ys, ldys, n_targets, w8a8_scratch_.data());
+      return;
+    }
+  }
+  matmul_team(x, n, cols, targets, n_targets, scratch);
 }
 
 void Session::eval(const int32_t* tokens, int n, bool all_logits, std::vector<float>& logits) {
@@ -277,14 +321,14 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
       if (L.wqkv != nullptr) {
         observe_input(*L.wqkv, xn_.data(), n);
         const MatmulTarget qkv = target(*L.wqkv, qkv_.data());
-        matmul_team(xn_.data(), n, E, &qkv, 1, scratch);
+        product(xn_.data(), n, E, &qkv, 1, scratch);
       } else {
         observe_input(*L.wq, xn_.data(), n);
         observe_input(*L.wk, xn_.data(), n);
         observe_input(*L.wv, xn_.data(), n);
         const MatmulTarget qkv[3] = {target(*L.wq, q_.data()), target(*L.wk, k_.data()),
                                      target(*L.wv, v_.data())};
-        matmul_team(xn_.data(), n, E, qkv, 3, scratch);
+        product(xn_.data(), n, E, qkv, 3, scratch);
       }
       float* kc = k_cache_.data() + static_cast<size_t>(l) * kt_stride_ * KV;
       float* vc = v_cache_.data() + static_cast<size_t>(l) * kt_stride_ * KV;
@@ -315,7 +359,7 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
       attention(l, n, pos0);
       observe_input(*L.wo, attn_.data(), n);
       const MatmulTarget wo = target(*L.wo, tmp_.data());
-      matmul_team(attn_.data(), n, Q, &wo, 1, scratch);
+      product(attn_.data(), n, Q, &wo, 1, scratch);
 
       const float* ffn_norm = static_cast<const float*>(L.ffn_norm->data);
       for_tokens(n, [&](int t) {
@@ -330,11 +374,11 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
         observe_input(*L.w_up, xn_.data(), n);
         const MatmulTarget gate_up[2] = {target(*L.w_gate, gate_.data()),
                                          target(*L.w_up, up_.data())};
-        matmul_team(xn_.data(), n, E, gate_up, 2, scratch);
+        product(xn_.data(), n, E, gate_up, 2, scratch);
       } else {
         observe_input(*L.w_up, xn_.data(), n);
         const MatmulTarget up = target(*L.w_up, up_.data());  // [t][gate F | up F]
-        matmul_team(xn_.data(), n, E, &up, 1, scratch);
+        product(xn_.data(), n, E, &up, 1, scratch);
       }
       for_tokens(n, [&](int t) {
         float* g = row(gate_, t, F);
@@ -350,7 +394,7 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
       });
       observe_input(*L.w_down, gate_.data(), n);
       const MatmulTarget down = target(*L.w_down, tmp_.data());
-      matmul_team(gate_.data(), n, F, &down, 1, scratch);
+      product(gate_.data(), n, F, &down, 1, scratch);
       for_tokens(n, [&](int t) {
         float* xt = row(x_, t, E);
         const float* tt = row(tmp_, t, E);
@@ -365,7 +409,7 @@ void Session::eval_batch(const int32_t* tokens, int n, bool all_logits, float* l
       });
       observe_input(*model_.output, xn_.data(), n - first);
       const MatmulTarget out = target(*model_.output, logits);
-      matmul_team(xn_.data(), n - first, E, &out, 1, scratch);
+      product(xn_.data(), n - first, E, &out, 1, scratch);
     }
   }
   n_past_ += n;

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "kernels/cpu/gemm_int8.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/w8a8.h"
 #include "model/model.h"
 #include "runtime/cuda_session.h"
 
@@ -38,6 +39,10 @@ struct SessionOptions {
   // Where the forward pass runs; Default: default_device() (runtime/cuda_session.h), which is
   // the CPU unless a command's --device chose CUDA.
   Device device = Device::Default;
+  // W8A8 (kernels/cpu/w8a8.h): Q8_0 matrices whose rows share one scale run with per-token int8
+  // activations. -1: when the file says so (GGUF key squish.w8a8 = true; SQUISH_W8A8=0|1 in the
+  // environment overrides), 0: never, 1: always where the rows allow.
+  int w8a8 = -1;
 };
 
 class Session {
@@ -58,6 +63,8 @@ class Session {
   const DeviceSession* device_session() const { return device_.get(); }
   // Memory held by the packed copy of the quantized weights (SessionOptions::pack_weights).
   size_t packed_weight_bytes() const { return packed_.bytes(); }
+  // Matrices running as W8A8 (per-token int8 activations), 0 when the mode is off.
+  size_t w8a8_matrices() const { return w8a8_.count(); }
   // Null (the default) turns observation off; the observer must outlive its use here.
   // Calibration observes CPU products only; on a device session it is an error.
   void set_matmul_observer(MatmulObserver* observer) {
@@ -88,6 +95,13 @@ class Session {
   std::vector<uint8_t> scratch_;  // quantized activations, shared by the threads of a product
   GemmPackedWeights packed_;      // empty unless SessionOptions::pack_weights and the CPU allows
   std::unique_ptr<DeviceSession> device_;  // set for Device::Cuda: eval runs there
+  // W8A8 copies of the per-row Q8_0 matrices, and their activation scratch.
+  W8A8Weights w8a8_;
+  std::vector<uint8_t> w8a8_scratch_;
+  // Y_k = X W_k^T for every thread of the team: W8A8 when all targets have W8A8 copies,
+  // otherwise matmul_team.
+  void product(const float* x, int n, int cols, const MatmulTarget* targets, int n_targets,
+               uint8_t* scratch);
   MatmulTarget target(const TensorInfo& w, float* y) const {
     return matmul_target(w, y, packed_.find(w.data));
   }
