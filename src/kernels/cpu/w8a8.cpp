@@ -22,8 +22,17 @@ bool cpu_has_avx512_vnni() {
   return vnni;
 }
 
+// Round to nearest even for |v| < 2^22 by the 1.5 * 2^23 shift (std::nearbyint is a library call
+// per element without SSE4.1; this vectorizes).
+inline float round_even(float v) {
+  constexpr float kShift = 12582912.0f;
+  return (v + kShift) - kShift;
+}
+
 // Rows of 16 per work item: enough work per item for prefill, many items for decode.
 constexpr int64_t kRowsPerItem = 16;
+// Up to this many tokens each thread quantizes the activations privately (w8a8_team).
+constexpr int64_t kPrivateTokens = 4;
 
 }  // namespace
 
@@ -100,7 +109,7 @@ void w8a8_quantize_tokens(const float* x, int64_t t0, int64_t t1, const W8A8Acti
     const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
     act.scale[t] = amax / 127.0f;
     for (int64_t i = 0; i < cols; ++i) {
-      const float v = std::clamp(std::nearbyint(xt[i] * inv), -127.0f, 127.0f);
+      const float v = std::clamp(round_even(xt[i] * inv), -127.0f, 127.0f);
       q[i] = static_cast<uint8_t>(static_cast<int>(v) + 128);
     }
     std::memset(q + cols, 128, act.ld - cols);
@@ -134,16 +143,26 @@ void w8a8_rows(const W8A8Matrix& m, int64_t r0, int64_t r1, const W8A8Activation
 
 void w8a8_team(const float* x, int64_t n_tokens, int64_t cols, const W8A8Matrix* const* mats,
                float* const* ys, const int64_t* ldys, int n_targets, void* act_scratch) {
-  const W8A8Activations act = w8a8_bind_activations(act_scratch, n_tokens, cols);
+  W8A8Activations act;
+  if (n_tokens <= kPrivateTokens) {
+    // Decode: every thread quantizes the few rows itself, which costs less than the barrier a
+    // shared copy needs (on a busy machine a barrier can wait a whole scheduler time slice).
+    thread_local std::vector<uint8_t> mine;
+    mine.resize(w8a8_activation_bytes(n_tokens, cols));
+    act = w8a8_bind_activations(mine.data(), n_tokens, cols);
+    w8a8_quantize_tokens(x, 0, n_tokens, act);
+  } else {
+    act = w8a8_bind_activations(act_scratch, n_tokens, cols);
 #pragma omp for schedule(static)
-  for (int64_t t = 0; t < n_tokens; ++t) w8a8_quantize_tokens(x, t, t + 1, act);
+    for (int64_t t = 0; t < n_tokens; ++t) w8a8_quantize_tokens(x, t, t + 1, act);
+  }
   int64_t items[8] = {0};
   int64_t total = 0;
   for (int k = 0; k < n_targets; ++k) {
     items[k] = (mats[k]->rows + kRowsPerItem - 1) / kRowsPerItem;
     total += items[k];
   }
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, 4)
   for (int64_t it = 0; it < total; ++it) {
     int k = 0;
     int64_t i = it;
@@ -162,7 +181,7 @@ void w8a8_fake_quantize_tokens(const float* x, int64_t n_tokens, int64_t cols, f
     for (int64_t i = 0; i < cols; ++i) amax = std::max(amax, std::fabs(xt[i]));
     const float inv = amax > 0.0f ? 127.0f / amax : 0.0f, scale = amax / 127.0f;
     for (int64_t i = 0; i < cols; ++i)
-      o[i] = std::clamp(std::nearbyint(xt[i] * inv), -127.0f, 127.0f) * scale;
+      o[i] = std::clamp(round_even(xt[i] * inv), -127.0f, 127.0f) * scale;
   }
 }
 
@@ -177,7 +196,7 @@ void w8a8_quantize_row(const float* w, int64_t cols, void* q8_0_blocks, float* d
     blocks[b].d = d16;
     for (int j = 0; j < QK8_0; ++j) {
       const int64_t i = b * QK8_0 + j;
-      const float v = std::clamp(std::nearbyint(w[i] * inv), -127.0f, 127.0f);
+      const float v = std::clamp(round_even(w[i] * inv), -127.0f, 127.0f);
       blocks[b].qs[j] = static_cast<int8_t>(v);
       if (deq != nullptr) deq[i] = v * d;
     }
