@@ -245,6 +245,7 @@ Logits run_logits(const std::string& path, const std::vector<int32_t>& tokens, i
   so.n_ctx = 128;
   so.w8a8 = w8a8;
   so.pack_weights = false;  // packing for the GEMM costs more than these few tokens save
+  so.n_threads = 1;         // a few tokens: barriers would cost more than a second thread saves
   Session s(*m, so);
   if (w8a8_matrices) *w8a8_matrices = s.w8a8_matrices();
   Logits l;
@@ -284,6 +285,7 @@ TEST(SmoothQuant, QuantizedModelTracksTheFloatModel) {
     o.smooth = smooth;
     o.search_tokens = 32;
     o.grid = 2;  // alpha 0.5 or none
+    o.n_threads = 1;
     const W8A8Result r = quantize_w8a8(*model, token_windows(64, 1, model->config.n_vocab), o);
     GGUFExportOptions eo;
     eo.plan = r.plan;
