@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/json_file.h"
 #include "core/progress.h"
+#include "core/text.h"
 #include "formats/gguf.h"
 #include "quant/imatrix.h"
 #include "squish_build_info.h"  // generated: SQUISH_GIT_COMMIT
@@ -393,7 +394,15 @@ std::optional<Manifest> manifest_from_gguf(const GGUFFile& g) {
          *version, kManifestVersion);
   }
   const FieldReader r(g.path());
-  auto s = [&](const char* key) { return g.get_string(key).value_or(""); };
+  // GGUF strings are bytes; the manifest is shown and written as JSON, which needs UTF-8.
+  auto utf8 = [&](std::string text, const std::string& what) {
+    if (const size_t bad = find_invalid_utf8(text); bad != std::string::npos)
+      fail("{}: {} is not valid UTF-8 (byte {})", g.path(), what, bad);
+    return text;
+  };
+  auto s = [&](const char* key) {
+    return utf8(g.get_string(key).value_or(""), std::string("GGUF key ") + key);
+  };
   auto json_key = [&](const char* key, json fallback) {
     auto text = g.get_string(key);
     if (!text) return fallback;
@@ -450,7 +459,7 @@ std::optional<Manifest> manifest_from_gguf(const GGUFFile& g) {
   // The file itself is the authority on its tensors and size.
   m.file_bytes = g.file()->size();
   for (const TensorInfo& t : g.tensors())
-    m.tensors.push_back({t.name, dtype_name(t.type), t.shape, t.nbytes});
+    m.tensors.push_back({utf8(t.name, "tensor name"), dtype_name(t.type), t.shape, t.nbytes});
   return m;
 }
 
