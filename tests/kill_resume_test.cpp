@@ -1,9 +1,9 @@
-// Kill tests of the `squish` binary (issue #9): `squish quantize` is killed with SIGKILL at
-// seeded random moments spread over an uninterrupted run's duration. After each kill the output
-// path holds either the previous complete file or the complete new one, the folder holds
-// nothing else but the work folder, and a rerun finishes (resuming a calibrated job from its
-// work folder) with a file byte-identical to the uninterrupted run's. SIGINT / SIGTERM end a
-// run promptly with one line on stderr and no partial output.
+// Kill tests of the `squish` binary (issue #9): `squish quantize` and `squish imatrix` are killed
+// with SIGKILL at seeded random moments spread over an uninterrupted run's duration. After each
+// kill the output path holds either the previous complete file or the complete new one, the folder
+// holds nothing else but the work folder, and a rerun finishes (resuming a calibrated job or an
+// imatrix from its work folder) with a file byte-identical to the uninterrupted run's. SIGINT /
+// SIGTERM end a run promptly with one line on stderr and no partial output.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -85,6 +85,11 @@ std::set<std::string> folder_entries(const std::string& dir) {
 struct Job {
   std::string label;
   std::vector<std::string> args;  // without -o
+  // The file in the work folder that a rerun resumes from; empty: the job starts over.
+  std::string resume_file;
+  // What the rerun prints on stderr when it resumes (checked where given): an identical output
+  // alone would not tell a resumed run from one that silently started over.
+  std::string resume_message = "";
 };
 
 std::string model_path() {
@@ -131,11 +136,23 @@ Job calibrated_job(const std::string& tokenizer) {
   return {"gptq",
           {"quantize", model_path(), "--tokenizer", tokenizer, "--type", "Q4_0", "--method", "gptq",
            "--calib", test::shared_path("data/gcide-calib.txt"), "--calib-tokens", "256",
-           "--calib-ctx", "64", "-t", "1"}};
+           "--calib-ctx", "64", "-t", "1"},
+          "state.json"};
 }
 
 Job rtn_job() {
-  return {"rtn", {"quantize", model_path(), "--type", "Q8_0"}};
+  return {"rtn", {"quantize", model_path(), "--type", "Q8_0"}, ""};
+}
+
+// 48 windows of 64 tokens, a checkpoint after every 2nd: the sums of 2, 4, ... 46 windows are
+// what a killed run resumes from.
+Job imatrix_job(const std::string& tokenizer) {
+  return {"imatrix",
+          {"imatrix", model_path(), "--tokenizer", tokenizer, "-f",
+           test::shared_path("data/gcide-calib.txt"), "-c", "64", "--chunks", "48",
+           "--checkpoint-every", "2", "-t", "1"},
+          "imatrix.checkpoint",
+          "imatrix: resuming after window "};
 }
 
 // Runs `job` to completion writing `out`; returns its wall time.
@@ -150,7 +167,7 @@ double run_to_completion(const Job& job, const std::string& out, const std::stri
 }
 
 // Outputs a run may leave next to its output: the manifest sidecar (complete, written
-// atomically after the model) and the work folder of a calibrated job.
+// atomically after the model) and the work folder of a calibrated job or an imatrix.
 bool allowed_entry(const std::string& name) {
   return name == "model.gguf" || name == "model.gguf.manifest.json" || name == "model.gguf.work";
 }
@@ -199,9 +216,16 @@ void kill_and_resume(const Job& job, const test::TempDir& tmp, int trials, uint3
     } else {
       EXPECT_FALSE(had_previous) << "the previous output vanished";
     }
-    if (fs::exists(work + "/state.json")) resumed++;
-    // The rerun resumes (calibrated) or starts over (RTN) and must match the reference.
+    const bool resumable = !job.resume_file.empty() && fs::exists(work + "/" + job.resume_file);
+    if (resumable) resumed++;
+    // The rerun resumes (calibrated, imatrix) or starts over (RTN) and must match the reference.
     run_to_completion(job, out, tmp.file("rerun.log"));
+    if (!job.resume_message.empty()) {
+      const bool said =
+          test::read_bytes(tmp.file("rerun.log")).find(job.resume_message) != std::string::npos;
+      EXPECT_EQ(said, resumable) << "a rerun with a checkpoint must resume from it, one without "
+                                    "must start over";
+    }
     EXPECT_EQ(test::read_bytes(out), ref_bytes) << "rerun differs (killed at " << kill_at << " s)";
     EXPECT_FALSE(fs::exists(work)) << "work folder left after a finished run";
   }
@@ -209,8 +233,8 @@ void kill_and_resume(const Job& job, const test::TempDir& tmp, int trials, uint3
       "[ kill     ] %s: %d trials over %.2f s runs; %d killed after finishing, %d resumed "
       "from a work folder\n",
       job.label.c_str(), trials, duration, killed_with_new_output, resumed);
-  if (job.label == "gptq") {
-    EXPECT_GT(resumed, 0) << "no kill landed after a finished block";
+  if (!job.resume_file.empty()) {
+    EXPECT_GT(resumed, 0) << "no kill landed after a checkpoint";
   }
 }
 
@@ -224,6 +248,12 @@ TEST(KillResume, RtnQuantizeSurvivesSigkill) {
   if (!fs::exists(model_path())) GTEST_SKIP() << "needs ../shared (" << model_path() << ")";
   test::TempDir tmp;
   kill_and_resume(rtn_job(), tmp, 8, 9002);
+}
+
+TEST(KillResume, ImatrixResumesAfterSigkill) {
+  if (!fs::exists(model_path())) GTEST_SKIP() << "needs ../shared (" << model_path() << ")";
+  test::TempDir tmp;
+  kill_and_resume(imatrix_job(write_tokenizer(tmp)), tmp, 12, 9003);
 }
 
 // SIGINT and SIGTERM mid-run: a prompt non-zero exit, one line on stderr, no partial output.

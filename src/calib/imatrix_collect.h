@@ -5,6 +5,7 @@
 // evaluated from an empty cache with BOS first, exactly as llama-imatrix feeds llama_decode.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
@@ -23,6 +24,11 @@ class ImatrixCollector : public MatmulObserver {
   void observe(const TensorInfo& weight, const float* x, int n_tokens) override;
   // Sums (accumulated in double, stored as F32 like llama.cpp's file) and counts so far.
   Imatrix result() const;
+  // Checkpoint of the exact double sums after `windows_done` windows (AtomicFile: a kill leaves
+  // the previous checkpoint or this one), and its reading back: returns the windows the
+  // checkpoint covers, or 0 (nothing restored) when it is of another job.
+  void save(const std::string& path, uint64_t fingerprint, int windows_done) const;
+  int load(const std::string& path, uint64_t fingerprint, int n_windows);
 
  private:
   struct Accumulator {
@@ -37,7 +43,18 @@ struct ImatrixOptions {
   bool include_output = false;  // llama-imatrix --process-output
   int n_threads = 0;
   std::vector<std::string> datasets;  // recorded as imatrix.datasets
+  // Checkpoints (issue #9): with a work folder, the sums are saved there every
+  // `checkpoint_every` windows, and a run of the same job (model tensors, windows' tokens,
+  // context, include_output) resumes from the last one: the result is byte-identical to an
+  // uninterrupted run's. The caller removes the folder (remove_imatrix_work_dir) once the
+  // output is written.
+  std::string work_dir;
+  int checkpoint_every = 10;
 };
+
+// Removes a work folder of collect_imatrix, its checkpoint first (a kill halfway through leaves
+// either a valid checkpoint or none).
+void remove_imatrix_work_dir(const std::string& dir);
 
 // Runs the model over the windows and returns the importance matrix. progress(done, total).
 Imatrix collect_imatrix(const Model& model, const CalibrationWindows& windows,

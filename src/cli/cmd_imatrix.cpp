@@ -7,6 +7,7 @@
 #include "core/progress.h"
 #include "model/model.h"
 #include "quant/imatrix.h"
+#include "runtime/memory_need.h"
 
 namespace squish::cli {
 
@@ -18,6 +19,8 @@ struct ImatrixArgs {
   int chunks = 0;
   int threads = 0;
   bool process_output = false;
+  std::string work_dir;
+  int checkpoint_every = 10;
 };
 }  // namespace
 
@@ -42,10 +45,22 @@ void register_imatrix(CLI::App& app) {
   cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)")
       ->check(CLI::Range(0, 1024));
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer file to use instead of the model's");
+  cmd->add_option("--work-dir", a->work_dir,
+                  "Folder for the checkpoint (default: OUTPUT.work; a killed run resumes there, "
+                  "removed once the output is written)");
+  cmd->add_option("--checkpoint-every", a->checkpoint_every,
+                  "Save the sums every this many windows (0: no checkpoint)")
+      ->check(CLI::Range(0, 1 << 30))
+      ->capture_default_str();
   cmd->callback([a] {
     LoadOptions lo;
     lo.tokenizer_path = a->tokenizer;
     auto model = load_model(a->model, lo);
+    SessionOptions planned;  // collect_imatrix's session (a whole window per batch)
+    planned.n_ctx = a->ctx;
+    planned.n_threads = a->threads;
+    planned.n_batch = a->ctx;
+    check_runtime_memory(*model, planned, a->process_output ? a->ctx : 0);
     CalibrationOptions co;
     co.n_ctx = a->ctx;
     co.max_windows = a->chunks;
@@ -55,10 +70,15 @@ void register_imatrix(CLI::App& app) {
     io.include_output = a->process_output;
     io.n_threads = a->threads;
     io.datasets = a->files;
+    if (a->checkpoint_every > 0) {
+      io.work_dir = a->work_dir.empty() ? a->out + ".work" : a->work_dir;
+      io.checkpoint_every = a->checkpoint_every;
+    }
     Progress progress("imatrix", windows.n_windows());
     const Imatrix m =
         collect_imatrix(*model, windows, io, [&](int done, int) { progress.update(done); });
     write_imatrix(a->out, m);
+    remove_imatrix_work_dir(io.work_dir);  // after the output: a kill before resumes from it
     progress.finish(a->out + " (" + std::to_string(m.entries.size()) + " tensors)");
   });
 }

@@ -8,6 +8,7 @@
 #include "eval/perplexity.h"
 #include "model/model.h"
 #include "runtime/cuda_session.h"
+#include "runtime/memory_need.h"
 
 namespace squish::cli {
 
@@ -51,6 +52,11 @@ void register_perplexity(CLI::App& app) {
     LoadOptions lo;
     lo.tokenizer_path = a->tokenizer;
     auto model = load_model(a->model, lo);
+    SessionOptions planned;  // compute_perplexity's session and its logits of a whole window
+    planned.n_ctx = a->ctx;
+    planned.n_threads = a->threads;
+    planned.n_batch = std::min(a->batch, a->ctx);
+    check_runtime_memory(*model, planned, a->ctx);
     if (!model->tokenizer) fail("{}: model has no tokenizer; pass --tokenizer FILE", a->model);
     const std::string text = read_text_file(a->file);
     const Tokenizer& tok = *model->tokenizer;

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/text.h"
 #include "model/model.h"
+#include "runtime/memory_need.h"
 #include "runtime/sampler.h"
 #include "runtime/session.h"
 
@@ -50,6 +51,10 @@ void register_run(CLI::App& app) {
     LoadOptions lo;
     lo.tokenizer_path = a->tokenizer;
     auto model = load_model(a->model, lo);
+    SessionOptions planned;  // what the session below will allocate (runtime/memory_need.h)
+    planned.n_ctx = a->ctx;
+    planned.n_threads = a->threads;
+    check_runtime_memory(*model, planned);
     if (!model->tokenizer) fail("{}: model has no tokenizer; pass --tokenizer FILE", a->model);
     if (size_t bad = find_invalid_utf8(a->prompt); bad != std::string::npos) {
       fail("prompt is not valid UTF-8 (offset {})", bad);

@@ -4,12 +4,19 @@
 #include "cli/commands.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/memory_check.h"
 
 int main(int argc, char** argv) {
   squish::install_interrupt_cleanup();
   CLI::App app{"squish: make language models small, fast and cheap, and measure what it cost"};
   app.set_version_flag("--version", SQUISH_VERSION);
   app.require_subcommand(1);
+  // Global, and accepted after the subcommand too (fallthrough): runs a model whose estimated
+  // memory need exceeds what is available (core/memory_check.h).
+  app.add_flag_callback(
+      "--no-memory-check", [] { squish::set_memory_check_enabled(false); },
+      "Run even when the model needs more memory than is available");
+  app.fallthrough();
   squish::cli::register_info(app);
   squish::cli::register_run(app);
   squish::cli::register_perplexity(app);

@@ -64,14 +64,33 @@ uint64_t parse_u64(const std::string& s) {
   return v;
 }
 
-// The cgroup v2 folder of this process ("0::/path" in /proc/self/cgroup).
-std::string cgroup_dir() {
+// This process's memory cgroup: the v2 folder ("0::/path" in /proc/self/cgroup) with its file
+// names, or, on a v1 (or hybrid) hierarchy, the memory controller's folder ("N:memory:/path").
+struct MemoryCgroup {
+  std::string limit, current, stat, reclaimable_key;  // empty limit: none found
+};
+MemoryCgroup memory_cgroup() {
   std::ifstream in("/proc/self/cgroup");
-  std::string line;
+  std::string line, v1;
+  const MemoryCgroup none;
   while (std::getline(in, line)) {
-    if (line.rfind("0::", 0) == 0) return "/sys/fs/cgroup" + line.substr(3);
+    if (line.rfind("0::", 0) == 0) {
+      const std::string dir = "/sys/fs/cgroup" + line.substr(3);
+      if (fs::exists(dir + "/memory.max")) {
+        return {dir + "/memory.max", dir + "/memory.current", dir + "/memory.stat",
+                "inactive_file "};
+      }
+    }
+    const size_t colon = line.find(':');
+    if (colon != std::string::npos && line.compare(colon, 8, ":memory:") == 0) {
+      v1 = "/sys/fs/cgroup/memory" + line.substr(colon + 8);
+    }
   }
-  return "";
+  if (!v1.empty() && fs::exists(v1 + "/memory.limit_in_bytes")) {
+    return {v1 + "/memory.limit_in_bytes", v1 + "/memory.usage_in_bytes", v1 + "/memory.stat",
+            "total_inactive_file "};
+  }
+  return none;
 }
 
 }  // namespace
@@ -173,7 +192,8 @@ CoreInfo core_info() {
 uint64_t MemoryInfo::usable() const {
   uint64_t u = available;
   if (cgroup_limit > 0) {
-    const uint64_t headroom = cgroup_limit > cgroup_current ? cgroup_limit - cgroup_current : 0;
+    const uint64_t used = cgroup_current - std::min(cgroup_reclaimable, cgroup_current);
+    const uint64_t headroom = cgroup_limit > used ? cgroup_limit - used : 0;
     u = std::min(u, headroom);
   }
   return u;
@@ -190,11 +210,22 @@ MemoryInfo memory_info() {
     }
   }
   if (m.available == 0) m.available = m.total;
-  const std::string dir = cgroup_dir();
-  if (!dir.empty()) {
-    const std::string max = read_first_line(dir + "/memory.max");
+  const MemoryCgroup g = memory_cgroup();
+  if (!g.limit.empty()) {
+    const std::string max = read_first_line(g.limit);
+    // v2 writes "max" for no limit; v1 a page-rounded 2^63 - 1.
     if (!max.empty() && max != "max") m.cgroup_limit = parse_u64(max);
-    if (m.cgroup_limit > 0) m.cgroup_current = parse_u64(read_first_line(dir + "/memory.current"));
+    if (m.cgroup_limit >= (uint64_t{1} << 62)) m.cgroup_limit = 0;
+    if (m.cgroup_limit > 0) {
+      m.cgroup_current = parse_u64(read_first_line(g.current));
+      std::ifstream stat(g.stat);
+      std::string stat_line;
+      while (std::getline(stat, stat_line)) {
+        if (stat_line.rfind(g.reclaimable_key, 0) == 0) {
+          m.cgroup_reclaimable = parse_u64(stat_line.substr(g.reclaimable_key.size()));
+        }
+      }
+    }
   }
   return m;
 }

@@ -33,9 +33,14 @@ CoreInfo core_info();
 struct MemoryInfo {
   uint64_t total = 0;           // physical memory
   uint64_t available = 0;       // MemAvailable from /proc/meminfo (free + reclaimable)
-  uint64_t cgroup_limit = 0;    // memory.max of this process's cgroup (0: none)
-  uint64_t cgroup_current = 0;  // memory.current of the same cgroup
-  // What a new model can count on: MemAvailable, capped by the cgroup's headroom.
+  uint64_t cgroup_limit = 0;    // memory.max of this process's cgroup (v1: limit_in_bytes; 0: none)
+  uint64_t cgroup_current = 0;  // memory.current of the same cgroup (v1: usage_in_bytes)
+  // inactive_file (v1: total_inactive_file) of the cgroup's memory.stat: page cache the kernel
+  // reclaims before it would kill anything (memory.current counts it; a model file read earlier
+  // sits there).
+  uint64_t cgroup_reclaimable = 0;
+  // What a new model can count on: MemAvailable, capped by the cgroup's headroom
+  // (memory.max - memory.current + inactive_file).
   uint64_t usable() const;
 };
 MemoryInfo memory_info();
