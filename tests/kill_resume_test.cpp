@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include "calib/imatrix_collect.h"
+#include "core/error.h"
 #include "test_util.h"
 
 namespace squish {
@@ -254,6 +256,40 @@ TEST(KillResume, ImatrixResumesAfterSigkill) {
   if (!fs::exists(model_path())) GTEST_SKIP() << "needs ../shared (" << model_path() << ")";
   test::TempDir tmp;
   kill_and_resume(imatrix_job(write_tokenizer(tmp)), tmp, 12, 9003);
+}
+
+// The checkpoint file itself: another job's is ignored (the run starts over), a damaged one is a
+// one-line error naming it, and a good one restores the exact sums.
+TEST(KillResume, ImatrixCheckpointFile) {
+  test::TempDir tmp;
+  const std::string path = tmp.file("imatrix.checkpoint");
+  ImatrixCollector a(false);
+  TensorInfo w;
+  w.name = "blk.0.attn_q.weight";
+  w.type = DType::F32;
+  w.shape = {2, 3};
+  const float x[6] = {1.0f, 0.1f, 3.0f, -2.0f, 1e-3f, 7.0f};
+  a.observe(w, x, 2);
+  a.save(path, 42, 5);
+  ImatrixCollector b(false);
+  EXPECT_EQ(b.load(path, 43, 8), 0) << "another job's checkpoint";
+  EXPECT_TRUE(b.result().entries.empty());
+  EXPECT_EQ(b.load(path, 42, 8), 5);
+  const Imatrix ma = a.result(), mb = b.result();
+  ASSERT_EQ(mb.entries.size(), 1u);
+  EXPECT_EQ(mb.entries.at(w.name).sums, ma.entries.at(w.name).sums);
+  EXPECT_EQ(mb.entries.at(w.name).counts, ma.entries.at(w.name).counts);
+  EXPECT_THROW(b.load(path, 42, 4), Error) << "covers more windows than the job has";
+  const std::string bytes = test::read_bytes(path);
+  test::write_bytes(path, bytes.substr(0, bytes.size() - 3));
+  try {
+    b.load(path, 42, 8);
+    FAIL() << "a truncated checkpoint loaded";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.rfind(path + ": ", 0), 0u) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
 }
 
 // SIGINT and SIGTERM mid-run: a prompt non-zero exit, one line on stderr, no partial output.
