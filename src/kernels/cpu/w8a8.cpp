@@ -57,24 +57,27 @@ bool W8A8Weights::add(const TensorInfo& t) {
     return false;
   auto o = std::make_unique<Owned>();
   const int64_t ld = w8a8_padded(cols), nb = cols / QK8_0;
-  o->codes.assign(static_cast<size_t>(rows) * ld, 0);
-  o->scale.resize(rows);
-  o->rowsum.resize(rows);
+  const int64_t padded_rows = (rows + kW8A8PanelRows - 1) / kW8A8PanelRows * kW8A8PanelRows;
+  o->codes.assign(static_cast<size_t>(padded_rows) * ld, 0);
+  o->scale.assign(padded_rows, 0.0f);
+  o->rowsum.assign(padded_rows, 0);
   const auto* blocks = static_cast<const block_q8_0*>(t.data);
 #pragma omp parallel for schedule(static) if (rows * cols > (1 << 18))
   for (int64_t r = 0; r < rows; ++r) {
     const block_q8_0* row = blocks + r * nb;
-    int8_t* dst = o->codes.data() + r * ld;
+    int8_t* panel = o->codes.data() + (r / kW8A8PanelRows) * kW8A8PanelRows * ld;
+    const int64_t lane = (r % kW8A8PanelRows) * 4;
     int32_t sum = 0;
-    for (int64_t b = 0; b < nb; ++b) {
-      std::memcpy(dst + b * QK8_0, row[b].qs, QK8_0);
-      for (int j = 0; j < QK8_0; ++j) sum += row[b].qs[j];
+    for (int64_t i = 0; i < cols; ++i) {
+      const int8_t q = row[i / QK8_0].qs[i % QK8_0];
+      panel[(i / 4) * 64 + lane + i % 4] = q;
+      sum += q;
     }
     o->scale[r] = fp16_to_fp32(row[0].d);
     o->rowsum[r] = sum;
   }
   o->m = {rows, cols, ld, o->codes.data(), o->scale.data(), o->rowsum.data()};
-  bytes_ += o->codes.size() + rows * (sizeof(float) + sizeof(int32_t));
+  bytes_ += o->codes.size() + padded_rows * (sizeof(float) + sizeof(int32_t));
   index_[t.data] = &o->m;
   owned_.push_back(std::move(o));
   return true;
@@ -121,9 +124,8 @@ void w8a8_rows_reference(const W8A8Matrix& m, int64_t r0, int64_t r1, const W8A8
   for (int64_t t = 0; t < act.n_tokens; ++t) {
     const uint8_t* q = act.q + t * act.ld;
     for (int64_t r = r0; r < r1; ++r) {
-      const int8_t* w = m.codes + r * m.ld;
       int32_t sum = 0;
-      for (int64_t i = 0; i < m.cols; ++i) sum += (static_cast<int32_t>(q[i]) - 128) * w[i];
+      for (int64_t i = 0; i < m.cols; ++i) sum += (static_cast<int32_t>(q[i]) - 128) * m.code(r, i);
       y[t * ldy + r] = act.scale[t] * m.scale[r] * static_cast<float>(sum);
     }
   }

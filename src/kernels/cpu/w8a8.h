@@ -28,12 +28,21 @@ inline int64_t w8a8_padded(int64_t cols) {
   return (cols + kW8A8Pad - 1) / kW8A8Pad * kW8A8Pad;
 }
 
-// One matrix unpacked for the W8A8 kernels.
+// One matrix unpacked for the W8A8 kernels, in panels of 16 rows: panel p holds rows
+// 16p .. 16p + 15 as [ld / 4][16 rows][4 codes], so one 64-byte load is four columns of 16 rows
+// and one vpdpbusd against four broadcast activation bytes of a token adds one int32 per row
+// (no horizontal sums). Rows past `rows` in the last panel are zero.
+inline constexpr int64_t kW8A8PanelRows = 16;
 struct W8A8Matrix {
   int64_t rows = 0, cols = 0, ld = 0;  // ld = w8a8_padded(cols)
-  const int8_t* codes = nullptr;       // [rows][ld], zero past cols
-  const float* scale = nullptr;        // [rows]
-  const int32_t* rowsum = nullptr;     // [rows]: sum of the row's codes
+  const int8_t* codes = nullptr;       // [panels][ld / 4][16][4], zero past cols and rows
+  const float* scale = nullptr;        // [panels * 16], zero past rows
+  const int32_t* rowsum = nullptr;     // [panels * 16]: sum of each row's codes
+  int64_t panels() const { return (rows + kW8A8PanelRows - 1) / kW8A8PanelRows; }
+  const int8_t* panel(int64_t p) const { return codes + p * kW8A8PanelRows * ld; }
+  int8_t code(int64_t r, int64_t i) const {
+    return panel(r / kW8A8PanelRows)[(i / 4) * 64 + (r % kW8A8PanelRows) * 4 + i % 4];
+  }
 };
 
 // True when every row of the Q8_0 matrix stores one d in all its blocks (a per-row int8 matrix).
@@ -72,7 +81,7 @@ W8A8Activations w8a8_bind_activations(void* scratch, int64_t n_tokens, int64_t c
 // Quantizes token rows [t0, t1) of x (row stride cols).
 void w8a8_quantize_tokens(const float* x, int64_t t0, int64_t t1, const W8A8Activations& act);
 
-// y[t * ldy + r] for rows [r0, r1) of m and every token of act.
+// y[t * ldy + r] for rows [r0, r1) of m (r0 a multiple of 16) and every token of act.
 void w8a8_rows_reference(const W8A8Matrix& m, int64_t r0, int64_t r1, const W8A8Activations& act,
                          float* y, int64_t ldy);
 // The fastest kernel the CPU has (AVX-512 VNNI, AVX2, or the reference).

@@ -1,12 +1,16 @@
-// W8A8 rows with AVX-512 VNNI: vpdpbusd multiplies 64 unsigned activation bytes (q + 128) by 64
-// signed weight codes and adds each four products into an int32 lane; the +128 comes back out as
-// 128 * rowsum. Tiles of 4 rows x 4 tokens keep 16 accumulators in registers, so each loaded
-// 64-byte slice of weights serves four tokens and each slice of activations four rows.
+// W8A8 rows with AVX-512 VNNI over 16-row panels (w8a8.h): a 64-byte load is four columns of the
+// panel's 16 rows, and vpdpbusd against four activation bytes of one token (q + 128, broadcast)
+// adds their products into one int32 lane per row. T tokens keep T accumulators, so each weight
+// load serves T tokens; the +128 comes back out as 128 * rowsum, and the 16 outputs of a token
+// are scaled and stored as one vector.
 // GCC 12's AVX-512 intrinsic headers use undefined vectors internally (the repository's other
 // AVX-512 files silence the same warnings).
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include "kernels/cpu/w8a8.h"
 
@@ -14,62 +18,33 @@ namespace squish::kernels {
 
 namespace {
 
-// Sums of four accumulators at once: [sum(a0), sum(a1), sum(a2), sum(a3)].
-inline __m128i hsum4(__m512i a0, __m512i a1, __m512i a2, __m512i a3) {
-  auto half = [](__m512i v) {
-    return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
-  };
-  const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(half(a0), half(a1)),
-                                      _mm256_hadd_epi32(half(a2), half(a3)));
-  return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+inline __m512i broadcast4(const uint8_t* q) {
+  int32_t v;
+  std::memcpy(&v, q, 4);
+  return _mm512_set1_epi32(v);
 }
 
-inline int32_t hsum(__m512i v) {
-  const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(s);
-}
-
-inline float finish(int32_t sum, int32_t rowsum, float sa, float sw) {
-  return sa * sw * static_cast<float>(sum - 128 * rowsum);
-}
-
-// R rows x T tokens starting at (r, t).
-template <int R, int T>
-void tile(const W8A8Matrix& m, int64_t r, int64_t t, const W8A8Activations& act, float* y,
-          int64_t ldy) {
-  __m512i acc[R][T];
-  for (int i = 0; i < R; ++i)
-    for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_si512();
-  const int8_t* w = m.codes + r * m.ld;
+// Panel p, tokens [t, t + T), the first nr rows stored.
+template <int T>
+void panel_tokens(const W8A8Matrix& m, int64_t p, int64_t t, int nr, const W8A8Activations& act,
+                  float* y, int64_t ldy) {
+  __m512i acc[T];
+  for (int j = 0; j < T; ++j) acc[j] = _mm512_setzero_si512();
+  const int8_t* w = m.panel(p);
   const uint8_t* q = act.q + t * act.ld;
-  for (int64_t k = 0; k < m.ld; k += 64) {
-    __m512i a[T];
-    for (int j = 0; j < T; ++j) a[j] = _mm512_loadu_si512(q + j * act.ld + k);
-    for (int i = 0; i < R; ++i) {
-      const __m512i b = _mm512_loadu_si512(w + i * m.ld + k);
-      for (int j = 0; j < T; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], a[j], b);
-    }
+  for (int64_t k = 0; k < m.ld; k += 4) {
+    const __m512i b = _mm512_loadu_si512(w + k * 16);
+    for (int j = 0; j < T; ++j)
+      acc[j] = _mm512_dpbusd_epi32(acc[j], broadcast4(q + j * act.ld + k), b);
   }
-  if constexpr (R == 4) {
-    for (int j = 0; j < T; ++j) {
-      alignas(16) int32_t sums[4];
-      _mm_store_si128(reinterpret_cast<__m128i*>(sums),
-                      hsum4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]));
-      for (int i = 0; i < 4; ++i) {
-        y[(t + j) * ldy + r + i] =
-            finish(sums[i], m.rowsum[r + i], act.scale[t + j], m.scale[r + i]);
-      }
-    }
-  } else {
-    for (int i = 0; i < R; ++i) {
-      for (int j = 0; j < T; ++j) {
-        y[(t + j) * ldy + r + i] =
-            finish(hsum(acc[i][j]), m.rowsum[r + i], act.scale[t + j], m.scale[r + i]);
-      }
-    }
+  const int64_t r0 = p * kW8A8PanelRows;
+  const __m512i bias = _mm512_slli_epi32(_mm512_loadu_si512(m.rowsum + r0), 7);  // 128 * rowsum
+  const __m512 sw = _mm512_loadu_ps(m.scale + r0);
+  const __mmask16 mask = static_cast<__mmask16>((1u << nr) - 1);
+  for (int j = 0; j < T; ++j) {
+    const __m512 sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[j], bias));
+    const __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(act.scale[t + j]), sw), sum);
+    _mm512_mask_storeu_ps(y + (t + j) * ldy + r0, mask, v);
   }
 }
 
@@ -78,16 +53,12 @@ void tile(const W8A8Matrix& m, int64_t r, int64_t t, const W8A8Activations& act,
 void w8a8_rows_avx512(const W8A8Matrix& m, int64_t r0, int64_t r1, const W8A8Activations& act,
                       float* y, int64_t ldy) {
   const int64_t n = act.n_tokens;
-  int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
+  for (int64_t p = r0 / kW8A8PanelRows; p * kW8A8PanelRows < r1; ++p) {
+    const int nr = static_cast<int>(std::min<int64_t>(kW8A8PanelRows, r1 - p * kW8A8PanelRows));
     int64_t t = 0;
-    for (; t + 4 <= n; t += 4) tile<4, 4>(m, r, t, act, y, ldy);
-    for (; t < n; ++t) tile<4, 1>(m, r, t, act, y, ldy);
-  }
-  for (; r < r1; ++r) {
-    int64_t t = 0;
-    for (; t + 4 <= n; t += 4) tile<1, 4>(m, r, t, act, y, ldy);
-    for (; t < n; ++t) tile<1, 1>(m, r, t, act, y, ldy);
+    for (; t + 8 <= n; t += 8) panel_tokens<8>(m, p, t, nr, act, y, ldy);
+    for (; t + 2 <= n; t += 2) panel_tokens<2>(m, p, t, nr, act, y, ldy);
+    for (; t < n; ++t) panel_tokens<1>(m, p, t, nr, act, y, ldy);
   }
 }
 
