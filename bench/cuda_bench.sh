@@ -6,7 +6,12 @@
 #   bench/cuda_bench.sh [ARCHIVE] [OUT_DIR]
 # Settings: SHAPES (llama3-8b), TYPES ("Q4_K_M Q8_0"), REPS (3), TESTS (1), SANITIZE (1),
 # WORK (synth files, /tmp/squish-synth), BENCH_ARGS (extra `squish bench` flags), VARIANTS (1:
-# also decode with SQUISH_CUDA_Q8=0 and with SQUISH_CUDA_GRAPHS=0).
+# also decode with each of SQUISH_CUDA_FUSE=0, SQUISH_CUDA_PDL=0, SQUISH_CUDA_Q8=0,
+# SQUISH_CUDA_GRAPHS=0), LLAMA_BENCH (llama.cpp's CUDA llama-bench: run on the same files,
+# `-ngl 99 -p 512 -n 128 -fa F` for F in LLAMA_FA ("1"), cuBLAS from LLAMA_LIBS
+# (/usr/local/cuda/lib64), and the squish / llama.cpp ratios printed), PROFILE (1: nsys GPU time
+# per kernel over 32 decoded tokens, kernels-SHAPE-TYPE.txt), NCU (1: Nsight Compute on
+# NCU_COUNT kernels after NCU_SKIP, ncu-SHAPE-TYPE.txt).
 set -uo pipefail
 ARCHIVE=${1:-build-cuda/carry/squish-cuda.tar.xz}
 OUT=${2:-${OUT:-/tmp/squish-cuda-out}}
@@ -22,17 +27,19 @@ export LD_LIBRARY_PATH=$DIR/lib
 SQ=$DIR/bin/squish
 mkdir -p "$OUT" "$WORK"
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+# Every step under a time limit (STEP_TIMEOUT seconds): a hung kernel costs one step, not the run.
+TO="timeout ${STEP_TIMEOUT:-300}"
 
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 if [ "${TESTS:-1}" = 1 ]; then
   t0=$(date +%s%N)
-  SQUISH_CUDA_MODELS=$DIR/models "$DIR/bin/squish_cuda_tests" > "$OUT/cuda_tests.txt" 2>&1
+  SQUISH_CUDA_MODELS=$DIR/models $TO "$DIR/bin/squish_cuda_tests" > "$OUT/cuda_tests.txt" 2>&1
   echo "squish_cuda_tests: rc $? in $(ms "$t0") ms" | tee -a "$OUT/summary.txt"
   grep -E "^\[  (PASSED|FAILED) |RMS\(gpu|FAILED" "$OUT/cuda_tests.txt" | tee -a "$OUT/summary.txt"
   SAN=$(ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
   SAN=${SAN:-$(command -v compute-sanitizer || true)}
   if [ "${SANITIZE:-1}" = 1 ] && [ -n "$SAN" ]; then
-    SQUISH_CUDA_MODELS=$DIR/models "$SAN" --tool memcheck --error-exitcode 9 \
+    SQUISH_CUDA_MODELS=$DIR/models $TO "$SAN" --tool memcheck --error-exitcode 9 \
       "$DIR/bin/squish_cuda_tests" --gtest_filter='*CudaMatmul*:CudaKernels*:CudaModel.Llama*Q4*' \
       > "$OUT/sanitizer.txt" 2>&1
     echo "compute-sanitizer memcheck: rc $?; $(grep -c 'Invalid' "$OUT/sanitizer.txt") invalid accesses" |
@@ -49,16 +56,66 @@ for shape in $SHAPES; do
     echo "synth $shape $type: rc $? in $(ms "$t0") ms, $(stat -c %s "$f") bytes" |
       tee -a "$OUT/summary.txt"
     # shellcheck disable=SC2086
-    "$SQ" bench "$f" --device cuda -p 512 -n 128 -r "$REPS" ${BENCH_ARGS:-} \
+    $TO "$SQ" bench "$f" --device cuda -p 512 -n 128 -r "$REPS" ${BENCH_ARGS:-} \
       > "$OUT/bench-$shape-$type.txt" 2>&1
     echo "bench $shape $type: rc $?" | tee -a "$OUT/summary.txt"
     cat "$OUT/bench-$shape-$type.txt" | tee -a "$OUT/summary.txt"
     if [ "${VARIANTS:-1}" = 1 ]; then
       # Decode without the 8-bit-activation kernels, and without CUDA graphs.
-      for v in SQUISH_CUDA_Q8=0 SQUISH_CUDA_GRAPHS=0; do
-        env "$v" "$SQ" bench "$f" --device cuda -p 0 -n 128 -r 2 > "$OUT/bench-$shape-$type-$v.txt" 2>&1
+      for v in ${VARIANT_LIST:-SQUISH_CUDA_FUSE=0 SQUISH_CUDA_PDL=0 SQUISH_CUDA_Q8=0 SQUISH_CUDA_GRAPHS=0}; do
+        vf=$OUT/bench-$shape-$type-${v//=/_}.txt
+        env "$v" $TO "$SQ" bench "$f" --device cuda -p 0 -n 128 -r 2 > "$vf" 2>&1
         echo "bench $shape $type with $v: rc $?" | tee -a "$OUT/summary.txt"
-        grep -E "tg128|roofline" "$OUT/bench-$shape-$type-$v.txt" | tee -a "$OUT/summary.txt"
+        grep -E "tg128|roofline" "$vf" | tee -a "$OUT/summary.txt"
+      done
+    fi
+    if [ "${PROFILE:-0}" = 1 ]; then
+      # Nsight Systems: GPU time per kernel over 32 decoded tokens (graph nodes traced one by one).
+      NSYS=$(ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems*/bin/nsys \
+        /usr/local/cuda*/nsight-systems*/bin/nsys 2>/dev/null | head -1)
+      NSYS=${NSYS:-$(command -v nsys || true)}
+      if [ -n "$NSYS" ]; then
+        $TO "$NSYS" profile -o /tmp/squish-prof -f true -t cuda --cuda-graph-trace=node \
+          "$SQ" bench "$f" --device cuda -p 0 -n 32 -r 1 > "$OUT/nsys-$shape-$type.txt" 2>&1
+        echo "nsys $shape $type: rc $?" | tee -a "$OUT/summary.txt"
+        $TO "$NSYS" stats -q -r cuda_gpu_kern_sum /tmp/squish-prof.nsys-rep \
+          > "$OUT/kernels-$shape-$type.txt" 2>&1 ||
+          $TO "$NSYS" stats -q -r gpukernsum /tmp/squish-prof.nsys-rep \
+            > "$OUT/kernels-$shape-$type.txt" 2>&1
+      else
+        echo "nsys: not found ($(ls -d /usr/local/cuda*/bin /opt/nvidia 2>/dev/null | tr '\n' ' '))" |
+          tee -a "$OUT/summary.txt"
+      fi
+    fi
+    if [ "${NCU:-0}" = 1 ]; then
+      # Nsight Compute on one decode layer's kernels (after the first decoded token): duration and
+      # DRAM throughput of each (SpeedOfLight).
+      NCUB=$(ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+      if [ -n "$NCUB" ]; then
+        $TO "$NCUB" --section SpeedOfLight --launch-skip "${NCU_SKIP:-300}" \
+          --launch-count "${NCU_COUNT:-10}" "$SQ" bench "$f" --device cuda -p 0 -n 2 -r 1 \
+          > "$OUT/ncu-$shape-$type.txt" 2>&1
+        echo "ncu $shape $type: rc $?" | tee -a "$OUT/summary.txt"
+        grep -E "^  [a-z_]+.*\(|Duration|DRAM Throughput|Memory Throughput" "$OUT/ncu-$shape-$type.txt" |
+          sed -E 's/^ +//' | cut -c1-150 | tee -a "$OUT/summary.txt"
+      fi
+    fi
+    if [ -n "${LLAMA_BENCH:-}" ]; then
+      for fa in ${LLAMA_FA:-1}; do
+        lb=$OUT/llama-bench-$shape-$type-fa$fa.txt
+        LD_LIBRARY_PATH=${LLAMA_LIBS:-/usr/local/cuda/lib64} $TO "$LLAMA_BENCH" -m "$f" -ngl 99 -p 512 \
+          -n 128 -fa "$fa" -r "$REPS" > "$lb" 2>&1
+        echo "llama-bench $shape $type -fa $fa: rc $?" | tee -a "$OUT/summary.txt"
+        grep -E "^\| " "$lb" | tee -a "$OUT/summary.txt"
+        # Ratios: the t/s column (last) of the pp512 and tg128 rows of both tables.
+        for test in pp512 tg128; do
+          sq=$(grep -E "\| $test " "$OUT/bench-$shape-$type.txt" | head -1 | awk -F'|' '{print $(NF-1)}' | awk '{print $1}')
+          ll=$(grep -E "\| +$test " "$lb" | head -1 | awk -F'|' '{print $(NF-1)}' | awk '{print $1}')
+          if [ -n "$sq" ] && [ -n "$ll" ]; then
+            echo "ratio $shape $type $test -fa $fa: squish $sq / llama.cpp $ll = $(awk -v a="$sq" -v b="$ll" 'BEGIN{printf "%.2f", a/b}')" |
+              tee -a "$OUT/summary.txt"
+          fi
+        done
       done
     fi
     rm -f "$f"

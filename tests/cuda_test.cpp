@@ -152,7 +152,9 @@ void check_q8_product(DType type, int64_t rows, int64_t cols) {
   std::vector<float> wf(rows * cols);
   for (int64_t r = 0; r < rows; ++r)
     convert_row_to_f32(type, w.data() + r * row_bytes(type, cols), wf.data() + r * cols, cols);
-  Dev<uint8_t> dw(w);
+  std::vector<uint8_t> packed(w.size());
+  cuda::repack_q8(type, w.data(), rows, cols, packed.data());
+  Dev<uint8_t> dw(packed);
   for (int n_tokens : {1, 5, 8, 11}) {
     const int64_t ldx = cols + 4;  // a row stride wider than the row, as for the gate|up buffer
     std::vector<float> x = random_floats(n_tokens * ldx, 21 + n_tokens);
@@ -193,13 +195,120 @@ TEST_P(CudaMatmulQ8, MatchesReferenceOnQuantizedActivations) {
   const DType type = GetParam();
   // 8448 columns: long rows take the kernel's split-row path (several warps per row) when more
   // than one token is multiplied.
-  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{45, 768}, {9, 8448}}) {
+  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{45, 768}, {9, 8448}, {1, 256}}) {
     SCOPED_TRACE(cols);
     check_q8_product(type, rows, cols);
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8,
+                         testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0),
+                         [](const testing::TestParamInfo<DType>& p) {
+                           return std::string(dtype_name(p.param));
+                         });
+
+// 8-bit activations of x as the kernels make them, and the float product with them.
+std::vector<float> dequantized_q8(const std::vector<float>& x) {
+  std::vector<float> xr(x.size());
+  for (size_t g = 0; g < x.size() / 32; ++g) {
+    float amax = 0;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[g * 32 + i]));
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < 32; ++i) xr[g * 32 + i] = std::round(x[g * 32 + i] * id) * d;
+  }
+  return xr;
+}
+
+// One-token products with a fused epilogue: the residual product followed by RMSNorm (its F32
+// output and 8-bit form), and gate|up followed by the gating; the counters end at zero.
+class CudaMatmulQ8Epilogue : public testing::TestWithParam<DType> {};
+
+TEST_P(CudaMatmulQ8Epilogue, NormAndGatingMatchSeparateKernels) {
+  SKIP_WITHOUT_GPU();
+  const DType type = GetParam();
+  const int64_t E = 768, F = 512;  // 2 * F rows of gate|up; E rows of the residual product
+  const std::vector<float> x = random_floats(E, 31);
+  const std::vector<float> xr = dequantized_q8(x);
+  Dev<float> dx(x);
+  Dev<int8_t> xq(E);
+  Dev<float> xd(E / 32);
+  cuda::quantize_activations_q8(dx.p, E, 1, E, xq.p, xd.p, nullptr);
+  Dev<int> counters(2 + F / 32);
+  ASSERT_EQ(cudaMemset(counters.p, 0, counters.n * sizeof(int)), cudaSuccess);
+  auto upload = [&](int64_t rows, uint32_t seed, std::vector<float>& wf) {
+    const std::vector<uint8_t> w = make_weights(type, rows, E, seed);
+    wf.resize(rows * E);
+    for (int64_t r = 0; r < rows; ++r)
+      convert_row_to_f32(type, w.data() + r * row_bytes(type, E), wf.data() + r * E, E);
+    std::vector<uint8_t> packed(w.size());
+    cuda::repack_q8(type, w.data(), rows, E, packed.data());
+    return packed;
+  };
+  auto product = [&](const std::vector<float>& wf, int64_t r) {
+    double s = 0, mag = 0;
+    for (int64_t i = 0; i < E; ++i) {
+      s += static_cast<double>(wf[r * E + i]) * xr[i];
+      mag += std::fabs(wf[r * E + i] * xr[i]);
+    }
+    return std::pair<double, double>{s, mag};
+  };
+  {  // residual product (square, E x E) + RMSNorm
+    std::vector<float> wf;
+    Dev<uint8_t> dw(upload(E, 41, wf));
+    const std::vector<float> y0 = random_floats(E, 43), nw = random_floats(E, 44);
+    Dev<float> dy(y0), dnw(nw), xn(E);
+    Dev<int8_t> q(E);
+    Dev<float> d(E / 32);
+    cuda::Q8Epilogue e;
+    e.norm_weight = dnw.p;
+    e.eps = 1e-5f;
+    e.norm_out = xn.p;
+    e.q = q.p;
+    e.d = d.p;
+    e.counters = counters.p;
+    cuda::matmul_q8(type, dw.p, E, E, xq.p, xd.p, 1, dy.p, E, true, nullptr, &e);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const std::vector<float> y = dy.download();
+    for (int64_t r = 0; r < E; ++r) {
+      const auto [s, mag] = product(wf, r);
+      ASSERT_NEAR(y[r], s + y0[r], 2e-5 * mag + 1e-5) << dtype_name(type) << " row " << r;
+    }
+    std::vector<float> ref(E);
+    rms_norm(y.data(), nw.data(), static_cast<int>(E), 1e-5f, ref.data());
+    const std::vector<float> out = xn.download();
+    for (int64_t i = 0; i < E; ++i) ASSERT_NEAR(out[i], ref[i], 1e-5f * (1 + std::fabs(ref[i])));
+    expect_fused_q8(xn.p, 1, static_cast<int>(E), q.p, d.p);
+  }
+  {  // gate|up + SiLU gating
+    std::vector<float> wf;
+    Dev<uint8_t> dw(upload(2 * F, 51, wf));
+    Dev<float> h(2 * F);
+    Dev<int8_t> q(F);
+    Dev<float> d(F / 32);
+    cuda::Q8Epilogue e;
+    e.gate = true;
+    e.q = q.p;
+    e.d = d.p;
+    e.counters = counters.p;
+    cuda::matmul_q8(type, dw.p, 2 * F, E, xq.p, xd.p, 1, h.p, 2 * F, false, nullptr, &e);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const std::vector<float> out = h.download();
+    for (int64_t i = 0; i < F; ++i) {
+      const auto [g, gmag] = product(wf, i);
+      const auto [u, umag] = product(wf, F + i);
+      float gate = static_cast<float>(g);
+      const float upv = static_cast<float>(u);
+      silu_mul(&gate, &upv, 1);
+      // |d silu(g) / dg| < 1.1: the product's error scaled by what multiplies it.
+      const double tol = 2e-5 * (1.1 * gmag * std::fabs(u) + umag * (std::fabs(g) + 1)) + 1e-5;
+      ASSERT_NEAR(out[i], gate, tol) << dtype_name(type) << " " << i;
+    }
+    expect_fused_q8(h.p, 1, static_cast<int>(F), q.p, d.p);
+  }
+  for (int v : counters.download()) EXPECT_EQ(v, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8Epilogue,
                          testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0),
                          [](const testing::TestParamInfo<DType>& p) {
                            return std::string(dtype_name(p.param));
@@ -329,6 +438,55 @@ TEST(CudaKernels, AttentionMatchesSoftmaxReference) {
         }
       }
     }
+  }
+}
+
+// One token: RoPE + KV store inside attention gives the same bits as the two kernels.
+TEST(CudaKernels, AttentionWithFusedRopeMatchesSeparateKernels) {
+  SKIP_WITHOUT_GPU();
+  for (bool neox : {false, true}) {
+    const int H = 8, HKV = 2, D = 128, n_rot = 128, pos0 = 37, n_ctx = 64;
+    const int Q = H * D, KV = HKV * D, ld = Q + 2 * KV;
+    const std::vector<float> qkv = random_floats(ld, 61), cache = random_floats(n_ctx * KV, 62);
+    const std::vector<float> bias = random_floats(ld, 63);
+    std::vector<float> table(n_rot);
+    for (int i = 0; i < n_rot / 2; ++i) {
+      const double angle = pos0 * std::pow(10000.0, -2.0 * i / n_rot);
+      table[i] = static_cast<float>(std::cos(angle));
+      table[n_rot / 2 + i] = static_cast<float>(std::sin(angle));
+    }
+    Dev<float> dtable(table), dbias(bias);
+    Dev<int> dpos(std::vector<int>{pos0});
+    std::vector<std::vector<float>> outs, kcs, vcs;
+    for (bool fused : {false, true}) {
+      Dev<float> dqkv(qkv), kc(cache), vc(cache), out(Q);
+      cuda::RopeArgs a{dqkv.p,
+                       dqkv.p + Q,
+                       dqkv.p + Q + KV,
+                       ld,
+                       dbias.p,
+                       dbias.p + Q,
+                       dbias.p + Q + KV,
+                       H,
+                       HKV,
+                       D,
+                       n_rot,
+                       neox,
+                       dtable.p,
+                       dpos.p,
+                       kc.p,
+                       vc.p};
+      if (!fused) cuda::rope_and_store(a, 1, nullptr);
+      cuda::attention(dqkv.p, ld, kc.p, vc.p, H, HKV, D, dpos.p, 1, out.p, nullptr, nullptr,
+                      nullptr, fused ? &a : nullptr);
+      ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+      outs.push_back(out.download());
+      kcs.push_back(kc.download());
+      vcs.push_back(vc.download());
+    }
+    EXPECT_EQ(outs[0], outs[1]) << "neox " << neox;
+    EXPECT_EQ(kcs[0], kcs[1]) << "neox " << neox;
+    EXPECT_EQ(vcs[0], vcs[1]) << "neox " << neox;
   }
 }
 

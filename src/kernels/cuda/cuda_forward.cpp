@@ -79,6 +79,7 @@ struct DeviceLayer {
   const float* attn_norm = nullptr;
   const float* ffn_norm = nullptr;
   const float *bq = nullptr, *bk = nullptr, *bv = nullptr;
+  bool gated = false;  // gate_up is [gate | up] (otherwise up alone)
   FusedProduct qkv, gate_up;
   DeviceMatrix wo, w_down;
 };
@@ -98,21 +99,24 @@ class CudaSession final : public DeviceSession {
   void forward(int n, int first_out, int n_out);
   // Products whose weights have an 8-bit-activation kernel read xq_/xd_, which the kernel
   // producing their input (RMSNorm, attention, gating) fills as well when one of its consumers
-  // needs it: q8(consumers) gives the pointers to pass, null when none does.
-  bool uses_q8(const DeviceMatrix& m) const {
-    return use_q8_ && m.w != nullptr && cuda::matmul_q8_supported(m.type, m.cols);
+  // needs it: q8(consumers) gives the pointers to pass, null when none does. Their weights are
+  // uploaded in the kernel's layout (cuda::repack_q8).
+  bool q8_layout(DType type, int64_t cols) const {
+    return use_q8_ && cuda::matmul_q8_supported(type, cols);
   }
+  bool uses_q8(const DeviceMatrix& m) const { return m.w != nullptr && q8_layout(m.type, m.cols); }
   std::pair<int8_t*, float*> q8(const FusedProduct& consumers) const {
     for (const DeviceMatrix& m : consumers) {
       if (uses_q8(m)) return {xq_.get<int8_t>(), xd_.get<float>()};
     }
     return {nullptr, nullptr};
   }
+  // xq/xd: the 8-bit input when it is not in xq_/xd_.
   void matmul(const DeviceMatrix& m, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
-              bool accumulate) {
+              bool accumulate, const int8_t* xq = nullptr, const float* xd = nullptr) {
     if (uses_q8(m)) {
-      cuda::matmul_q8(m.type, m.w, m.rows, m.cols, xq_.get<int8_t>(), xd_.get<float>(), n, y, ldy,
-                      accumulate, stream_);
+      cuda::matmul_q8(m.type, m.w, m.rows, m.cols, xq != nullptr ? xq : xq_.get<int8_t>(),
+                      xd != nullptr ? xd : xd_.get<float>(), n, y, ldy, accumulate, stream_);
     } else {
       cuda::matmul(m.type, m.w, m.rows, m.cols, x, ldx, n, y, ldy, accumulate, stream_);
     }
@@ -130,6 +134,10 @@ class CudaSession final : public DeviceSession {
   DeviceMatrix output_;
   DeviceBuffer x_, xn_, qkv_, att_, gu_, logits_, k_cache_, v_cache_, rope_, pos_;
   DeviceBuffer xq_, xd_;  // 8-bit activations of the current product input (use_q8_)
+  // The fused gating's 8-bit output (the down product's input): a second buffer, since the gate|up
+  // product still reads xq_ while its first groups are done.
+  DeviceBuffer xq2_, xd2_;
+  DeviceBuffer counters_;  // zeroed ints of the fused epilogues (cuda::Q8Epilogue)
   int64_t qkv_ld_ = 0;
   float* host_x_ = nullptr;  // pinned staging for embeddings
   int* host_pos_ = nullptr;
@@ -140,6 +148,12 @@ class CudaSession final : public DeviceSession {
   cudaGraphExec_t decode_graph_ = nullptr;
   bool use_graphs_ = true;
   bool use_q8_ = true;  // SQUISH_CUDA_Q8=0: F32 activations for every product
+  // One-token passes fuse (SQUISH_CUDA_FUSE, a bit mask): 1 RMSNorm into the residual products'
+  // end, 2 the gating into gate|up's end, 4 RoPE + KV store into attention. Default 4: on the
+  // H100 the norm's serial last block cost more than the kernel it saves (docs/cuda.md).
+  int fusion_ = kFuseRope;
+  static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4;
+  bool use_pdl_ = false;  // programmatic dependent launch (sm_90+; SQUISH_CUDA_PDL=0 turns it off)
 };
 
 CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
@@ -159,6 +173,12 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   if (const char* env = std::getenv("SQUISH_CUDA_GRAPHS")) use_graphs_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_Q8")) use_q8_ = std::strcmp(env, "0") != 0;
+  if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 7;
+  use_pdl_ = prop.major >= 9;
+  if (const char* env = std::getenv("SQUISH_CUDA_PDL"))
+    use_pdl_ = use_pdl_ && std::strcmp(env, "0") != 0;
+  description_ += fmt::format("; {} activations, fused {}, {}{}", use_q8_ ? "8-bit" : "F32",
+                              fusion_, use_pdl_ ? "PDL" : "no PDL", use_graphs_ ? ", graphs" : "");
 
   // Check every matrix before uploading anything (one line naming the tensor).
   auto check_matrix = [&](const TensorInfo* t) {
@@ -183,7 +203,8 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
     }
     d.qkv = L.wqkv != nullptr ? upload_fused({L.wqkv}) : upload_fused({L.wq, L.wk, L.wv});
     d.wo = upload_matrix(L.wo);
-    d.gate_up = L.w_gate != nullptr ? upload_fused({L.w_gate, L.w_up}) : upload_fused({L.w_up});
+    d.gated = L.w_gate != nullptr;
+    d.gate_up = d.gated ? upload_fused({L.w_gate, L.w_up}) : upload_fused({L.w_up});
     d.w_down = upload_matrix(L.w_down);
     layers_.push_back(d);
   }
@@ -209,6 +230,10 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   const int64_t max_cols = std::max({E, Q, F});
   xq_ = DeviceBuffer(B * max_cols);
   xd_ = DeviceBuffer(B * (max_cols / 32) * 4);
+  xq2_ = DeviceBuffer(F);
+  xd2_ = DeviceBuffer(F / 32 * 4);
+  counters_ = DeviceBuffer((2 + F / 32) * sizeof(int));
+  check(cudaMemset(counters_.get(), 0, counters_.bytes()), "cudaMemset");
   check(cudaMallocHost(reinterpret_cast<void**>(&host_x_), B * E * 4), "cudaMallocHost");
   check(cudaMallocHost(reinterpret_cast<void**>(&host_pos_), sizeof(int)), "cudaMallocHost");
   check(cudaMallocHost(reinterpret_cast<void**>(&host_logits_), static_cast<size_t>(c.n_vocab) * 4),
@@ -238,7 +263,15 @@ DeviceMatrix CudaSession::upload_matrix(const TensorInfo* t) {
   if (t == nullptr) return {};
   const size_t bytes = row_bytes(t->type, t->shape[1]) * t->shape[0];
   DeviceBuffer b(bytes);
-  check(cudaMemcpy(b.get(), t->data, bytes, cudaMemcpyHostToDevice), "upload");
+  const void* src = t->data;
+  std::vector<uint8_t> packed;
+  if (q8_layout(t->type, t->shape[1])) {
+    packed.resize(bytes);
+    cuda::repack_q8(t->type, static_cast<const uint8_t*>(t->data), t->shape[0], t->shape[1],
+                    packed.data());
+    src = packed.data();
+  }
+  check(cudaMemcpy(b.get(), src, bytes, cudaMemcpyHostToDevice), "upload");
   weight_bytes_ += bytes;
   DeviceMatrix m{b.get(), t->type, t->shape[0], t->shape[1]};
   owned_.push_back(std::move(b));
@@ -257,11 +290,21 @@ FusedProduct CudaSession::upload_fused(std::initializer_list<const TensorInfo*> 
     for (size_t k = i; k < j; ++k) rows += ts[k]->shape[0];
     DeviceBuffer b(row * rows);
     size_t at = 0;
-    for (size_t k = i; k < j; ++k) {
-      const size_t bytes = row * ts[k]->shape[0];
-      check(cudaMemcpy(b.get<uint8_t>() + at, ts[k]->data, bytes, cudaMemcpyHostToDevice),
-            "upload");
-      at += bytes;
+    if (q8_layout(ts[i]->type, ts[i]->shape[1])) {  // regrouped as one matrix
+      std::vector<uint8_t> joined(row * rows), packed(row * rows);
+      for (size_t k = i; k < j; ++k) {
+        std::memcpy(joined.data() + at, ts[k]->data, row * ts[k]->shape[0]);
+        at += row * ts[k]->shape[0];
+      }
+      cuda::repack_q8(ts[i]->type, joined.data(), rows, ts[i]->shape[1], packed.data());
+      check(cudaMemcpy(b.get(), packed.data(), at, cudaMemcpyHostToDevice), "upload");
+    } else {
+      for (size_t k = i; k < j; ++k) {
+        const size_t bytes = row * ts[k]->shape[0];
+        check(cudaMemcpy(b.get<uint8_t>() + at, ts[k]->data, bytes, cudaMemcpyHostToDevice),
+              "upload");
+        at += bytes;
+      }
     }
     weight_bytes_ += at;
     out.push_back({b.get(), ts[i]->type, rows, ts[i]->shape[1], offset});
@@ -281,10 +324,20 @@ void CudaSession::forward(int n, int first_out, int n_out) {
   float* att = att_.get<float>();
   float* gu = gu_.get<float>();
   const size_t layer_cache = static_cast<size_t>(n_ctx_) * KV;
+  // One-token passes may fuse the norms into the residual products' ends, the gating into
+  // gate|up's and RoPE + KV store into attention (fusion_): down to 5 kernels per layer from 9.
+  const int fuse = n == 1 ? fusion_ : 0;
+  bool normed = false;  // xn (and its 8-bit form) already hold the attention norm of x
+  const FusedProduct output_consumers = {output_};
+  // The first kernel follows the uploads (copies, not kernels): launched plainly.
+  cuda::set_programmatic_launch(false);
   for (int l = 0; l < c.n_layer; ++l) {
     const DeviceLayer& L = layers_[l];
-    auto [xq, xd] = q8(L.qkv);
-    cuda::rms_norm(x, L.attn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
+    if (!normed) {
+      auto [xq, xd] = q8(L.qkv);
+      cuda::rms_norm(x, L.attn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
+    }
+    cuda::set_programmatic_launch(use_pdl_);
     for (const DeviceMatrix& m : L.qkv) matmul(m, xn, E, n, qkv + m.out_offset, qkv_ld_, false);
     cuda::RopeArgs ra;
     ra.q = qkv;
@@ -303,24 +356,76 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     ra.pos0 = pos_.get<int>();
     ra.k_cache = k_cache_.get<float>() + l * layer_cache;
     ra.v_cache = v_cache_.get<float>() + l * layer_cache;
-    cuda::rope_and_store(ra, n, stream_);
+    if (!(fuse & kFuseRope)) cuda::rope_and_store(ra, n, stream_);
     cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
-                    pos_.get<int>(), n, att, stream_, q8({L.wo}).first, q8({L.wo}).second);
-    matmul(L.wo, att, Q, n, x, E, true);  // residual add fused
-    std::tie(xq, xd) = q8(L.gate_up);
-    cuda::rms_norm(x, L.ffn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
-    for (const DeviceMatrix& m : L.gate_up) matmul(m, xn, E, n, gu + m.out_offset, 2 * F, false);
-    std::tie(xq, xd) = q8({L.w_down});
-    cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F),
-                           c.activation == Activation::GeluTanh, stream_, xq, xd);
-    matmul(L.w_down, gu, 2 * F, n, x, E, true);
+                    pos_.get<int>(), n, att, stream_, q8({L.wo}).first, q8({L.wo}).second,
+                    fuse & kFuseRope ? &ra : nullptr);
+    // Output projection + residual, then the FFN norm.
+    if ((fuse & kFuseNorm) && uses_q8(L.wo)) {
+      cuda::Q8Epilogue e;
+      e.norm_weight = L.ffn_norm;
+      e.eps = c.norm_eps;
+      e.norm_out = xn;
+      std::tie(e.q, e.d) = q8(L.gate_up);
+      e.counters = counters_.get<int>();
+      cuda::matmul_q8(L.wo.type, L.wo.w, L.wo.rows, L.wo.cols, xq_.get<int8_t>(), xd_.get<float>(),
+                      1, x, E, true, stream_, &e);
+    } else {
+      matmul(L.wo, att, Q, n, x, E, true);  // residual add fused
+      auto [xq, xd] = q8(L.gate_up);
+      cuda::rms_norm(x, L.ffn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
+    }
+    // gate|up and the gating; the down product's 8-bit input lands in down_q / down_d.
+    const int8_t* down_q = xq_.get<int8_t>();
+    const float* down_d = xd_.get<float>();
+    const bool gelu = c.activation == Activation::GeluTanh;
+    if ((fuse & kFuseGate) && L.gated && L.gate_up.size() == 1 && uses_q8(L.gate_up[0])) {
+      const DeviceMatrix& m = L.gate_up[0];
+      cuda::Q8Epilogue e;
+      e.gate = true;
+      e.gelu = gelu;
+      if (uses_q8(L.w_down)) {
+        e.q = xq2_.get<int8_t>();
+        e.d = xd2_.get<float>();
+        down_q = e.q;
+        down_d = e.d;
+      }
+      e.counters = counters_.get<int>();
+      cuda::matmul_q8(m.type, m.w, m.rows, m.cols, xq_.get<int8_t>(), xd_.get<float>(), 1, gu,
+                      2 * F, false, stream_, &e);
+    } else {
+      for (const DeviceMatrix& m : L.gate_up) matmul(m, xn, E, n, gu + m.out_offset, 2 * F, false);
+      auto [xq, xd] = q8({L.w_down});
+      cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F), gelu, stream_, xq,
+                             xd);
+    }
+    // Down projection + residual, then the next norm (the next layer's, or the output norm).
+    const bool last = l + 1 == c.n_layer;
+    const float* next_norm = !last ? layers_[l + 1].attn_norm : n_out > 0 ? output_norm_ : nullptr;
+    if ((fuse & kFuseNorm) && uses_q8(L.w_down) && next_norm != nullptr) {
+      cuda::Q8Epilogue e;
+      e.norm_weight = next_norm;
+      e.eps = c.norm_eps;
+      e.norm_out = xn;
+      std::tie(e.q, e.d) = q8(!last ? layers_[l + 1].qkv : output_consumers);
+      e.counters = counters_.get<int>();
+      cuda::matmul_q8(L.w_down.type, L.w_down.w, L.w_down.rows, L.w_down.cols, down_q, down_d, 1, x,
+                      E, true, stream_, &e);
+      normed = true;
+    } else {
+      matmul(L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
+      normed = false;
+    }
   }
   if (n_out > 0) {
-    auto [xq, xd] = q8({output_});
-    cuda::rms_norm(x + first_out * E, output_norm_, n_out, static_cast<int>(E), c.norm_eps, xn,
-                   stream_, xq, xd);
+    if (!normed) {
+      auto [xq, xd] = q8(output_consumers);
+      cuda::rms_norm(x + first_out * E, output_norm_, n_out, static_cast<int>(E), c.norm_eps, xn,
+                     stream_, xq, xd);
+    }
     matmul(output_, xn, E, n_out, logits_.get<float>(), c.n_vocab, false);
   }
+  cuda::set_programmatic_launch(false);
 }
 
 void CudaSession::eval(const int32_t* tokens, int n, int pos0, bool all_logits, float* logits) {

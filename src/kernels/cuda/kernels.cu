@@ -9,11 +9,28 @@
 #include <cstdint>
 
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/launch.cuh"
 #include "quant/blocks.h"
 
 namespace squish::cuda {
 
+namespace detail {
+
 namespace {
+thread_local bool g_programmatic_launch = false;
+}  // namespace
+
+bool programmatic_launch() {
+  return g_programmatic_launch;
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::launch;
+using detail::pdl_launch_dependents;
+using detail::pdl_wait;
 
 constexpr int kWarp = 32;
 constexpr int kRowsPerBlock = 4;  // warps (rows) per thread block of the mat-vec kernels
@@ -335,6 +352,8 @@ template <class T, int NT>
 __global__ void __launch_bounds__(kWarp* kRowsPerBlock)
     matvec_kernel(const uint8_t* __restrict__ w, int64_t rows, int64_t cols, size_t row_bytes,
                   const float* __restrict__ x, int64_t ldx, float* y, int64_t ldy, int accumulate) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp;
   if (r >= rows) return;
@@ -366,8 +385,8 @@ void launch_matvec(const void* w, int64_t rows, int64_t cols, const float* x, in
                    int64_t ldy, bool accumulate, cudaStream_t stream) {
   const size_t row_bytes = static_cast<size_t>(cols / T::kElems) * T::kBytes;
   const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
-  matvec_kernel<T, NT><<<blocks, kWarp * kRowsPerBlock, 0, stream>>>(
-      static_cast<const uint8_t*>(w), rows, cols, row_bytes, x, ldx, y, ldy, accumulate ? 1 : 0);
+  launch(matvec_kernel<T, NT>, dim3(blocks), dim3(kWarp * kRowsPerBlock), stream,
+         static_cast<const uint8_t*>(w), rows, cols, row_bytes, x, ldx, y, ldy, accumulate ? 1 : 0);
 }
 
 template <class T>
@@ -429,6 +448,8 @@ __device__ __forceinline__ void store_q8_group(float v, int8_t* q, float* d) {
 // q + t * n, scales at d + t * n / 32), saving a separate quantization pass.
 __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ weight,
                                 int n, float eps, float* __restrict__ out, int8_t* q, float* d) {
+  pdl_launch_dependents();
+  pdl_wait();
   __shared__ float partial[kNormThreads / kWarp];
   const float* xr = x + static_cast<int64_t>(blockIdx.x) * n;
   float* orow = out + static_cast<int64_t>(blockIdx.x) * n;
@@ -451,6 +472,8 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __rest
 }
 
 __global__ void rope_store_kernel(RopeArgs a) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int t = blockIdx.x;
   const int pos = *a.pos0 + t;
   const int D = a.head_dim, Q = a.n_head * D, KV = a.n_head_kv * D, half = a.n_rot / 2;
@@ -492,13 +515,20 @@ constexpr int kMaxHeadDim = 256;
 // four; lanes hold head_dim / 32 dimensions each. Each warp keeps an online softmax (running
 // max, sum and weighted values); the warps' partial results are merged at the end. With q8 set,
 // the output row is also written in 8-bit form (groups of 32 = one warp's dimensions).
+// With fuse_rope (one token), the block first does rope_store_kernel's work for its head: q
+// rotated into shared memory, its kv head's k (rotated) and v stored at the position. Blocks of
+// the same kv head store the same values; each reads back only after its own store. The caches
+// are therefore read without __restrict__ (no read-only path for memory this kernel writes).
 __global__ void __launch_bounds__(kWarp* kAttnWarps)
-    attention_kernel(const float* __restrict__ q, int64_t ldq, const float* __restrict__ k_cache,
-                     const float* __restrict__ v_cache, int n_head, int n_head_kv, int D,
-                     const int* pos0, float* __restrict__ out, int8_t* out_q, float* out_d) {
+    attention_kernel(const float* __restrict__ q, int64_t ldq, float* k_cache, float* v_cache,
+                     int n_head, int n_head_kv, int D, const int* pos0, float* __restrict__ out,
+                     int8_t* out_q, float* out_d, RopeArgs rope, int fuse_rope) {
+  pdl_launch_dependents();
+  pdl_wait();
   constexpr int kMaxPer = kMaxHeadDim / kWarp;
   __shared__ float s_m[kAttnWarps], s_l[kAttnWarps];
   __shared__ float s_acc[kAttnWarps][kMaxHeadDim];
+  __shared__ float s_q[kMaxHeadDim], s_k[kMaxHeadDim];
   const int h = blockIdx.x, t = blockIdx.y;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int per = D / kWarp;
@@ -506,10 +536,40 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
   const int KV = n_head_kv * D;
   const int n_keys = *pos0 + t + 1;
   const float scale = rsqrtf(static_cast<float>(D));
+  if (fuse_rope) {
+    const int pos = *pos0;
+    for (int e = threadIdx.x; e < D; e += blockDim.x) {
+      float qe = rope.q[h * D + e], ke = rope.k[kvh * D + e], ve = rope.v[kvh * D + e];
+      if (rope.bq != nullptr) {
+        qe += rope.bq[h * D + e];
+        ke += rope.bk[kvh * D + e];
+        ve += rope.bv[kvh * D + e];
+      }
+      s_q[e] = qe;
+      s_k[e] = ke;
+      v_cache[static_cast<int64_t>(pos) * KV + kvh * D + e] = ve;
+    }
+    __syncthreads();
+    const int half = rope.n_rot / 2;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+      const int ia = rope.neox ? i : 2 * i, ib = rope.neox ? i + half : 2 * i + 1;
+      const float c = rope.cos_sin[i], sn = rope.cos_sin[half + i];
+      const float q0 = s_q[ia], q1 = s_q[ib], k0 = s_k[ia], k1 = s_k[ib];
+      s_q[ia] = __fsub_rn(__fmul_rn(q0, c), __fmul_rn(q1, sn));
+      s_q[ib] = __fadd_rn(__fmul_rn(q0, sn), __fmul_rn(q1, c));
+      s_k[ia] = __fsub_rn(__fmul_rn(k0, c), __fmul_rn(k1, sn));
+      s_k[ib] = __fadd_rn(__fmul_rn(k0, sn), __fmul_rn(k1, c));
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < D; e += blockDim.x)
+      k_cache[static_cast<int64_t>(pos) * KV + kvh * D + e] = s_k[e];
+    __syncthreads();
+  }
   float qv[kMaxPer], acc[kMaxPer];
 #pragma unroll
   for (int e = 0; e < kMaxPer; ++e) {
-    qv[e] = e < per ? q[t * ldq + h * D + lane + kWarp * e] * scale : 0.0f;
+    const int dim = lane + kWarp * e;
+    qv[e] = e < per ? (fuse_rope ? s_q[dim] : q[t * ldq + h * D + dim]) * scale : 0.0f;
     acc[e] = 0.0f;
   }
   float m = -FLT_MAX, l = 0.0f;
@@ -584,6 +644,8 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
 // group of 32 for the optional 8-bit output (q rows at q + t * n, scales at d + t * n / 32).
 __global__ void gated_activation_kernel(float* gate, int64_t ld_gate, const float* up,
                                         int64_t ld_up, int n, bool gelu, int8_t* q, float* d) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int t = blockIdx.y;
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;  // n % 32 == 0 when q is set: whole warps return together
@@ -606,6 +668,8 @@ __global__ void gated_activation_kernel(float* gate, int64_t ld_gate, const floa
 constexpr int kArgmaxThreads = 1024;
 
 __global__ void argmax_kernel(const float* __restrict__ x, int n, int* out) {
+  pdl_launch_dependents();
+  pdl_wait();
   __shared__ float s_val[kArgmaxThreads / kWarp];
   __shared__ int s_idx[kArgmaxThreads / kWarp];
   float best = -INFINITY;
@@ -690,28 +754,35 @@ void matmul(DType type, const void* w, int64_t rows, int64_t cols, const float* 
 
 void rms_norm(const float* x, const float* weight, int n_tokens, int n, float eps, float* out,
               cudaStream_t stream, int8_t* q, float* d) {
-  rms_norm_kernel<<<n_tokens, kNormThreads, 0, stream>>>(x, weight, n, eps, out, q, d);
+  launch(rms_norm_kernel, dim3(n_tokens), dim3(kNormThreads), stream, x, weight, n, eps, out, q, d);
 }
 
 void rope_and_store(const RopeArgs& a, int n_tokens, cudaStream_t stream) {
-  rope_store_kernel<<<n_tokens, 256, 0, stream>>>(a);
+  launch(rope_store_kernel, dim3(n_tokens), dim3(256), stream, a);
 }
 
 void attention(const float* q, int64_t ldq, const float* k_cache, const float* v_cache, int n_head,
                int n_head_kv, int head_dim, const int* pos0, int n_tokens, float* out,
-               cudaStream_t stream, int8_t* out_q, float* out_d) {
-  attention_kernel<<<dim3(n_head, n_tokens), kWarp * kAttnWarps, 0, stream>>>(
-      q, ldq, k_cache, v_cache, n_head, n_head_kv, head_dim, pos0, out, out_q, out_d);
+               cudaStream_t stream, int8_t* out_q, float* out_d, const RopeArgs* rope) {
+  RopeArgs r = {};
+  if (rope != nullptr) r = *rope;
+  launch(attention_kernel, dim3(n_head, n_tokens), dim3(kWarp * kAttnWarps), stream, q, ldq,
+         const_cast<float*>(k_cache), const_cast<float*>(v_cache), n_head, n_head_kv, head_dim,
+         pos0, out, out_q, out_d, r, rope != nullptr ? 1 : 0);
+}
+
+void set_programmatic_launch(bool on) {
+  detail::g_programmatic_launch = on;
 }
 
 void gated_activation(float* gate, int64_t ld_gate, const float* up, int64_t ld_up, int n_tokens,
                       int n, bool gelu, cudaStream_t stream, int8_t* q, float* d) {
-  gated_activation_kernel<<<dim3((n + 255) / 256, n_tokens), 256, 0, stream>>>(
-      gate, ld_gate, up, ld_up, n, gelu, q, d);
+  launch(gated_activation_kernel, dim3((n + 255) / 256, n_tokens), dim3(256), stream, gate, ld_gate,
+         up, ld_up, n, gelu, q, d);
 }
 
 void argmax(const float* x, int n, int* out, cudaStream_t stream) {
-  argmax_kernel<<<1, kArgmaxThreads, 0, stream>>>(x, n, out);
+  launch(argmax_kernel, dim3(1), dim3(kArgmaxThreads), stream, x, n, out);
 }
 
 void read_buffer(const void* buffer, size_t bytes, unsigned* sink, cudaStream_t stream) {

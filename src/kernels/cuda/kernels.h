@@ -25,12 +25,41 @@ void matmul(DType type, const void* w, int64_t rows, int64_t cols, const float* 
 // 6-bit decode run at memory speed. quantize_activations_q8 makes them: per token and group of 32
 // columns, d = amax / 127 (F32) and q = round(x / d); q rows at q + t * cols, scales at
 // d + t * cols / 32 (cols a multiple of 32, x rows 16-byte aligned not required).
+// The weights must be in the layout repack_q8 makes from GGUF rows (the same bytes, regrouped:
+// every block's codes first, then their scales, so codes are read with aligned 16-byte loads);
+// dst holds rows * row_bytes(type, cols) bytes.
 void quantize_activations_q8(const float* x, int64_t ldx, int n_tokens, int64_t cols, int8_t* q,
                              float* d, cudaStream_t stream);
 bool matmul_q8_supported(DType type, int64_t cols);  // Q4_K, Q6_K, Q8_0
+void repack_q8(DType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst);
+
+// Work fused into a one-token product's end (matmul_q8 with n_tokens == 1), each saving a
+// kernel and its launch gap per layer. counters: device ints, zero before and after (at least
+// 1 + rows / 64 of them); q and d receive an 8-bit form as quantize_activations_q8 makes it.
+struct Q8Epilogue {
+  // RMSNorm of the (accumulated) output row y[0 .. rows): norm_out = y / rms(y) * norm_weight
+  // (F32, may be null) and its 8-bit form in q, d (may be null). rows a multiple of 32.
+  const float* norm_weight = nullptr;
+  float eps = 0;
+  float* norm_out = nullptr;
+  // Gating: the matrix is [gate rows | up rows] (rows / 2 each, a multiple of 32):
+  // y[i] = act(gate_i) * up_i for i < rows / 2 (SiLU, or tanh-approximated GELU), and its 8-bit
+  // form in q, d (may be null). q must not be the product's own input xq.
+  bool gate = false;
+  bool gelu = false;
+  int8_t* q = nullptr;
+  float* d = nullptr;
+  int* counters = nullptr;
+};
 void matmul_q8(DType type, const void* w, int64_t rows, int64_t cols, const int8_t* xq,
                const float* xd, int n_tokens, float* y, int64_t ldy, bool accumulate,
-               cudaStream_t stream);
+               cudaStream_t stream, const Q8Epilogue* epilogue = nullptr);
+
+// Launches on this host thread from now on use programmatic dependent launch (sm_90): a kernel
+// may start while the previous one on its stream drains and waits for it before touching its
+// outputs (kernels/cuda/launch.cuh). Off by default; the session turns it on between the first
+// and last kernel of a forward pass.
+void set_programmatic_launch(bool on);
 
 // out[t] = x[t] / rms(x[t]) * weight, n elements per row (rows at stride n). With q and d set
 // (n a multiple of 32), also the rows' 8-bit form as quantize_activations_q8 makes it.
@@ -59,10 +88,13 @@ void rope_and_store(const RopeArgs& a, int n_tokens, cudaStream_t stream);
 // Causal attention for n_tokens queries at positions *pos0 + t against the cached keys and values
 // 0 .. *pos0 + t (online softmax, one block per head and query). q rows at q + t * ldq, out rows at
 // out + t * n_head * head_dim. head_dim is a multiple of 32, at most 256. With out_q/out_d set,
-// also the output rows' 8-bit form (as quantize_activations_q8).
+// also the output rows' 8-bit form (as quantize_activations_q8). With rope set (one token only),
+// rope_and_store's work is done first inside the kernel (q, k and v from rope->q/k/v; rope's
+// caches must be k_cache and v_cache), with the same arithmetic.
 void attention(const float* q, int64_t ldq, const float* k_cache, const float* v_cache, int n_head,
                int n_head_kv, int head_dim, const int* pos0, int n_tokens, float* out,
-               cudaStream_t stream, int8_t* out_q = nullptr, float* out_d = nullptr);
+               cudaStream_t stream, int8_t* out_q = nullptr, float* out_d = nullptr,
+               const RopeArgs* rope = nullptr);
 
 // gate[t][i] = act(gate[t][i]) * up[t][i], i < n (SiLU or tanh-approximated GELU).
 // With q/d set (n a multiple of 32), also the results' 8-bit form, rows at q + t * n.

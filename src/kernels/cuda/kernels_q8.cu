@@ -4,40 +4,568 @@
 // integers: four code bytes times four activation bytes per __dp4a, and scales are applied once
 // per 16 or 32 weights. Activations are quantized per 32 elements (d = amax / 127, q =
 // round(x / d), as ggml's Q8_0 but with an F32 scale), once per product input.
+//
+// Weights are regrouped at upload (repack_q8): a matrix's code bytes first, then its scales, so
+// every lane reads its codes with aligned 16-byte loads (GGUF's 34- and 210-byte blocks are only
+// 2-byte aligned) and the per-block scales come from one small load shared by neighbouring lanes.
+// Decode runs several rows per warp (the activations are loaded once for all of them) and loads
+// the next item's codes before the math of this one, so each warp keeps kilobytes in flight.
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace squish::cuda {
 
 namespace {
 
-constexpr int kWarp = 32;
-constexpr int kRowsPerBlock = 4;
-constexpr int kRowSplit = 4;  // warps per row for rows of at least kSplitCols columns
-constexpr int64_t kSplitCols = 8192;
+using detail::launch;
+using detail::pdl_launch_dependents;
+using detail::pdl_wait;
 
-__device__ __forceinline__ float h2f(uint16_t u) {
-  return __half2float(__ushort_as_half(u));
+constexpr int kWarp = 32;
+constexpr int kWarps = 4;     // warps per thread block
+constexpr int kRowSplit = 4;  // warps per row for prefill rows of at least kSplitCols columns
+constexpr int64_t kSplitCols = 8192;
+constexpr unsigned kFull = 0xFFFFFFFFu;
+
+__device__ __forceinline__ float h2f(uint32_t u) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(u & 0xFFFF)));
 }
-__device__ __forceinline__ uint16_t ld16(const uint8_t* p) {
-  return *reinterpret_cast<const uint16_t*>(p);
+// Weight codes: read once, so they bypass L1 (which keeps the activations).
+__device__ __forceinline__ int4 ld_codes(const uint8_t* p) {
+  int4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
 }
-__device__ __forceinline__ int ld32_a2(const uint8_t* p) {
-  return static_cast<int>(ld16(p) | (static_cast<uint32_t>(ld16(p + 2)) << 16));
-}
-__device__ __forceinline__ int4 ldq16(const int8_t* p) {
+__device__ __forceinline__ int4 ldg4(const void* p) {
   return __ldg(reinterpret_cast<const int4*>(p));
 }
-__device__ __forceinline__ int ldq4(const int8_t* p) {
-  return __ldg(reinterpret_cast<const int*>(p));
+__device__ __forceinline__ uint32_t ldg_u16(const uint8_t* p) {
+  return __ldg(reinterpret_cast<const unsigned short*>(p));
+}
+__device__ __forceinline__ int sum_bytes(const int4& a, int acc) {
+  acc = __dp4a(a.x, 0x01010101, acc);
+  acc = __dp4a(a.y, 0x01010101, acc);
+  acc = __dp4a(a.z, 0x01010101, acc);
+  return __dp4a(a.w, 0x01010101, acc);
+}
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+  return v;
+}
+
+// A matrix in the repacked layout: rows * nb blocks; codes (kCode bytes per block), then
+// scales (kMeta per block), then, for Q6_K, the super-block scales (kMeta2 per block).
+struct View {
+  const uint8_t* codes;
+  const uint8_t* meta;
+  const uint8_t* meta2;
+  int64_t nb;  // blocks per row
+};
+
+// Each type: kItems items per block, one lane per item. load() reads an item's codes and scales
+// of row r, load_act() the activations it multiplies (xq, xd: token's row start), dot() the sum.
+
+// Q4_K: item s (0..3) = the 32 code bytes of 64-element group s: low nibbles are elements
+// s*64 + 0..31 (scale/min 2s), high nibbles s*64 + 32..63 (scale/min 2s + 1).
+struct Q4K {
+  static constexpr int kElems = 256, kItems = 4, kCode = 128, kMeta = 16;
+  static constexpr int kDecodeBlocks = 6;   // per SM (80 registers, no spills; sm_90 ptxas)
+  static constexpr int kDecodeVariant = 1;  // decode_variant(): measured best on the H100
+  struct Raw {
+    int4 c0, c1, m;  // codes; d | dmin, 12 packed scale/min bytes
+  };
+  struct Act {
+    int4 a0, a1, a2, a3;
+    float d0, d1;
+    int s0, s1;  // sums of the codes of each 32
+  };
+  __device__ static Raw load(const View& v, int64_t r, int it) {
+    const int64_t blk = r * v.nb + it / kItems;
+    const uint8_t* c = v.codes + blk * kCode + (it % kItems) * 32;
+    Raw w;
+    w.c0 = ld_codes(c);
+    w.c1 = ld_codes(c + 16);
+    w.m = ldg4(v.meta + blk * kMeta);
+    return w;
+  }
+  __device__ static Act load_act(const int8_t* xq, const float* xd, int it) {
+    const int b = it / kItems, s = it % kItems;
+    const int8_t* p = xq + b * 256 + s * 64;
+    Act x;
+    x.a0 = ldg4(p);
+    x.a1 = ldg4(p + 16);
+    x.a2 = ldg4(p + 32);
+    x.a3 = ldg4(p + 48);
+    x.d0 = __ldg(xd + b * 8 + 2 * s);
+    x.d1 = __ldg(xd + b * 8 + 2 * s + 1);
+    x.s0 = sum_bytes(x.a1, sum_bytes(x.a0, 0));
+    x.s1 = sum_bytes(x.a3, sum_bytes(x.a2, 0));
+    return x;
+  }
+  // ggml's get_scale_min_k4 on the packed bytes y = q[0..3], z = q[4..7], w = q[8..11].
+  __device__ static void scale_min(int j, uint32_t y, uint32_t z, uint32_t w, int& sc, int& m) {
+    const int sh = 8 * (j & 3);
+    const uint32_t by = y >> sh, bz = z >> sh, bw = w >> sh;
+    if (j < 4) {
+      sc = by & 63;
+      m = bz & 63;
+    } else {
+      sc = (bw & 0xF) | (((by >> 6) & 3) << 4);
+      m = ((bw >> 4) & 0xF) | (((bz >> 6) & 3) << 4);
+    }
+  }
+  __device__ static float dot(const Raw& w, const Act& x, int it) {
+    const int s = it % kItems;
+    const float d = h2f(w.m.x), dmin = h2f(static_cast<uint32_t>(w.m.x) >> 16);
+    int sc0, m0, sc1, m1;
+    scale_min(2 * s, w.m.y, w.m.z, w.m.w, sc0, m0);
+    scale_min(2 * s + 1, w.m.y, w.m.z, w.m.w, sc1, m1);
+    const int lo = 0x0F0F0F0F;
+    int sl = __dp4a(w.c0.x & lo, x.a0.x, 0);
+    sl = __dp4a(w.c0.y & lo, x.a0.y, sl);
+    sl = __dp4a(w.c0.z & lo, x.a0.z, sl);
+    sl = __dp4a(w.c0.w & lo, x.a0.w, sl);
+    sl = __dp4a(w.c1.x & lo, x.a1.x, sl);
+    sl = __dp4a(w.c1.y & lo, x.a1.y, sl);
+    sl = __dp4a(w.c1.z & lo, x.a1.z, sl);
+    sl = __dp4a(w.c1.w & lo, x.a1.w, sl);
+    int sh = __dp4a((w.c0.x >> 4) & lo, x.a2.x, 0);
+    sh = __dp4a((w.c0.y >> 4) & lo, x.a2.y, sh);
+    sh = __dp4a((w.c0.z >> 4) & lo, x.a2.z, sh);
+    sh = __dp4a((w.c0.w >> 4) & lo, x.a2.w, sh);
+    sh = __dp4a((w.c1.x >> 4) & lo, x.a3.x, sh);
+    sh = __dp4a((w.c1.y >> 4) & lo, x.a3.y, sh);
+    sh = __dp4a((w.c1.z >> 4) & lo, x.a3.z, sh);
+    sh = __dp4a((w.c1.w >> 4) & lo, x.a3.w, sh);
+    const float d0 = d * sc0, d1 = d * sc1, m0d = dmin * m0, m1d = dmin * m1;
+    return x.d0 * (d0 * sl - m0d * x.s0) + x.d1 * (d1 * sh - m1d * x.s1);
+  }
+};
+
+// Q6_K: item s (0..3) = half n = s / 2 (128 elements), l = o .. o + 15 with o = (s % 2) * 16:
+// ql[n*64 + o ..], ql[n*64 + 32 + o ..] and qh[n*32 + o ..] give elements n*128 + q*32 + o + i
+// of the four quarters q (scales n*8 + s%2 + 2q).
+struct Q6K {
+  static constexpr int kElems = 256, kItems = 4, kCode = 192, kMeta = 16, kMeta2 = 2;
+  static constexpr int kDecodeBlocks = 5;  // 6 would spill
+  static constexpr int kDecodeVariant = 1;
+  struct Raw {
+    int4 l0, l1, h, sc;
+    uint32_t d;
+  };
+  struct Act {
+    int4 q[4];
+    float d[4];
+  };
+  __device__ static Raw load(const View& v, int64_t r, int it) {
+    const int64_t blk = r * v.nb + it / kItems;
+    const int s = it % kItems, n = s >> 1, o = (s & 1) * 16;
+    const uint8_t* c = v.codes + blk * kCode;
+    Raw w;
+    w.l0 = ld_codes(c + n * 64 + o);
+    w.l1 = ld_codes(c + n * 64 + 32 + o);
+    w.h = ld_codes(c + 128 + n * 32 + o);
+    w.sc = ldg4(v.meta + blk * kMeta);
+    w.d = ldg_u16(v.meta2 + blk * kMeta2);
+    return w;
+  }
+  __device__ static Act load_act(const int8_t* xq, const float* xd, int it) {
+    const int b = it / kItems, s = it % kItems, n = s >> 1, o = (s & 1) * 16;
+    const int8_t* p = xq + b * 256 + n * 128 + o;
+    Act x;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      x.q[k] = ldg4(p + 32 * k);
+      x.d[k] = __ldg(xd + b * 8 + n * 4 + k);
+    }
+    return x;
+  }
+  __device__ static float dot(const Raw& w, const Act& x, int it) {
+    const int s = it % kItems, n = s >> 1, is = s & 1;
+    const int qa[4] = {w.l0.x, w.l0.y, w.l0.z, w.l0.w}, qb[4] = {w.l1.x, w.l1.y, w.l1.z, w.l1.w};
+    const int hh[4] = {w.h.x, w.h.y, w.h.z, w.h.w};
+    const int xa[4][4] = {{x.q[0].x, x.q[0].y, x.q[0].z, x.q[0].w},
+                          {x.q[1].x, x.q[1].y, x.q[1].z, x.q[1].w},
+                          {x.q[2].x, x.q[2].y, x.q[2].z, x.q[2].w},
+                          {x.q[3].x, x.q[3].y, x.q[3].z, x.q[3].w}};
+    int s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      // Codes 0..63 with the bias of 32 removed per byte: -32..31 as signed bytes.
+      const int w0 = __vsubss4((qa[k] & 0x0F0F0F0F) | ((hh[k] << 4) & 0x30303030), 0x20202020);
+      const int w1 = __vsubss4((qb[k] & 0x0F0F0F0F) | ((hh[k] << 2) & 0x30303030), 0x20202020);
+      const int w2 = __vsubss4(((qa[k] >> 4) & 0x0F0F0F0F) | (hh[k] & 0x30303030), 0x20202020);
+      const int w3 =
+          __vsubss4(((qb[k] >> 4) & 0x0F0F0F0F) | ((hh[k] >> 2) & 0x30303030), 0x20202020);
+      s0 = __dp4a(w0, xa[0][k], s0);
+      s1 = __dp4a(w1, xa[1][k], s1);
+      s2 = __dp4a(w2, xa[2][k], s2);
+      s3 = __dp4a(w3, xa[3][k], s3);
+    }
+    const uint32_t A = n ? w.sc.z : w.sc.x, B = n ? w.sc.w : w.sc.y;
+    const float d = h2f(w.d);
+    const float f0 = d * static_cast<int8_t>(A >> (8 * is));
+    const float f1 = d * static_cast<int8_t>(A >> (8 * (is + 2)));
+    const float f2 = d * static_cast<int8_t>(B >> (8 * is));
+    const float f3 = d * static_cast<int8_t>(B >> (8 * (is + 2)));
+    return f0 * x.d[0] * s0 + f1 * x.d[1] * s1 + f2 * x.d[2] * s2 + f3 * x.d[3] * s3;
+  }
+};
+
+// Q8_0: item = one block of 32 codes.
+struct Q80 {
+  static constexpr int kElems = 32, kItems = 1, kCode = 32, kMeta = 2;
+  static constexpr int kDecodeBlocks = 8;
+  static constexpr int kDecodeVariant = 2;
+  struct Raw {
+    int4 c0, c1;
+    uint32_t d;
+  };
+  struct Act {
+    int4 a0, a1;
+    float d;
+  };
+  __device__ static Raw load(const View& v, int64_t r, int it) {
+    const int64_t blk = r * v.nb + it;
+    const uint8_t* c = v.codes + blk * kCode;
+    Raw w;
+    w.c0 = ld_codes(c);
+    w.c1 = ld_codes(c + 16);
+    w.d = ldg_u16(v.meta + blk * kMeta);
+    return w;
+  }
+  __device__ static Act load_act(const int8_t* xq, const float* xd, int it) {
+    Act x;
+    x.a0 = ldg4(xq + it * 32);
+    x.a1 = ldg4(xq + it * 32 + 16);
+    x.d = __ldg(xd + it);
+    return x;
+  }
+  __device__ static float dot(const Raw& w, const Act& x, int) {
+    int s = __dp4a(w.c0.x, x.a0.x, 0);
+    s = __dp4a(w.c0.y, x.a0.y, s);
+    s = __dp4a(w.c0.z, x.a0.z, s);
+    s = __dp4a(w.c0.w, x.a0.w, s);
+    s = __dp4a(w.c1.x, x.a1.x, s);
+    s = __dp4a(w.c1.y, x.a1.y, s);
+    s = __dp4a(w.c1.z, x.a1.z, s);
+    s = __dp4a(w.c1.w, x.a1.w, s);
+    return h2f(w.d) * x.d * s;
+  }
+};
+
+template <class T>
+View view_of(const void* w, int64_t rows, int64_t cols) {
+  const int64_t nb = cols / T::kElems, n = rows * nb;
+  const uint8_t* base = static_cast<const uint8_t*>(w);
+  return {base, base + n * T::kCode, base + n * (T::kCode + T::kMeta), nb};
+}
+
+enum Epilogue { kPlain, kNorm, kGate };
+
+struct MvArgs {
+  View v;
+  int64_t rows, cols;
+  const int8_t* xq;
+  const float* xd;
+  float* y;
+  int64_t ldy;
+  int accumulate;
+  // Epilogues (one token): kGate reads rows i and i + pair per warp (pair = rows / 2).
+  int64_t pair;
+  const float* norm_weight;
+  float eps;
+  float* norm_out;
+  int8_t* q;
+  float* d;
+  int* counters;
+  int gelu;
+};
+
+// The 8-bit form of 32 values held 4 per lane by 8 consecutive lanes (an aligned octet of the
+// warp): as quantize_activations_q8 makes it. Every lane of the warp calls it.
+__device__ __forceinline__ void store_q8_octet(float4 v, bool ok, int8_t* q, float* d) {
+  float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+  amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 1));
+  amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 2));
+  amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 4));
+  const float dd = amax / 127.0f;
+  const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+  if (!ok) return;
+  char4 c;
+  c.x = static_cast<signed char>(roundf(v.x * id));
+  c.y = static_cast<signed char>(roundf(v.y * id));
+  c.z = static_cast<signed char>(roundf(v.z * id));
+  c.w = static_cast<signed char>(roundf(v.w * id));
+  *reinterpret_cast<char4*>(q) = c;
+  if ((threadIdx.x & 7) == 0) *d = dd;
+}
+
+// kNorm: the block that finishes last normalises the whole output row (the residual stream,
+// rows = its width): out = y / rms(y) * weight, written as F32 (norm_out, optional) and 8-bit
+// (q, d, optional) for the next product. Saves a kernel and its launch gap per norm.
+__device__ void norm_epilogue(const MvArgs& a) {
+  __shared__ int s_last;
+  __shared__ float s_sum[kWarps];
+  __syncthreads();  // this block's outputs are stored
+  if (threadIdx.x == 0) {
+    __threadfence();
+    s_last = atomicAdd(a.counters, 1) == static_cast<int>(gridDim.x) - 1;
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  const int n4 = static_cast<int>(a.rows / 4);
+  const float4* y = reinterpret_cast<const float4*>(a.y);
+  float ss = 0;
+  for (int i = threadIdx.x; i < n4; i += blockDim.x) {
+    const float4 v = __ldcg(y + i);
+    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+  }
+  ss = warp_sum(ss);
+  if (threadIdx.x % kWarp == 0) s_sum[threadIdx.x / kWarp] = ss;
+  __syncthreads();
+  float total = 0;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) total += s_sum[w];
+  const float scale = rsqrtf(total / a.rows + a.eps);
+  const float4* wt = reinterpret_cast<const float4*>(a.norm_weight);
+  for (int base = 0; base < n4; base += blockDim.x) {  // uniform trip count: whole warps shuffle
+    const int i = base + threadIdx.x;
+    const bool ok = i < n4;
+    float4 o = make_float4(0, 0, 0, 0);
+    if (ok) {
+      const float4 v = __ldcg(y + i), w = __ldg(wt + i);
+      o = make_float4(v.x * scale * w.x, v.y * scale * w.y, v.z * scale * w.z, v.w * scale * w.w);
+      if (a.norm_out != nullptr) reinterpret_cast<float4*>(a.norm_out)[i] = o;
+    }
+    if (a.q != nullptr) store_q8_octet(o, ok, a.q + 4 * i, a.d + i / 8);
+  }
+  if (threadIdx.x == 0) a.counters[0] = 0;  // ready for the next product
+}
+
+// kGate: warp `i` holds gate_i and up_i; y[i] = act(gate_i) * up_i. The warp completing a group
+// of 32 outputs (counted in counters[1 + i / 32]) writes the group's 8-bit form.
+__device__ void gate_epilogue(const MvArgs& a, int64_t i, float g, float u) {
+  const int lane = threadIdx.x % kWarp;
+  int done = 0;
+  if (lane == 0) {
+    float act;
+    if (a.gelu) {
+      act = 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g)));
+    } else {
+      act = g / (1.0f + expf(-g));
+    }
+    a.y[i] = act * u;
+    if (a.q != nullptr) {
+      __threadfence();
+      done = atomicAdd(a.counters + 1 + i / 32, 1) == 31;
+    }
+  }
+  done = __shfl_sync(kFull, done, 0);
+  if (!done) return;
+  __threadfence();
+  const int64_t g0 = i / 32 * 32;
+  const float v = __ldcg(a.y + g0 + lane);
+  float amax = fabsf(v);
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, o));
+  const float dd = amax / 127.0f;
+  const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+  a.q[g0 + lane] = static_cast<int8_t>(roundf(v * id));
+  if (lane == 0) {
+    a.d[g0 / 32] = dd;
+    a.counters[1 + i / 32] = 0;
+  }
+}
+
+// kSplit warps share a row (prefill's long rows); otherwise each warp takes R rows (decode: the
+// activations are loaded once for R rows). Rows past the end are computed on row 0 and dropped,
+// so every warp reaches the block's barriers. kMinBlocks > 1 caps the registers so that many
+// blocks share an SM (decode is latency-bound: more warps, more loads in flight).
+template <class T, int NT, int R, int kSplit, int kEpi, int kMinBlocks>
+__global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_kernel(const MvArgs a) {
+  pdl_launch_dependents();
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int part = warp % kSplit;
+  const int64_t group = static_cast<int64_t>(blockIdx.x) * (kWarps / kSplit) + warp / kSplit;
+  int64_t row[R];
+  bool valid[R];
+#pragma unroll
+  for (int rr = 0; rr < R; ++rr) {
+    row[rr] = kEpi == kGate ? group + rr * a.pair : group * R + rr;
+    valid[rr] = kEpi == kGate ? group < a.pair : row[rr] < a.rows;
+    if (!valid[rr]) row[rr] = 0;
+  }
+  const int n_items = static_cast<int>(a.v.nb) * T::kItems;
+  const int stride = kWarp * kSplit;
+  int it = part * kWarp + lane;
+  // Weights do not depend on the kernel before: their first loads overlap its tail.
+  typename T::Raw cur[R];
+  if (it < n_items) {
+#pragma unroll
+    for (int rr = 0; rr < R; ++rr) cur[rr] = T::load(a.v, row[rr], it);
+  }
+  pdl_wait();
+  float acc[R][NT];
+#pragma unroll
+  for (int rr = 0; rr < R; ++rr) {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) acc[rr][t] = 0.0f;
+  }
+  const int64_t ldq = a.cols, ldd = a.cols / 32;
+  while (it < n_items) {
+    const int next = it + stride;
+    typename T::Raw nxt[R];
+    if (next < n_items) {
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) nxt[rr] = T::load(a.v, row[rr], next);
+    }
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const typename T::Act x = T::load_act(a.xq + t * ldq, a.xd + t * ldd, it);
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) acc[rr][t] += T::dot(cur[rr], x, it);
+    }
+#pragma unroll
+    for (int rr = 0; rr < R; ++rr) cur[rr] = nxt[rr];
+    it = next;
+  }
+  __shared__ float partial[kWarps][R][NT];
+#pragma unroll
+  for (int rr = 0; rr < R; ++rr) {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      acc[rr][t] = warp_sum(acc[rr][t]);
+      if (kSplit > 1 && lane == 0) partial[warp][rr][t] = acc[rr][t];
+    }
+  }
+  if (kSplit > 1) __syncthreads();
+  if (kEpi == kGate) {
+    if (valid[0]) gate_epilogue(a, group, acc[0][0], acc[R - 1][0]);
+    return;
+  }
+  if (part == 0 && lane == 0) {
+#pragma unroll
+    for (int rr = 0; rr < R; ++rr) {
+      if (!valid[rr]) continue;
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        float s = acc[rr][t];
+        for (int k = 1; k < kSplit; ++k) s += partial[warp + k][rr][t];
+        float* out = a.y + t * a.ldy + row[rr];
+        *out = a.accumulate ? *out + s : s;
+      }
+    }
+  }
+  if (kEpi == kNorm) norm_epilogue(a);
+}
+
+template <class T, int NT, int R, int kSplit, int kEpi, int kMinBlocks = 1>
+void launch_mv(const MvArgs& a, int64_t groups, cudaStream_t stream) {
+  constexpr int kGroupsPerBlock = kWarps / kSplit;
+  const unsigned blocks = static_cast<unsigned>((groups + kGroupsPerBlock - 1) / kGroupsPerBlock);
+  launch(mv_q8_kernel<T, NT, R, kSplit, kEpi, kMinBlocks>, dim3(blocks), dim3(kWarp * kWarps),
+         stream, a);
+}
+
+// One-token kernel variants: 0 two rows per warp, no register cap; 1 two rows with the cap; 2 one
+// row per warp with the cap. Each type has the one measured fastest on the H100 (Q4_K, Q6_K: 1,
+// Q8_0: 2); SQUISH_CUDA_DECODE (read once) sets one for all.
+template <class T>
+int decode_variant() {
+  static const int v = [] {
+    const char* env = std::getenv("SQUISH_CUDA_DECODE");
+    return env != nullptr && env[0] >= '0' && env[0] <= '2' ? env[0] - '0' : T::kDecodeVariant;
+  }();
+  return v;
+}
+
+template <class T, int NT>
+void launch_tokens(const MvArgs& a, cudaStream_t stream) {
+  if constexpr (NT == 1) {
+    switch (decode_variant<T>()) {
+      case 0:
+        return launch_mv<T, 1, 2, 1, kPlain>(a, (a.rows + 1) / 2, stream);
+      case 2:
+        return launch_mv<T, 1, 1, 1, kPlain, T::kDecodeBlocks>(a, a.rows, stream);
+      default:
+        return launch_mv<T, 1, 2, 1, kPlain, T::kDecodeBlocks>(a, (a.rows + 1) / 2, stream);
+    }
+  } else {
+    if (a.cols >= kSplitCols) {
+      launch_mv<T, NT, 1, kRowSplit, kPlain>(a, a.rows, stream);
+    } else {
+      launch_mv<T, NT, 1, 1, kPlain>(a, a.rows, stream);
+    }
+  }
+}
+
+template <class T>
+void matmul_q8_typed(const void* w, int64_t rows, int64_t cols, const int8_t* xq, const float* xd,
+                     int n_tokens, float* y, int64_t ldy, bool accumulate, cudaStream_t stream,
+                     const Q8Epilogue* epi) {
+  MvArgs a = {};
+  a.v = view_of<T>(w, rows, cols);
+  a.rows = rows;
+  a.cols = cols;
+  a.ldy = ldy;
+  a.accumulate = accumulate ? 1 : 0;
+  if (epi != nullptr && (epi->gate || epi->norm_weight != nullptr)) {
+    a.xq = xq;
+    a.xd = xd;
+    a.y = y;
+    a.q = epi->q;
+    a.d = epi->d;
+    a.counters = epi->counters;
+    if (epi->gate) {
+      a.pair = rows / 2;
+      a.gelu = epi->gelu ? 1 : 0;
+      launch_mv<T, 1, 2, 1, kGate, T::kDecodeBlocks>(a, a.pair, stream);
+    } else {
+      a.norm_weight = epi->norm_weight;
+      a.eps = epi->eps;
+      a.norm_out = epi->norm_out;
+      launch_mv<T, 1, 2, 1, kNorm, T::kDecodeBlocks>(a, (rows + 1) / 2, stream);
+    }
+    return;
+  }
+  const int64_t ldd = cols / 32;
+  for (int t = 0; t < n_tokens;) {
+    const int left = n_tokens - t;
+    a.xq = xq + t * cols;
+    a.xd = xd + t * ldd;
+    a.y = y + t * ldy;
+    if (left >= 8) {
+      launch_tokens<T, 8>(a, stream);
+      t += 8;
+    } else if (left >= 4) {
+      launch_tokens<T, 4>(a, stream);
+      t += 4;
+    } else if (left >= 2) {
+      launch_tokens<T, 2>(a, stream);
+      t += 2;
+    } else {
+      launch_tokens<T, 1>(a, stream);
+      t += 1;
+    }
+  }
 }
 
 // One warp per group of 32: d = amax / 127, q = round(x / d) (zero group: d = 0, q = 0).
 __global__ void quantize_q8_kernel(const float* __restrict__ x, int64_t ldx, int64_t cols,
                                    int n_tokens, int8_t* __restrict__ q, float* __restrict__ d) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int64_t groups = cols / 32;
   const int64_t g = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
@@ -46,199 +574,32 @@ __global__ void quantize_q8_kernel(const float* __restrict__ x, int64_t ldx, int
   const float v = x[t * ldx + gi * 32 + lane];
   float amax = fabsf(v);
 #pragma unroll
-  for (int o = kWarp / 2; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, o));
+  for (int o = kWarp / 2; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, o));
   const float dd = amax / 127.0f;
   const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
   q[t * cols + gi * 32 + lane] = static_cast<int8_t>(roundf(v * id));
   if (lane == 0) d[t * groups + gi] = dd;
 }
 
-// Item types as in kernels.cu (one lane per item); xq points at the block's first column of
-// token 0's quantized row, xd at its first group scale; rows of tokens at xq + t * ldq and
-// xd + t * ldd.
-__device__ __forceinline__ void scale_min_k4(int j, const uint8_t* q, float& sc, float& m) {
-  if (j < 4) {
-    sc = q[j] & 63;
-    m = q[j + 4] & 63;
-  } else {
-    sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
-struct Q8TypeQ4_K {  // item: 16 code bytes = 16 weights of sub-block 2j and 16 of 2j + 1
-  static constexpr int kElems = 256, kBytes = 144, kItems = 8;
-  template <int NT>
-  __device__ static void dot(const uint8_t* b, int sub, const int8_t* xq, int64_t ldq,
-                             const float* xd, int64_t ldd, float* acc) {
-    const uint32_t dm = *reinterpret_cast<const uint32_t*>(b);
-    const float d = h2f(dm & 0xFFFF), dmin = h2f(dm >> 16);
-    const int j = sub >> 1, l0 = (sub & 1) * 16;
-    float sc0, m0, sc1, m1;
-    scale_min_k4(2 * j, b + 4, sc0, m0);
-    scale_min_k4(2 * j + 1, b + 4, sc1, m1);
-    const int4 qraw = *reinterpret_cast<const int4*>(b + 16 + j * 32 + l0);
-    const int qs[4] = {qraw.x, qraw.y, qraw.z, qraw.w};
-    int lo[4], hi[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      lo[k] = qs[k] & 0x0F0F0F0F;
-      hi[k] = (qs[k] >> 4) & 0x0F0F0F0F;
-    }
-    const float d0 = d * sc0, d1 = d * sc1, m0d = dmin * m0, m1d = dmin * m1;
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      const int4 a = ldq16(xq + t * ldq + j * 64 + l0);
-      const int4 c = ldq16(xq + t * ldq + j * 64 + 32 + l0);
-      const int xa[4] = {a.x, a.y, a.z, a.w}, xc[4] = {c.x, c.y, c.z, c.w};
-      int sl = 0, sh = 0, xl = 0, xh = 0;
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        sl = __dp4a(lo[k], xa[k], sl);
-        sh = __dp4a(hi[k], xc[k], sh);
-        xl = __dp4a(0x01010101, xa[k], xl);
-        xh = __dp4a(0x01010101, xc[k], xh);
-      }
-      const float* dt = xd + t * ldd + 2 * j;
-      acc[t] += dt[0] * (d0 * sl - m0d * xl) + dt[1] * (d1 * sh - m1d * xh);
-    }
-  }
+// Host side of the layout: per block, which bytes are codes, scales and super-block scale.
+struct HostLayout {
+  int elems, bytes;  // GGUF block
+  int code_at, code, meta_at, meta, meta2_at, meta2;
 };
 
-struct Q8TypeQ6_K {  // item: 4 consecutive l of one half, in its four 32-element quarters
-  static constexpr int kElems = 256, kBytes = 210, kItems = 16;
-  template <int NT>
-  __device__ static void dot(const uint8_t* b, int sub, const int8_t* xq, int64_t ldq,
-                             const float* xd, int64_t ldd, float* acc) {
-    const int n = sub >> 3, l0 = (sub & 7) * 4, is = l0 / 16;
-    const uint8_t* ql = b + n * 64;
-    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192 + n * 8);
-    const float d = h2f(ld16(b + 208));
-    const int qa = ld32_a2(ql + l0), qb = ld32_a2(ql + l0 + 32);
-    const int hh = ld32_a2(b + 128 + n * 32 + l0);
-    // Codes 0..63 with the bias of 32 removed per byte: -32..31 as signed bytes.
-    const int w0 = __vsubss4((qa & 0x0F0F0F0F) | ((hh << 4) & 0x30303030), 0x20202020);
-    const int w1 = __vsubss4((qb & 0x0F0F0F0F) | ((hh << 2) & 0x30303030), 0x20202020);
-    const int w2 = __vsubss4(((qa >> 4) & 0x0F0F0F0F) | (hh & 0x30303030), 0x20202020);
-    const int w3 = __vsubss4(((qb >> 4) & 0x0F0F0F0F) | ((hh >> 2) & 0x30303030), 0x20202020);
-    const float s0 = d * sc[is], s1 = d * sc[is + 2], s2 = d * sc[is + 4], s3 = d * sc[is + 6];
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      const int8_t* x = xq + t * ldq + n * 128 + l0;
-      const float* dt = xd + t * ldd + n * 4;
-      acc[t] += s0 * dt[0] * __dp4a(w0, ldq4(x), 0) + s1 * dt[1] * __dp4a(w1, ldq4(x + 32), 0) +
-                s2 * dt[2] * __dp4a(w2, ldq4(x + 64), 0) + s3 * dt[3] * __dp4a(w3, ldq4(x + 96), 0);
-    }
-  }
-};
-
-struct Q8TypeQ8_0 {  // item: half a block (16 weights)
-  static constexpr int kElems = 32, kBytes = 34, kItems = 2;
-  template <int NT>
-  __device__ static void dot(const uint8_t* b, int sub, const int8_t* xq, int64_t ldq,
-                             const float* xd, int64_t ldd, float* acc) {
-    const float d = h2f(ld16(b));
-    const uint8_t* q = b + 2 + 16 * sub;
-    const int w0 = ld32_a2(q), w1 = ld32_a2(q + 4), w2 = ld32_a2(q + 8), w3 = ld32_a2(q + 12);
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      const int4 a = ldq16(xq + t * ldq + 16 * sub);
-      int s = __dp4a(w0, a.x, 0);
-      s = __dp4a(w1, a.y, s);
-      s = __dp4a(w2, a.z, s);
-      s = __dp4a(w3, a.w, s);
-      acc[t] += d * xd[t * ldd] * s;
-    }
-  }
-};
-
-// kSplit warps share a row (long rows, e.g. the FFN down projection's 14336 columns): more loads
-// in flight per row and more warps for matrices with few rows; their sums meet in shared memory.
-template <class T, int NT, int kSplit>
-__global__ void __launch_bounds__(kWarp* kRowsPerBlock)
-    matvec_q8_kernel(const uint8_t* __restrict__ w, int64_t rows, int64_t cols, size_t row_bytes,
-                     const int8_t* __restrict__ xq, const float* __restrict__ xd, float* y,
-                     int64_t ldy, int accumulate) {
-  constexpr int kRows = kRowsPerBlock / kSplit;
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int part = warp % kSplit;
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRows + warp / kSplit;
-  const bool valid = r < rows;  // no early return: the block meets at a barrier below
-  const uint8_t* wr = w + (valid ? r : 0) * row_bytes;
-  const int n_items = valid ? static_cast<int>(cols / T::kElems) * T::kItems : 0;
-  const int64_t ldd = cols / 32;
-  float acc[NT];
-#pragma unroll
-  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
-#pragma unroll 4
-  for (int it = part * kWarp + lane; it < n_items; it += kWarp * kSplit) {
-    const int blk = it / T::kItems, sub = it % T::kItems;
-    T::template dot<NT>(wr + static_cast<size_t>(blk) * T::kBytes, sub,
-                        xq + static_cast<int64_t>(blk) * T::kElems, cols,
-                        xd + static_cast<int64_t>(blk) * (T::kElems / 32), ldd, acc);
-  }
-  __shared__ float partial[kRowsPerBlock][NT];
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    float s = acc[t];
-#pragma unroll
-    for (int o = kWarp / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xFFFFFFFFu, s, o);
-    acc[t] = s;
-    if (kSplit > 1 && lane == 0) partial[warp][t] = s;
-  }
-  if (kSplit > 1) __syncthreads();
-  if (!valid || part != 0 || lane != 0) return;
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    float s = acc[t];
-    for (int k = 1; k < kSplit; ++k) s += partial[warp + k][t];
-    float* out = y + t * ldy + r;
-    *out = accumulate ? *out + s : s;
-  }
-}
-
-template <class T, int NT>
-void launch(const void* w, int64_t rows, int64_t cols, const int8_t* xq, const float* xd, float* y,
-            int64_t ldy, bool accumulate, cudaStream_t stream) {
-  const size_t row_bytes = static_cast<size_t>(cols / T::kElems) * T::kBytes;
-  const uint8_t* wb = static_cast<const uint8_t*>(w);
-  const int acc = accumulate ? 1 : 0;
-  // Decode measured faster with one warp per row (more rows in flight); prefill (NT > 1, more
-  // work per weight) with the split.
-  if (NT > 1 && cols >= kSplitCols) {
-    constexpr int kRows = kRowsPerBlock / kRowSplit;
-    const unsigned blocks = static_cast<unsigned>((rows + kRows - 1) / kRows);
-    matvec_q8_kernel<T, NT, kRowSplit><<<blocks, kWarp * kRowsPerBlock, 0, stream>>>(
-        wb, rows, cols, row_bytes, xq, xd, y, ldy, acc);
-  } else {
-    const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
-    matvec_q8_kernel<T, NT, 1><<<blocks, kWarp * kRowsPerBlock, 0, stream>>>(
-        wb, rows, cols, row_bytes, xq, xd, y, ldy, acc);
-  }
-}
-
-template <class T>
-void matmul_q8_typed(const void* w, int64_t rows, int64_t cols, const int8_t* xq, const float* xd,
-                     int n_tokens, float* y, int64_t ldy, bool accumulate, cudaStream_t stream) {
-  const int64_t ldd = cols / 32;
-  for (int t = 0; t < n_tokens;) {
-    const int left = n_tokens - t;
-    const int8_t* q = xq + t * cols;
-    const float* d = xd + t * ldd;
-    float* yt = y + t * ldy;
-    if (left >= 8) {
-      launch<T, 8>(w, rows, cols, q, d, yt, ldy, accumulate, stream);
-      t += 8;
-    } else if (left >= 4) {
-      launch<T, 4>(w, rows, cols, q, d, yt, ldy, accumulate, stream);
-      t += 4;
-    } else if (left >= 2) {
-      launch<T, 2>(w, rows, cols, q, d, yt, ldy, accumulate, stream);
-      t += 2;
-    } else {
-      launch<T, 1>(w, rows, cols, q, d, yt, ldy, accumulate, stream);
-      t += 1;
-    }
+bool host_layout(DType type, HostLayout& l) {
+  switch (type) {
+    case DType::Q4_K:  // d, dmin, scales[12] | qs[128]
+      l = {256, 144, 16, 128, 0, 16, 0, 0};
+      return true;
+    case DType::Q6_K:  // ql[128] qh[64] | scales[16] | d
+      l = {256, 210, 0, 192, 192, 16, 208, 2};
+      return true;
+    case DType::Q8_0:  // d | qs[32]
+      l = {32, 34, 2, 32, 0, 2, 0, 0};
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -247,8 +608,8 @@ void matmul_q8_typed(const void* w, int64_t rows, int64_t cols, const int8_t* xq
 void quantize_activations_q8(const float* x, int64_t ldx, int n_tokens, int64_t cols, int8_t* q,
                              float* d, cudaStream_t stream) {
   const int64_t threads = n_tokens * (cols / 32) * kWarp;
-  quantize_q8_kernel<<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(
-      x, ldx, cols, n_tokens, q, d);
+  launch(quantize_q8_kernel, dim3(static_cast<unsigned>((threads + 255) / 256)), dim3(256), stream,
+         x, ldx, cols, n_tokens, q, d);
 }
 
 bool matmul_q8_supported(DType type, int64_t cols) {
@@ -263,19 +624,31 @@ bool matmul_q8_supported(DType type, int64_t cols) {
   }
 }
 
+void repack_q8(DType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst) {
+  HostLayout l;
+  if (!host_layout(type, l)) return;  // rejected by matmul_q8_supported
+  const int64_t n = rows * (cols / l.elems);
+  uint8_t* codes = dst;
+  uint8_t* meta = codes + n * l.code;
+  uint8_t* meta2 = meta + n * l.meta;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* b = src + i * l.bytes;
+    std::memcpy(codes + i * l.code, b + l.code_at, l.code);
+    std::memcpy(meta + i * l.meta, b + l.meta_at, l.meta);
+    if (l.meta2 > 0) std::memcpy(meta2 + i * l.meta2, b + l.meta2_at, l.meta2);
+  }
+}
+
 void matmul_q8(DType type, const void* w, int64_t rows, int64_t cols, const int8_t* xq,
                const float* xd, int n_tokens, float* y, int64_t ldy, bool accumulate,
-               cudaStream_t stream) {
+               cudaStream_t stream, const Q8Epilogue* epi) {
   switch (type) {
     case DType::Q4_K:
-      return matmul_q8_typed<Q8TypeQ4_K>(w, rows, cols, xq, xd, n_tokens, y, ldy, accumulate,
-                                         stream);
+      return matmul_q8_typed<Q4K>(w, rows, cols, xq, xd, n_tokens, y, ldy, accumulate, stream, epi);
     case DType::Q6_K:
-      return matmul_q8_typed<Q8TypeQ6_K>(w, rows, cols, xq, xd, n_tokens, y, ldy, accumulate,
-                                         stream);
+      return matmul_q8_typed<Q6K>(w, rows, cols, xq, xd, n_tokens, y, ldy, accumulate, stream, epi);
     case DType::Q8_0:
-      return matmul_q8_typed<Q8TypeQ8_0>(w, rows, cols, xq, xd, n_tokens, y, ldy, accumulate,
-                                         stream);
+      return matmul_q8_typed<Q80>(w, rows, cols, xq, xd, n_tokens, y, ldy, accumulate, stream, epi);
     default:
       return;  // rejected by matmul_q8_supported
   }
