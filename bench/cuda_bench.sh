@@ -9,9 +9,13 @@
 # also decode with each of SQUISH_CUDA_FUSE=0, SQUISH_CUDA_PDL=0, SQUISH_CUDA_Q8=0,
 # SQUISH_CUDA_GRAPHS=0), LLAMA_BENCH (llama.cpp's CUDA llama-bench: run on the same files,
 # `-ngl 99 -p 512 -n 128 -fa F` for F in LLAMA_FA ("1"), cuBLAS from LLAMA_LIBS
-# (/usr/local/cuda/lib64), and the squish / llama.cpp ratios printed), PROFILE (1: nsys GPU time
-# per kernel over 32 decoded tokens, kernels-SHAPE-TYPE.txt), NCU (1: Nsight Compute on
-# NCU_COUNT kernels after NCU_SKIP, ncu-SHAPE-TYPE.txt).
+# (/usr/local/cuda/lib64), and the squish / llama.cpp ratios printed), LLAMA_SRC (instead of
+# LLAMA_BENCH: the tarball of tools/llama_cpp/cuda_source.sh, built here by
+# tools/llama_cpp/cuda_build.sh in the background while the tests and synth run, its packed
+# binary left in OUT), LLAMA_XZ (instead of both: the packed binary, or the prefix of its parts,
+# from such a run), PROFILE (1: nsys GPU time per kernel over 32 decoded tokens,
+# kernels-SHAPE-TYPE.txt), NCU (1: Nsight Compute on NCU_COUNT kernels after NCU_SKIP,
+# ncu-SHAPE-TYPE.txt; only the types in NCU_TYPES when set), LLAMA_REPS (llama-bench -r, REPS).
 set -uo pipefail
 ARCHIVE=${1:-build-cuda/carry/squish-cuda.tar.xz}
 OUT=${2:-${OUT:-/tmp/squish-cuda-out}}
@@ -31,6 +35,16 @@ ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 TO="timeout ${STEP_TIMEOUT:-300}"
 
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+LLAMA_BUILD_PID=
+if [ -z "${LLAMA_BENCH:-}" ] && [ -n "${LLAMA_XZ:-}" ]; then
+  cat "$LLAMA_XZ"* | xz -d > /tmp/llama-bench-cuda && chmod +x /tmp/llama-bench-cuda &&
+    LLAMA_BENCH=/tmp/llama-bench-cuda
+elif [ -z "${LLAMA_BENCH:-}" ] && [ -n "${LLAMA_SRC:-}" ]; then
+  bash "$(dirname "$0")/../tools/llama_cpp/cuda_build.sh" "$LLAMA_SRC" /tmp/llama-cuda "$OUT" \
+    > "$OUT/llama-build.txt" 2>&1 &
+  LLAMA_BUILD_PID=$!
+  LLAMA_BENCH=/tmp/llama-cuda/llama.cpp/build/bin/llama-bench
+fi
 if [ "${TESTS:-1}" = 1 ]; then
   t0=$(date +%s%N)
   SQUISH_CUDA_MODELS=$DIR/models $TO "$DIR/bin/squish_cuda_tests" > "$OUT/cuda_tests.txt" 2>&1
@@ -48,6 +62,7 @@ if [ "${TESTS:-1}" = 1 ]; then
     echo "compute-sanitizer: not found on this machine" | tee -a "$OUT/summary.txt"
   fi
 fi
+# All files first (CPU work, while a llama.cpp build may run), then the timed runs on a quiet box.
 for shape in $SHAPES; do
   for type in $TYPES; do
     f=$WORK/$shape-$type.gguf
@@ -55,6 +70,16 @@ for shape in $SHAPES; do
     "$SQ" synth --shape "$shape" --type "$type" -o "$f" > "$OUT/synth-$shape-$type.txt" 2>&1
     echo "synth $shape $type: rc $? in $(ms "$t0") ms, $(stat -c %s "$f") bytes" |
       tee -a "$OUT/summary.txt"
+  done
+done
+if [ -n "$LLAMA_BUILD_PID" ]; then
+  wait "$LLAMA_BUILD_PID"
+  echo "llama.cpp build: rc $?" | tee -a "$OUT/summary.txt"
+  grep -E "built|failed" "$OUT/llama-build.txt" | tee -a "$OUT/summary.txt"
+fi
+for shape in $SHAPES; do
+  for type in $TYPES; do
+    f=$WORK/$shape-$type.gguf
     # shellcheck disable=SC2086
     $TO "$SQ" bench "$f" --device cuda -p 512 -n 128 -r "$REPS" ${BENCH_ARGS:-} \
       > "$OUT/bench-$shape-$type.txt" 2>&1
@@ -87,7 +112,7 @@ for shape in $SHAPES; do
           tee -a "$OUT/summary.txt"
       fi
     fi
-    if [ "${NCU:-0}" = 1 ]; then
+    if [ "${NCU:-0}" = 1 ] && [[ " ${NCU_TYPES:-$type} " == *" $type "* ]]; then
       # Nsight Compute on one decode layer's kernels (after the first decoded token): duration and
       # DRAM throughput of each (SpeedOfLight).
       NCUB=$(ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
@@ -100,11 +125,11 @@ for shape in $SHAPES; do
           sed -E 's/^ +//' | cut -c1-150 | tee -a "$OUT/summary.txt"
       fi
     fi
-    if [ -n "${LLAMA_BENCH:-}" ]; then
+    if [ -n "${LLAMA_BENCH:-}" ] && [ -x "$LLAMA_BENCH" ]; then
       for fa in ${LLAMA_FA:-1}; do
         lb=$OUT/llama-bench-$shape-$type-fa$fa.txt
         LD_LIBRARY_PATH=${LLAMA_LIBS:-/usr/local/cuda/lib64} $TO "$LLAMA_BENCH" -m "$f" -ngl 99 -p 512 \
-          -n 128 -fa "$fa" -r "$REPS" > "$lb" 2>&1
+          -n 128 -fa "$fa" -r "${LLAMA_REPS:-$REPS}" > "$lb" 2>&1
         echo "llama-bench $shape $type -fa $fa: rc $?" | tee -a "$OUT/summary.txt"
         grep -E "^\| " "$lb" | tee -a "$OUT/summary.txt"
         # Ratios: the t/s column (last) of the pp512 and tg128 rows of both tables.

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <initializer_list>
 #include <random>
 #include <vector>
 
@@ -146,7 +147,8 @@ INSTANTIATE_TEST_SUITE_P(Types, CudaMatmul,
 // kernel's integer arithmetic and scale order are checked, at the float tolerance.
 class CudaMatmulQ8 : public testing::TestWithParam<DType> {};
 
-void check_q8_product(DType type, int64_t rows, int64_t cols) {
+void check_q8_product(DType type, int64_t rows, int64_t cols,
+                      std::initializer_list<int> token_counts = {1, 5, 8, 11}) {
   ASSERT_TRUE(cuda::matmul_q8_supported(type, cols));
   const std::vector<uint8_t> w = make_weights(type, rows, cols, 17);
   std::vector<float> wf(rows * cols);
@@ -155,7 +157,7 @@ void check_q8_product(DType type, int64_t rows, int64_t cols) {
   std::vector<uint8_t> packed(w.size());
   cuda::repack_q8(type, w.data(), rows, cols, packed.data());
   Dev<uint8_t> dw(packed);
-  for (int n_tokens : {1, 5, 8, 11}) {
+  for (int n_tokens : token_counts) {
     const int64_t ldx = cols + 4;  // a row stride wider than the row, as for the gate|up buffer
     std::vector<float> x = random_floats(n_tokens * ldx, 21 + n_tokens);
     x[3] = 0.0f;
@@ -206,6 +208,26 @@ INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8,
                          [](const testing::TestParamInfo<DType>& p) {
                            return std::string(dtype_name(p.param));
                          });
+
+// Every one-token kernel variant (kernels_q8.cu: 0-2 one launch per group of rows, 3-4 the
+// persistent grid), with the grid left to occupancy and capped at 3 blocks (12 warps walking
+// ~13-25 rows each, so the cross-row pipelining is exercised): odd row counts (2 rows per warp
+// with a lone last row), rows of fewer items than lanes (768 columns) and a partial last step.
+TEST_P(CudaMatmulQ8, EveryDecodeVariantMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  const DType type = GetParam();
+  for (int variant = 0; variant <= 4; ++variant) {
+    for (int max_blocks : {0, 3}) {
+      SCOPED_TRACE(testing::Message() << "variant " << variant << " max_blocks " << max_blocks);
+      cuda::set_decode_options(variant, max_blocks);
+      for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{301, 768}, {77, 8448}}) {
+        SCOPED_TRACE(cols);
+        check_q8_product(type, rows, cols, {1});
+      }
+    }
+  }
+  cuda::set_decode_options(-1, 0);
+}
 
 // 8-bit activations of x as the kernels make them, and the float product with them.
 std::vector<float> dequantized_q8(const std::vector<float>& x) {
@@ -309,6 +331,134 @@ TEST_P(CudaMatmulQ8Epilogue, NormAndGatingMatchSeparateKernels) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8Epilogue,
+                         testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0),
+                         [](const testing::TestParamInfo<DType>& p) {
+                           return std::string(dtype_name(p.param));
+                         });
+
+// A one-token product whose prologue computes its input: RMSNorm(x) * weight, quantized to 8
+// bits in shared memory (matmul_q8_norm_in). Reference: the CPU rms_norm, its 8-bit form as
+// quantize_activations_q8 makes it, and the product in double, plus the residual. Tolerance: the
+// product's 2e-5 * sum |w x| + 1e-5, plus 2 * max|w| * max d: the GPU's norm differs from the
+// CPU's in the last bits, which can move a value across a rounding boundary of its 8-bit code
+// (one code step d of its group); two such moves per row are allowed.
+class CudaMatmulQ8NormIn : public testing::TestWithParam<DType> {};
+
+TEST_P(CudaMatmulQ8NormIn, MatchesNormThenProduct) {
+  SKIP_WITHOUT_GPU();
+  const DType type = GetParam();
+  const int64_t rows = 301, E = 768;
+  const std::vector<uint8_t> w = make_weights(type, rows, E, 61);
+  std::vector<float> wf(rows * E);
+  for (int64_t r = 0; r < rows; ++r)
+    convert_row_to_f32(type, w.data() + r * row_bytes(type, E), wf.data() + r * E, E);
+  float wmax = 0;
+  for (float v : wf) wmax = std::max(wmax, std::fabs(v));
+  std::vector<uint8_t> packed(w.size());
+  cuda::repack_q8(type, w.data(), rows, E, packed.data());
+  Dev<uint8_t> dw(packed);
+  const std::vector<float> x = random_floats(E, 62, 3.0f), nw = random_floats(E, 63);
+  std::vector<float> normed(E);
+  rms_norm(x.data(), nw.data(), static_cast<int>(E), 1e-5f, normed.data());
+  const std::vector<float> xr = dequantized_q8(normed);
+  float dmax = 0;
+  for (int64_t g = 0; g < E / 32; ++g) {
+    for (int i = 0; i < 32; ++i) dmax = std::max(dmax, std::fabs(normed[g * 32 + i]) / 127.0f);
+  }
+  Dev<float> dx(x), dnw(nw);
+  for (int variant : {-1, 2}) {  // the type's rows per warp, and one row per warp
+    for (int max_blocks : {0, 3}) {
+      for (bool accumulate : {false, true}) {
+        SCOPED_TRACE(testing::Message() << "variant " << variant << " max_blocks " << max_blocks
+                                        << " accumulate " << accumulate);
+        cuda::set_decode_options(variant, max_blocks);
+        const std::vector<float> y0 = random_floats(rows, 64);
+        Dev<float> dy(y0);
+        cuda::matmul_q8_norm_in(type, dw.p, rows, E, {dx.p, dnw.p, 1e-5f}, dy.p, accumulate,
+                                nullptr);
+        ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+        const std::vector<float> y = dy.download();
+        for (int64_t r = 0; r < rows; ++r) {
+          double s = 0, mag = 0;
+          for (int64_t i = 0; i < E; ++i) {
+            s += static_cast<double>(wf[r * E + i]) * xr[i];
+            mag += std::fabs(wf[r * E + i] * xr[i]);
+          }
+          const double want = s + (accumulate ? y0[r] : 0.0f);
+          ASSERT_NEAR(y[r], want, 2e-5 * mag + 1e-5 + 2.0 * wmax * dmax)
+              << dtype_name(type) << " row " << r;
+        }
+      }
+    }
+  }
+  cuda::set_decode_options(-1, 0);
+}
+
+// Two products of different types in one launch (matmul_q8_norm_in_pair), each against the same
+// reference and tolerance as above; equal types are refused.
+TEST(CudaKernels, NormInPairMatchesNormThenProducts) {
+  SKIP_WITHOUT_GPU();
+  const int64_t E = 768;
+  const std::vector<float> x = random_floats(E, 72, 3.0f), nw = random_floats(E, 73);
+  std::vector<float> normed(E);
+  rms_norm(x.data(), nw.data(), static_cast<int>(E), 1e-5f, normed.data());
+  const std::vector<float> xr = dequantized_q8(normed);
+  float dmax = 0;
+  for (float v : normed) dmax = std::max(dmax, std::fabs(v) / 127.0f);
+  Dev<float> dx(x), dnw(nw);
+  struct Part {
+    DType type;
+    int64_t rows;
+  };
+  const std::pair<Part, Part> pairs[] = {{{DType::Q4_K, 301}, {DType::Q6_K, 77}},
+                                         {{DType::Q6_K, 45}, {DType::Q8_0, 290}},
+                                         {{DType::Q8_0, 128}, {DType::Q4_K, 33}}};
+  for (int max_blocks : {0, 3}) {
+    cuda::set_decode_options(-1, max_blocks);
+    for (const auto& [pa, pb] : pairs) {
+      SCOPED_TRACE(testing::Message() << dtype_name(pa.type) << " + " << dtype_name(pb.type)
+                                      << " max_blocks " << max_blocks);
+      std::vector<float> wf[2];
+      float wmax[2] = {0, 0};
+      std::vector<uint8_t> packed[2];
+      const Part parts[2] = {pa, pb};
+      for (int p = 0; p < 2; ++p) {
+        const std::vector<uint8_t> w = make_weights(parts[p].type, parts[p].rows, E, 80 + p);
+        wf[p].resize(parts[p].rows * E);
+        for (int64_t r = 0; r < parts[p].rows; ++r)
+          convert_row_to_f32(parts[p].type, w.data() + r * row_bytes(parts[p].type, E),
+                             wf[p].data() + r * E, E);
+        for (float v : wf[p]) wmax[p] = std::max(wmax[p], std::fabs(v));
+        packed[p].resize(w.size());
+        cuda::repack_q8(parts[p].type, w.data(), parts[p].rows, E, packed[p].data());
+      }
+      Dev<uint8_t> dwa(packed[0]), dwb(packed[1]);
+      Dev<float> dya(std::vector<float>(pa.rows, NAN)), dyb(std::vector<float>(pb.rows, NAN));
+      ASSERT_TRUE(cuda::matmul_q8_norm_in_pair({pa.type, dwa.p, pa.rows, dya.p},
+                                               {pb.type, dwb.p, pb.rows, dyb.p}, E,
+                                               {dx.p, dnw.p, 1e-5f}, false, nullptr));
+      ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+      const std::vector<float> y[2] = {dya.download(), dyb.download()};
+      for (int p = 0; p < 2; ++p) {
+        for (int64_t r = 0; r < parts[p].rows; ++r) {
+          double s = 0, mag = 0;
+          for (int64_t i = 0; i < E; ++i) {
+            s += static_cast<double>(wf[p][r * E + i]) * xr[i];
+            mag += std::fabs(wf[p][r * E + i] * xr[i]);
+          }
+          ASSERT_NEAR(y[p][r], s, 2e-5 * mag + 1e-5 + 2.0 * wmax[p] * dmax)
+              << "part " << p << " row " << r;
+        }
+      }
+    }
+  }
+  cuda::set_decode_options(-1, 0);
+  EXPECT_FALSE(cuda::matmul_q8_norm_in_pair({DType::Q4_K, nullptr, 1, nullptr},
+                                            {DType::Q4_K, nullptr, 1, nullptr}, E, {}, false,
+                                            nullptr));
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8NormIn,
                          testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0),
                          [](const testing::TestParamInfo<DType>& p) {
                            return std::string(dtype_name(p.param));

@@ -112,9 +112,22 @@ class CudaSession final : public DeviceSession {
     return {nullptr, nullptr};
   }
   // xq/xd: the 8-bit input when it is not in xq_/xd_.
+  // Whether every product of `consumers` can make its own input from x (one token, 8-bit
+  // kernels, the norm-prologue fusion on): then no norm kernel runs before them.
+  bool norm_in(const FusedProduct& consumers, int n) const {
+    if (n != 1 || !(fusion_ & kFuseNormIn)) return false;
+    for (const DeviceMatrix& m : consumers) {
+      if (!uses_q8(m)) return false;
+    }
+    return !consumers.empty();
+  }
+  // With norm set: the product's input is RMSNorm(x) (matmul_q8_norm_in); x, xq, xd unused.
   void matmul(const DeviceMatrix& m, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
-              bool accumulate, const int8_t* xq = nullptr, const float* xd = nullptr) {
-    if (uses_q8(m)) {
+              bool accumulate, const int8_t* xq = nullptr, const float* xd = nullptr,
+              const cuda::Q8NormIn* norm = nullptr) {
+    if (norm != nullptr) {
+      cuda::matmul_q8_norm_in(m.type, m.w, m.rows, m.cols, *norm, y, accumulate, stream_);
+    } else if (uses_q8(m)) {
       cuda::matmul_q8(m.type, m.w, m.rows, m.cols, xq != nullptr ? xq : xq_.get<int8_t>(),
                       xd != nullptr ? xd : xd_.get<float>(), n, y, ldy, accumulate, stream_);
     } else {
@@ -149,10 +162,12 @@ class CudaSession final : public DeviceSession {
   bool use_graphs_ = true;
   bool use_q8_ = true;  // SQUISH_CUDA_Q8=0: F32 activations for every product
   // One-token passes fuse (SQUISH_CUDA_FUSE, a bit mask): 1 RMSNorm into the residual products'
-  // end, 2 the gating into gate|up's end, 4 RoPE + KV store into attention. Default 4: on the
-  // H100 the norm's serial last block cost more than the kernel it saves (docs/cuda.md).
-  int fusion_ = kFuseRope;
-  static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4;
+  // end, 2 the gating into gate|up's end, 4 RoPE + KV store into attention, 8 RMSNorm into the
+  // next products' prologue (each block recomputes it; 1 takes precedence), 16 with 8: [q | k]
+  // and v of different types in one launch. Default 28: on the H100 the norm's serial last
+  // block (1) cost more than the kernel it saves (docs/cuda.md).
+  int fusion_ = kFuseRope | kFuseNormIn | kFusePair;
+  static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16;
   bool use_pdl_ = false;  // programmatic dependent launch (sm_90+; SQUISH_CUDA_PDL=0 turns it off)
 };
 
@@ -173,7 +188,7 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   if (const char* env = std::getenv("SQUISH_CUDA_GRAPHS")) use_graphs_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_Q8")) use_q8_ = std::strcmp(env, "0") != 0;
-  if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 7;
+  if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 31;
   use_pdl_ = prop.major >= 9;
   if (const char* env = std::getenv("SQUISH_CUDA_PDL"))
     use_pdl_ = use_pdl_ && std::strcmp(env, "0") != 0;
@@ -333,12 +348,24 @@ void CudaSession::forward(int n, int first_out, int n_out) {
   cuda::set_programmatic_launch(false);
   for (int l = 0; l < c.n_layer; ++l) {
     const DeviceLayer& L = layers_[l];
-    if (!normed) {
+    const cuda::Q8NormIn attn_in{x, L.attn_norm, c.norm_eps};
+    const bool attn_norm_in = !normed && norm_in(L.qkv, n);
+    if (!normed && !attn_norm_in) {
       auto [xq, xd] = q8(L.qkv);
       cuda::rms_norm(x, L.attn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
     }
     cuda::set_programmatic_launch(use_pdl_);
-    for (const DeviceMatrix& m : L.qkv) matmul(m, xn, E, n, qkv + m.out_offset, qkv_ld_, false);
+    // [q | k] and v of different types: one launch (kFusePair), else one per product.
+    const bool paired = attn_norm_in && (fuse & kFusePair) && L.qkv.size() == 2 &&
+                        cuda::matmul_q8_norm_in_pair(
+                            {L.qkv[0].type, L.qkv[0].w, L.qkv[0].rows, qkv + L.qkv[0].out_offset},
+                            {L.qkv[1].type, L.qkv[1].w, L.qkv[1].rows, qkv + L.qkv[1].out_offset},
+                            E, attn_in, false, stream_);
+    if (!paired) {
+      for (const DeviceMatrix& m : L.qkv)
+        matmul(m, xn, E, n, qkv + m.out_offset, qkv_ld_, false, nullptr, nullptr,
+               attn_norm_in ? &attn_in : nullptr);
+    }
     cuda::RopeArgs ra;
     ra.q = qkv;
     ra.k = qkv + Q;
@@ -360,7 +387,9 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
                     pos_.get<int>(), n, att, stream_, q8({L.wo}).first, q8({L.wo}).second,
                     fuse & kFuseRope ? &ra : nullptr);
-    // Output projection + residual, then the FFN norm.
+    // Output projection + residual, then the FFN norm (or gate|up's prologue computes it).
+    const cuda::Q8NormIn ffn_in{x, L.ffn_norm, c.norm_eps};
+    const bool ffn_norm_in = !(fuse & kFuseNorm) && !(fuse & kFuseGate) && norm_in(L.gate_up, n);
     if ((fuse & kFuseNorm) && uses_q8(L.wo)) {
       cuda::Q8Epilogue e;
       e.norm_weight = L.ffn_norm;
@@ -372,8 +401,10 @@ void CudaSession::forward(int n, int first_out, int n_out) {
                       1, x, E, true, stream_, &e);
     } else {
       matmul(L.wo, att, Q, n, x, E, true);  // residual add fused
-      auto [xq, xd] = q8(L.gate_up);
-      cuda::rms_norm(x, L.ffn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
+      if (!ffn_norm_in) {
+        auto [xq, xd] = q8(L.gate_up);
+        cuda::rms_norm(x, L.ffn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
+      }
     }
     // gate|up and the gating; the down product's 8-bit input lands in down_q / down_d.
     const int8_t* down_q = xq_.get<int8_t>();
@@ -394,7 +425,9 @@ void CudaSession::forward(int n, int first_out, int n_out) {
       cuda::matmul_q8(m.type, m.w, m.rows, m.cols, xq_.get<int8_t>(), xd_.get<float>(), 1, gu,
                       2 * F, false, stream_, &e);
     } else {
-      for (const DeviceMatrix& m : L.gate_up) matmul(m, xn, E, n, gu + m.out_offset, 2 * F, false);
+      for (const DeviceMatrix& m : L.gate_up)
+        matmul(m, xn, E, n, gu + m.out_offset, 2 * F, false, nullptr, nullptr,
+               ffn_norm_in ? &ffn_in : nullptr);
       auto [xq, xd] = q8({L.w_down});
       cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F), gelu, stream_, xq,
                              xd);
@@ -418,12 +451,15 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     }
   }
   if (n_out > 0) {
-    if (!normed) {
+    const cuda::Q8NormIn out_in{x + first_out * E, output_norm_, c.norm_eps};
+    const bool out_norm_in = !normed && norm_in(output_consumers, n_out);
+    if (!normed && !out_norm_in) {
       auto [xq, xd] = q8(output_consumers);
       cuda::rms_norm(x + first_out * E, output_norm_, n_out, static_cast<int>(E), c.norm_eps, xn,
                      stream_, xq, xd);
     }
-    matmul(output_, xn, E, n_out, logits_.get<float>(), c.n_vocab, false);
+    matmul(output_, xn, E, n_out, logits_.get<float>(), c.n_vocab, false, nullptr, nullptr,
+           out_norm_in ? &out_in : nullptr);
   }
   cuda::set_programmatic_launch(false);
 }

@@ -55,6 +55,36 @@ void matmul_q8(DType type, const void* w, int64_t rows, int64_t cols, const int8
                const float* xd, int n_tokens, float* y, int64_t ldy, bool accumulate,
                cudaStream_t stream, const Q8Epilogue* epilogue = nullptr);
 
+// A one-token product whose input is made in its own prologue: RMSNorm of the F32 row x (cols
+// floats, 16-byte aligned; cols a multiple of 32) times weight, quantized to 8 bits as
+// quantize_activations_q8 does, by every thread block into its shared memory (cols * 1.125
+// bytes). Saves the norm kernel and its launch gap before the product. y: rows outputs.
+struct Q8NormIn {
+  const float* x = nullptr;
+  const float* weight = nullptr;
+  float eps = 0;
+};
+void matmul_q8_norm_in(DType type, const void* w, int64_t rows, int64_t cols, const Q8NormIn& in,
+                       float* y, bool accumulate, cudaStream_t stream);
+
+// Two one-token products of the same normed input in one launch (a layer's [q | k] and v when
+// their weight types differ), each as matmul_q8_norm_in would compute it; y of each: its rows
+// outputs. False (nothing launched) when the types are equal or lack 8-bit kernels.
+struct Q8Product {
+  DType type;
+  const void* w;
+  int64_t rows;
+  float* y;
+};
+bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols,
+                            const Q8NormIn& in, bool accumulate, cudaStream_t stream);
+
+// One-token kernel choice for matmul_q8 / matmul_q8_norm_in (tests, tuning): variant -1 is each
+// type's default, 0..4 as SQUISH_CUDA_DECODE (kernels_q8.cu); max_blocks > 0 caps the persistent
+// grid (so that warps walk many rows), 0 sizes it by occupancy. Not thread-safe: set it before
+// launching.
+void set_decode_options(int variant, int max_blocks);
+
 // Launches on this host thread from now on use programmatic dependent launch (sm_90): a kernel
 // may start while the previous one on its stream drains and waits for it before touching its
 // outputs (kernels/cuda/launch.cuh). Off by default; the session turns it on between the first

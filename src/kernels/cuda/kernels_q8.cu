@@ -12,9 +12,11 @@
 // the next item's codes before the math of this one, so each warp keeps kilobytes in flight.
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/launch.cuh"
@@ -50,6 +52,18 @@ __device__ __forceinline__ int4 ldg4(const void* p) {
 __device__ __forceinline__ uint32_t ldg_u16(const uint8_t* p) {
   return __ldg(reinterpret_cast<const unsigned short*>(p));
 }
+// Activations: from global memory through L1 (read by every warp of the product), or from the
+// block's shared memory when a prologue made them there (kShared).
+template <bool kShared>
+__device__ __forceinline__ int4 act4(const int8_t* p) {
+  if constexpr (kShared) return *reinterpret_cast<const int4*>(p);
+  return ldg4(p);
+}
+template <bool kShared>
+__device__ __forceinline__ float act1(const float* p) {
+  if constexpr (kShared) return *p;
+  return __ldg(p);
+}
 __device__ __forceinline__ int sum_bytes(const int4& a, int acc) {
   acc = __dp4a(a.x, 0x01010101, acc);
   acc = __dp4a(a.y, 0x01010101, acc);
@@ -78,8 +92,11 @@ struct View {
 // s*64 + 0..31 (scale/min 2s), high nibbles s*64 + 32..63 (scale/min 2s + 1).
 struct Q4K {
   static constexpr int kElems = 256, kItems = 4, kCode = 128, kMeta = 16;
-  static constexpr int kDecodeBlocks = 6;   // per SM (80 registers, no spills; sm_90 ptxas)
-  static constexpr int kDecodeVariant = 1;  // decode_variant(): measured best on the H100
+  static constexpr int kDecodeBlocks = 6;      // per SM (80 registers, no spills; sm_90 ptxas)
+  static constexpr int kPersistentBlocks = 5;  // the persistent grid, 2 rows per warp: 6 spills
+  static constexpr int kPersistentRows = 2;    // rows per warp in the pair kernel
+  static constexpr int kBlockBytes = 144;
+  static constexpr int kDecodeVariant = 3;  // decode_variant()
   struct Raw {
     int4 c0, c1, m;  // codes; d | dmin, 12 packed scale/min bytes
   };
@@ -97,16 +114,17 @@ struct Q4K {
     w.m = ldg4(v.meta + blk * kMeta);
     return w;
   }
+  template <bool kShared = false>
   __device__ static Act load_act(const int8_t* xq, const float* xd, int it) {
     const int b = it / kItems, s = it % kItems;
     const int8_t* p = xq + b * 256 + s * 64;
     Act x;
-    x.a0 = ldg4(p);
-    x.a1 = ldg4(p + 16);
-    x.a2 = ldg4(p + 32);
-    x.a3 = ldg4(p + 48);
-    x.d0 = __ldg(xd + b * 8 + 2 * s);
-    x.d1 = __ldg(xd + b * 8 + 2 * s + 1);
+    x.a0 = act4<kShared>(p);
+    x.a1 = act4<kShared>(p + 16);
+    x.a2 = act4<kShared>(p + 32);
+    x.a3 = act4<kShared>(p + 48);
+    x.d0 = act1<kShared>(xd + b * 8 + 2 * s);
+    x.d1 = act1<kShared>(xd + b * 8 + 2 * s + 1);
     x.s0 = sum_bytes(x.a1, sum_bytes(x.a0, 0));
     x.s1 = sum_bytes(x.a3, sum_bytes(x.a2, 0));
     return x;
@@ -153,11 +171,17 @@ struct Q4K {
 
 // Q6_K: item s (0..3) = half n = s / 2 (128 elements), l = o .. o + 15 with o = (s % 2) * 16:
 // ql[n*64 + o ..], ql[n*64 + 32 + o ..] and qh[n*32 + o ..] give elements n*128 + q*32 + o + i
-// of the four quarters q (scales n*8 + s%2 + 2q).
+// of the four quarters q (scales n*8 + s%2 + 2q). The codes enter __dp4a unsigned (0..63) and
+// the bias of 32 is taken off once per 16 weights through the activations' byte sums
+// (sum (c - 32) x = sum c x - 32 sum x), which load_act computes once for all rows of a warp:
+// per-byte signed subtraction (__vsubss4) costs about a dozen instructions per word on sm_90.
 struct Q6K {
   static constexpr int kElems = 256, kItems = 4, kCode = 192, kMeta = 16, kMeta2 = 2;
-  static constexpr int kDecodeBlocks = 5;  // 6 would spill
-  static constexpr int kDecodeVariant = 1;
+  static constexpr int kDecodeBlocks = 5;      // 6 would spill
+  static constexpr int kPersistentBlocks = 4;  // the persistent grid, 2 rows per warp: 5 spills
+  static constexpr int kPersistentRows = 2;
+  static constexpr int kBlockBytes = 210;
+  static constexpr int kDecodeVariant = 3;
   struct Raw {
     int4 l0, l1, h, sc;
     uint32_t d;
@@ -165,6 +189,7 @@ struct Q6K {
   struct Act {
     int4 q[4];
     float d[4];
+    int sum32[4];  // 32 * sum of each quarter's 16 activation bytes
   };
   __device__ static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it / kItems;
@@ -178,14 +203,19 @@ struct Q6K {
     w.d = ldg_u16(v.meta2 + blk * kMeta2);
     return w;
   }
+  template <bool kShared = false>
   __device__ static Act load_act(const int8_t* xq, const float* xd, int it) {
     const int b = it / kItems, s = it % kItems, n = s >> 1, o = (s & 1) * 16;
     const int8_t* p = xq + b * 256 + n * 128 + o;
     Act x;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      x.q[k] = ldg4(p + 32 * k);
-      x.d[k] = __ldg(xd + b * 8 + n * 4 + k);
+      x.q[k] = act4<kShared>(p + 32 * k);
+      x.d[k] = act1<kShared>(xd + b * 8 + n * 4 + k);
+      int t = __dp4a(x.q[k].x, 0x20202020, 0);
+      t = __dp4a(x.q[k].y, 0x20202020, t);
+      t = __dp4a(x.q[k].z, 0x20202020, t);
+      x.sum32[k] = __dp4a(x.q[k].w, 0x20202020, t);
     }
     return x;
   }
@@ -197,15 +227,14 @@ struct Q6K {
                           {x.q[1].x, x.q[1].y, x.q[1].z, x.q[1].w},
                           {x.q[2].x, x.q[2].y, x.q[2].z, x.q[2].w},
                           {x.q[3].x, x.q[3].y, x.q[3].z, x.q[3].w}};
-    int s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int s0 = -x.sum32[0], s1 = -x.sum32[1], s2 = -x.sum32[2], s3 = -x.sum32[3];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      // Codes 0..63 with the bias of 32 removed per byte: -32..31 as signed bytes.
-      const int w0 = __vsubss4((qa[k] & 0x0F0F0F0F) | ((hh[k] << 4) & 0x30303030), 0x20202020);
-      const int w1 = __vsubss4((qb[k] & 0x0F0F0F0F) | ((hh[k] << 2) & 0x30303030), 0x20202020);
-      const int w2 = __vsubss4(((qa[k] >> 4) & 0x0F0F0F0F) | (hh[k] & 0x30303030), 0x20202020);
-      const int w3 =
-          __vsubss4(((qb[k] >> 4) & 0x0F0F0F0F) | ((hh[k] >> 2) & 0x30303030), 0x20202020);
+      // Codes 0..63 per byte (low nibble | two high bits << 4): non-negative as signed bytes.
+      const int w0 = (qa[k] & 0x0F0F0F0F) | ((hh[k] << 4) & 0x30303030);
+      const int w1 = (qb[k] & 0x0F0F0F0F) | ((hh[k] << 2) & 0x30303030);
+      const int w2 = ((qa[k] >> 4) & 0x0F0F0F0F) | (hh[k] & 0x30303030);
+      const int w3 = ((qb[k] >> 4) & 0x0F0F0F0F) | ((hh[k] >> 2) & 0x30303030);
       s0 = __dp4a(w0, xa[0][k], s0);
       s1 = __dp4a(w1, xa[1][k], s1);
       s2 = __dp4a(w2, xa[2][k], s2);
@@ -225,7 +254,10 @@ struct Q6K {
 struct Q80 {
   static constexpr int kElems = 32, kItems = 1, kCode = 32, kMeta = 2;
   static constexpr int kDecodeBlocks = 8;
-  static constexpr int kDecodeVariant = 2;
+  static constexpr int kPersistentBlocks = 8;
+  static constexpr int kPersistentRows = 1;
+  static constexpr int kBlockBytes = 34;
+  static constexpr int kDecodeVariant = 4;
   struct Raw {
     int4 c0, c1;
     uint32_t d;
@@ -243,11 +275,12 @@ struct Q80 {
     w.d = ldg_u16(v.meta + blk * kMeta);
     return w;
   }
+  template <bool kShared = false>
   __device__ static Act load_act(const int8_t* xq, const float* xd, int it) {
     Act x;
-    x.a0 = ldg4(xq + it * 32);
-    x.a1 = ldg4(xq + it * 32 + 16);
-    x.d = __ldg(xd + it);
+    x.a0 = act4<kShared>(xq + it * 32);
+    x.a1 = act4<kShared>(xq + it * 32 + 16);
+    x.d = act1<kShared>(xd + it);
     return x;
   }
   __device__ static float dot(const Raw& w, const Act& x, int) {
@@ -282,7 +315,8 @@ struct MvArgs {
   int accumulate;
   // Epilogues (one token): kGate reads rows i and i + pair per warp (pair = rows / 2).
   int64_t pair;
-  const float* norm_weight;
+  const float* norm_weight;  // kNorm epilogue, or the decode kernel's norm prologue
+  const float* norm_x;       // the decode kernel's norm prologue: its F32 input row
   float eps;
   float* norm_out;
   int8_t* q;
@@ -478,16 +512,217 @@ void launch_mv(const MvArgs& a, int64_t groups, cudaStream_t stream) {
          stream, a);
 }
 
+// Decode (one token) on a persistent grid: warp w of W takes row groups w, w + W, ... and walks
+// the flat sequence of (group, step) pairs, loading step j + 1's codes before step j's math also
+// across row boundaries, so a warp's loads never drain between rows and no block is launched
+// after the first wave (the per-row kernel above ends each warp after a 4096-column row's 2-4
+// steps). With kNormIn the block first computes the input itself: RMSNorm of the F32 row
+// a.norm_x (L2-resident, a.cols floats) times a.norm_weight, quantized to 8 bits into shared
+// memory, where every warp of the block reads its activations (saves the norm kernel and its
+// launch gap; each block recomputes the 16 KB norm, which costs less than a dependent launch).
+// block / n_blocks: this block's index among the n_blocks that share the product (all of the
+// grid, or its part in mv_q8_decode_pair_kernel).
+template <class T, int R, bool kNormIn>
+__device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks) {
+  extern __shared__ int4 s_act[];  // kNormIn: a.cols codes, then a.cols / 32 scales
+  pdl_launch_dependents();
+  const int lane = threadIdx.x % kWarp;
+  const int64_t warps = n_blocks * kWarps;
+  const int64_t groups = (a.rows + R - 1) / R;
+  const int64_t first = block * kWarps + threadIdx.x / kWarp;
+  const int n_items = static_cast<int>(a.v.nb) * T::kItems;
+  const int steps = (n_items + kWarp - 1) / kWarp;
+  const int64_t total = first < groups ? (groups - first + warps - 1) / warps * steps : 0;
+  auto row_of = [&](int64_t group, int rr) {
+    const int64_t r = group * R + rr;
+    return r < a.rows ? r : a.rows - 1;  // past the end: a valid row, not stored
+  };
+  typename T::Raw cur[R];
+  if (total > 0 && lane < n_items) {
+#pragma unroll
+    for (int rr = 0; rr < R; ++rr) cur[rr] = T::load(a.v, row_of(first, rr), lane);
+  }
+  pdl_wait();
+  const int8_t* xq = a.xq;
+  const float* xd = a.xd;
+  if constexpr (kNormIn) {
+    int8_t* sq = reinterpret_cast<int8_t*>(s_act);
+    float* sd = reinterpret_cast<float*>(sq + a.cols);
+    __shared__ float s_sum[kWarps];
+    const int n4 = static_cast<int>(a.cols / 4);
+    const float4* x4 = reinterpret_cast<const float4*>(a.norm_x);
+    float ss = 0;
+    for (int i = threadIdx.x; i < n4; i += blockDim.x) {
+      const float4 v = __ldcg(x4 + i);
+      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) s_sum[threadIdx.x / kWarp] = ss;
+    __syncthreads();
+    float sum = 0;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) sum += s_sum[w];
+    const float scale = rsqrtf(sum / a.cols + a.eps);
+    const float4* wt = reinterpret_cast<const float4*>(a.norm_weight);
+    for (int base = 0; base < n4; base += blockDim.x) {  // uniform trip count: whole warps shuffle
+      const int i = base + threadIdx.x;
+      const bool ok = i < n4;
+      float4 o = make_float4(0, 0, 0, 0);
+      if (ok) {
+        const float4 v = __ldcg(x4 + i), w = __ldg(wt + i);
+        o = make_float4(v.x * scale * w.x, v.y * scale * w.y, v.z * scale * w.z, v.w * scale * w.w);
+      }
+      store_q8_octet(o, ok, sq + 4 * i, sd + i / 8);
+    }
+    __syncthreads();
+    xq = sq;
+    xd = sd;
+  }
+  float acc[R];
+#pragma unroll
+  for (int rr = 0; rr < R; ++rr) acc[rr] = 0.0f;
+  int64_t group = first;
+  int k = 0;
+  for (int64_t j = 0; j < total; ++j) {
+    int nk = k + 1;
+    int64_t ngroup = group;
+    if (nk == steps) {
+      nk = 0;
+      ngroup += warps;
+    }
+    typename T::Raw nxt[R];
+    const int nit = nk * kWarp + lane;
+    if (j + 1 < total && nit < n_items) {
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) nxt[rr] = T::load(a.v, row_of(ngroup, rr), nit);
+    }
+    const int it = k * kWarp + lane;
+    if (it < n_items) {
+      const typename T::Act x = T::template load_act<kNormIn>(xq, xd, it);
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) acc[rr] += T::dot(cur[rr], x, it);
+    }
+    if (k == steps - 1) {  // the group's last step: warp-uniform
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) {
+        const float sum = warp_sum(acc[rr]);
+        const int64_t r = group * R + rr;
+        if (lane == 0 && r < a.rows) {
+          float* out = a.y + r;
+          *out = a.accumulate ? *out + sum : sum;
+        }
+        acc[rr] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int rr = 0; rr < R; ++rr) cur[rr] = nxt[rr];
+    group = ngroup;
+    k = nk;
+  }
+}
+
+template <class T, int R, int kMinBlocks, bool kNormIn>
+__global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_decode_kernel(const MvArgs a) {
+  decode_body<T, R, kNormIn>(a, blockIdx.x, gridDim.x);
+}
+
+// Two products of one normed input in one launch, of different weight types (a Q4_K_M layer's
+// [q | k] in Q4_K and v in Q6_K): the first blocks_a blocks run a, the others b (a block-uniform
+// branch, so each part's prologue may use barriers). Saves a launch and a second norm prologue.
+template <class TA, class TB, int kMinBlocks>
+__global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
+    mv_q8_decode_pair_kernel(const MvArgs a, const MvArgs b, unsigned blocks_a) {
+  if (blockIdx.x < blocks_a) {
+    decode_body<TA, TA::kPersistentRows, true>(a, blockIdx.x, blocks_a);
+  } else {
+    decode_body<TB, TB::kPersistentRows, true>(b, blockIdx.x - blocks_a, gridDim.x - blocks_a);
+  }
+}
+
+// Test and tuning overrides (set_decode_options); -1 / 0: per type default / occupancy.
+int g_decode_variant = -1;
+int g_decode_max_blocks = 0;
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, count = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev);
+    return count > 0 ? count : 1;
+  }();
+  return n;
+}
+
+// A persistent grid as large as the SMs hold at once, shrunk so that every warp gets the same
+// number of row groups (up to one): ceil(groups / q) warps for q groups per warp.
+template <class Kernel>
+int64_t persistent_blocks(Kernel kernel, size_t smem) {
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarp * kWarps, smem) !=
+          cudaSuccess ||
+      per_sm < 1)
+    per_sm = 1;
+  static const int env_per_sm = [] {  // SQUISH_CUDA_GRID: at most this many blocks per SM
+    const char* env = std::getenv("SQUISH_CUDA_GRID");
+    return env != nullptr ? std::atoi(env) : 0;
+  }();
+  if (env_per_sm > 0) per_sm = std::min(per_sm, env_per_sm);
+  int64_t max_blocks = static_cast<int64_t>(per_sm) * sm_count();
+  if (g_decode_max_blocks > 0) max_blocks = std::min<int64_t>(max_blocks, g_decode_max_blocks);
+  return max_blocks;
+}
+
+// Blocks (at most max_blocks) for `groups` row groups, every warp getting the same number of
+// groups up to one: ceil(groups / q) warps for q groups per warp.
+int64_t balanced_blocks(int64_t groups, int64_t max_blocks) {
+  const int64_t per_warp = (groups + max_blocks * kWarps - 1) / (max_blocks * kWarps);
+  const int64_t warps = (groups + per_warp - 1) / per_warp;
+  return (warps + kWarps - 1) / kWarps;
+}
+
+size_t norm_in_smem(int64_t cols) {
+  return static_cast<size_t>(cols) + cols / 32 * 4;
+}
+
+template <class T, int R, int kMinBlocks, bool kNormIn>
+void launch_decode(const MvArgs& a, cudaStream_t stream) {
+  auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn>;
+  const size_t smem = kNormIn ? norm_in_smem(a.cols) : 0;
+  const int64_t blocks = balanced_blocks((a.rows + R - 1) / R, persistent_blocks(kernel, smem));
+  detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kWarps), smem,
+                      stream, a);
+}
+
+// The grid split between the two products by weight bytes (each part then balanced).
+template <class TA, class TB>
+void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
+  constexpr int kMin = std::min(TA::kPersistentBlocks, TB::kPersistentBlocks);
+  auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin>;
+  const size_t smem = norm_in_smem(a.cols);
+  const int64_t max_blocks = std::max<int64_t>(2, persistent_blocks(kernel, smem));
+  const double bytes_a = static_cast<double>(a.rows) * a.v.nb * TA::kBlockBytes;
+  const double bytes_b = static_cast<double>(b.rows) * b.v.nb * TB::kBlockBytes;
+  const int64_t max_a = std::clamp<int64_t>(
+      static_cast<int64_t>(max_blocks * bytes_a / (bytes_a + bytes_b) + 0.5), 1, max_blocks - 1);
+  const int64_t blocks_a =
+      balanced_blocks((a.rows + TA::kPersistentRows - 1) / TA::kPersistentRows, max_a);
+  const int64_t blocks_b =
+      balanced_blocks((b.rows + TB::kPersistentRows - 1) / TB::kPersistentRows, max_blocks - max_a);
+  detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks_a + blocks_b)),
+                      dim3(kWarp * kWarps), smem, stream, a, b, static_cast<unsigned>(blocks_a));
+}
+
 // One-token kernel variants: 0 two rows per warp, no register cap; 1 two rows with the cap; 2 one
-// row per warp with the cap. Each type has the one measured fastest on the H100 (Q4_K, Q6_K: 1,
-// Q8_0: 2); SQUISH_CUDA_DECODE (read once) sets one for all.
+// row per warp with the cap (one launch per 4 warps' rows); 3 two rows per warp on the
+// persistent grid, 4 one row per warp on it. Each type has the one measured fastest on the H100
+// (kDecodeVariant); SQUISH_CUDA_DECODE (read once) or set_decode_options sets one for all.
 template <class T>
 int decode_variant() {
   static const int v = [] {
     const char* env = std::getenv("SQUISH_CUDA_DECODE");
-    return env != nullptr && env[0] >= '0' && env[0] <= '2' ? env[0] - '0' : T::kDecodeVariant;
+    return env != nullptr && env[0] >= '0' && env[0] <= '4' ? env[0] - '0' : T::kDecodeVariant;
   }();
-  return v;
+  return g_decode_variant >= 0 ? g_decode_variant : v;
 }
 
 template <class T, int NT>
@@ -496,10 +731,14 @@ void launch_tokens(const MvArgs& a, cudaStream_t stream) {
     switch (decode_variant<T>()) {
       case 0:
         return launch_mv<T, 1, 2, 1, kPlain>(a, (a.rows + 1) / 2, stream);
+      case 1:
+        return launch_mv<T, 1, 2, 1, kPlain, T::kDecodeBlocks>(a, (a.rows + 1) / 2, stream);
       case 2:
         return launch_mv<T, 1, 1, 1, kPlain, T::kDecodeBlocks>(a, a.rows, stream);
+      case 3:
+        return launch_decode<T, 2, T::kPersistentBlocks, false>(a, stream);
       default:
-        return launch_mv<T, 1, 2, 1, kPlain, T::kDecodeBlocks>(a, (a.rows + 1) / 2, stream);
+        return launch_decode<T, 1, T::kDecodeBlocks, false>(a, stream);
     }
   } else {
     if (a.cols >= kSplitCols) {
@@ -637,6 +876,120 @@ void repack_q8(DType type, const uint8_t* src, int64_t rows, int64_t cols, uint8
     std::memcpy(meta + i * l.meta, b + l.meta_at, l.meta);
     if (l.meta2 > 0) std::memcpy(meta2 + i * l.meta2, b + l.meta2_at, l.meta2);
   }
+}
+
+namespace {
+
+template <class T>
+void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8NormIn& in,
+                             float* y, bool accumulate, cudaStream_t stream) {
+  MvArgs a = {};
+  a.v = view_of<T>(w, rows, cols);
+  a.rows = rows;
+  a.cols = cols;
+  a.y = y;
+  a.ldy = rows;
+  a.accumulate = accumulate ? 1 : 0;
+  a.norm_x = in.x;
+  a.norm_weight = in.weight;
+  a.eps = in.eps;
+  const int v = decode_variant<T>();
+  if (v == 2 || v == 4) {
+    launch_decode<T, 1, T::kDecodeBlocks, true>(a, stream);
+  } else {
+    launch_decode<T, 2, T::kPersistentBlocks, true>(a, stream);
+  }
+}
+
+}  // namespace
+
+void matmul_q8_norm_in(DType type, const void* w, int64_t rows, int64_t cols, const Q8NormIn& in,
+                       float* y, bool accumulate, cudaStream_t stream) {
+  switch (type) {
+    case DType::Q4_K:
+      return matmul_q8_norm_in_typed<Q4K>(w, rows, cols, in, y, accumulate, stream);
+    case DType::Q6_K:
+      return matmul_q8_norm_in_typed<Q6K>(w, rows, cols, in, y, accumulate, stream);
+    case DType::Q8_0:
+      return matmul_q8_norm_in_typed<Q80>(w, rows, cols, in, y, accumulate, stream);
+    default:
+      return;  // rejected by matmul_q8_supported
+  }
+}
+
+namespace {
+
+MvArgs norm_in_args(const View& v, int64_t rows, int64_t cols, const Q8NormIn& in, float* y,
+                    bool accumulate) {
+  MvArgs a = {};
+  a.v = v;
+  a.rows = rows;
+  a.cols = cols;
+  a.y = y;
+  a.ldy = rows;
+  a.accumulate = accumulate ? 1 : 0;
+  a.norm_x = in.x;
+  a.norm_weight = in.weight;
+  a.eps = in.eps;
+  return a;
+}
+
+template <class TA, class TB>
+void launch_pair_typed(const Q8Product& pa, const Q8Product& pb, int64_t cols, const Q8NormIn& in,
+                       bool accumulate, cudaStream_t stream) {
+  launch_decode_pair<TA, TB>(
+      norm_in_args(view_of<TA>(pa.w, pa.rows, cols), pa.rows, cols, in, pa.y, accumulate),
+      norm_in_args(view_of<TB>(pb.w, pb.rows, cols), pb.rows, cols, in, pb.y, accumulate), stream);
+}
+
+template <class TA>
+bool launch_pair_second(const Q8Product& pa, const Q8Product& pb, int64_t cols, const Q8NormIn& in,
+                        bool accumulate, cudaStream_t stream) {
+  switch (pb.type) {
+    case DType::Q4_K:
+      if constexpr (!std::is_same_v<TA, Q4K>) {
+        launch_pair_typed<TA, Q4K>(pa, pb, cols, in, accumulate, stream);
+        return true;
+      }
+      break;
+    case DType::Q6_K:
+      if constexpr (!std::is_same_v<TA, Q6K>) {
+        launch_pair_typed<TA, Q6K>(pa, pb, cols, in, accumulate, stream);
+        return true;
+      }
+      break;
+    case DType::Q8_0:
+      if constexpr (!std::is_same_v<TA, Q80>) {
+        launch_pair_typed<TA, Q80>(pa, pb, cols, in, accumulate, stream);
+        return true;
+      }
+      break;
+    default:
+      break;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols,
+                            const Q8NormIn& in, bool accumulate, cudaStream_t stream) {
+  if (!matmul_q8_supported(a.type, cols) || !matmul_q8_supported(b.type, cols)) return false;
+  switch (a.type) {
+    case DType::Q4_K:
+      return launch_pair_second<Q4K>(a, b, cols, in, accumulate, stream);
+    case DType::Q6_K:
+      return launch_pair_second<Q6K>(a, b, cols, in, accumulate, stream);
+    case DType::Q8_0:
+      return launch_pair_second<Q80>(a, b, cols, in, accumulate, stream);
+    default:
+      return false;
+  }
+}
+
+void set_decode_options(int variant, int max_blocks) {
+  g_decode_variant = variant;
+  g_decode_max_blocks = max_blocks;
 }
 
 void matmul_q8(DType type, const void* w, int64_t rows, int64_t cols, const int8_t* xq,

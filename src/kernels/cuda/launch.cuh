@@ -25,12 +25,14 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #endif
 }
 
+// With `smem` bytes of dynamic shared memory (launch_smem) or none (launch).
 template <typename... Params, typename... Args>
-void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, Args&&... args) {
+void launch_smem(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                 Args&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
-  cfg.dynamicSmemBytes = 0;
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -39,6 +41,11 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t strea
   cfg.numAttrs = programmatic_launch() ? 1 : 0;
   // A failed launch is reported by cudaGetLastError, which the session checks after each pass.
   (void)cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, Args&&... args) {
+  launch_smem(kernel, grid, block, 0, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace squish::cuda::detail
