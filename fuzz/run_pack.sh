@@ -51,10 +51,12 @@ begin=$(date +%s)
 
 # The pack's binaries need a glibc as new as the build machine's; when this one's is older, they
 # run under the build machine's loader and C library, packed in glibc/.
+# The probe is the first packed target (a pack may hold any subset of the targets).
 LOADER=()
-if ! "$PACK/bin/text_fuzz" -runs=1 "$PACK/seeds/text_fuzz" > "$WORK/smoke.log" 2>&1; then
+PROBE=${PACKED[0]}
+if ! "$PACK/bin/$PROBE" -runs=1 "$PACK/seeds/$PROBE" > "$WORK/smoke.log" 2>&1; then
   LOADER=("$PACK/glibc/ld-linux-x86-64.so.2" --library-path "$PACK/lib:$PACK/glibc")
-  if ! "${LOADER[@]}" "$PACK/bin/text_fuzz" -runs=1 "$PACK/seeds/text_fuzz" > "$WORK/smoke.log" 2>&1; then
+  if ! "${LOADER[@]}" "$PACK/bin/$PROBE" -runs=1 "$PACK/seeds/$PROBE" > "$WORK/smoke.log" 2>&1; then
     echo "fuzz pack: the binaries do not start here:" >&2
     tail -5 "$WORK/smoke.log" >&2
     exit 3
