@@ -7,11 +7,10 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 DEST="${1:-$ROOT/build/peers}"
-VERSION="${NODE_LLAMA_CPP_VERSION:-3.22.1}"
+source "$ROOT/tools/llama_cpp/npm.sh"
 mkdir -p "$DEST/npm" "$DEST/bin"
 if [ ! -f "$DEST/npm/node_modules/node-llama-cpp/llama/gitRelease.bundle" ]; then
-  (cd "$DEST/npm" && npm init -y >/dev/null 2>&1 &&
-   npm install --ignore-scripts --omit=optional --no-audit --no-fund "node-llama-cpp@$VERSION" >/dev/null)
+  npm_install_pinned "$DEST/npm"
 fi
 if [ ! -d "$DEST/llama.cpp/.git" ]; then
   git clone -q "$DEST/npm/node_modules/node-llama-cpp/llama/gitRelease.bundle" "$DEST/llama.cpp"

@@ -10,22 +10,17 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 DEST="${1:-$ROOT/build-cuda/peer}"
-VERSION="${NODE_LLAMA_CPP_VERSION:-3.22.1}"
+source "$ROOT/tools/llama_cpp/npm.sh"
 mkdir -p "$DEST"
 DEST="$(cd "$DEST" && pwd)"
 NPM="$DEST/npm"
 BUNDLE="$NPM/node_modules/node-llama-cpp/llama/gitRelease.bundle"
-if [ ! -f "$BUNDLE" ]; then
-  mkdir -p "$NPM"
-  (cd "$NPM" && { [ -f package.json ] || npm init -y >/dev/null 2>&1; } &&
-   npm install --ignore-scripts --omit=optional --no-audit --no-fund --loglevel=error \
-     "node-llama-cpp@$VERSION" >/dev/null)
-fi
+[ -f "$BUNDLE" ] || npm_install_pinned "$NPM"
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
 git clone -q "$BUNDLE" "$STAGE/llama.cpp" 2>/dev/null
 SRC="$STAGE/llama.cpp"
-echo "llama.cpp $(git -C "$SRC" rev-parse --short HEAD) from node-llama-cpp $VERSION" > "$SRC/SQUISH_SOURCE"
+echo "llama.cpp $(git -C "$SRC" rev-parse --short HEAD) from node-llama-cpp $NODE_LLAMA_CPP_VERSION" > "$SRC/SQUISH_SOURCE"
 rm -rf "$SRC/.git" "$SRC"/{docs,models,media,gguf-py,tests,examples,pocs,benches,conversion,app} \
   "$SRC/tools/ui" "$SRC/vendor/miniaudio/"*.md
 # CMake adds these backends' folders only when their GGML_* option is on.

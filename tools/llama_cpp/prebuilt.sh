@@ -10,13 +10,11 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 DEST="${1:-$ROOT/build/peer-prebuilt}"
 mkdir -p "$DEST"
 DEST="$(cd "$DEST" && pwd)"
-VERSION="${NODE_LLAMA_CPP_VERSION:-3.22.1}"
+source "$ROOT/tools/llama_cpp/npm.sh"
 mkdir -p "$DEST/bin"
 LIBS="$DEST/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
 if [ ! -f "$LIBS/libllama.v0.5.0.so" ] || [ ! -f "$DEST/node_modules/node-llama-cpp/llama/gitRelease.bundle" ]; then
-  (cd "$DEST" && [ -f package.json ] || npm init -y >/dev/null 2>&1
-   npm install --prefix "$DEST" --ignore-scripts --omit=optional --no-audit --no-fund --loglevel=error \
-     "node-llama-cpp@$VERSION" "@node-llama-cpp/linux-x64@$VERSION" >/dev/null)
+  npm_install_pinned "$DEST" "@node-llama-cpp/linux-x64@$NODE_LLAMA_CPP_VERSION"
 fi
 SRC="$DEST/llama.cpp-src"
 if [ ! -f "$SRC/include/llama.h" ]; then
