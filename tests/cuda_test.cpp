@@ -17,10 +17,12 @@
 #include <filesystem>
 #include <initializer_list>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cuda/gemm.h"
 #include "kernels/cuda/kernels.h"
 #include "model/model.h"
 #include "quant/quant.h"
@@ -210,13 +212,14 @@ INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8,
                          });
 
 // Every one-token kernel variant (kernels_q8.cu: 0-2 one launch per group of rows, 3-4 the
-// persistent grid), with the grid left to occupancy and capped at 3 blocks (12 warps walking
-// ~13-25 rows each, so the cross-row pipelining is exercised): odd row counts (2 rows per warp
-// with a lone last row), rows of fewer items than lanes (768 columns) and a partial last step.
+// persistent grid, 5-6 the persistent grid with a 3- / 4-step cp.async ring for Q4_K), with the
+// grid left to occupancy and capped at 3 blocks (12 warps walking ~13-25 rows each, so the
+// cross-row pipelining is exercised): odd row counts (2 rows per warp with a lone last row), rows
+// of fewer items than lanes (768 columns) and a partial last step.
 TEST_P(CudaMatmulQ8, EveryDecodeVariantMatchesReference) {
   SKIP_WITHOUT_GPU();
   const DType type = GetParam();
-  for (int variant = 0; variant <= 4; ++variant) {
+  for (int variant = 0; variant <= 6; ++variant) {
     for (int max_blocks : {0, 3}) {
       SCOPED_TRACE(testing::Message() << "variant " << variant << " max_blocks " << max_blocks);
       cuda::set_decode_options(variant, max_blocks);
@@ -366,7 +369,8 @@ TEST_P(CudaMatmulQ8NormIn, MatchesNormThenProduct) {
     for (int i = 0; i < 32; ++i) dmax = std::max(dmax, std::fabs(normed[g * 32 + i]) / 127.0f);
   }
   Dev<float> dx(x), dnw(nw);
-  for (int variant : {-1, 2}) {  // the type's rows per warp, and one row per warp
+  // The type's default, one row per warp, and the cp.async rings (Q4_K; the others run 3).
+  for (int variant : {-1, 2, 5, 6}) {
     for (int max_blocks : {0, 3}) {
       for (bool accumulate : {false, true}) {
         SCOPED_TRACE(testing::Message() << "variant " << variant << " max_blocks " << max_blocks
@@ -756,6 +760,144 @@ TEST(CudaModel, LlamaQ8_0MatchesCpu) {
 TEST(CudaModel, Qwen2Q4KMMatchesCpu) {
   SKIP_WITHOUT_GPU();
   compare_model("gcide-qwen2-28M-Q4_K_M.gguf");
+}
+
+// ---- Prefill through cuBLAS (kernels/cuda/gemm.h) ----
+//
+// Tolerance: the weights and the activations are rounded to F16 (unit roundoff 2^-11 each), so
+// each product term w x is off by at most (2^-10 + 2^-22) |w x|; cuBLAS accumulates in F32 (at
+// most cols * 2^-24 relative over the sum of |w x|: 2^-15 for 512 columns); values below F16's
+// normal range (2^-14) round with an absolute error up to 2^-25, which adds 2^-25 (|w| + |x|)
+// per term. Per output: |gpu - ref| <= (2^-10 + 2^-14) sum |w x| + 2^-25 sum (|w| + |x|) + 1e-6.
+
+// W (rows x cols of `type`, repacked as repack_q8 does when `repacked`) times 32 and 45 tokens,
+// with accumulate off and on, input and output rows at strides other than cols / rows, against
+// matmul_reference; scratch_bytes small enough forces chunks of rows.
+void check_prefill_gemm(DType type, bool repacked, int64_t rows, int64_t cols,
+                        size_t scratch_bytes) {
+  SCOPED_TRACE(testing::Message() << dtype_name(type) << (repacked ? " repacked" : " GGUF")
+                                  << " scratch " << scratch_bytes);
+  const std::vector<uint8_t> w = make_weights(type, rows, cols, 17);
+  std::vector<float> wf(rows * cols);
+  for (int64_t r = 0; r < rows; ++r)
+    convert_row_to_f32(type, w.data() + r * row_bytes(type, cols), wf.data() + r * cols, cols);
+  std::vector<uint8_t> stored = w;
+  if (repacked) cuda::repack_q8(type, w.data(), rows, cols, stored.data());
+  Dev<uint8_t> dw(stored);
+  std::string err;
+  auto gemm = cuda::PrefillGemm::create(nullptr, 64, cols, &err, scratch_bytes);
+  ASSERT_NE(gemm, nullptr) << "cuBLAS not available: " << err;
+  const int64_t ldx = cols + 4, ldy = rows + 3;
+  for (int n_tokens : {32, 45}) {
+    for (bool accumulate : {false, true}) {
+      const std::vector<float> x = random_floats(n_tokens * ldx, 23 + n_tokens);
+      const std::vector<float> y0 = random_floats(n_tokens * ldy, 29);
+      std::vector<float> xc(n_tokens * cols), ref(n_tokens * rows);
+      for (int t = 0; t < n_tokens; ++t)
+        std::copy_n(x.data() + t * ldx, cols, xc.data() + t * cols);
+      matmul_reference(xc.data(), n_tokens, w.data(), type, rows, cols, ref.data(), rows);
+      Dev<float> dx(x), dy(y0);
+      const int64_t before = cuda::prefill_gemm_products();
+      gemm->set_input(dx.p, ldx, n_tokens, cols);
+      ASSERT_EQ(gemm->matmul(type, repacked, dw.p, rows, cols, dy.p, ldy, accumulate), "");
+      ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+      EXPECT_EQ(cuda::prefill_gemm_products(), before + 1);
+      const std::vector<float> y = dy.download();
+      for (int t = 0; t < n_tokens; ++t) {
+        for (int64_t r = 0; r < ldy; ++r) {
+          if (r >= rows) {  // padding between rows: untouched
+            ASSERT_EQ(y[t * ldy + r], y0[t * ldy + r]) << "token " << t << " column " << r;
+            continue;
+          }
+          double mag = 0, abs_sum = 0;
+          for (int64_t i = 0; i < cols; ++i) {
+            mag += std::fabs(wf[r * cols + i] * xc[t * cols + i]);
+            abs_sum += std::fabs(wf[r * cols + i]) + std::fabs(xc[t * cols + i]);
+          }
+          const double tol = (std::ldexp(1.0, -10) + std::ldexp(1.0, -14)) * mag +
+                             std::ldexp(1.0, -25) * abs_sum + 1e-6;
+          const float want = ref[t * rows + r] + (accumulate ? y0[t * ldy + r] : 0.0f);
+          ASSERT_NEAR(y[t * ldy + r], want, tol)
+              << "token " << t << " row " << r << " acc " << accumulate;
+        }
+      }
+    }
+  }
+}
+
+class CudaPrefillGemm : public testing::TestWithParam<DType> {};
+
+TEST_P(CudaPrefillGemm, GgufLayoutMatchesCpuReference) {
+  SKIP_WITHOUT_GPU();
+  const DType type = GetParam();
+  ASSERT_TRUE(cuda::dequantize_f16_supported(type));
+  const int64_t rows = 67, cols = 512;                                   // odd row count
+  check_prefill_gemm(type, false, rows, cols, cuda::kGemmScratchBytes);  // one chunk
+  check_prefill_gemm(type, false, rows, cols, 20 * cols * 2);  // chunks of 20 rows, last of 7
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, CudaPrefillGemm,
+                         testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q4_0,
+                                         DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0,
+                                         DType::IQ4_NL, DType::Q4_K, DType::Q5_K, DType::Q6_K),
+                         [](const testing::TestParamInfo<DType>& info) {
+                           return std::string(dtype_name(info.param));
+                         });
+
+TEST(CudaPrefillGemmRepacked, MatchesCpuReference) {
+  SKIP_WITHOUT_GPU();
+  for (DType type : {DType::Q4_K, DType::Q6_K, DType::Q8_0}) {
+    ASSERT_TRUE(cuda::matmul_q8_supported(type, 768));
+    check_prefill_gemm(type, true, 67, 768, cuda::kGemmScratchBytes);
+    check_prefill_gemm(type, true, 67, 768, 20 * 768 * 2);
+  }
+}
+
+// Whole model with prefill through cuBLAS (from 2 tokens on: both micro-batches of the 40-token
+// prefill, and the all-logits output product), 8-bit decode kernels or F32 activations (then
+// the GGUF-layout weights).
+void compare_model_through_gemm(const std::string& name) {
+  setenv("SQUISH_CUDA_GEMM_MIN", "2", 1);  // read when the CUDA session is made
+  const int64_t before = cuda::prefill_gemm_products();
+  compare_model(name);
+  unsetenv("SQUISH_CUDA_GEMM_MIN");
+  if (!std::filesystem::exists(model_file(name))) return;
+  EXPECT_GT(cuda::prefill_gemm_products(), before) << "prefill did not take the cuBLAS path";
+}
+TEST(CudaModel, LlamaQ4KMPrefillThroughCublas) {
+  SKIP_WITHOUT_GPU();
+  compare_model_through_gemm("gcide-llama-16M-Q4_K_M.gguf");
+}
+TEST(CudaModel, LlamaQ8_0PrefillThroughCublas) {
+  SKIP_WITHOUT_GPU();
+  compare_model_through_gemm("gcide-llama-16M-Q8_0.gguf");
+}
+TEST(CudaModel, LlamaQ4KMPrefillThroughCublasWithF32Activations) {
+  SKIP_WITHOUT_GPU();
+  setenv("SQUISH_CUDA_Q8", "0", 1);
+  compare_model_through_gemm("gcide-llama-16M-Q4_K_M.gguf");
+  unsetenv("SQUISH_CUDA_Q8");
+}
+// The default bound (32) takes the first 32-token micro-batch of compare_model through cuBLAS.
+TEST(CudaModel, DefaultPrefillTakesCublasFrom32Tokens) {
+  SKIP_WITHOUT_GPU();
+  const int64_t before = cuda::prefill_gemm_products();
+  compare_model("gcide-qwen2-28M-Q4_K_M.gguf");
+  if (!std::filesystem::exists(model_file("gcide-qwen2-28M-Q4_K_M.gguf"))) return;
+  EXPECT_GT(cuda::prefill_gemm_products(), before);
+}
+// A cuBLAS that cannot be loaded: no PrefillGemm, and the session keeps the mat-vec kernels.
+TEST(CudaModel, PrefillFallsBackWithoutCublas) {
+  SKIP_WITHOUT_GPU();
+  setenv("SQUISH_CUBLAS", "/nonexistent/libcublas.so.13", 1);
+  std::string err;
+  EXPECT_EQ(cuda::PrefillGemm::create(nullptr, 64, 512, &err), nullptr);
+  setenv("SQUISH_CUDA_GEMM_MIN", "2", 1);
+  const int64_t before = cuda::prefill_gemm_products();
+  compare_model("gcide-llama-16M-Q4_K_M.gguf");
+  EXPECT_EQ(cuda::prefill_gemm_products(), before);
+  unsetenv("SQUISH_CUDA_GEMM_MIN");
+  unsetenv("SQUISH_CUBLAS");
 }
 
 }  // namespace

@@ -52,6 +52,19 @@ __device__ __forceinline__ int4 ldg4(const void* p) {
 __device__ __forceinline__ uint32_t ldg_u16(const uint8_t* p) {
   return __ldg(reinterpret_cast<const unsigned short*>(p));
 }
+// Asynchronous 16-byte copies global -> shared (sm_80+; .cg: cached in L2 only), in groups: the
+// decode pipeline keeps several steps of weight loads in flight without holding them in registers.
+__device__ __forceinline__ void cp_async16(void* smem, const void* global) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(global) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+}
 // Activations: from global memory through L1 (read by every warp of the product), or from the
 // block's shared memory when a prologue made them there (kShared).
 template <bool kShared>
@@ -75,6 +88,18 @@ __device__ __forceinline__ float warp_sum(float v) {
   for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
   return v;
 }
+// The sum of v over the whole block, returned to every thread. It has a barrier, so every
+// thread must call it; its shared slots are reused, so two calls need a barrier in between.
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float s_part[kWarps];
+  v = warp_sum(v);
+  if (threadIdx.x % kWarp == 0) s_part[threadIdx.x / kWarp] = v;
+  __syncthreads();
+  float total = 0;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) total += s_part[w];
+  return total;
+}
 
 // A matrix in the repacked layout: rows * nb blocks; codes (kCode bytes per block), then
 // scales (kMeta per block), then, for Q6_K, the super-block scales (kMeta2 per block).
@@ -97,21 +122,29 @@ struct Q4K {
   static constexpr int kPersistentRows = 2;    // rows per warp in the pair kernel
   static constexpr int kBlockBytes = 144;
   static constexpr int kDecodeVariant = 3;  // decode_variant()
+  static constexpr bool kAsync = true;      // variants 5 / 6: Raw is kChunks 16-byte pieces
+  static constexpr int kChunks = 3;
   struct Raw {
     int4 c0, c1, m;  // codes; d | dmin, 12 packed scale/min bytes
   };
+  // Piece c of item `it` of row r: the item's two 16-byte halves of codes, then its block's scales.
+  __device__ static const uint8_t* chunk(const View& v, int64_t r, int it, int c) {
+    const int64_t blk = r * v.nb + it / kItems;
+    return c < 2 ? v.codes + blk * kCode + (it % kItems) * 32 + 16 * c : v.meta + blk * kMeta;
+  }
+  __device__ static Raw from_chunks(const int4* p, int stride) {
+    return {p[0], p[stride], p[2 * stride]};
+  }
   struct Act {
     int4 a0, a1, a2, a3;
     float d0, d1;
     int s0, s1;  // sums of the codes of each 32
   };
   __device__ static Raw load(const View& v, int64_t r, int it) {
-    const int64_t blk = r * v.nb + it / kItems;
-    const uint8_t* c = v.codes + blk * kCode + (it % kItems) * 32;
     Raw w;
-    w.c0 = ld_codes(c);
-    w.c1 = ld_codes(c + 16);
-    w.m = ldg4(v.meta + blk * kMeta);
+    w.c0 = ld_codes(chunk(v, r, it, 0));
+    w.c1 = ld_codes(chunk(v, r, it, 1));
+    w.m = ldg4(chunk(v, r, it, 2));
     return w;
   }
   template <bool kShared = false>
@@ -182,6 +215,7 @@ struct Q6K {
   static constexpr int kPersistentRows = 2;
   static constexpr int kBlockBytes = 210;
   static constexpr int kDecodeVariant = 3;
+  static constexpr bool kAsync = false;  // its 2-byte super-block scale is no 16-byte piece
   struct Raw {
     int4 l0, l1, h, sc;
     uint32_t d;
@@ -257,7 +291,8 @@ struct Q80 {
   static constexpr int kPersistentBlocks = 8;
   static constexpr int kPersistentRows = 1;
   static constexpr int kBlockBytes = 34;
-  static constexpr int kDecodeVariant = 4;
+  static constexpr int kDecodeVariant = 2;  // measured on the H200: 307 vs 294 tok/s (4)
+  static constexpr bool kAsync = false;     // its 2-byte scale is no 16-byte piece
   struct Raw {
     int4 c0, c1;
     uint32_t d;
@@ -349,7 +384,6 @@ __device__ __forceinline__ void store_q8_octet(float4 v, bool ok, int8_t* q, flo
 // (q, d, optional) for the next product. Saves a kernel and its launch gap per norm.
 __device__ void norm_epilogue(const MvArgs& a) {
   __shared__ int s_last;
-  __shared__ float s_sum[kWarps];
   __syncthreads();  // this block's outputs are stored
   if (threadIdx.x == 0) {
     __threadfence();
@@ -365,13 +399,7 @@ __device__ void norm_epilogue(const MvArgs& a) {
     const float4 v = __ldcg(y + i);
     ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
   }
-  ss = warp_sum(ss);
-  if (threadIdx.x % kWarp == 0) s_sum[threadIdx.x / kWarp] = ss;
-  __syncthreads();
-  float total = 0;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) total += s_sum[w];
-  const float scale = rsqrtf(total / a.rows + a.eps);
+  const float scale = rsqrtf(block_sum(ss) / a.rows + a.eps);
   const float4* wt = reinterpret_cast<const float4*>(a.norm_weight);
   for (int base = 0; base < n4; base += blockDim.x) {  // uniform trip count: whole warps shuffle
     const int i = base + threadIdx.x;
@@ -522,9 +550,19 @@ void launch_mv(const MvArgs& a, int64_t groups, cudaStream_t stream) {
 // launch gap; each block recomputes the 16 KB norm, which costs less than a dependent launch).
 // block / n_blocks: this block's index among the n_blocks that share the product (all of the
 // grid, or its part in mv_q8_decode_pair_kernel).
-template <class T, int R, bool kNormIn>
+// Shared memory of the norm prologue (codes, then one scale per 32), rounded up to 16 bytes so
+// that the async ring after it is aligned.
+__host__ __device__ inline size_t norm_in_smem(int64_t cols) {
+  return (static_cast<size_t>(cols) + cols / 32 * 4 + 15) / 16 * 16;
+}
+
+// kStages > 0 (types with kAsync): the weights travel through a ring of kStages steps per warp in
+// shared memory (cp.async), kStages - 1 steps in flight ahead of the math, instead of one step
+// held in registers: more bytes in flight per warp (Little's law: the H200 needs ~30 KB per SM in
+// flight at full bandwidth) at lower register pressure.
+template <class T, int R, bool kNormIn, int kStages = 0>
 __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks) {
-  extern __shared__ int4 s_act[];  // kNormIn: a.cols codes, then a.cols / 32 scales
+  extern __shared__ int4 s_act[];  // kNormIn: a.cols codes, then a.cols / 32 scales; the ring
   pdl_launch_dependents();
   const int lane = threadIdx.x % kWarp;
   const int64_t warps = n_blocks * kWarps;
@@ -538,7 +576,38 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     return r < a.rows ? r : a.rows - 1;  // past the end: a valid row, not stored
   };
   typename T::Raw cur[R];
-  if (total > 0 && lane < n_items) {
+  // The async ring: piece p (row rr, chunk c: p = rr * kChunks + c) of flat step j of this warp
+  // at ring_slot(j)[p * kWarp] (lanes adjacent: conflict-free 16-byte shared loads).
+  int4* ring = nullptr;
+  auto ring_slot = [&](int64_t j) -> int4* {
+    if constexpr (kStages > 0) {
+      constexpr int kPieces = R * T::kChunks;
+      return ring + ((j % kStages) * kWarps + threadIdx.x / kWarp) * kPieces * kWarp + lane;
+    } else {
+      (void)j;
+      return ring;
+    }
+  };
+  auto issue = [&](int64_t j) {  // step j's copies, as one group (empty past the end)
+    if constexpr (kStages > 0) {
+      const int i = static_cast<int>(j % steps) * kWarp + lane;
+      if (j < total && i < n_items) {
+        const int64_t g = first + j / steps * warps;
+        int4* dst = ring_slot(j);
+#pragma unroll
+        for (int rr = 0; rr < R; ++rr) {
+#pragma unroll
+          for (int c = 0; c < T::kChunks; ++c)
+            cp_async16(dst + (rr * T::kChunks + c) * kWarp, T::chunk(a.v, row_of(g, rr), i, c));
+        }
+      }
+      cp_async_commit();
+    }
+  };
+  if constexpr (kStages > 0) {
+    ring = s_act + (kNormIn ? norm_in_smem(a.cols) / 16 : 0);
+    for (int j = 0; j < kStages - 1; ++j) issue(j);
+  } else if (total > 0 && lane < n_items) {
 #pragma unroll
     for (int rr = 0; rr < R; ++rr) cur[rr] = T::load(a.v, row_of(first, rr), lane);
   }
@@ -546,34 +615,40 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
   const int8_t* xq = a.xq;
   const float* xd = a.xd;
   if constexpr (kNormIn) {
+    // One pass: every thread loads kNormChunk float4s of x and of the weight at once (one L2
+    // round trip per chunk; a loop of dependent loads cost ~10 us per block on the H200),
+    // quantizes x * w per 32 into shared memory, and the block's sum of squares then scales the
+    // group scales: q = round(x w / d) is the same for x w and for x w / rms, d = d(x w) / rms.
+    constexpr int kNormChunk = 4;
     int8_t* sq = reinterpret_cast<int8_t*>(s_act);
     float* sd = reinterpret_cast<float*>(sq + a.cols);
-    __shared__ float s_sum[kWarps];
     const int n4 = static_cast<int>(a.cols / 4);
     const float4* x4 = reinterpret_cast<const float4*>(a.norm_x);
-    float ss = 0;
-    for (int i = threadIdx.x; i < n4; i += blockDim.x) {
-      const float4 v = __ldcg(x4 + i);
-      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-    }
-    ss = warp_sum(ss);
-    if (lane == 0) s_sum[threadIdx.x / kWarp] = ss;
-    __syncthreads();
-    float sum = 0;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) sum += s_sum[w];
-    const float scale = rsqrtf(sum / a.cols + a.eps);
     const float4* wt = reinterpret_cast<const float4*>(a.norm_weight);
-    for (int base = 0; base < n4; base += blockDim.x) {  // uniform trip count: whole warps shuffle
-      const int i = base + threadIdx.x;
-      const bool ok = i < n4;
-      float4 o = make_float4(0, 0, 0, 0);
-      if (ok) {
-        const float4 v = __ldcg(x4 + i), w = __ldg(wt + i);
-        o = make_float4(v.x * scale * w.x, v.y * scale * w.y, v.z * scale * w.z, v.w * scale * w.w);
+    float ss = 0;
+    for (int base = 0; base < n4; base += kNormChunk * kWarp * kWarps) {  // uniform trip count
+      float4 xv[kNormChunk], wv[kNormChunk];
+#pragma unroll
+      for (int c = 0; c < kNormChunk; ++c) {
+        const int i = base + c * kWarp * kWarps + threadIdx.x;
+        xv[c] = wv[c] = make_float4(0, 0, 0, 0);
+        if (i < n4) {
+          xv[c] = __ldcg(x4 + i);
+          wv[c] = __ldg(wt + i);
+        }
       }
-      store_q8_octet(o, ok, sq + 4 * i, sd + i / 8);
+#pragma unroll
+      for (int c = 0; c < kNormChunk; ++c) {
+        const int i = base + c * kWarp * kWarps + threadIdx.x;
+        const float4 v = xv[c], w = wv[c];
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        const float4 o = make_float4(v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w);
+        store_q8_octet(o, i < n4, sq + 4 * i, sd + i / 8);
+      }
     }
+    // block_sum's barrier also makes every thread's group scales visible to the loop below.
+    const float scale = rsqrtf(block_sum(ss) / a.cols + a.eps);
+    for (int g = threadIdx.x; g < a.cols / 32; g += kWarp * kWarps) sd[g] *= scale;
     __syncthreads();
     xq = sq;
     xd = sd;
@@ -592,15 +667,25 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     }
     typename T::Raw nxt[R];
     const int nit = nk * kWarp + lane;
-    if (j + 1 < total && nit < n_items) {
+    if constexpr (kStages > 0) {
+      issue(j + kStages - 1);
+      cp_async_wait<kStages - 1>();  // step j's group has landed
+    } else if (j + 1 < total && nit < n_items) {
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) nxt[rr] = T::load(a.v, row_of(ngroup, rr), nit);
     }
     const int it = k * kWarp + lane;
     if (it < n_items) {
       const typename T::Act x = T::template load_act<kNormIn>(xq, xd, it);
+      if constexpr (kStages > 0) {
+        const int4* slot = ring_slot(j);
 #pragma unroll
-      for (int rr = 0; rr < R; ++rr) acc[rr] += T::dot(cur[rr], x, it);
+        for (int rr = 0; rr < R; ++rr)
+          acc[rr] += T::dot(T::from_chunks(slot + rr * T::kChunks * kWarp, kWarp), x, it);
+      } else {
+#pragma unroll
+        for (int rr = 0; rr < R; ++rr) acc[rr] += T::dot(cur[rr], x, it);
+      }
     }
     if (k == steps - 1) {  // the group's last step: warp-uniform
 #pragma unroll
@@ -614,16 +699,18 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
         acc[rr] = 0.0f;
       }
     }
+    if constexpr (kStages == 0) {
 #pragma unroll
-    for (int rr = 0; rr < R; ++rr) cur[rr] = nxt[rr];
+      for (int rr = 0; rr < R; ++rr) cur[rr] = nxt[rr];
+    }
     group = ngroup;
     k = nk;
   }
 }
 
-template <class T, int R, int kMinBlocks, bool kNormIn>
+template <class T, int R, int kMinBlocks, bool kNormIn, int kStages>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_decode_kernel(const MvArgs a) {
-  decode_body<T, R, kNormIn>(a, blockIdx.x, gridDim.x);
+  decode_body<T, R, kNormIn, kStages>(a, blockIdx.x, gridDim.x);
 }
 
 // Two products of one normed input in one launch, of different weight types (a Q4_K_M layer's
@@ -680,14 +767,18 @@ int64_t balanced_blocks(int64_t groups, int64_t max_blocks) {
   return (warps + kWarps - 1) / kWarps;
 }
 
-size_t norm_in_smem(int64_t cols) {
-  return static_cast<size_t>(cols) + cols / 32 * 4;
-}
-
-template <class T, int R, int kMinBlocks, bool kNormIn>
+template <class T, int R, int kMinBlocks, bool kNormIn, int kStages = 0>
 void launch_decode(const MvArgs& a, cudaStream_t stream) {
-  auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn>;
-  const size_t smem = kNormIn ? norm_in_smem(a.cols) : 0;
+  auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kStages>;
+  size_t smem = kNormIn ? norm_in_smem(a.cols) : 0;
+  if constexpr (kStages > 0) {
+    smem += static_cast<size_t>(kStages) * kWarps * R * T::kChunks * kWarp * sizeof(int4);
+    static const bool opted_in = [&] {  // above the default 48 KB
+      return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024) ==
+             cudaSuccess;
+    }();
+    (void)opted_in;
+  }
   const int64_t blocks = balanced_blocks((a.rows + R - 1) / R, persistent_blocks(kernel, smem));
   detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kWarps), smem,
                       stream, a);
@@ -712,15 +803,22 @@ void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
                       dim3(kWarp * kWarps), smem, stream, a, b, static_cast<unsigned>(blocks_a));
 }
 
+// Blocks per SM the async variants are compiled for: their rings (2 rows x 3 pieces x 32 lanes x
+// 16 B = 3 KB per warp and stage) take 36 KB (3 stages) or 48 KB (4) of shared memory per block.
+constexpr int kAsyncBlocks3 = 6;
+constexpr int kAsyncBlocks4 = 4;
+
 // One-token kernel variants: 0 two rows per warp, no register cap; 1 two rows with the cap; 2 one
 // row per warp with the cap (one launch per 4 warps' rows); 3 two rows per warp on the
-// persistent grid, 4 one row per warp on it. Each type has the one measured fastest on the H100
-// (kDecodeVariant); SQUISH_CUDA_DECODE (read once) or set_decode_options sets one for all.
+// persistent grid, 4 one row per warp on it; 5 / 6 as 3 with the weights in a 3- / 4-step
+// cp.async ring in shared memory (Q4_K; other types run 3). Each type has the one measured fastest
+// on the H100 (kDecodeVariant); SQUISH_CUDA_DECODE (read once) or set_decode_options sets one for
+// all.
 template <class T>
 int decode_variant() {
   static const int v = [] {
     const char* env = std::getenv("SQUISH_CUDA_DECODE");
-    return env != nullptr && env[0] >= '0' && env[0] <= '4' ? env[0] - '0' : T::kDecodeVariant;
+    return env != nullptr && env[0] >= '0' && env[0] <= '6' ? env[0] - '0' : T::kDecodeVariant;
   }();
   return g_decode_variant >= 0 ? g_decode_variant : v;
 }
@@ -735,10 +833,18 @@ void launch_tokens(const MvArgs& a, cudaStream_t stream) {
         return launch_mv<T, 1, 2, 1, kPlain, T::kDecodeBlocks>(a, (a.rows + 1) / 2, stream);
       case 2:
         return launch_mv<T, 1, 1, 1, kPlain, T::kDecodeBlocks>(a, a.rows, stream);
-      case 3:
-        return launch_decode<T, 2, T::kPersistentBlocks, false>(a, stream);
-      default:
+      case 4:
         return launch_decode<T, 1, T::kDecodeBlocks, false>(a, stream);
+      case 5:
+      case 6:
+        if constexpr (T::kAsync) {
+          if (decode_variant<T>() == 5)
+            return launch_decode<T, 2, kAsyncBlocks3, false, 3>(a, stream);
+          return launch_decode<T, 2, kAsyncBlocks4, false, 4>(a, stream);
+        }
+        [[fallthrough]];
+      default:
+        return launch_decode<T, 2, T::kPersistentBlocks, false>(a, stream);
     }
   } else {
     if (a.cols >= kSplitCols) {
@@ -894,11 +1000,12 @@ void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8
   a.norm_weight = in.weight;
   a.eps = in.eps;
   const int v = decode_variant<T>();
-  if (v == 2 || v == 4) {
-    launch_decode<T, 1, T::kDecodeBlocks, true>(a, stream);
-  } else {
-    launch_decode<T, 2, T::kPersistentBlocks, true>(a, stream);
+  if (v == 2 || v == 4) return launch_decode<T, 1, T::kDecodeBlocks, true>(a, stream);
+  if constexpr (T::kAsync) {
+    if (v == 5) return launch_decode<T, 2, kAsyncBlocks3, true, 3>(a, stream);
+    if (v == 6) return launch_decode<T, 2, kAsyncBlocks4, true, 4>(a, stream);
   }
+  launch_decode<T, 2, T::kPersistentBlocks, true>(a, stream);
 }
 
 }  // namespace
