@@ -7,7 +7,8 @@
 # Settings: SHAPES (llama3-8b), TYPES ("Q4_K_M Q8_0"), REPS (3), TESTS (1), SANITIZE (1),
 # WORK (synth files, /tmp/squish-synth), BENCH_ARGS (extra `squish bench` flags), VARIANTS (1:
 # also decode with each of SQUISH_CUDA_FUSE=0, SQUISH_CUDA_PDL=0, SQUISH_CUDA_Q8=0,
-# SQUISH_CUDA_GRAPHS=0), LLAMA_BENCH (llama.cpp's CUDA llama-bench: run on the same files,
+# SQUISH_CUDA_GRAPHS=0; VARIANT_LIST replaces that list), PP_VARIANT_LIST (prefill only: pp512
+# with each of these settings, e.g. "SQUISH_CUDA_GEMM=0" for the mat-vec prefill), LLAMA_BENCH (llama.cpp's CUDA llama-bench: run on the same files,
 # `-ngl 99 -p 512 -n 128 -fa F` for F in LLAMA_FA ("1"), cuBLAS from LLAMA_LIBS
 # (/usr/local/cuda/lib64), and the squish / llama.cpp ratios printed), LLAMA_SRC (instead of
 # LLAMA_BENCH: the tarball of tools/llama_cpp/cuda_source.sh, built here by
@@ -54,7 +55,7 @@ if [ "${TESTS:-1}" = 1 ]; then
   SAN=${SAN:-$(command -v compute-sanitizer || true)}
   if [ "${SANITIZE:-1}" = 1 ] && [ -n "$SAN" ]; then
     SQUISH_CUDA_MODELS=$DIR/models $TO "$SAN" --tool memcheck --error-exitcode 9 \
-      "$DIR/bin/squish_cuda_tests" --gtest_filter='*CudaMatmul*:CudaKernels*:CudaModel.Llama*Q4*' \
+      "$DIR/bin/squish_cuda_tests" --gtest_filter='*CudaMatmul*:*CudaPrefillGemm*:CudaKernels*:CudaModel.Llama*Q4*' \
       > "$OUT/sanitizer.txt" 2>&1
     echo "compute-sanitizer memcheck: rc $?; $(grep -c 'Invalid' "$OUT/sanitizer.txt") invalid accesses" |
       tee -a "$OUT/summary.txt"
@@ -94,6 +95,12 @@ for shape in $SHAPES; do
         grep -E "tg128|roofline" "$vf" | tee -a "$OUT/summary.txt"
       done
     fi
+    for v in ${PP_VARIANT_LIST:-}; do
+      vf=$OUT/bench-$shape-$type-pp-${v//=/_}.txt
+      env "$v" $TO "$SQ" bench "$f" --device cuda -p 512 -n 0 -r "$REPS" > "$vf" 2>&1
+      echo "bench $shape $type pp512 with $v: rc $?" | tee -a "$OUT/summary.txt"
+      grep -E "pp512" "$vf" | tee -a "$OUT/summary.txt"
+    done
     if [ "${PROFILE:-0}" = 1 ]; then
       # Nsight Systems: GPU time per kernel over 32 decoded tokens (graph nodes traced one by one).
       NSYS=$(ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems*/bin/nsys \

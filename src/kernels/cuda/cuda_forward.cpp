@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -18,6 +20,7 @@
 
 #include "core/error.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cuda/gemm.h"
 #include "kernels/cuda/kernels.h"
 #include "model/model.h"
 #include "runtime/cuda_session.h"
@@ -134,6 +137,22 @@ class CudaSession final : public DeviceSession {
       cuda::matmul(m.type, m.w, m.rows, m.cols, x, ldx, n, y, ldy, accumulate, stream_);
     }
   }
+  // Prefill through cuBLAS (docs/cuda.md): whether a pass of n tokens takes it (loading cuBLAS
+  // and making the scratch on first use); never inside a graph capture (decode is n == 1).
+  bool use_gemm(int n);
+  // Converts a group of products' input to F16 once, when the pass takes the GEMM path.
+  void gemm_input(bool gemm, const float* x, int64_t ldx, int n, int64_t cols) {
+    if (gemm) gemm_->set_input(x, ldx, n, cols);
+  }
+  // One product: through cuBLAS on gemm_input's input, or the mat-vec kernels.
+  void product(bool gemm, const DeviceMatrix& m, const float* x, int64_t ldx, int n, float* y,
+               int64_t ldy, bool accumulate, const int8_t* xq = nullptr,
+               const float* xd = nullptr) {
+    if (!gemm) return matmul(m, x, ldx, n, y, ldy, accumulate, xq, xd);
+    const std::string err =
+        gemm_->matmul(m.type, uses_q8(m), m.w, m.rows, m.cols, y, ldy, accumulate);
+    if (!err.empty()) fail("{}", err);
+  }
 
   const Model& model_;
   const ModelConfig& c_;
@@ -170,6 +189,13 @@ class CudaSession final : public DeviceSession {
   int fusion_ = kFuseRope;
   static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16;
   bool use_pdl_ = false;  // programmatic dependent launch (sm_90+; SQUISH_CUDA_PDL=0 turns it off)
+  // Passes of at least gemm_min_ tokens run their products through cuBLAS (SQUISH_CUDA_GEMM=0
+  // turns it off, SQUISH_CUDA_GEMM_MIN sets the bound, at least 2); gemm_ is made on first use
+  // and stays null when cuBLAS cannot be loaded (the mat-vec kernels then).
+  bool gemm_on_ = true;
+  int gemm_min_ = 32;
+  bool gemm_tried_ = false;
+  std::unique_ptr<cuda::PrefillGemm> gemm_;
 };
 
 CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
@@ -190,11 +216,15 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   if (const char* env = std::getenv("SQUISH_CUDA_GRAPHS")) use_graphs_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_Q8")) use_q8_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 31;
+  if (const char* env = std::getenv("SQUISH_CUDA_GEMM")) gemm_on_ = std::strcmp(env, "0") != 0;
+  if (const char* env = std::getenv("SQUISH_CUDA_GEMM_MIN"))
+    gemm_min_ = std::max(2, std::atoi(env));
   use_pdl_ = prop.major >= 9;
   if (const char* env = std::getenv("SQUISH_CUDA_PDL"))
     use_pdl_ = use_pdl_ && std::strcmp(env, "0") != 0;
   description_ += fmt::format("; {} activations, fused {}, {}{}", use_q8_ ? "8-bit" : "F32",
                               fusion_, use_pdl_ ? "PDL" : "no PDL", use_graphs_ ? ", graphs" : "");
+  if (gemm_on_) description_ += fmt::format(", cuBLAS prefill from {} tokens", gemm_min_);
 
   // Check every matrix before uploading anything (one line naming the tensor).
   auto check_matrix = [&](const TensorInfo* t) {
@@ -258,6 +288,7 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
 }
 
 CudaSession::~CudaSession() {
+  gemm_.reset();  // its cuBLAS handle is bound to stream_
   if (decode_graph_ != nullptr) cudaGraphExecDestroy(decode_graph_);
   if (host_x_ != nullptr) cudaFreeHost(host_x_);
   if (host_pos_ != nullptr) cudaFreeHost(host_pos_);
@@ -331,6 +362,23 @@ FusedProduct CudaSession::upload_fused(std::initializer_list<const TensorInfo*> 
   return out;
 }
 
+bool CudaSession::use_gemm(int n) {
+  if (!gemm_on_ || n < gemm_min_ || n < 2) return false;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  check(cudaStreamIsCapturing(stream_, &capture), "cudaStreamIsCapturing");
+  if (capture != cudaStreamCaptureStatusNone) return false;
+  if (!gemm_tried_) {
+    gemm_tried_ = true;
+    const ModelConfig& c = c_;
+    std::string err;
+    const int64_t max_cols = std::max<int64_t>({c.n_embd, c.q_dim(), c.n_ff});
+    gemm_ = cuda::PrefillGemm::create(stream_, n_batch_, max_cols, &err);
+    if (gemm_ == nullptr && !err.empty())
+      std::fprintf(stderr, "%s; prefill uses the mat-vec kernels\n", err.c_str());
+  }
+  return gemm_ != nullptr;
+}
+
 void CudaSession::forward(int n, int first_out, int n_out) {
   const ModelConfig& c = c_;
   const int64_t E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff;
@@ -345,6 +393,12 @@ void CudaSession::forward(int n, int first_out, int n_out) {
   const int fuse = n == 1 ? fusion_ : 0;
   bool normed = false;  // xn (and its 8-bit form) already hold the attention norm of x
   const FusedProduct output_consumers = {output_};
+  // Prefill through cuBLAS: the products read F16 copies of their inputs, so the kernels making
+  // those inputs skip their 8-bit forms.
+  const bool gemm = use_gemm(n), gemm_out = use_gemm(n_out);
+  auto q8_unless = [&](bool g, const FusedProduct& consumers) {
+    return g ? std::pair<int8_t*, float*>{nullptr, nullptr} : q8(consumers);
+  };
   // The first kernel follows the uploads (copies, not kernels): launched plainly.
   cuda::set_programmatic_launch(false);
   for (int l = 0; l < c.n_layer; ++l) {
@@ -352,7 +406,7 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     const cuda::Q8NormIn attn_in{x, L.attn_norm, c.norm_eps};
     const bool attn_norm_in = !normed && norm_in(L.qkv, n);
     if (!normed && !attn_norm_in) {
-      auto [xq, xd] = q8(L.qkv);
+      auto [xq, xd] = q8_unless(gemm, L.qkv);
       cuda::rms_norm(x, L.attn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
     }
     cuda::set_programmatic_launch(use_pdl_);
@@ -362,7 +416,11 @@ void CudaSession::forward(int n, int first_out, int n_out) {
                             {L.qkv[0].type, L.qkv[0].w, L.qkv[0].rows, qkv + L.qkv[0].out_offset},
                             {L.qkv[1].type, L.qkv[1].w, L.qkv[1].rows, qkv + L.qkv[1].out_offset},
                             E, attn_in, false, stream_);
-    if (!paired) {
+    if (gemm) {
+      gemm_input(true, xn, E, n, E);
+      for (const DeviceMatrix& m : L.qkv)
+        product(true, m, xn, E, n, qkv + m.out_offset, qkv_ld_, false);
+    } else if (!paired) {
       for (const DeviceMatrix& m : L.qkv)
         matmul(m, xn, E, n, qkv + m.out_offset, qkv_ld_, false, nullptr, nullptr,
                attn_norm_in ? &attn_in : nullptr);
@@ -386,8 +444,8 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     ra.v_cache = v_cache_.get<float>() + l * layer_cache;
     if (!(fuse & kFuseRope)) cuda::rope_and_store(ra, n, stream_);
     cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
-                    pos_.get<int>(), n, att, stream_, q8({L.wo}).first, q8({L.wo}).second,
-                    fuse & kFuseRope ? &ra : nullptr);
+                    pos_.get<int>(), n, att, stream_, q8_unless(gemm, {L.wo}).first,
+                    q8_unless(gemm, {L.wo}).second, fuse & kFuseRope ? &ra : nullptr);
     // Output projection + residual, then the FFN norm (or gate|up's prologue computes it).
     const cuda::Q8NormIn ffn_in{x, L.ffn_norm, c.norm_eps};
     const bool ffn_norm_in = !(fuse & kFuseNorm) && !(fuse & kFuseGate) && norm_in(L.gate_up, n);
@@ -401,9 +459,10 @@ void CudaSession::forward(int n, int first_out, int n_out) {
       cuda::matmul_q8(L.wo.type, L.wo.w, L.wo.rows, L.wo.cols, xq_.get<int8_t>(), xd_.get<float>(),
                       1, x, E, true, stream_, &e);
     } else {
-      matmul(L.wo, att, Q, n, x, E, true);  // residual add fused
+      gemm_input(gemm, att, Q, n, Q);
+      product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
       if (!ffn_norm_in) {
-        auto [xq, xd] = q8(L.gate_up);
+        auto [xq, xd] = q8_unless(gemm, L.gate_up);
         cuda::rms_norm(x, L.ffn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
       }
     }
@@ -426,10 +485,16 @@ void CudaSession::forward(int n, int first_out, int n_out) {
       cuda::matmul_q8(m.type, m.w, m.rows, m.cols, xq_.get<int8_t>(), xd_.get<float>(), 1, gu,
                       2 * F, false, stream_, &e);
     } else {
-      for (const DeviceMatrix& m : L.gate_up)
-        matmul(m, xn, E, n, gu + m.out_offset, 2 * F, false, nullptr, nullptr,
-               ffn_norm_in ? &ffn_in : nullptr);
-      auto [xq, xd] = q8({L.w_down});
+      if (gemm) {
+        gemm_input(true, xn, E, n, E);
+        for (const DeviceMatrix& m : L.gate_up)
+          product(true, m, xn, E, n, gu + m.out_offset, 2 * F, false);
+      } else {
+        for (const DeviceMatrix& m : L.gate_up)
+          matmul(m, xn, E, n, gu + m.out_offset, 2 * F, false, nullptr, nullptr,
+                 ffn_norm_in ? &ffn_in : nullptr);
+      }
+      auto [xq, xd] = q8_unless(gemm, {L.w_down});
       cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F), gelu, stream_, xq,
                              xd);
     }
@@ -447,7 +512,8 @@ void CudaSession::forward(int n, int first_out, int n_out) {
                       E, true, stream_, &e);
       normed = true;
     } else {
-      matmul(L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
+      gemm_input(gemm, gu, 2 * F, n, F);
+      product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
       normed = false;
     }
   }
@@ -455,12 +521,17 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     const cuda::Q8NormIn out_in{x + first_out * E, output_norm_, c.norm_eps};
     const bool out_norm_in = !normed && norm_in(output_consumers, n_out);
     if (!normed && !out_norm_in) {
-      auto [xq, xd] = q8(output_consumers);
+      auto [xq, xd] = q8_unless(gemm_out, output_consumers);
       cuda::rms_norm(x + first_out * E, output_norm_, n_out, static_cast<int>(E), c.norm_eps, xn,
                      stream_, xq, xd);
     }
-    matmul(output_, xn, E, n_out, logits_.get<float>(), c.n_vocab, false, nullptr, nullptr,
-           out_norm_in ? &out_in : nullptr);
+    if (gemm_out) {
+      gemm_input(true, xn, E, n_out, E);
+      product(true, output_, xn, E, n_out, logits_.get<float>(), c.n_vocab, false);
+    } else {
+      matmul(output_, xn, E, n_out, logits_.get<float>(), c.n_vocab, false, nullptr, nullptr,
+             out_norm_in ? &out_in : nullptr);
+    }
   }
   cuda::set_programmatic_launch(false);
 }

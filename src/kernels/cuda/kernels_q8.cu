@@ -18,6 +18,8 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/cuda/dequant.cuh"
+#include "kernels/cuda/gemm.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/launch.cuh"
 
@@ -1109,6 +1111,59 @@ void matmul_q8(DType type, const void* w, int64_t rows, int64_t cols, const int8
       return matmul_q8_typed<Q6K>(w, rows, cols, xq, xd, n_tokens, y, ldy, accumulate, stream, epi);
     case DType::Q8_0:
       return matmul_q8_typed<Q80>(w, rows, cols, xq, xd, n_tokens, y, ldy, accumulate, stream, epi);
+    default:
+      return;  // rejected by matmul_q8_supported
+  }
+}
+
+// ---- F16 copies of repacked weights for the prefill GEMM (gemm.h: dequantize_q8_f16) ----
+
+namespace {
+
+// One thread per group of 32 weights of rows [row0, row0 + n_rows): the fields of the group's
+// block read from where repack_q8 put them, decoded as dequant.cuh does for GGUF blocks.
+template <class T>
+__global__ void dequantize_q8_f16_kernel(View v, int64_t cols, int64_t row0, int64_t n_rows,
+                                         __half* out) {
+  const int64_t groups_per_row = cols / 32;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_rows * groups_per_row) return;
+  const int64_t r = i / groups_per_row, gi = i % groups_per_row;
+  constexpr int kGroups = T::kElems / 32;
+  const int64_t blk = (row0 + r) * v.nb + gi / kGroups;
+  const int g = static_cast<int>(gi % kGroups);
+  float x[32];
+  if constexpr (std::is_same_v<T, Q4K>) {  // meta: d, dmin, 12 scale bytes; codes: qs
+    dequant::k_quant_4_5<false>(v.meta + blk * T::kMeta, nullptr, v.codes + blk * T::kCode, g, x);
+  } else if constexpr (std::is_same_v<T, Q6K>) {  // codes: ql, qh; meta: scales; meta2: d
+    const uint8_t* c = v.codes + blk * T::kCode;
+    dequant::q6_k(c, c + 128, v.meta + blk * T::kMeta, dequant::f16_at(v.meta2 + blk * T::kMeta2),
+                  g, x);
+  } else {  // Q8_0: meta: d; codes: qs
+    dequant::q8_0(dequant::f16_at(v.meta + blk * T::kMeta), v.codes + blk * T::kCode, x);
+  }
+  dequant::store_f16(x, out + r * cols + gi * 32);
+}
+
+template <class T>
+void dequantize_q8_f16_typed(const void* w, int64_t rows, int64_t cols, int64_t row0,
+                             int64_t n_rows, __half* out, cudaStream_t stream) {
+  const int64_t threads = n_rows * (cols / 32);
+  dequantize_q8_f16_kernel<T><<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(
+      view_of<T>(w, rows, cols), cols, row0, n_rows, out);
+}
+
+}  // namespace
+
+void dequantize_q8_f16(DType type, const void* w, int64_t rows, int64_t cols, int64_t row0,
+                       int64_t n_rows, __half* out, cudaStream_t stream) {
+  switch (type) {
+    case DType::Q4_K:
+      return dequantize_q8_f16_typed<Q4K>(w, rows, cols, row0, n_rows, out, stream);
+    case DType::Q6_K:
+      return dequantize_q8_f16_typed<Q6K>(w, rows, cols, row0, n_rows, out, stream);
+    case DType::Q8_0:
+      return dequantize_q8_f16_typed<Q80>(w, rows, cols, row0, n_rows, out, stream);
     default:
       return;  // rejected by matmul_q8_supported
   }
