@@ -56,9 +56,11 @@ __device__ __forceinline__ uint32_t ldg_u16(const uint8_t* p) {
 }
 // Asynchronous 16-byte copies global -> shared (sm_80+; .cg: cached in L2 only), in groups: the
 // decode pipeline keeps several steps of weight loads in flight without holding them in registers.
-__device__ __forceinline__ void cp_async16(void* smem, const void* global) {
+// Only `bytes` (0..16) are read from global memory; the rest of the 16 is zero-filled.
+__device__ __forceinline__ void cp_async16(void* smem, const void* global, int bytes) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(global) : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(global), "r"(bytes)
+               : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;" ::: "memory");
@@ -109,8 +111,27 @@ struct View {
   const uint8_t* codes;
   const uint8_t* meta;
   const uint8_t* meta2;
-  int64_t nb;  // blocks per row
+  int64_t nb;          // blocks per row
+  const uint8_t* end;  // past the matrix's last byte
 };
+
+// One 16-byte piece of an item's weights for the cp.async ring (the async decode variants):
+// where it starts (16-byte aligned) and how many of its bytes lie inside the matrix.
+struct Piece {
+  const uint8_t* p;
+  int bytes;
+};
+// The aligned 16 bytes holding a 2-byte scale at `at` (the Q6_K / Q8_0 scales are 2-byte
+// arrays), clipped at the matrix's end: cp.async zero-fills what it does not read.
+__device__ __forceinline__ Piece scale_piece(const View& v, const uint8_t* at) {
+  const auto* p =
+      reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(at) & ~uintptr_t{15});
+  return {p, static_cast<int>(v.end - p < 16 ? v.end - p : 16)};
+}
+__device__ __forceinline__ uint32_t scale_from_piece(const int4* piece, const uint8_t* at) {
+  return *reinterpret_cast<const unsigned short*>(reinterpret_cast<const uint8_t*>(piece) +
+                                                  (reinterpret_cast<uintptr_t>(at) & 15));
+}
 
 // Each type: kItems items per block, one lane per item. load() reads an item's codes and scales
 // of row r, load_act() the activations it multiplies (xq, xd: token's row start), dot() the sum.
@@ -124,17 +145,17 @@ struct Q4K {
   static constexpr int kPersistentRows = 2;    // rows per warp in the pair kernel
   static constexpr int kBlockBytes = 144;
   static constexpr int kDecodeVariant = 3;  // decode_variant()
-  static constexpr bool kAsync = true;      // variants 5 / 6: Raw is kChunks 16-byte pieces
   static constexpr int kChunks = 3;
+  static constexpr int kAsyncRows = 2;
   struct Raw {
     int4 c0, c1, m;  // codes; d | dmin, 12 packed scale/min bytes
   };
   // Piece c of item `it` of row r: the item's two 16-byte halves of codes, then its block's scales.
-  __device__ static const uint8_t* chunk(const View& v, int64_t r, int it, int c) {
+  __device__ static Piece chunk(const View& v, int64_t r, int it, int c) {
     const int64_t blk = r * v.nb + it / kItems;
-    return c < 2 ? v.codes + blk * kCode + (it % kItems) * 32 + 16 * c : v.meta + blk * kMeta;
+    return {c < 2 ? v.codes + blk * kCode + (it % kItems) * 32 + 16 * c : v.meta + blk * kMeta, 16};
   }
-  __device__ static Raw from_chunks(const int4* p, int stride) {
+  __device__ static Raw from_chunks(const int4* p, int stride, const View&, int64_t, int) {
     return {p[0], p[stride], p[2 * stride]};
   }
   struct Act {
@@ -144,9 +165,9 @@ struct Q4K {
   };
   __device__ static Raw load(const View& v, int64_t r, int it) {
     Raw w;
-    w.c0 = ld_codes(chunk(v, r, it, 0));
-    w.c1 = ld_codes(chunk(v, r, it, 1));
-    w.m = ldg4(chunk(v, r, it, 2));
+    w.c0 = ld_codes(chunk(v, r, it, 0).p);
+    w.c1 = ld_codes(chunk(v, r, it, 1).p);
+    w.m = ldg4(chunk(v, r, it, 2).p);
     return w;
   }
   template <bool kShared = false>
@@ -217,7 +238,8 @@ struct Q6K {
   static constexpr int kPersistentRows = 2;
   static constexpr int kBlockBytes = 210;
   static constexpr int kDecodeVariant = 3;
-  static constexpr bool kAsync = false;  // its 2-byte super-block scale is no 16-byte piece
+  static constexpr int kChunks = 5;     // low codes (2), high bits, scales, the piece holding d
+  static constexpr int kAsyncRows = 1;  // 2 rows' ring would allow only 2-3 blocks per SM
   struct Raw {
     int4 l0, l1, h, sc;
     uint32_t d;
@@ -227,16 +249,34 @@ struct Q6K {
     float d[4];
     int sum32[4];  // 32 * sum of each quarter's 16 activation bytes
   };
-  __device__ static Raw load(const View& v, int64_t r, int it) {
+  __device__ static Piece chunk(const View& v, int64_t r, int it, int c) {
     const int64_t blk = r * v.nb + it / kItems;
     const int s = it % kItems, n = s >> 1, o = (s & 1) * 16;
-    const uint8_t* c = v.codes + blk * kCode;
+    const uint8_t* codes = v.codes + blk * kCode;
+    switch (c) {
+      case 0:
+        return {codes + n * 64 + o, 16};
+      case 1:
+        return {codes + n * 64 + 32 + o, 16};
+      case 2:
+        return {codes + 128 + n * 32 + o, 16};
+      case 3:
+        return {v.meta + blk * kMeta, 16};
+      default:
+        return scale_piece(v, v.meta2 + blk * kMeta2);
+    }
+  }
+  __device__ static Raw from_chunks(const int4* p, int stride, const View& v, int64_t r, int it) {
+    const uint8_t* at = v.meta2 + (r * v.nb + it / kItems) * kMeta2;
+    return {p[0], p[stride], p[2 * stride], p[3 * stride], scale_from_piece(p + 4 * stride, at)};
+  }
+  __device__ static Raw load(const View& v, int64_t r, int it) {
     Raw w;
-    w.l0 = ld_codes(c + n * 64 + o);
-    w.l1 = ld_codes(c + n * 64 + 32 + o);
-    w.h = ld_codes(c + 128 + n * 32 + o);
-    w.sc = ldg4(v.meta + blk * kMeta);
-    w.d = ldg_u16(v.meta2 + blk * kMeta2);
+    w.l0 = ld_codes(chunk(v, r, it, 0).p);
+    w.l1 = ld_codes(chunk(v, r, it, 1).p);
+    w.h = ld_codes(chunk(v, r, it, 2).p);
+    w.sc = ldg4(chunk(v, r, it, 3).p);
+    w.d = ldg_u16(v.meta2 + (r * v.nb + it / kItems) * kMeta2);
     return w;
   }
   template <bool kShared = false>
@@ -294,7 +334,8 @@ struct Q80 {
   static constexpr int kPersistentRows = 1;
   static constexpr int kBlockBytes = 34;
   static constexpr int kDecodeVariant = 2;  // measured on the H200: 307 vs 294 tok/s (4)
-  static constexpr bool kAsync = false;     // its 2-byte scale is no 16-byte piece
+  static constexpr int kChunks = 3;         // the codes (2), the piece holding d
+  static constexpr int kAsyncRows = 1;
   struct Raw {
     int4 c0, c1;
     uint32_t d;
@@ -303,13 +344,18 @@ struct Q80 {
     int4 a0, a1;
     float d;
   };
-  __device__ static Raw load(const View& v, int64_t r, int it) {
+  __device__ static Piece chunk(const View& v, int64_t r, int it, int c) {
     const int64_t blk = r * v.nb + it;
-    const uint8_t* c = v.codes + blk * kCode;
+    return c < 2 ? Piece{v.codes + blk * kCode + 16 * c, 16} : scale_piece(v, v.meta + blk * kMeta);
+  }
+  __device__ static Raw from_chunks(const int4* p, int stride, const View& v, int64_t r, int it) {
+    return {p[0], p[stride], scale_from_piece(p + 2 * stride, v.meta + (r * v.nb + it) * kMeta)};
+  }
+  __device__ static Raw load(const View& v, int64_t r, int it) {
     Raw w;
-    w.c0 = ld_codes(c);
-    w.c1 = ld_codes(c + 16);
-    w.d = ldg_u16(v.meta + blk * kMeta);
+    w.c0 = ld_codes(chunk(v, r, it, 0).p);
+    w.c1 = ld_codes(chunk(v, r, it, 1).p);
+    w.d = ldg_u16(v.meta + (r * v.nb + it) * kMeta);
     return w;
   }
   template <bool kShared = false>
@@ -337,7 +383,8 @@ template <class T>
 View view_of(const void* w, int64_t rows, int64_t cols) {
   const int64_t nb = cols / T::kElems, n = rows * nb;
   const uint8_t* base = static_cast<const uint8_t*>(w);
-  return {base, base + n * T::kCode, base + n * (T::kCode + T::kMeta), nb};
+  return {base, base + n * T::kCode, base + n * (T::kCode + T::kMeta), nb,
+          base + n * T::kBlockBytes};
 }
 
 enum Epilogue { kPlain, kNorm, kGate };
@@ -558,7 +605,7 @@ __host__ __device__ inline size_t norm_in_smem(int64_t cols) {
   return (static_cast<size_t>(cols) + cols / 32 * 4 + 15) / 16 * 16;
 }
 
-// kStages > 0 (types with kAsync): the weights travel through a ring of kStages steps per warp in
+// kStages > 0: the weights travel through a ring of kStages steps per warp in
 // shared memory (cp.async), kStages - 1 steps in flight ahead of the math, instead of one step
 // held in registers: more bytes in flight per warp (Little's law: the H200 needs ~30 KB per SM in
 // flight at full bandwidth) at lower register pressure.
@@ -599,8 +646,10 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
 #pragma unroll
         for (int rr = 0; rr < R; ++rr) {
 #pragma unroll
-          for (int c = 0; c < T::kChunks; ++c)
-            cp_async16(dst + (rr * T::kChunks + c) * kWarp, T::chunk(a.v, row_of(g, rr), i, c));
+          for (int c = 0; c < T::kChunks; ++c) {
+            const Piece piece = T::chunk(a.v, row_of(g, rr), i, c);
+            cp_async16(dst + (rr * T::kChunks + c) * kWarp, piece.p, piece.bytes);
+          }
         }
       }
       cp_async_commit();
@@ -683,7 +732,9 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
         const int4* slot = ring_slot(j);
 #pragma unroll
         for (int rr = 0; rr < R; ++rr)
-          acc[rr] += T::dot(T::from_chunks(slot + rr * T::kChunks * kWarp, kWarp), x, it);
+          acc[rr] += T::dot(
+              T::from_chunks(slot + rr * T::kChunks * kWarp, kWarp, a.v, row_of(group, rr), it), x,
+              it);
       } else {
 #pragma unroll
         for (int rr = 0; rr < R; ++rr) acc[rr] += T::dot(cur[rr], x, it);
@@ -805,17 +856,21 @@ void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
                       dim3(kWarp * kWarps), smem, stream, a, b, static_cast<unsigned>(blocks_a));
 }
 
-// Blocks per SM the async variants are compiled for: their rings (2 rows x 3 pieces x 32 lanes x
-// 16 B = 3 KB per warp and stage) take 36 KB (3 stages) or 48 KB (4) of shared memory per block.
-constexpr int kAsyncBlocks3 = 6;
-constexpr int kAsyncBlocks4 = 4;
+// Blocks per SM an async variant is compiled for (its register cap): as many as its ring (rows x
+// pieces x 32 lanes x 16 B per warp and stage; Q4_K: 36 KB per block at 3 stages, 48 KB at 4)
+// lets share an SM's ~220 KB of shared memory, at most 6.
+template <class T, int kStages>
+constexpr int async_blocks() {
+  constexpr int ring = kStages * kWarps * T::kAsyncRows * T::kChunks * kWarp * 16;
+  return std::clamp(220 * 1024 / ring, 1, 6);
+}
 
 // One-token kernel variants: 0 two rows per warp, no register cap; 1 two rows with the cap; 2 one
 // row per warp with the cap (one launch per 4 warps' rows); 3 two rows per warp on the
-// persistent grid, 4 one row per warp on it; 5 / 6 as 3 with the weights in a 3- / 4-step
-// cp.async ring in shared memory (Q4_K; other types run 3). Each type has the one measured fastest
-// on the H100 (kDecodeVariant); SQUISH_CUDA_DECODE (read once) or set_decode_options sets one for
-// all.
+// persistent grid, 4 one row per warp on it; 5 / 6 the persistent grid with the weights in a 3- /
+// 4-step cp.async ring in shared memory (T::kAsyncRows rows per warp). Each type has the one
+// measured fastest on the H100 (kDecodeVariant); SQUISH_CUDA_DECODE (read once) or
+// set_decode_options sets one for all.
 template <class T>
 int decode_variant() {
   static const int v = [] {
@@ -839,12 +894,9 @@ void launch_tokens(const MvArgs& a, cudaStream_t stream) {
         return launch_decode<T, 1, T::kDecodeBlocks, false>(a, stream);
       case 5:
       case 6:
-        if constexpr (T::kAsync) {
-          if (decode_variant<T>() == 5)
-            return launch_decode<T, 2, kAsyncBlocks3, false, 3>(a, stream);
-          return launch_decode<T, 2, kAsyncBlocks4, false, 4>(a, stream);
-        }
-        [[fallthrough]];
+        if (decode_variant<T>() == 5)
+          return launch_decode<T, T::kAsyncRows, async_blocks<T, 3>(), false, 3>(a, stream);
+        return launch_decode<T, T::kAsyncRows, async_blocks<T, 4>(), false, 4>(a, stream);
       default:
         return launch_decode<T, 2, T::kPersistentBlocks, false>(a, stream);
     }
@@ -1003,10 +1055,8 @@ void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8
   a.eps = in.eps;
   const int v = decode_variant<T>();
   if (v == 2 || v == 4) return launch_decode<T, 1, T::kDecodeBlocks, true>(a, stream);
-  if constexpr (T::kAsync) {
-    if (v == 5) return launch_decode<T, 2, kAsyncBlocks3, true, 3>(a, stream);
-    if (v == 6) return launch_decode<T, 2, kAsyncBlocks4, true, 4>(a, stream);
-  }
+  if (v == 5) return launch_decode<T, T::kAsyncRows, async_blocks<T, 3>(), true, 3>(a, stream);
+  if (v == 6) return launch_decode<T, T::kAsyncRows, async_blocks<T, 4>(), true, 4>(a, stream);
   launch_decode<T, 2, T::kPersistentBlocks, true>(a, stream);
 }
 
