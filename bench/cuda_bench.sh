@@ -59,8 +59,10 @@ if [ "${TESTS:-1}" = 1 ]; then
       > "$OUT/sanitizer.txt" 2>&1
     echo "compute-sanitizer memcheck: rc $?; $(grep -c 'Invalid' "$OUT/sanitizer.txt") invalid accesses" |
       tee -a "$OUT/summary.txt"
-  else
+  elif [ "${SANITIZE:-1}" = 1 ]; then
     echo "compute-sanitizer: not found on this machine" | tee -a "$OUT/summary.txt"
+  else
+    echo "compute-sanitizer: skipped (SANITIZE=0)" | tee -a "$OUT/summary.txt"
   fi
 fi
 # All files first (CPU work, while a llama.cpp build may run), then the timed runs on a quiet box.
