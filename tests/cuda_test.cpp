@@ -417,11 +417,13 @@ TEST(CudaKernels, NormInPairMatchesNormThenProducts) {
   const std::pair<Part, Part> pairs[] = {{{DType::Q4_K, 301}, {DType::Q6_K, 77}},
                                          {{DType::Q6_K, 45}, {DType::Q8_0, 290}},
                                          {{DType::Q8_0, 128}, {DType::Q4_K, 33}}};
-  for (int max_blocks : {0, 3}) {
-    cuda::set_decode_options(-1, max_blocks);
+  // The registers' pipeline (the types' default variant) and the cp.async rings (5, 6).
+  for (const auto& [variant, max_blocks] :
+       {std::pair{-1, 0}, {-1, 3}, {5, 0}, {5, 3}, {6, 0}, {6, 3}}) {
+    cuda::set_decode_options(variant, max_blocks);
     for (const auto& [pa, pb] : pairs) {
       SCOPED_TRACE(testing::Message() << dtype_name(pa.type) << " + " << dtype_name(pb.type)
-                                      << " max_blocks " << max_blocks);
+                                      << " variant " << variant << " max_blocks " << max_blocks);
       std::vector<float> wf[2];
       float wmax[2] = {0, 0};
       std::vector<uint8_t> packed[2];

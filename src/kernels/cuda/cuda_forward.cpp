@@ -183,10 +183,11 @@ class CudaSession final : public DeviceSession {
   // One-token passes fuse (SQUISH_CUDA_FUSE, a bit mask): 1 RMSNorm into the residual products'
   // end, 2 the gating into gate|up's end, 4 RoPE + KV store into attention, 8 RMSNorm into the
   // next products' prologue (each block recomputes it; 1 takes precedence), 16 with 8: [q | k]
-  // and v of different types in one launch. Default 4: the norm's serial last block (1) cost
-  // more than the kernel it saves on the H100, and the prologue (8, 28 with 16) as it stands
-  // measured no faster than the norm kernel on the H200 (docs/cuda.md, third slice).
-  int fusion_ = kFuseRope;
+  // and v of different types in one launch. Default 28 (4 + 8 + 16): with the one-pass prologue
+  // it measured 368.9 tok/s against 333.1 for 4 on the H100 (Q4_K_M Llama-3-8B shape; Q8_0
+  // 264.1 vs 262.4); the norm's serial last block (1) costs more than the kernel it saves
+  // (docs/cuda.md).
+  int fusion_ = kFuseRope | kFuseNormIn | kFusePair;
   static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16;
   bool use_pdl_ = false;  // programmatic dependent launch (sm_90+; SQUISH_CUDA_PDL=0 turns it off)
   // Passes of at least gemm_min_ tokens run their products through cuBLAS (SQUISH_CUDA_GEMM=0

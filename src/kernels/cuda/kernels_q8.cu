@@ -769,13 +769,20 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_decode_kernel
 // Two products of one normed input in one launch, of different weight types (a Q4_K_M layer's
 // [q | k] in Q4_K and v in Q6_K): the first blocks_a blocks run a, the others b (a block-uniform
 // branch, so each part's prologue may use barriers). Saves a launch and a second norm prologue.
-template <class TA, class TB, int kMinBlocks>
+// Rows per warp of the persistent decode kernels: the type's, or its ring's (kStages > 0).
+template <class T, int kStages>
+__host__ __device__ constexpr int decode_rows() {
+  return kStages > 0 ? T::kAsyncRows : T::kPersistentRows;
+}
+
+template <class TA, class TB, int kMinBlocks, int kStages>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
     mv_q8_decode_pair_kernel(const MvArgs a, const MvArgs b, unsigned blocks_a) {
   if (blockIdx.x < blocks_a) {
-    decode_body<TA, TA::kPersistentRows, true>(a, blockIdx.x, blocks_a);
+    decode_body<TA, decode_rows<TA, kStages>(), true, kStages>(a, blockIdx.x, blocks_a);
   } else {
-    decode_body<TB, TB::kPersistentRows, true>(b, blockIdx.x - blocks_a, gridDim.x - blocks_a);
+    decode_body<TB, decode_rows<TB, kStages>(), true, kStages>(b, blockIdx.x - blocks_a,
+                                                               gridDim.x - blocks_a);
   }
 }
 
@@ -820,49 +827,71 @@ int64_t balanced_blocks(int64_t groups, int64_t max_blocks) {
   return (warps + kWarps - 1) / kWarps;
 }
 
+// Shared memory of decode_body's cp.async ring: R rows x pieces x 32 lanes x 16 B per warp and
+// stage (Q4_K, 2 rows: 36 KB per block at 3 stages, 48 KB at 4).
+template <class T, int R, int kStages>
+constexpr size_t ring_bytes() {
+  if constexpr (kStages > 0) {
+    return static_cast<size_t>(kStages) * kWarps * R * T::kChunks * kWarp * sizeof(int4);
+  } else {
+    return 0;
+  }
+}
+
+// Blocks per SM an async variant is compiled for (its register cap): as many as its ring lets
+// share an SM's ~220 KB of shared memory, at most 6.
+template <class T, int kStages>
+constexpr int async_blocks() {
+  return std::clamp(static_cast<int>(220 * 1024 / ring_bytes<T, T::kAsyncRows, kStages>()), 1, 6);
+}
+
+// Dynamic shared memory above the default 48 KB needs the kernel's opt-in (once per kernel).
+template <class Kernel>
+void allow_large_smem(Kernel kernel) {
+  static const bool done = [&] {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024) ==
+           cudaSuccess;
+  }();
+  (void)done;
+}
+
 template <class T, int R, int kMinBlocks, bool kNormIn, int kStages = 0>
 void launch_decode(const MvArgs& a, cudaStream_t stream) {
   auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kStages>;
-  size_t smem = kNormIn ? norm_in_smem(a.cols) : 0;
-  if constexpr (kStages > 0) {
-    smem += static_cast<size_t>(kStages) * kWarps * R * T::kChunks * kWarp * sizeof(int4);
-    static const bool opted_in = [&] {  // above the default 48 KB
-      return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024) ==
-             cudaSuccess;
-    }();
-    (void)opted_in;
-  }
+  const size_t smem = (kNormIn ? norm_in_smem(a.cols) : 0) + ring_bytes<T, R, kStages>();
+  if constexpr (kStages > 0) allow_large_smem(kernel);
   const int64_t blocks = balanced_blocks((a.rows + R - 1) / R, persistent_blocks(kernel, smem));
   detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kWarps), smem,
                       stream, a);
 }
 
 // The grid split between the two products by weight bytes (each part then balanced).
-template <class TA, class TB>
+template <class TA, class TB, int kStages>
+constexpr int pair_min_blocks() {
+  if constexpr (kStages > 0) {
+    return std::min(async_blocks<TA, kStages>(), async_blocks<TB, kStages>());
+  } else {
+    return std::min(TA::kPersistentBlocks, TB::kPersistentBlocks);
+  }
+}
+
+template <class TA, class TB, int kStages>
 void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
-  constexpr int kMin = std::min(TA::kPersistentBlocks, TB::kPersistentBlocks);
-  auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin>;
-  const size_t smem = norm_in_smem(a.cols);
+  constexpr int kRowsA = decode_rows<TA, kStages>(), kRowsB = decode_rows<TB, kStages>();
+  constexpr int kMin = pair_min_blocks<TA, TB, kStages>();
+  auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin, kStages>;
+  const size_t smem = norm_in_smem(a.cols) + std::max(ring_bytes<TA, kRowsA, kStages>(),
+                                                      ring_bytes<TB, kRowsB, kStages>());
+  if constexpr (kStages > 0) allow_large_smem(kernel);
   const int64_t max_blocks = std::max<int64_t>(2, persistent_blocks(kernel, smem));
   const double bytes_a = static_cast<double>(a.rows) * a.v.nb * TA::kBlockBytes;
   const double bytes_b = static_cast<double>(b.rows) * b.v.nb * TB::kBlockBytes;
   const int64_t max_a = std::clamp<int64_t>(
       static_cast<int64_t>(max_blocks * bytes_a / (bytes_a + bytes_b) + 0.5), 1, max_blocks - 1);
-  const int64_t blocks_a =
-      balanced_blocks((a.rows + TA::kPersistentRows - 1) / TA::kPersistentRows, max_a);
-  const int64_t blocks_b =
-      balanced_blocks((b.rows + TB::kPersistentRows - 1) / TB::kPersistentRows, max_blocks - max_a);
+  const int64_t blocks_a = balanced_blocks((a.rows + kRowsA - 1) / kRowsA, max_a);
+  const int64_t blocks_b = balanced_blocks((b.rows + kRowsB - 1) / kRowsB, max_blocks - max_a);
   detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks_a + blocks_b)),
                       dim3(kWarp * kWarps), smem, stream, a, b, static_cast<unsigned>(blocks_a));
-}
-
-// Blocks per SM an async variant is compiled for (its register cap): as many as its ring (rows x
-// pieces x 32 lanes x 16 B per warp and stage; Q4_K: 36 KB per block at 3 stages, 48 KB at 4)
-// lets share an SM's ~220 KB of shared memory, at most 6.
-template <class T, int kStages>
-constexpr int async_blocks() {
-  constexpr int ring = kStages * kWarps * T::kAsyncRows * T::kChunks * kWarp * 16;
-  return std::clamp(220 * 1024 / ring, 1, 6);
 }
 
 // One-token kernel variants: 0 two rows per warp, no register cap; 1 two rows with the cap; 2 one
@@ -1096,9 +1125,18 @@ MvArgs norm_in_args(const View& v, int64_t rows, int64_t cols, const Q8NormIn& i
 template <class TA, class TB>
 void launch_pair_typed(const Q8Product& pa, const Q8Product& pb, int64_t cols, const Q8NormIn& in,
                        bool accumulate, cudaStream_t stream) {
-  launch_decode_pair<TA, TB>(
-      norm_in_args(view_of<TA>(pa.w, pa.rows, cols), pa.rows, cols, in, pa.y, accumulate),
-      norm_in_args(view_of<TB>(pb.w, pb.rows, cols), pb.rows, cols, in, pb.y, accumulate), stream);
+  const MvArgs a =
+      norm_in_args(view_of<TA>(pa.w, pa.rows, cols), pa.rows, cols, in, pa.y, accumulate);
+  const MvArgs b =
+      norm_in_args(view_of<TB>(pb.w, pb.rows, cols), pb.rows, cols, in, pb.y, accumulate);
+  switch (decode_variant<TA>()) {  // the rings of variants 5 / 6, else registers
+    case 5:
+      return launch_decode_pair<TA, TB, 3>(a, b, stream);
+    case 6:
+      return launch_decode_pair<TA, TB, 4>(a, b, stream);
+    default:
+      return launch_decode_pair<TA, TB, 0>(a, b, stream);
+  }
 }
 
 template <class TA>
