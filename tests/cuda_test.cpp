@@ -212,14 +212,13 @@ INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8,
                          });
 
 // Every one-token kernel variant (kernels_q8.cu: 0-2 one launch per group of rows, 3-4 the
-// persistent grid, 5-6 the persistent grid with a 3- / 4-step cp.async ring for Q4_K), with the
-// grid left to occupancy and capped at 3 blocks (12 warps walking ~13-25 rows each, so the
-// cross-row pipelining is exercised): odd row counts (2 rows per warp with a lone last row), rows
-// of fewer items than lanes (768 columns) and a partial last step.
+// persistent grid), with the grid left to occupancy and capped at 3 blocks (12 warps walking
+// ~13-25 rows each, so the cross-row pipelining is exercised): odd row counts (2 rows per warp
+// with a lone last row), rows of fewer items than lanes (768 columns) and a partial last step.
 TEST_P(CudaMatmulQ8, EveryDecodeVariantMatchesReference) {
   SKIP_WITHOUT_GPU();
   const DType type = GetParam();
-  for (int variant = 0; variant <= 6; ++variant) {
+  for (int variant = 0; variant <= 4; ++variant) {
     for (int max_blocks : {0, 3}) {
       SCOPED_TRACE(testing::Message() << "variant " << variant << " max_blocks " << max_blocks);
       cuda::set_decode_options(variant, max_blocks);
@@ -369,8 +368,7 @@ TEST_P(CudaMatmulQ8NormIn, MatchesNormThenProduct) {
     for (int i = 0; i < 32; ++i) dmax = std::max(dmax, std::fabs(normed[g * 32 + i]) / 127.0f);
   }
   Dev<float> dx(x), dnw(nw);
-  // The type's default, one row per warp, and the cp.async rings (Q4_K; the others run 3).
-  for (int variant : {-1, 2, 5, 6}) {
+  for (int variant : {-1, 2}) {  // the type's rows per warp, and one row per warp
     for (int max_blocks : {0, 3}) {
       for (bool accumulate : {false, true}) {
         SCOPED_TRACE(testing::Message() << "variant " << variant << " max_blocks " << max_blocks
@@ -417,13 +415,11 @@ TEST(CudaKernels, NormInPairMatchesNormThenProducts) {
   const std::pair<Part, Part> pairs[] = {{{DType::Q4_K, 301}, {DType::Q6_K, 77}},
                                          {{DType::Q6_K, 45}, {DType::Q8_0, 290}},
                                          {{DType::Q8_0, 128}, {DType::Q4_K, 33}}};
-  // The registers' pipeline (the types' default variant) and the cp.async rings (5, 6).
-  for (const auto& [variant, max_blocks] :
-       {std::pair{-1, 0}, {-1, 3}, {5, 0}, {5, 3}, {6, 0}, {6, 3}}) {
-    cuda::set_decode_options(variant, max_blocks);
+  for (int max_blocks : {0, 3}) {
+    cuda::set_decode_options(-1, max_blocks);
     for (const auto& [pa, pb] : pairs) {
       SCOPED_TRACE(testing::Message() << dtype_name(pa.type) << " + " << dtype_name(pb.type)
-                                      << " variant " << variant << " max_blocks " << max_blocks);
+                                      << " max_blocks " << max_blocks);
       std::vector<float> wf[2];
       float wmax[2] = {0, 0};
       std::vector<uint8_t> packed[2];

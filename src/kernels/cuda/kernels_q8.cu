@@ -54,21 +54,6 @@ __device__ __forceinline__ int4 ldg4(const void* p) {
 __device__ __forceinline__ uint32_t ldg_u16(const uint8_t* p) {
   return __ldg(reinterpret_cast<const unsigned short*>(p));
 }
-// Asynchronous 16-byte copies global -> shared (sm_80+; .cg: cached in L2 only), in groups: the
-// decode pipeline keeps several steps of weight loads in flight without holding them in registers.
-// Only `bytes` (0..16) are read from global memory; the rest of the 16 is zero-filled.
-__device__ __forceinline__ void cp_async16(void* smem, const void* global, int bytes) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(global), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;" ::: "memory");
-}
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
-}
 // Activations: from global memory through L1 (read by every warp of the product), or from the
 // block's shared memory when a prologue made them there (kShared).
 template <bool kShared>
@@ -111,27 +96,8 @@ struct View {
   const uint8_t* codes;
   const uint8_t* meta;
   const uint8_t* meta2;
-  int64_t nb;          // blocks per row
-  const uint8_t* end;  // past the matrix's last byte
+  int64_t nb;  // blocks per row
 };
-
-// One 16-byte piece of an item's weights for the cp.async ring (the async decode variants):
-// where it starts (16-byte aligned) and how many of its bytes lie inside the matrix.
-struct Piece {
-  const uint8_t* p;
-  int bytes;
-};
-// The aligned 16 bytes holding a 2-byte scale at `at` (the Q6_K / Q8_0 scales are 2-byte
-// arrays), clipped at the matrix's end: cp.async zero-fills what it does not read.
-__device__ __forceinline__ Piece scale_piece(const View& v, const uint8_t* at) {
-  const auto* p =
-      reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(at) & ~uintptr_t{15});
-  return {p, static_cast<int>(v.end - p < 16 ? v.end - p : 16)};
-}
-__device__ __forceinline__ uint32_t scale_from_piece(const int4* piece, const uint8_t* at) {
-  return *reinterpret_cast<const unsigned short*>(reinterpret_cast<const uint8_t*>(piece) +
-                                                  (reinterpret_cast<uintptr_t>(at) & 15));
-}
 
 // Each type: kItems items per block, one lane per item. load() reads an item's codes and scales
 // of row r, load_act() the activations it multiplies (xq, xd: token's row start), dot() the sum.
@@ -145,29 +111,21 @@ struct Q4K {
   static constexpr int kPersistentRows = 2;    // rows per warp in the pair kernel
   static constexpr int kBlockBytes = 144;
   static constexpr int kDecodeVariant = 3;  // decode_variant()
-  static constexpr int kChunks = 3;
-  static constexpr int kAsyncRows = 2;
   struct Raw {
     int4 c0, c1, m;  // codes; d | dmin, 12 packed scale/min bytes
   };
-  // Piece c of item `it` of row r: the item's two 16-byte halves of codes, then its block's scales.
-  __device__ static Piece chunk(const View& v, int64_t r, int it, int c) {
-    const int64_t blk = r * v.nb + it / kItems;
-    return {c < 2 ? v.codes + blk * kCode + (it % kItems) * 32 + 16 * c : v.meta + blk * kMeta, 16};
-  }
-  __device__ static Raw from_chunks(const int4* p, int stride, const View&, int64_t, int) {
-    return {p[0], p[stride], p[2 * stride]};
-  }
   struct Act {
     int4 a0, a1, a2, a3;
     float d0, d1;
     int s0, s1;  // sums of the codes of each 32
   };
   __device__ static Raw load(const View& v, int64_t r, int it) {
+    const int64_t blk = r * v.nb + it / kItems;
+    const uint8_t* c = v.codes + blk * kCode + (it % kItems) * 32;
     Raw w;
-    w.c0 = ld_codes(chunk(v, r, it, 0).p);
-    w.c1 = ld_codes(chunk(v, r, it, 1).p);
-    w.m = ldg4(chunk(v, r, it, 2).p);
+    w.c0 = ld_codes(c);
+    w.c1 = ld_codes(c + 16);
+    w.m = ldg4(v.meta + blk * kMeta);
     return w;
   }
   template <bool kShared = false>
@@ -238,8 +196,6 @@ struct Q6K {
   static constexpr int kPersistentRows = 2;
   static constexpr int kBlockBytes = 210;
   static constexpr int kDecodeVariant = 3;
-  static constexpr int kChunks = 5;     // low codes (2), high bits, scales, the piece holding d
-  static constexpr int kAsyncRows = 1;  // 2 rows' ring would allow only 2-3 blocks per SM
   struct Raw {
     int4 l0, l1, h, sc;
     uint32_t d;
@@ -249,34 +205,16 @@ struct Q6K {
     float d[4];
     int sum32[4];  // 32 * sum of each quarter's 16 activation bytes
   };
-  __device__ static Piece chunk(const View& v, int64_t r, int it, int c) {
+  __device__ static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it / kItems;
     const int s = it % kItems, n = s >> 1, o = (s & 1) * 16;
-    const uint8_t* codes = v.codes + blk * kCode;
-    switch (c) {
-      case 0:
-        return {codes + n * 64 + o, 16};
-      case 1:
-        return {codes + n * 64 + 32 + o, 16};
-      case 2:
-        return {codes + 128 + n * 32 + o, 16};
-      case 3:
-        return {v.meta + blk * kMeta, 16};
-      default:
-        return scale_piece(v, v.meta2 + blk * kMeta2);
-    }
-  }
-  __device__ static Raw from_chunks(const int4* p, int stride, const View& v, int64_t r, int it) {
-    const uint8_t* at = v.meta2 + (r * v.nb + it / kItems) * kMeta2;
-    return {p[0], p[stride], p[2 * stride], p[3 * stride], scale_from_piece(p + 4 * stride, at)};
-  }
-  __device__ static Raw load(const View& v, int64_t r, int it) {
+    const uint8_t* c = v.codes + blk * kCode;
     Raw w;
-    w.l0 = ld_codes(chunk(v, r, it, 0).p);
-    w.l1 = ld_codes(chunk(v, r, it, 1).p);
-    w.h = ld_codes(chunk(v, r, it, 2).p);
-    w.sc = ldg4(chunk(v, r, it, 3).p);
-    w.d = ldg_u16(v.meta2 + (r * v.nb + it / kItems) * kMeta2);
+    w.l0 = ld_codes(c + n * 64 + o);
+    w.l1 = ld_codes(c + n * 64 + 32 + o);
+    w.h = ld_codes(c + 128 + n * 32 + o);
+    w.sc = ldg4(v.meta + blk * kMeta);
+    w.d = ldg_u16(v.meta2 + blk * kMeta2);
     return w;
   }
   template <bool kShared = false>
@@ -334,8 +272,6 @@ struct Q80 {
   static constexpr int kPersistentRows = 1;
   static constexpr int kBlockBytes = 34;
   static constexpr int kDecodeVariant = 2;  // measured on the H200: 307 vs 294 tok/s (4)
-  static constexpr int kChunks = 3;         // the codes (2), the piece holding d
-  static constexpr int kAsyncRows = 1;
   struct Raw {
     int4 c0, c1;
     uint32_t d;
@@ -344,18 +280,13 @@ struct Q80 {
     int4 a0, a1;
     float d;
   };
-  __device__ static Piece chunk(const View& v, int64_t r, int it, int c) {
-    const int64_t blk = r * v.nb + it;
-    return c < 2 ? Piece{v.codes + blk * kCode + 16 * c, 16} : scale_piece(v, v.meta + blk * kMeta);
-  }
-  __device__ static Raw from_chunks(const int4* p, int stride, const View& v, int64_t r, int it) {
-    return {p[0], p[stride], scale_from_piece(p + 2 * stride, v.meta + (r * v.nb + it) * kMeta)};
-  }
   __device__ static Raw load(const View& v, int64_t r, int it) {
+    const int64_t blk = r * v.nb + it;
+    const uint8_t* c = v.codes + blk * kCode;
     Raw w;
-    w.c0 = ld_codes(chunk(v, r, it, 0).p);
-    w.c1 = ld_codes(chunk(v, r, it, 1).p);
-    w.d = ldg_u16(v.meta + (r * v.nb + it) * kMeta);
+    w.c0 = ld_codes(c);
+    w.c1 = ld_codes(c + 16);
+    w.d = ldg_u16(v.meta + blk * kMeta);
     return w;
   }
   template <bool kShared = false>
@@ -383,8 +314,7 @@ template <class T>
 View view_of(const void* w, int64_t rows, int64_t cols) {
   const int64_t nb = cols / T::kElems, n = rows * nb;
   const uint8_t* base = static_cast<const uint8_t*>(w);
-  return {base, base + n * T::kCode, base + n * (T::kCode + T::kMeta), nb,
-          base + n * T::kBlockBytes};
+  return {base, base + n * T::kCode, base + n * (T::kCode + T::kMeta), nb};
 }
 
 enum Epilogue { kPlain, kNorm, kGate };
@@ -599,19 +529,9 @@ void launch_mv(const MvArgs& a, int64_t groups, cudaStream_t stream) {
 // launch gap; each block recomputes the 16 KB norm, which costs less than a dependent launch).
 // block / n_blocks: this block's index among the n_blocks that share the product (all of the
 // grid, or its part in mv_q8_decode_pair_kernel).
-// Shared memory of the norm prologue (codes, then one scale per 32), rounded up to 16 bytes so
-// that the async ring after it is aligned.
-__host__ __device__ inline size_t norm_in_smem(int64_t cols) {
-  return (static_cast<size_t>(cols) + cols / 32 * 4 + 15) / 16 * 16;
-}
-
-// kStages > 0: the weights travel through a ring of kStages steps per warp in
-// shared memory (cp.async), kStages - 1 steps in flight ahead of the math, instead of one step
-// held in registers: more bytes in flight per warp (Little's law: the H200 needs ~30 KB per SM in
-// flight at full bandwidth) at lower register pressure.
-template <class T, int R, bool kNormIn, int kStages = 0>
+template <class T, int R, bool kNormIn>
 __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks) {
-  extern __shared__ int4 s_act[];  // kNormIn: a.cols codes, then a.cols / 32 scales; the ring
+  extern __shared__ int4 s_act[];  // kNormIn: a.cols codes, then a.cols / 32 scales
   pdl_launch_dependents();
   const int lane = threadIdx.x % kWarp;
   const int64_t warps = n_blocks * kWarps;
@@ -625,40 +545,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     return r < a.rows ? r : a.rows - 1;  // past the end: a valid row, not stored
   };
   typename T::Raw cur[R];
-  // The async ring: piece p (row rr, chunk c: p = rr * kChunks + c) of flat step j of this warp
-  // at ring_slot(j)[p * kWarp] (lanes adjacent: conflict-free 16-byte shared loads).
-  int4* ring = nullptr;
-  auto ring_slot = [&](int64_t j) -> int4* {
-    if constexpr (kStages > 0) {
-      constexpr int kPieces = R * T::kChunks;
-      return ring + ((j % kStages) * kWarps + threadIdx.x / kWarp) * kPieces * kWarp + lane;
-    } else {
-      (void)j;
-      return ring;
-    }
-  };
-  auto issue = [&](int64_t j) {  // step j's copies, as one group (empty past the end)
-    if constexpr (kStages > 0) {
-      const int i = static_cast<int>(j % steps) * kWarp + lane;
-      if (j < total && i < n_items) {
-        const int64_t g = first + j / steps * warps;
-        int4* dst = ring_slot(j);
-#pragma unroll
-        for (int rr = 0; rr < R; ++rr) {
-#pragma unroll
-          for (int c = 0; c < T::kChunks; ++c) {
-            const Piece piece = T::chunk(a.v, row_of(g, rr), i, c);
-            cp_async16(dst + (rr * T::kChunks + c) * kWarp, piece.p, piece.bytes);
-          }
-        }
-      }
-      cp_async_commit();
-    }
-  };
-  if constexpr (kStages > 0) {
-    ring = s_act + (kNormIn ? norm_in_smem(a.cols) / 16 : 0);
-    for (int j = 0; j < kStages - 1; ++j) issue(j);
-  } else if (total > 0 && lane < n_items) {
+  if (total > 0 && lane < n_items) {
 #pragma unroll
     for (int rr = 0; rr < R; ++rr) cur[rr] = T::load(a.v, row_of(first, rr), lane);
   }
@@ -718,27 +605,15 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     }
     typename T::Raw nxt[R];
     const int nit = nk * kWarp + lane;
-    if constexpr (kStages > 0) {
-      issue(j + kStages - 1);
-      cp_async_wait<kStages - 1>();  // step j's group has landed
-    } else if (j + 1 < total && nit < n_items) {
+    if (j + 1 < total && nit < n_items) {
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) nxt[rr] = T::load(a.v, row_of(ngroup, rr), nit);
     }
     const int it = k * kWarp + lane;
     if (it < n_items) {
       const typename T::Act x = T::template load_act<kNormIn>(xq, xd, it);
-      if constexpr (kStages > 0) {
-        const int4* slot = ring_slot(j);
 #pragma unroll
-        for (int rr = 0; rr < R; ++rr)
-          acc[rr] += T::dot(
-              T::from_chunks(slot + rr * T::kChunks * kWarp, kWarp, a.v, row_of(group, rr), it), x,
-              it);
-      } else {
-#pragma unroll
-        for (int rr = 0; rr < R; ++rr) acc[rr] += T::dot(cur[rr], x, it);
-      }
+      for (int rr = 0; rr < R; ++rr) acc[rr] += T::dot(cur[rr], x, it);
     }
     if (k == steps - 1) {  // the group's last step: warp-uniform
 #pragma unroll
@@ -752,37 +627,28 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
         acc[rr] = 0.0f;
       }
     }
-    if constexpr (kStages == 0) {
 #pragma unroll
-      for (int rr = 0; rr < R; ++rr) cur[rr] = nxt[rr];
-    }
+    for (int rr = 0; rr < R; ++rr) cur[rr] = nxt[rr];
     group = ngroup;
     k = nk;
   }
 }
 
-template <class T, int R, int kMinBlocks, bool kNormIn, int kStages>
+template <class T, int R, int kMinBlocks, bool kNormIn>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_decode_kernel(const MvArgs a) {
-  decode_body<T, R, kNormIn, kStages>(a, blockIdx.x, gridDim.x);
+  decode_body<T, R, kNormIn>(a, blockIdx.x, gridDim.x);
 }
 
 // Two products of one normed input in one launch, of different weight types (a Q4_K_M layer's
 // [q | k] in Q4_K and v in Q6_K): the first blocks_a blocks run a, the others b (a block-uniform
 // branch, so each part's prologue may use barriers). Saves a launch and a second norm prologue.
-// Rows per warp of the persistent decode kernels: the type's, or its ring's (kStages > 0).
-template <class T, int kStages>
-__host__ __device__ constexpr int decode_rows() {
-  return kStages > 0 ? T::kAsyncRows : T::kPersistentRows;
-}
-
-template <class TA, class TB, int kMinBlocks, int kStages>
+template <class TA, class TB, int kMinBlocks>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
     mv_q8_decode_pair_kernel(const MvArgs a, const MvArgs b, unsigned blocks_a) {
   if (blockIdx.x < blocks_a) {
-    decode_body<TA, decode_rows<TA, kStages>(), true, kStages>(a, blockIdx.x, blocks_a);
+    decode_body<TA, TA::kPersistentRows, true>(a, blockIdx.x, blocks_a);
   } else {
-    decode_body<TB, decode_rows<TB, kStages>(), true, kStages>(b, blockIdx.x - blocks_a,
-                                                               gridDim.x - blocks_a);
+    decode_body<TB, TB::kPersistentRows, true>(b, blockIdx.x - blocks_a, gridDim.x - blocks_a);
   }
 }
 
@@ -827,84 +693,47 @@ int64_t balanced_blocks(int64_t groups, int64_t max_blocks) {
   return (warps + kWarps - 1) / kWarps;
 }
 
-// Shared memory of decode_body's cp.async ring: R rows x pieces x 32 lanes x 16 B per warp and
-// stage (Q4_K, 2 rows: 36 KB per block at 3 stages, 48 KB at 4).
-template <class T, int R, int kStages>
-constexpr size_t ring_bytes() {
-  if constexpr (kStages > 0) {
-    return static_cast<size_t>(kStages) * kWarps * R * T::kChunks * kWarp * sizeof(int4);
-  } else {
-    return 0;
-  }
+size_t norm_in_smem(int64_t cols) {
+  return static_cast<size_t>(cols) + cols / 32 * 4;
 }
 
-// Blocks per SM an async variant is compiled for (its register cap): as many as its ring lets
-// share an SM's ~220 KB of shared memory, at most 6.
-template <class T, int kStages>
-constexpr int async_blocks() {
-  return std::clamp(static_cast<int>(220 * 1024 / ring_bytes<T, T::kAsyncRows, kStages>()), 1, 6);
-}
-
-// Dynamic shared memory above the default 48 KB needs the kernel's opt-in (once per kernel).
-template <class Kernel>
-void allow_large_smem(Kernel kernel) {
-  static const bool done = [&] {
-    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024) ==
-           cudaSuccess;
-  }();
-  (void)done;
-}
-
-template <class T, int R, int kMinBlocks, bool kNormIn, int kStages = 0>
+template <class T, int R, int kMinBlocks, bool kNormIn>
 void launch_decode(const MvArgs& a, cudaStream_t stream) {
-  auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kStages>;
-  const size_t smem = (kNormIn ? norm_in_smem(a.cols) : 0) + ring_bytes<T, R, kStages>();
-  if constexpr (kStages > 0) allow_large_smem(kernel);
+  auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn>;
+  const size_t smem = kNormIn ? norm_in_smem(a.cols) : 0;
   const int64_t blocks = balanced_blocks((a.rows + R - 1) / R, persistent_blocks(kernel, smem));
   detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kWarps), smem,
                       stream, a);
 }
 
 // The grid split between the two products by weight bytes (each part then balanced).
-template <class TA, class TB, int kStages>
-constexpr int pair_min_blocks() {
-  if constexpr (kStages > 0) {
-    return std::min(async_blocks<TA, kStages>(), async_blocks<TB, kStages>());
-  } else {
-    return std::min(TA::kPersistentBlocks, TB::kPersistentBlocks);
-  }
-}
-
-template <class TA, class TB, int kStages>
+template <class TA, class TB>
 void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
-  constexpr int kRowsA = decode_rows<TA, kStages>(), kRowsB = decode_rows<TB, kStages>();
-  constexpr int kMin = pair_min_blocks<TA, TB, kStages>();
-  auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin, kStages>;
-  const size_t smem = norm_in_smem(a.cols) + std::max(ring_bytes<TA, kRowsA, kStages>(),
-                                                      ring_bytes<TB, kRowsB, kStages>());
-  if constexpr (kStages > 0) allow_large_smem(kernel);
+  constexpr int kMin = std::min(TA::kPersistentBlocks, TB::kPersistentBlocks);
+  auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin>;
+  const size_t smem = norm_in_smem(a.cols);
   const int64_t max_blocks = std::max<int64_t>(2, persistent_blocks(kernel, smem));
   const double bytes_a = static_cast<double>(a.rows) * a.v.nb * TA::kBlockBytes;
   const double bytes_b = static_cast<double>(b.rows) * b.v.nb * TB::kBlockBytes;
   const int64_t max_a = std::clamp<int64_t>(
       static_cast<int64_t>(max_blocks * bytes_a / (bytes_a + bytes_b) + 0.5), 1, max_blocks - 1);
-  const int64_t blocks_a = balanced_blocks((a.rows + kRowsA - 1) / kRowsA, max_a);
-  const int64_t blocks_b = balanced_blocks((b.rows + kRowsB - 1) / kRowsB, max_blocks - max_a);
+  const int64_t blocks_a =
+      balanced_blocks((a.rows + TA::kPersistentRows - 1) / TA::kPersistentRows, max_a);
+  const int64_t blocks_b =
+      balanced_blocks((b.rows + TB::kPersistentRows - 1) / TB::kPersistentRows, max_blocks - max_a);
   detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks_a + blocks_b)),
                       dim3(kWarp * kWarps), smem, stream, a, b, static_cast<unsigned>(blocks_a));
 }
 
 // One-token kernel variants: 0 two rows per warp, no register cap; 1 two rows with the cap; 2 one
 // row per warp with the cap (one launch per 4 warps' rows); 3 two rows per warp on the
-// persistent grid, 4 one row per warp on it; 5 / 6 the persistent grid with the weights in a 3- /
-// 4-step cp.async ring in shared memory (T::kAsyncRows rows per warp). Each type has the one
-// measured fastest on the H100 (kDecodeVariant); SQUISH_CUDA_DECODE (read once) or
-// set_decode_options sets one for all.
+// persistent grid, 4 one row per warp on it. Each type has the one measured fastest on the H100
+// (kDecodeVariant); SQUISH_CUDA_DECODE (read once) or set_decode_options sets one for all.
 template <class T>
 int decode_variant() {
   static const int v = [] {
     const char* env = std::getenv("SQUISH_CUDA_DECODE");
-    return env != nullptr && env[0] >= '0' && env[0] <= '6' ? env[0] - '0' : T::kDecodeVariant;
+    return env != nullptr && env[0] >= '0' && env[0] <= '4' ? env[0] - '0' : T::kDecodeVariant;
   }();
   return g_decode_variant >= 0 ? g_decode_variant : v;
 }
@@ -919,15 +748,10 @@ void launch_tokens(const MvArgs& a, cudaStream_t stream) {
         return launch_mv<T, 1, 2, 1, kPlain, T::kDecodeBlocks>(a, (a.rows + 1) / 2, stream);
       case 2:
         return launch_mv<T, 1, 1, 1, kPlain, T::kDecodeBlocks>(a, a.rows, stream);
-      case 4:
-        return launch_decode<T, 1, T::kDecodeBlocks, false>(a, stream);
-      case 5:
-      case 6:
-        if (decode_variant<T>() == 5)
-          return launch_decode<T, T::kAsyncRows, async_blocks<T, 3>(), false, 3>(a, stream);
-        return launch_decode<T, T::kAsyncRows, async_blocks<T, 4>(), false, 4>(a, stream);
-      default:
+      case 3:
         return launch_decode<T, 2, T::kPersistentBlocks, false>(a, stream);
+      default:
+        return launch_decode<T, 1, T::kDecodeBlocks, false>(a, stream);
     }
   } else {
     if (a.cols >= kSplitCols) {
@@ -1083,10 +907,11 @@ void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8
   a.norm_weight = in.weight;
   a.eps = in.eps;
   const int v = decode_variant<T>();
-  if (v == 2 || v == 4) return launch_decode<T, 1, T::kDecodeBlocks, true>(a, stream);
-  if (v == 5) return launch_decode<T, T::kAsyncRows, async_blocks<T, 3>(), true, 3>(a, stream);
-  if (v == 6) return launch_decode<T, T::kAsyncRows, async_blocks<T, 4>(), true, 4>(a, stream);
-  launch_decode<T, 2, T::kPersistentBlocks, true>(a, stream);
+  if (v == 2 || v == 4) {
+    launch_decode<T, 1, T::kDecodeBlocks, true>(a, stream);
+  } else {
+    launch_decode<T, 2, T::kPersistentBlocks, true>(a, stream);
+  }
 }
 
 }  // namespace
@@ -1125,18 +950,9 @@ MvArgs norm_in_args(const View& v, int64_t rows, int64_t cols, const Q8NormIn& i
 template <class TA, class TB>
 void launch_pair_typed(const Q8Product& pa, const Q8Product& pb, int64_t cols, const Q8NormIn& in,
                        bool accumulate, cudaStream_t stream) {
-  const MvArgs a =
-      norm_in_args(view_of<TA>(pa.w, pa.rows, cols), pa.rows, cols, in, pa.y, accumulate);
-  const MvArgs b =
-      norm_in_args(view_of<TB>(pb.w, pb.rows, cols), pb.rows, cols, in, pb.y, accumulate);
-  switch (decode_variant<TA>()) {  // the rings of variants 5 / 6, else registers
-    case 5:
-      return launch_decode_pair<TA, TB, 3>(a, b, stream);
-    case 6:
-      return launch_decode_pair<TA, TB, 4>(a, b, stream);
-    default:
-      return launch_decode_pair<TA, TB, 0>(a, b, stream);
-  }
+  launch_decode_pair<TA, TB>(
+      norm_in_args(view_of<TA>(pa.w, pa.rows, cols), pa.rows, cols, in, pa.y, accumulate),
+      norm_in_args(view_of<TB>(pb.w, pb.rows, cols), pb.rows, cols, in, pb.y, accumulate), stream);
 }
 
 template <class TA>
