@@ -317,6 +317,25 @@ View view_of(const void* w, int64_t rows, int64_t cols) {
   return {base, base + n * T::kCode, base + n * (T::kCode + T::kMeta), nb};
 }
 
+// Calls f with a value of the repacked type's struct (Q4K, Q6K or Q80) for `type`; false for any
+// other type (the public entry points check matmul_q8_supported first).
+template <class F>
+bool with_q8_type(DType type, F&& f) {
+  switch (type) {
+    case DType::Q4_K:
+      f(Q4K{});
+      return true;
+    case DType::Q6_K:
+      f(Q6K{});
+      return true;
+    case DType::Q8_0:
+      f(Q80{});
+      return true;
+    default:
+      return false;
+  }
+}
+
 enum Epilogue { kPlain, kNorm, kGate };
 
 struct MvArgs {
@@ -918,16 +937,9 @@ void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8
 
 void matmul_q8_norm_in(DType type, const void* w, int64_t rows, int64_t cols, const Q8NormIn& in,
                        float* y, bool accumulate, cudaStream_t stream) {
-  switch (type) {
-    case DType::Q4_K:
-      return matmul_q8_norm_in_typed<Q4K>(w, rows, cols, in, y, accumulate, stream);
-    case DType::Q6_K:
-      return matmul_q8_norm_in_typed<Q6K>(w, rows, cols, in, y, accumulate, stream);
-    case DType::Q8_0:
-      return matmul_q8_norm_in_typed<Q80>(w, rows, cols, in, y, accumulate, stream);
-    default:
-      return;  // rejected by matmul_q8_supported
-  }
+  with_q8_type(type, [&](auto t) {
+    matmul_q8_norm_in_typed<decltype(t)>(w, rows, cols, in, y, accumulate, stream);
+  });
 }
 
 namespace {
@@ -955,49 +967,21 @@ void launch_pair_typed(const Q8Product& pa, const Q8Product& pb, int64_t cols, c
       norm_in_args(view_of<TB>(pb.w, pb.rows, cols), pb.rows, cols, in, pb.y, accumulate), stream);
 }
 
-template <class TA>
-bool launch_pair_second(const Q8Product& pa, const Q8Product& pb, int64_t cols, const Q8NormIn& in,
-                        bool accumulate, cudaStream_t stream) {
-  switch (pb.type) {
-    case DType::Q4_K:
-      if constexpr (!std::is_same_v<TA, Q4K>) {
-        launch_pair_typed<TA, Q4K>(pa, pb, cols, in, accumulate, stream);
-        return true;
-      }
-      break;
-    case DType::Q6_K:
-      if constexpr (!std::is_same_v<TA, Q6K>) {
-        launch_pair_typed<TA, Q6K>(pa, pb, cols, in, accumulate, stream);
-        return true;
-      }
-      break;
-    case DType::Q8_0:
-      if constexpr (!std::is_same_v<TA, Q80>) {
-        launch_pair_typed<TA, Q80>(pa, pb, cols, in, accumulate, stream);
-        return true;
-      }
-      break;
-    default:
-      break;
-  }
-  return false;
-}
-
 }  // namespace
 
 bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols,
                             const Q8NormIn& in, bool accumulate, cudaStream_t stream) {
   if (!matmul_q8_supported(a.type, cols) || !matmul_q8_supported(b.type, cols)) return false;
-  switch (a.type) {
-    case DType::Q4_K:
-      return launch_pair_second<Q4K>(a, b, cols, in, accumulate, stream);
-    case DType::Q6_K:
-      return launch_pair_second<Q6K>(a, b, cols, in, accumulate, stream);
-    case DType::Q8_0:
-      return launch_pair_second<Q80>(a, b, cols, in, accumulate, stream);
-    default:
-      return false;
-  }
+  bool launched = false;  // only for two different types: equal ones are one matrix
+  with_q8_type(a.type, [&](auto ta) {
+    with_q8_type(b.type, [&](auto tb) {
+      if constexpr (!std::is_same_v<decltype(ta), decltype(tb)>) {
+        launch_pair_typed<decltype(ta), decltype(tb)>(a, b, cols, in, accumulate, stream);
+        launched = true;
+      }
+    });
+  });
+  return launched;
 }
 
 void set_decode_options(int variant, int max_blocks) {
@@ -1008,16 +992,9 @@ void set_decode_options(int variant, int max_blocks) {
 void matmul_q8(DType type, const void* w, int64_t rows, int64_t cols, const int8_t* xq,
                const float* xd, int n_tokens, float* y, int64_t ldy, bool accumulate,
                cudaStream_t stream, const Q8Epilogue* epi) {
-  switch (type) {
-    case DType::Q4_K:
-      return matmul_q8_typed<Q4K>(w, rows, cols, xq, xd, n_tokens, y, ldy, accumulate, stream, epi);
-    case DType::Q6_K:
-      return matmul_q8_typed<Q6K>(w, rows, cols, xq, xd, n_tokens, y, ldy, accumulate, stream, epi);
-    case DType::Q8_0:
-      return matmul_q8_typed<Q80>(w, rows, cols, xq, xd, n_tokens, y, ldy, accumulate, stream, epi);
-    default:
-      return;  // rejected by matmul_q8_supported
-  }
+  with_q8_type(type, [&](auto t) {
+    matmul_q8_typed<decltype(t)>(w, rows, cols, xq, xd, n_tokens, y, ldy, accumulate, stream, epi);
+  });
 }
 
 // ---- F16 copies of repacked weights for the prefill GEMM (gemm.h: dequantize_q8_f16) ----
@@ -1061,16 +1038,9 @@ void dequantize_q8_f16_typed(const void* w, int64_t rows, int64_t cols, int64_t 
 
 void dequantize_q8_f16(DType type, const void* w, int64_t rows, int64_t cols, int64_t row0,
                        int64_t n_rows, __half* out, cudaStream_t stream) {
-  switch (type) {
-    case DType::Q4_K:
-      return dequantize_q8_f16_typed<Q4K>(w, rows, cols, row0, n_rows, out, stream);
-    case DType::Q6_K:
-      return dequantize_q8_f16_typed<Q6K>(w, rows, cols, row0, n_rows, out, stream);
-    case DType::Q8_0:
-      return dequantize_q8_f16_typed<Q80>(w, rows, cols, row0, n_rows, out, stream);
-    default:
-      return;  // rejected by matmul_q8_supported
-  }
+  with_q8_type(type, [&](auto t) {
+    dequantize_q8_f16_typed<decltype(t)>(w, rows, cols, row0, n_rows, out, stream);
+  });
 }
 
 }  // namespace squish::cuda
