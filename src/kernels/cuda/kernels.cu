@@ -392,25 +392,10 @@ void launch_matvec(const void* w, int64_t rows, int64_t cols, const float* x, in
 template <class T>
 void matmul_typed(const void* w, int64_t rows, int64_t cols, const float* x, int64_t ldx,
                   int n_tokens, float* y, int64_t ldy, bool accumulate, cudaStream_t stream) {
-  int t = 0;
-  while (t < n_tokens) {
-    const int left = n_tokens - t;
-    const float* xt = x + t * ldx;
-    float* yt = y + t * ldy;
-    if (left >= 8) {
-      launch_matvec<T, 8>(w, rows, cols, xt, ldx, yt, ldy, accumulate, stream);
-      t += 8;
-    } else if (left >= 4) {
-      launch_matvec<T, 4>(w, rows, cols, xt, ldx, yt, ldy, accumulate, stream);
-      t += 4;
-    } else if (left >= 2) {
-      launch_matvec<T, 2>(w, rows, cols, xt, ldx, yt, ldy, accumulate, stream);
-      t += 2;
-    } else {
-      launch_matvec<T, 1>(w, rows, cols, xt, ldx, yt, ldy, accumulate, stream);
-      t += 1;
-    }
-  }
+  detail::for_token_chunks(n_tokens, [&](auto nt, int t) {
+    launch_matvec<T, decltype(nt)::value>(w, rows, cols, x + t * ldx, ldx, y + t * ldy, ldy,
+                                          accumulate, stream);
+  });
 }
 
 // ---- Small kernels ----

@@ -811,25 +811,12 @@ void matmul_q8_typed(const void* w, int64_t rows, int64_t cols, const int8_t* xq
     return;
   }
   const int64_t ldd = cols / 32;
-  for (int t = 0; t < n_tokens;) {
-    const int left = n_tokens - t;
+  detail::for_token_chunks(n_tokens, [&](auto nt, int t) {
     a.xq = xq + t * cols;
     a.xd = xd + t * ldd;
     a.y = y + t * ldy;
-    if (left >= 8) {
-      launch_tokens<T, 8>(a, stream);
-      t += 8;
-    } else if (left >= 4) {
-      launch_tokens<T, 4>(a, stream);
-      t += 4;
-    } else if (left >= 2) {
-      launch_tokens<T, 2>(a, stream);
-      t += 2;
-    } else {
-      launch_tokens<T, 1>(a, stream);
-      t += 1;
-    }
-  }
+    launch_tokens<T, decltype(nt)::value>(a, stream);
+  });
 }
 
 // One warp per group of 32: d = amax / 127, q = round(x / d) (zero group: d = 0, q = 0).

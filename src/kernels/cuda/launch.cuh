@@ -7,6 +7,7 @@
 
 #include <cuda_runtime.h>
 
+#include <type_traits>
 #include <utility>
 
 namespace squish::cuda::detail {
@@ -46,6 +47,28 @@ void launch_smem(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, 
 template <typename... Params, typename... Args>
 void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, Args&&... args) {
   launch_smem(kernel, grid, block, 0, stream, std::forward<Args>(args)...);
+}
+
+// Splits n_tokens into launches of 8, 4, 2 and 1 tokens (the token counts the mat-vec kernels are
+// compiled for): launch_chunk(std::integral_constant<int, N>{}, first_token) for each.
+template <class F>
+void for_token_chunks(int n_tokens, F&& launch_chunk) {
+  for (int t = 0; t < n_tokens;) {
+    const int left = n_tokens - t;
+    if (left >= 8) {
+      launch_chunk(std::integral_constant<int, 8>{}, t);
+      t += 8;
+    } else if (left >= 4) {
+      launch_chunk(std::integral_constant<int, 4>{}, t);
+      t += 4;
+    } else if (left >= 2) {
+      launch_chunk(std::integral_constant<int, 2>{}, t);
+      t += 2;
+    } else {
+      launch_chunk(std::integral_constant<int, 1>{}, t);
+      t += 1;
+    }
+  }
 }
 
 }  // namespace squish::cuda::detail
