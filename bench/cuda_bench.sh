@@ -13,11 +13,14 @@
 # `-ngl 99 -p 512 -n 128 -fa F` for F in LLAMA_FA ("1"), cuBLAS from LLAMA_LIBS
 # (/usr/local/cuda/lib64), and the squish / llama.cpp ratios printed), LLAMA_SRC (instead of
 # LLAMA_BENCH: the tarball of tools/llama_cpp/cuda_source.sh, built here by
-# tools/llama_cpp/cuda_build.sh in the background while the tests and synth run, its packed
-# binary left in OUT), LLAMA_XZ (instead of both: the packed binary, or the prefix of its parts,
+# tools/llama_cpp/cuda_build.sh in the background while the tests and synth run; packed into
+# LLAMA_PACK_DIR when set: 41 MB of xz parts, too large to carry next to squish's archive),
+# LLAMA_XZ (instead of both: the packed binary, or the prefix of its parts,
 # from such a run), PROFILE (1: nsys GPU time per kernel over 32 decoded tokens,
 # kernels-SHAPE-TYPE.txt), NCU (1: Nsight Compute on NCU_COUNT kernels after NCU_SKIP,
-# ncu-SHAPE-TYPE.txt; only the types in NCU_TYPES when set), LLAMA_REPS (llama-bench -r, REPS).
+# ncu-SHAPE-TYPE.txt; only the types in NCU_TYPES when set), LLAMA_REPS (llama-bench -r, REPS),
+# BUNDLE (1: the text results but summary.txt end in OUT/results.tgz, since the GPU machine
+# hands back at most 8 files).
 set -uo pipefail
 ARCHIVE=${1:-build-cuda/carry/squish-cuda.tar.xz}
 OUT=${2:-${OUT:-/tmp/squish-cuda-out}}
@@ -42,7 +45,8 @@ if [ -z "${LLAMA_BENCH:-}" ] && [ -n "${LLAMA_XZ:-}" ]; then
   cat "$LLAMA_XZ"* | xz -d > /tmp/llama-bench-cuda && chmod +x /tmp/llama-bench-cuda &&
     LLAMA_BENCH=/tmp/llama-bench-cuda
 elif [ -z "${LLAMA_BENCH:-}" ] && [ -n "${LLAMA_SRC:-}" ]; then
-  bash "$(dirname "$0")/../tools/llama_cpp/cuda_build.sh" "$LLAMA_SRC" /tmp/llama-cuda "$OUT" \
+  bash "$(dirname "$0")/../tools/llama_cpp/cuda_build.sh" "$LLAMA_SRC" /tmp/llama-cuda \
+    "${LLAMA_PACK_DIR:-}" \
     > "$OUT/llama-build.txt" 2>&1 &
   LLAMA_BUILD_PID=$!
   LLAMA_BENCH=/tmp/llama-cuda/llama.cpp/build/bin/llama-bench
@@ -156,3 +160,8 @@ for shape in $SHAPES; do
     rm -f "$f"
   done
 done
+# The GPU machine hands back at most 8 files: with BUNDLE=1 (the default) every text result but
+# summary.txt goes into OUT/results.tgz.
+if [ "${BUNDLE:-1}" = 1 ]; then
+  (cd "$OUT" && tar czf results.tgz --exclude=summary.txt ./*.txt && rm -f -- $(ls ./*.txt | grep -v '^./summary.txt$'))
+fi
