@@ -278,21 +278,8 @@ TEST(AutoSensitivity, ProbesOnOtherWindowsKeepTheTensorMeasurements) {
   EXPECT_EQ(measure_sensitivity(*model, types, windows, probe_windows, o).evaluations, 0);
 }
 
-struct CmdResult {
-  int status = -1;
-  std::string output;
-};
-CmdResult run_squish(const std::string& args) {
-  const std::string cmd = std::string(test::squish_binary()) + " " + args + " 2>&1";
-  CmdResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  r.status = pclose(p);
-  return r;
-}
+using test::CmdResult;
+using test::run_squish;
 
 TEST(AutoCli, ImpossibleBudgetsAreOneLineErrors) {
   test::TempDir dir;
@@ -306,10 +293,11 @@ TEST(AutoCli, ImpossibleBudgetsAreOneLineErrors) {
         std::string("")}) {
     const CmdResult r =
         run_squish("auto " + model + " --calib " + calib + " -o " + out + " " + flags);
-    EXPECT_NE(r.status, 0) << flags;
-    ASSERT_FALSE(r.output.empty()) << flags;
-    EXPECT_EQ(r.output.find('\n'), r.output.size() - 1) << flags << ": " << r.output;
-    EXPECT_EQ(r.output.rfind("squish: error: ", 0), 0u) << flags << ": " << r.output;
+    EXPECT_NE(r.exit_code, 0) << flags;
+    EXPECT_EQ(r.out, "") << flags;  // nothing but the one-line error
+    ASSERT_FALSE(r.err.empty()) << flags;
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << flags << ": " << r.err;
+    EXPECT_EQ(r.err.rfind("squish: error: ", 0), 0u) << flags << ": " << r.err;
   }
   EXPECT_FALSE(std::filesystem::exists(out));
 }

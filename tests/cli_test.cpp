@@ -1,10 +1,8 @@
 // End-to-end tests of the `squish` binary: good paths produce the documented output, and every
 // kind of bad input gives a one-line error naming the file, a non-zero exit, and no crash.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -19,27 +17,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CmdResult {
-  int exit_code = -1;
-  std::string out;  // stdout
-  std::string err;  // stderr
-};
-
-CmdResult run_squish(const std::string& args) {
-  test::TempDir tmp;
-  const std::string err_file = tmp.file("stderr.txt");
-  const std::string cmd = test::squish_binary() + " " + args + " 2>" + err_file;
-  CmdResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  std::ifstream ef(err_file);
-  r.err.assign(std::istreambuf_iterator<char>(ef), std::istreambuf_iterator<char>());
-  return r;
-}
+using test::CmdResult;
+using test::run_squish;
 
 using test::read_bytes;
 using test::write_bytes;

@@ -3,7 +3,6 @@
 // be consistent (match length within both answers, the tokens agreeing exactly up to it, KLD >= 0
 // per position, the summary equal to the per-prompt values).
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -28,13 +27,10 @@ std::string llama16m() {
 
 // Runs the CLI; returns the exit code, with stdout and stderr in the given strings.
 int run_squish(const std::string& args, std::string& out, std::string& err) {
-  test::TempDir tmp;
-  const std::string cmd =
-      test::squish_binary() + " " + args + " >" + tmp.file("out") + " 2>" + tmp.file("err");
-  const int status = std::system(cmd.c_str());
-  out = test::read_bytes(tmp.file("out"));
-  err = test::read_bytes(tmp.file("err"));
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  test::CmdResult r = test::run_squish(args);
+  out = std::move(r.out);
+  err = std::move(r.err);
+  return r.exit_code;
 }
 
 TEST(ComparePrompts, PlainLinesSkipBlanks) {

@@ -2,10 +2,8 @@
 // /proc/cpuinfo, machine facts are sane, GPU discovery parses the NVIDIA driver's /proc tree, and
 // with a model the table lists every quantization type with a measured kernel rate.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -22,25 +20,8 @@ namespace {
 
 using nlohmann::json;
 
-struct CmdResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-CmdResult run_squish(const std::string& args) {
-  test::TempDir tmp;
-  const std::string err_file = tmp.file("stderr.txt");
-  const std::string cmd = test::squish_binary() + " " + args + " 2>" + err_file;
-  CmdResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.err = test::read_bytes(err_file);
-  return r;
-}
+using test::CmdResult;
+using test::run_squish;
 
 // The flags of the first processor in /proc/cpuinfo.
 std::set<std::string> cpuinfo_flags() {

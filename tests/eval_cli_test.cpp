@@ -2,10 +2,8 @@
 // --slices, --freq-file, the JSON schema of docs/eval-json.md, and one-line errors for saved
 // bases that do not match and for malformed slices files. gcide-llama-16M, windows of 64 tokens.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -15,25 +13,8 @@
 namespace squish {
 namespace {
 
-struct CmdResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-CmdResult run_squish(const std::string& args) {
-  test::TempDir tmp;
-  const std::string err_file = tmp.file("stderr.txt");
-  const std::string cmd = test::squish_binary() + " " + args + " 2>" + err_file;
-  CmdResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.err = test::read_bytes(err_file);
-  return r;
-}
+using test::CmdResult;
+using test::run_squish;
 
 void expect_clean_failure(const CmdResult& r, const std::string& needle) {
   EXPECT_EQ(r.exit_code, 1) << r.err;

@@ -3,10 +3,8 @@
 // quality is recorded atomically, that hostile sidecars give one-line errors, and that llama.cpp
 // sees the keys as ordinary metadata.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -32,29 +30,8 @@ std::string fixture(const std::string& name) {
   return test::data_path("fixtures/" + name);
 }
 
-struct CmdResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-CmdResult run(const std::string& cmd_line) {
-  test::TempDir tmp;
-  const std::string err_file = tmp.file("stderr.txt");
-  const std::string cmd = cmd_line + " 2>" + err_file;
-  CmdResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.err = test::read_bytes(err_file);
-  return r;
-}
-
-CmdResult run_squish(const std::string& args) {
-  return run(test::squish_binary() + " " + args);
-}
+using test::CmdResult;
+using test::run_squish;
 
 // A manifest with every optional part filled, as a quantize with an imatrix would write it.
 Manifest full_manifest() {
@@ -443,7 +420,7 @@ TEST(ManifestInterop, LlamaCppSeesTheKeys) {
   ASSERT_EQ(q.exit_code, 0) << q.err;
   const Manifest side = *read_sidecar(out);
 
-  CmdResult meta = run(std::string(peer) + " meta " + out);
+  CmdResult meta = test::run_command(std::string(peer) + " meta " + out);
   ASSERT_EQ(meta.exit_code, 0) << meta.err;
   std::map<std::string, std::string> kv;
   size_t start = 0;

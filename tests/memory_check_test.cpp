@@ -4,10 +4,8 @@
 // line naming the file, the need and the available bytes; --no-memory-check runs anyway.
 #include <gtest/gtest.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -140,22 +138,8 @@ TEST(MemoryCheck, RuntimeMemoryMatchesTheSession) {
   }
 }
 
-struct CmdResult {
-  int exit_code = -1;
-  std::string err;
-};
-
-CmdResult run_squish(const std::string& env, const std::string& args) {
-  test::TempDir tmp;
-  const std::string err_file = tmp.file("stderr.txt");
-  const std::string cmd =
-      env + " " + test::squish_binary() + " " + args + " > /dev/null 2>" + err_file;
-  CmdResult r;
-  const int status = std::system(cmd.c_str());
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.err = test::read_bytes(err_file);
-  return r;
-}
+using test::CmdResult;
+using test::run_squish;
 
 TEST(MemoryCheck, CliStopsBeforeLoadingUnlessOverridden) {
   if (!fs::exists(llama16m())) GTEST_SKIP() << "needs ../shared";
@@ -170,7 +154,7 @@ TEST(MemoryCheck, CliStopsBeforeLoadingUnlessOverridden) {
   const std::string small = "SQUISH_MEMORY_LIMIT=1000000";  // 1 MB: less than the weights
   for (const std::string& args : {run, ppl, imatrix}) {
     SCOPED_TRACE(args);
-    const CmdResult r = run_squish(small, args);
+    const CmdResult r = run_squish(args, small);
     EXPECT_EQ(r.exit_code, 1) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
     EXPECT_EQ(r.err.rfind("squish: error: " + llama16m() + ": needs ", 0), 0u) << r.err;
@@ -179,11 +163,11 @@ TEST(MemoryCheck, CliStopsBeforeLoadingUnlessOverridden) {
     EXPECT_NE(r.err.find("KV cache"), std::string::npos) << r.err;
   }
   // The flag works before the subcommand and after it; a roomy limit needs no flag.
-  EXPECT_EQ(run_squish(small, "--no-memory-check " + run).exit_code, 0);
-  const CmdResult after = run_squish(small, run + " --no-memory-check");
+  EXPECT_EQ(run_squish("--no-memory-check " + run, small).exit_code, 0);
+  const CmdResult after = run_squish(run + " --no-memory-check", small);
   EXPECT_EQ(after.exit_code, 0) << after.err;
-  EXPECT_EQ(run_squish("SQUISH_MEMORY_LIMIT=100000000000", run).exit_code, 0);
-  EXPECT_EQ(run_squish("SQUISH_MEMORY_LIMIT=lots", run).exit_code, 1);
+  EXPECT_EQ(run_squish(run, "SQUISH_MEMORY_LIMIT=100000000000").exit_code, 0);
+  EXPECT_EQ(run_squish(run, "SQUISH_MEMORY_LIMIT=lots").exit_code, 1);
 }
 
 }  // namespace

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/wait.h>
+
 #include "core/error.h"
 
 namespace squish::test {
@@ -52,6 +54,31 @@ inline void write_bytes(const std::string& path, const std::string& bytes) {
 inline std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// A finished command: its exit code (128 + the signal when killed), stdout and stderr.
+struct CmdResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+// Runs a shell command line (one command: the redirections are appended) with stdout and stderr
+// captured apart, through files so that neither pipe can fill up and stall the child.
+inline CmdResult run_command(const std::string& cmd_line) {
+  TempDir tmp;
+  const std::string out_file = tmp.file("stdout"), err_file = tmp.file("stderr");
+  const int status = std::system((cmd_line + " >" + out_file + " 2>" + err_file).c_str());
+  CmdResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_bytes(out_file);
+  r.err = read_bytes(err_file);
+  return r;
+}
+
+// The squish CLI with `args` (a shell fragment); `env` assignments (e.g.
+// "SQUISH_MEMORY_LIMIT=1000") go before it.
+inline CmdResult run_squish(const std::string& args, const std::string& env = "") {
+  return run_command((env.empty() ? "" : env + " ") + squish_binary() + " " + args);
 }
 
 // The llama.cpp reference peer (tools/llama_cpp: `llama_logits`), set up by scripts/test.sh;

@@ -3,10 +3,8 @@
 // float one, llama.cpp on the file, and the CLI's one-line errors.
 #include <gtest/gtest.h>
 #include <omp.h>
-#include <sys/wait.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -342,21 +340,8 @@ TEST(SmoothQuant, LlamaCppLoadsTheFile) {
   EXPECT_GE(same, 0.9);
 }
 
-struct CmdResult {
-  int exit_code = -1;
-  std::string err;
-};
-
-CmdResult run_squish(const std::string& args) {
-  test::TempDir tmp;
-  const std::string err_file = tmp.file("stderr.txt");
-  const std::string cmd = test::squish_binary() + " " + args + " >/dev/null 2>" + err_file;
-  const int status = std::system(cmd.c_str());
-  CmdResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.err = test::read_bytes(err_file);
-  return r;
-}
+using test::CmdResult;
+using test::run_squish;
 
 void expect_clean_failure(const CmdResult& r, const std::string& needle) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
