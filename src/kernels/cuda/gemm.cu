@@ -118,11 +118,12 @@ __global__ void dequantize_f16_kernel(const uint8_t* w, int64_t cols, int64_t ro
 }
 
 template <class T>
-void dequantize_typed(const void* w, int64_t cols, int64_t row0, int64_t n_rows, __half* out,
+bool dequantize_typed(const void* w, int64_t cols, int64_t row0, int64_t n_rows, __half* out,
                       cudaStream_t stream) {
   const int64_t threads = n_rows * (cols / 32);
   dequantize_f16_kernel<T><<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(
       static_cast<const uint8_t*>(w), cols, row0, n_rows, out);
+  return true;
 }
 
 __global__ void convert_to_f16_kernel(const float* x, int64_t ldx, int n_tokens, int64_t cols,
@@ -204,27 +205,7 @@ const Blas* load_blas() {
 
 }  // namespace
 
-bool dequantize_f16_supported(DType type) {
-  switch (type) {
-    case DType::F32:
-    case DType::F16:
-    case DType::BF16:
-    case DType::Q4_0:
-    case DType::Q4_1:
-    case DType::Q5_0:
-    case DType::Q5_1:
-    case DType::Q8_0:
-    case DType::IQ4_NL:
-    case DType::Q4_K:
-    case DType::Q5_K:
-    case DType::Q6_K:
-      return true;
-    default:
-      return false;
-  }
-}
-
-void dequantize_f16(DType type, const void* w, int64_t cols, int64_t row0, int64_t n_rows,
+bool dequantize_f16(DType type, const void* w, int64_t cols, int64_t row0, int64_t n_rows,
                     __half* out, cudaStream_t stream) {
   switch (type) {
     case DType::F32:
@@ -252,7 +233,7 @@ void dequantize_f16(DType type, const void* w, int64_t cols, int64_t row0, int64
     case DType::Q6_K:
       return dequantize_typed<GgQ6_K>(w, cols, row0, n_rows, out, stream);
     default:
-      return;  // rejected by dequantize_f16_supported
+      return false;
   }
 }
 
@@ -318,10 +299,11 @@ std::string PrefillGemm::matmul(DType type, bool repacked, const void* w, int64_
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   for (int64_t row0 = 0; row0 < rows; row0 += chunk) {
     const int64_t n_rows = std::min(chunk, rows - row0);
-    if (repacked) {
-      dequantize_q8_f16(type, w, rows, cols, row0, n_rows, scratch_, stream_);
-    } else {
-      dequantize_f16(type, w, cols, row0, n_rows, scratch_, stream_);
+    const bool dequantized =
+        repacked ? dequantize_q8_f16(type, w, rows, cols, row0, n_rows, scratch_, stream_)
+                 : dequantize_f16(type, w, cols, row0, n_rows, scratch_, stream_);
+    if (!dequantized) {
+      return std::string("cuda: prefill GEMM cannot dequantize ") + dtype_name(type) + " weights";
     }
     // In cuBLAS's column-major terms: the chunk (row-major n_rows x cols = column-major
     // cols x n_rows) transposed, times the input (column-major cols x n_tokens), into y's

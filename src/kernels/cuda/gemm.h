@@ -20,13 +20,13 @@
 namespace squish::cuda {
 
 // F16 copy of rows [row0, row0 + n_rows) of a matrix (rows x cols, cols a multiple of 32) in its
-// GGUF layout (every type matmul_supported takes) into out (n_rows x cols, 16-byte aligned).
-bool dequantize_f16_supported(DType type);
-void dequantize_f16(DType type, const void* w, int64_t cols, int64_t row0, int64_t n_rows,
+// GGUF layout into out (n_rows x cols, 16-byte aligned). Every type matmul_supported takes is
+// held; false (nothing launched) for any other.
+bool dequantize_f16(DType type, const void* w, int64_t cols, int64_t row0, int64_t n_rows,
                     __half* out, cudaStream_t stream);
 // The same for a matrix in repack_q8's layout (Q4_K, Q6_K, Q8_0; kernels_q8.cu): the layout
-// depends on the whole matrix's rows.
-void dequantize_q8_f16(DType type, const void* w, int64_t rows, int64_t cols, int64_t row0,
+// depends on the whole matrix's rows. False for any other type.
+bool dequantize_q8_f16(DType type, const void* w, int64_t rows, int64_t cols, int64_t row0,
                        int64_t n_rows, __half* out, cudaStream_t stream);
 // out[t][i] = F16(x[t * ldx + i]) for t < n_tokens, i < cols (cols a multiple of 8).
 void convert_to_f16(const float* x, int64_t ldx, int n_tokens, int64_t cols, __half* out,

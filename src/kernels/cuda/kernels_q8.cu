@@ -1023,9 +1023,9 @@ void dequantize_q8_f16_typed(const void* w, int64_t rows, int64_t cols, int64_t 
 
 }  // namespace
 
-void dequantize_q8_f16(DType type, const void* w, int64_t rows, int64_t cols, int64_t row0,
+bool dequantize_q8_f16(DType type, const void* w, int64_t rows, int64_t cols, int64_t row0,
                        int64_t n_rows, __half* out, cudaStream_t stream) {
-  with_q8_type(type, [&](auto t) {
+  return with_q8_type(type, [&](auto t) {
     dequantize_q8_f16_typed<decltype(t)>(w, rows, cols, row0, n_rows, out, stream);
   });
 }
