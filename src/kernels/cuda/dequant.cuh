@@ -57,21 +57,27 @@ __device__ __forceinline__ void iq4_nl(float d, const uint8_t* qs, float* v) {
 }
 
 // Q4_K / Q5_K: dm_scales = d, dmin (fp16) then the 12 packed scale/min bytes; group g (0..7)
+// The 6-bit scale and min of sub-block j of Q4_K / Q5_K from their 12 packed bytes q (ggml's
+// get_scale_min_k4); also the GGUF-layout mat-vec kernels' (kernels.cu) decoding.
+template <class T>
+__device__ __forceinline__ void scale_min_k4(int j, const uint8_t* q, T& sc, T& m) {
+  if (j < 4) {
+    sc = q[j] & 63;
+    m = q[j + 4] & 63;
+  } else {
+    sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
 // = elements 32 g .. 32 g + 31: nibble g % 2 of qs[(g / 2) * 32 + l], scale and min g (ggml's
 // get_scale_min_k4), fifth bit g of qh[l] for Q5_K.
 template <bool kFifth>
 __device__ __forceinline__ void k_quant_4_5(const uint8_t* dm_scales, const uint8_t* qh,
                                             const uint8_t* qs, int g, float* v) {
   const float d = f16_at(dm_scales), dmin = f16_at(dm_scales + 2);
-  const uint8_t* s = dm_scales + 4;
   int sc, mn;
-  if (g < 4) {
-    sc = s[g] & 63;
-    mn = s[g + 4] & 63;
-  } else {
-    sc = (s[g + 4] & 0xF) | ((s[g - 4] >> 6) << 4);
-    mn = (s[g + 4] >> 4) | ((s[g] >> 6) << 4);
-  }
+  scale_min_k4(g, dm_scales + 4, sc, mn);
   const float d1 = d * sc, m1 = dmin * mn;
   const uint8_t* q = qs + (g / 2) * 32;
   const int shift = (g % 2) * 4;

@@ -8,6 +8,7 @@
 #include <cfloat>
 #include <cstdint>
 
+#include "kernels/cuda/dequant.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/launch.cuh"
 #include "quant/blocks.h"
@@ -254,17 +255,6 @@ struct TypeIQ4_NL {  // 18 bytes: d, 16 nibble bytes indexing the non-linear tab
   }
 };
 
-// The 6-bit scale and min of sub-block j of Q4_K / Q5_K (ggml's get_scale_min_k4).
-__device__ __forceinline__ void scale_min_k4(int j, const uint8_t* q, float& sc, float& m) {
-  if (j < 4) {
-    sc = q[j] & 63;
-    m = q[j + 4] & 63;
-  } else {
-    sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
 // Q4_K / Q5_K: 8 items of 16 code bytes; item c covers 64-element group j = c / 2, bytes
 // l0 = (c % 2) * 16 of its 32: low nibbles are elements j*64 + l0 + i (scale 2j), high nibbles
 // j*64 + 32 + l0 + i (scale 2j + 1).
@@ -277,8 +267,8 @@ struct TypeK45 {
     const float d = h2f(dm & 0xFFFF), dmin = h2f(dm >> 16);
     const int j = sub >> 1, l0 = (sub & 1) * 16;
     float sc0, m0, sc1, m1;
-    scale_min_k4(2 * j, b + 4, sc0, m0);
-    scale_min_k4(2 * j + 1, b + 4, sc1, m1);
+    dequant::scale_min_k4(2 * j, b + 4, sc0, m0);
+    dequant::scale_min_k4(2 * j + 1, b + 4, sc1, m1);
     const uint4 qraw = *reinterpret_cast<const uint4*>(b + (kQ5 ? 48 : 16) + j * 32 + l0);
     const uint32_t qs[4] = {qraw.x, qraw.y, qraw.z, qraw.w};
     uint32_t qh[4] = {0, 0, 0, 0};
