@@ -444,9 +444,10 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     ra.k_cache = k_cache_.get<float>() + l * layer_cache;
     ra.v_cache = v_cache_.get<float>() + l * layer_cache;
     if (!(fuse & kFuseRope)) cuda::rope_and_store(ra, n, stream_);
+    const auto [att_q, att_d] = q8_unless(gemm, {L.wo});
     cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
-                    pos_.get<int>(), n, att, stream_, q8_unless(gemm, {L.wo}).first,
-                    q8_unless(gemm, {L.wo}).second, fuse & kFuseRope ? &ra : nullptr);
+                    pos_.get<int>(), n, att, stream_, att_q, att_d,
+                    fuse & kFuseRope ? &ra : nullptr);
     // Output projection + residual, then the FFN norm (or gate|up's prologue computes it).
     const cuda::Q8NormIn ffn_in{x, L.ffn_norm, c.norm_eps};
     const bool ffn_norm_in = !(fuse & kFuseNorm) && !(fuse & kFuseGate) && norm_in(L.gate_up, n);
