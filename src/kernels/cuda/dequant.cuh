@@ -56,7 +56,6 @@ __device__ __forceinline__ void iq4_nl(float d, const uint8_t* qs, float* v) {
   }
 }
 
-// Q4_K / Q5_K: dm_scales = d, dmin (fp16) then the 12 packed scale/min bytes; group g (0..7)
 // The 6-bit scale and min of sub-block j of Q4_K / Q5_K from their 12 packed bytes q (ggml's
 // get_scale_min_k4); also the GGUF-layout mat-vec kernels' (kernels.cu) decoding.
 template <class T>
@@ -70,16 +69,17 @@ __device__ __forceinline__ void scale_min_k4(int j, const uint8_t* q, T& sc, T& 
   }
 }
 
-// = elements 32 g .. 32 g + 31: nibble g % 2 of qs[(g / 2) * 32 + l], scale and min g (ggml's
-// get_scale_min_k4), fifth bit g of qh[l] for Q5_K.
+// Q4_K / Q5_K: dm_scales = d, dmin (fp16) then the 12 packed scale/min bytes; group g (0..7)
+// = elements 32 g .. 32 g + 31: nibble g % 2 of qs[(g / 2) * 32 + l], scale and min g, fifth
+// bit g of qh[l] for Q5_K. The _item form takes q = those 32 code bytes (the repacked layout
+// keeps them elsewhere than qs + (g / 2) * 32).
 template <bool kFifth>
-__device__ __forceinline__ void k_quant_4_5(const uint8_t* dm_scales, const uint8_t* qh,
-                                            const uint8_t* qs, int g, float* v) {
+__device__ __forceinline__ void k_quant_4_5_item(const uint8_t* dm_scales, const uint8_t* qh,
+                                                 const uint8_t* q, int g, float* v) {
   const float d = f16_at(dm_scales), dmin = f16_at(dm_scales + 2);
   int sc, mn;
   scale_min_k4(g, dm_scales + 4, sc, mn);
   const float d1 = d * sc, m1 = dmin * mn;
-  const uint8_t* q = qs + (g / 2) * 32;
   const int shift = (g % 2) * 4;
 #pragma unroll
   for (int l = 0; l < 32; ++l) {
@@ -87,6 +87,12 @@ __device__ __forceinline__ void k_quant_4_5(const uint8_t* dm_scales, const uint
     if (kFifth) c |= ((qh[l] >> g) & 1) << 4;
     v[l] = d1 * c - m1;
   }
+}
+
+template <bool kFifth>
+__device__ __forceinline__ void k_quant_4_5(const uint8_t* dm_scales, const uint8_t* qh,
+                                            const uint8_t* qs, int g, float* v) {
+  k_quant_4_5_item<kFifth>(dm_scales, qh, qs + (g / 2) * 32, g, v);
 }
 
 // Q6_K: ql[128], qh[64], 16 int8 scales, d. Group g: half n = g / 4, quarter p = g % 4 of it:

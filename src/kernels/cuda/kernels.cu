@@ -7,6 +7,7 @@
 
 #include <cfloat>
 #include <cstdint>
+#include <cstdlib>
 
 #include "kernels/cuda/dequant.cuh"
 #include "kernels/cuda/kernels.h"
@@ -482,7 +483,6 @@ __global__ void rope_store_kernel(RopeArgs a) {
   }
 }
 
-constexpr int kAttnWarps = 8;
 constexpr int kAttnKeys = 4;  // keys per warp per step: independent loads and reductions overlap
 constexpr int kMaxHeadDim = 256;
 
@@ -494,6 +494,7 @@ constexpr int kMaxHeadDim = 256;
 // rotated into shared memory, its kv head's k (rotated) and v stored at the position. Blocks of
 // the same kv head store the same values; each reads back only after its own store. The caches
 // are therefore read without __restrict__ (no read-only path for memory this kernel writes).
+template <int kAttnWarps>
 __global__ void __launch_bounds__(kWarp* kAttnWarps)
     attention_kernel(const float* __restrict__ q, int64_t ldq, float* k_cache, float* v_cache,
                      int n_head, int n_head_kv, int D, const int* pos0, float* __restrict__ out,
@@ -741,9 +742,22 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
                cudaStream_t stream, int8_t* out_q, float* out_d, const RopeArgs* rope) {
   RopeArgs r = {};
   if (rope != nullptr) r = *rope;
-  launch(attention_kernel, dim3(n_head, n_tokens), dim3(kWarp * kAttnWarps), stream, q, ldq,
-         const_cast<float*>(k_cache), const_cast<float*>(v_cache), n_head, n_head_kv, head_dim,
-         pos0, out, out_q, out_d, r, rope != nullptr ? 1 : 0);
+  // One token has one block per head (32 of the H100's 132 SMs for Llama-3-8B): more warps per
+  // block take more keys per trip through the cache (SQUISH_CUDA_ATTN_WARPS=8|16|32, read once).
+  static const int decode_warps = [] {
+    const char* env = std::getenv("SQUISH_CUDA_ATTN_WARPS");
+    const int w = env != nullptr ? std::atoi(env) : 16;
+    return w == 8 || w == 32 ? w : 16;
+  }();
+  auto go = [&](auto kernel, int warps) {
+    launch(kernel, dim3(n_head, n_tokens), dim3(kWarp * warps), stream, q, ldq,
+           const_cast<float*>(k_cache), const_cast<float*>(v_cache), n_head, n_head_kv, head_dim,
+           pos0, out, out_q, out_d, r, rope != nullptr ? 1 : 0);
+  };
+  const int warps = n_tokens == 1 ? decode_warps : 8;
+  if (warps == 32) return go(attention_kernel<32>, 32);
+  if (warps == 16) return go(attention_kernel<16>, 16);
+  go(attention_kernel<8>, 8);
 }
 
 void set_programmatic_launch(bool on) {

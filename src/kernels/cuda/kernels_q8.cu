@@ -97,7 +97,33 @@ struct View {
   const uint8_t* meta;
   const uint8_t* meta2;
   int64_t nb;  // blocks per row
+  bool split;  // Q4_K / Q8_0 codes in split halves (code_half_at)
 };
+
+// Q4_K and Q8_0 items are 32 code bytes that a lane reads as two 16-byte halves. In item order a
+// warp's first load would read the first half of 32 consecutive 32-byte sectors and its second
+// load the other halves: every sector fetched from L2 twice, half used each time. Split, each
+// (row, step of 32 items) holds the steps' first halves, then its second halves (m of each in a
+// row's last step of m < 32 items), so each load reads 512 whole contiguous bytes. Offset of half
+// h (0, 1) of item `it` of row r, for rows of n_items items.
+__host__ __device__ __forceinline__ int64_t code_half_at(int64_t n_items, int64_t r, int it, int h,
+                                                         bool split) {
+  const int64_t row = r * n_items * 32;
+  if (!split) return row + it * 32 + h * 16;
+  const int step = it & ~31, lane = it & 31;
+  const int m = n_items - step < 32 ? static_cast<int>(n_items - step) : 32;
+  return row + step * 32 + (h * m + lane) * 16;
+}
+
+// SQUISH_CUDA_SPLIT=0 keeps Q4_K / Q8_0 codes in item order (measuring the split layout against
+// it); read once, by repack_q8 and by every View.
+bool split_codes() {
+  static const bool on = [] {
+    const char* env = std::getenv("SQUISH_CUDA_SPLIT");
+    return env == nullptr || std::strcmp(env, "0") != 0;
+  }();
+  return on;
+}
 
 // Each type: kItems items per block, one lane per item. load() reads an item's codes and scales
 // of row r, load_act() the activations it multiplies (xq, xd: token's row start), dot() the sum.
@@ -110,7 +136,8 @@ struct Q4K {
   static constexpr int kPersistentBlocks = 5;  // the persistent grid, 2 rows per warp: 6 spills
   static constexpr int kPersistentRows = 2;    // rows per warp in the pair kernel
   static constexpr int kBlockBytes = 144;
-  static constexpr int kDecodeVariant = 3;  // decode_variant()
+  static constexpr int kDecodeVariant = 3;   // decode_variant()
+  static constexpr bool kSplitCodes = true;  // items of 32 code bytes: code_half_at
   struct Raw {
     int4 c0, c1, m;  // codes; d | dmin, 12 packed scale/min bytes
   };
@@ -120,11 +147,10 @@ struct Q4K {
     int s0, s1;  // sums of the codes of each 32
   };
   __device__ static Raw load(const View& v, int64_t r, int it) {
-    const int64_t blk = r * v.nb + it / kItems;
-    const uint8_t* c = v.codes + blk * kCode + (it % kItems) * 32;
+    const int64_t blk = r * v.nb + it / kItems, n_items = v.nb * kItems;
     Raw w;
-    w.c0 = ld_codes(c);
-    w.c1 = ld_codes(c + 16);
+    w.c0 = ld_codes(v.codes + code_half_at(n_items, r, it, 0, v.split));
+    w.c1 = ld_codes(v.codes + code_half_at(n_items, r, it, 1, v.split));
     w.m = ldg4(v.meta + blk * kMeta);
     return w;
   }
@@ -196,6 +222,7 @@ struct Q6K {
   static constexpr int kPersistentRows = 2;
   static constexpr int kBlockBytes = 210;
   static constexpr int kDecodeVariant = 3;
+  static constexpr bool kSplitCodes = false;  // its 16-byte loads already cover whole sectors
   struct Raw {
     int4 l0, l1, h, sc;
     uint32_t d;
@@ -272,6 +299,7 @@ struct Q80 {
   static constexpr int kPersistentRows = 1;
   static constexpr int kBlockBytes = 34;
   static constexpr int kDecodeVariant = 2;  // measured on the H200: 307 vs 294 tok/s (4)
+  static constexpr bool kSplitCodes = true;
   struct Raw {
     int4 c0, c1;
     uint32_t d;
@@ -282,10 +310,9 @@ struct Q80 {
   };
   __device__ static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it;
-    const uint8_t* c = v.codes + blk * kCode;
     Raw w;
-    w.c0 = ld_codes(c);
-    w.c1 = ld_codes(c + 16);
+    w.c0 = ld_codes(v.codes + code_half_at(v.nb, r, it, 0, v.split));
+    w.c1 = ld_codes(v.codes + code_half_at(v.nb, r, it, 1, v.split));
     w.d = ldg_u16(v.meta + blk * kMeta);
     return w;
   }
@@ -314,7 +341,8 @@ template <class T>
 View view_of(const void* w, int64_t rows, int64_t cols) {
   const int64_t nb = cols / T::kElems, n = rows * nb;
   const uint8_t* base = static_cast<const uint8_t*>(w);
-  return {base, base + n * T::kCode, base + n * (T::kCode + T::kMeta), nb};
+  return {base, base + n * T::kCode, base + n * (T::kCode + T::kMeta), nb,
+          T::kSplitCodes && split_codes()};
 }
 
 // Calls f with a value of the repacked type's struct (Q4K, Q6K or Q80) for `type`; false for any
@@ -356,6 +384,7 @@ struct MvArgs {
   float* d;
   int* counters;
   int gelu;
+  int copy_buffers;  // SQUISH_CUDA_PINGPONG=0
 };
 
 // The 8-bit form of 32 values held 4 per lane by 8 consecutive lanes (an aligned octet of the
@@ -470,10 +499,10 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_kernel(const 
   const int stride = kWarp * kSplit;
   int it = part * kWarp + lane;
   // Weights do not depend on the kernel before: their first loads overlap its tail.
-  typename T::Raw cur[R];
+  typename T::Raw buf0[R], buf1[R];  // used in turn, as in decode_body
   if (it < n_items) {
 #pragma unroll
-    for (int rr = 0; rr < R; ++rr) cur[rr] = T::load(a.v, row[rr], it);
+    for (int rr = 0; rr < R; ++rr) buf0[rr] = T::load(a.v, row[rr], it);
   }
   pdl_wait();
   float acc[R][NT];
@@ -483,9 +512,8 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_kernel(const 
     for (int t = 0; t < NT; ++t) acc[rr][t] = 0.0f;
   }
   const int64_t ldq = a.cols, ldd = a.cols / 32;
-  while (it < n_items) {
+  auto step = [&](const typename T::Raw(&cur)[R], typename T::Raw(&nxt)[R]) {
     const int next = it + stride;
-    typename T::Raw nxt[R];
     if (next < n_items) {
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) nxt[rr] = T::load(a.v, row[rr], next);
@@ -496,9 +524,20 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_kernel(const 
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) acc[rr][t] += T::dot(cur[rr], x, it);
     }
-#pragma unroll
-    for (int rr = 0; rr < R; ++rr) cur[rr] = nxt[rr];
     it = next;
+  };
+  if (a.copy_buffers) {
+    while (it < n_items) {
+      step(buf0, buf1);
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) buf0[rr] = buf1[rr];
+    }
+  } else {
+    while (it < n_items) {
+      step(buf0, buf1);
+      if (it >= n_items) break;
+      step(buf1, buf0);
+    }
   }
   __shared__ float partial[kWarps][R][NT];
 #pragma unroll
@@ -530,8 +569,19 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_kernel(const 
   if (kEpi == kNorm) norm_epilogue(a);
 }
 
+// SQUISH_CUDA_PINGPONG=0: the kernels copy their loaded registers instead of alternating two
+// buffers (measuring the difference; read once).
+int copy_buffers() {
+  static const int on = [] {
+    const char* env = std::getenv("SQUISH_CUDA_PINGPONG");
+    return env != nullptr && std::strcmp(env, "0") == 0 ? 1 : 0;
+  }();
+  return on;
+}
+
 template <class T, int NT, int R, int kSplit, int kEpi, int kMinBlocks = 1>
-void launch_mv(const MvArgs& a, int64_t groups, cudaStream_t stream) {
+void launch_mv(MvArgs a, int64_t groups, cudaStream_t stream) {
+  a.copy_buffers = copy_buffers();
   constexpr int kGroupsPerBlock = kWarps / kSplit;
   const unsigned blocks = static_cast<unsigned>((groups + kGroupsPerBlock - 1) / kGroupsPerBlock);
   launch(mv_q8_kernel<T, NT, R, kSplit, kEpi, kMinBlocks>, dim3(blocks), dim3(kWarp * kWarps),
@@ -563,10 +613,13 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     const int64_t r = group * R + rr;
     return r < a.rows ? r : a.rows - 1;  // past the end: a valid row, not stored
   };
-  typename T::Raw cur[R];
+  // Two register buffers in turn: step j + 1 loads into one while step j's math reads the
+  // other. (A copy from the loaded buffer to the used one would wait for the loads it copies,
+  // so only one step would be in flight per warp.)
+  typename T::Raw buf0[R], buf1[R];
   if (total > 0 && lane < n_items) {
 #pragma unroll
-    for (int rr = 0; rr < R; ++rr) cur[rr] = T::load(a.v, row_of(first, rr), lane);
+    for (int rr = 0; rr < R; ++rr) buf0[rr] = T::load(a.v, row_of(first, rr), lane);
   }
   pdl_wait();
   const int8_t* xq = a.xq;
@@ -615,14 +668,13 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
   for (int rr = 0; rr < R; ++rr) acc[rr] = 0.0f;
   int64_t group = first;
   int k = 0;
-  for (int64_t j = 0; j < total; ++j) {
+  auto step = [&](int64_t j, const typename T::Raw(&cur)[R], typename T::Raw(&nxt)[R]) {
     int nk = k + 1;
     int64_t ngroup = group;
     if (nk == steps) {
       nk = 0;
       ngroup += warps;
     }
-    typename T::Raw nxt[R];
     const int nit = nk * kWarp + lane;
     if (j + 1 < total && nit < n_items) {
 #pragma unroll
@@ -646,10 +698,21 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
         acc[rr] = 0.0f;
       }
     }
-#pragma unroll
-    for (int rr = 0; rr < R; ++rr) cur[rr] = nxt[rr];
     group = ngroup;
     k = nk;
+  };
+  if (a.copy_buffers) {  // measuring only (SQUISH_CUDA_PINGPONG=0): the copying pipeline
+    for (int64_t j = 0; j < total; ++j) {
+      step(j, buf0, buf1);
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) buf0[rr] = buf1[rr];
+    }
+    return;
+  }
+  for (int64_t j = 0; j < total; j += 2) {
+    step(j, buf0, buf1);
+    if (j + 1 == total) break;
+    step(j + 1, buf1, buf0);
   }
 }
 
@@ -717,7 +780,8 @@ size_t norm_in_smem(int64_t cols) {
 }
 
 template <class T, int R, int kMinBlocks, bool kNormIn>
-void launch_decode(const MvArgs& a, cudaStream_t stream) {
+void launch_decode(MvArgs a, cudaStream_t stream) {
+  a.copy_buffers = copy_buffers();
   auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn>;
   const size_t smem = kNormIn ? norm_in_smem(a.cols) : 0;
   const int64_t blocks = balanced_blocks((a.rows + R - 1) / R, persistent_blocks(kernel, smem));
@@ -727,7 +791,8 @@ void launch_decode(const MvArgs& a, cudaStream_t stream) {
 
 // The grid split between the two products by weight bytes (each part then balanced).
 template <class TA, class TB>
-void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
+void launch_decode_pair(MvArgs a, MvArgs b, cudaStream_t stream) {
+  a.copy_buffers = b.copy_buffers = copy_buffers();
   constexpr int kMin = std::min(TA::kPersistentBlocks, TB::kPersistentBlocks);
   auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin>;
   const size_t smem = norm_in_smem(a.cols);
@@ -885,13 +950,26 @@ bool matmul_q8_supported(DType type, int64_t cols) {
 void repack_q8(DType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst) {
   HostLayout l;
   if (!host_layout(type, l)) return;  // rejected by matmul_q8_supported
-  const int64_t n = rows * (cols / l.elems);
+  const int64_t nb = cols / l.elems, n = rows * nb;
   uint8_t* codes = dst;
   uint8_t* meta = codes + n * l.code;
   uint8_t* meta2 = meta + n * l.meta;
+  // Q4_K and Q8_0 codes: 32-byte items (4 per Q4_K block, 1 per Q8_0 block), split halves.
+  const bool split = type != DType::Q6_K && split_codes();
+  const int items = l.code / 32;
   for (int64_t i = 0; i < n; ++i) {
     const uint8_t* b = src + i * l.bytes;
-    std::memcpy(codes + i * l.code, b + l.code_at, l.code);
+    if (split) {
+      const int64_t r = i / nb;
+      for (int k = 0; k < items; ++k) {
+        const int it = static_cast<int>(i % nb) * items + k;
+        for (int h = 0; h < 2; ++h)
+          std::memcpy(codes + code_half_at(nb * items, r, it, h, true),
+                      b + l.code_at + 32 * k + 16 * h, 16);
+      }
+    } else {
+      std::memcpy(codes + i * l.code, b + l.code_at, l.code);
+    }
     std::memcpy(meta + i * l.meta, b + l.meta_at, l.meta);
     if (l.meta2 > 0) std::memcpy(meta2 + i * l.meta2, b + l.meta2_at, l.meta2);
   }
@@ -1001,14 +1079,21 @@ __global__ void dequantize_q8_f16_kernel(View v, int64_t cols, int64_t row0, int
   const int64_t blk = (row0 + r) * v.nb + gi / kGroups;
   const int g = static_cast<int>(gi % kGroups);
   float x[32];
-  if constexpr (std::is_same_v<T, Q4K>) {  // meta: d, dmin, 12 scale bytes; codes: qs
-    dequant::k_quant_4_5<false>(v.meta + blk * T::kMeta, nullptr, v.codes + blk * T::kCode, g, x);
-  } else if constexpr (std::is_same_v<T, Q6K>) {  // codes: ql, qh; meta: scales; meta2: d
+  if constexpr (std::is_same_v<T, Q6K>) {  // codes: ql, qh; meta: scales; meta2: d
     const uint8_t* c = v.codes + blk * T::kCode;
     dequant::q6_k(c, c + 128, v.meta + blk * T::kMeta, dequant::f16_at(v.meta2 + blk * T::kMeta2),
                   g, x);
-  } else {  // Q8_0: meta: d; codes: qs
-    dequant::q8_0(dequant::f16_at(v.meta + blk * T::kMeta), v.codes + blk * T::kCode, x);
+  } else {  // the 32 code bytes of the item holding group g, from its two halves
+    const int it = static_cast<int>(gi / kGroups) * T::kItems + g * T::kItems / kGroups;
+    __align__(16) int4 item[2];
+    for (int h = 0; h < 2; ++h)
+      item[h] = ldg4(v.codes + code_half_at(v.nb * T::kItems, row0 + r, it, h, v.split));
+    const uint8_t* q = reinterpret_cast<const uint8_t*>(item);
+    if constexpr (std::is_same_v<T, Q4K>) {  // meta: d, dmin, 12 scale bytes
+      dequant::k_quant_4_5_item<false>(v.meta + blk * T::kMeta, nullptr, q, g, x);
+    } else {  // Q8_0: meta: d
+      dequant::q8_0(dequant::f16_at(v.meta + blk * T::kMeta), q, x);
+    }
   }
   dequant::store_f16(x, out + r * cols + gi * 32);
 }
