@@ -69,17 +69,11 @@ __device__ __forceinline__ void scale_min_k4(int j, const uint8_t* q, T& sc, T& 
   }
 }
 
-// Q4_K / Q5_K: dm_scales = d, dmin (fp16) then the 12 packed scale/min bytes; group g (0..7)
-// = elements 32 g .. 32 g + 31: nibble g % 2 of qs[(g / 2) * 32 + l], scale and min g, fifth
-// bit g of qh[l] for Q5_K. The _item form takes q = those 32 code bytes (the repacked layout
-// keeps them elsewhere than qs + (g / 2) * 32).
+// 32 weights d1 * c - m1 of 4-bit codes c = nibble g % 2 of q[l] (plus, for Q5_K, fifth bit g of
+// qh[l] as bit 4).
 template <bool kFifth>
-__device__ __forceinline__ void k_quant_4_5_item(const uint8_t* dm_scales, const uint8_t* qh,
-                                                 const uint8_t* q, int g, float* v) {
-  const float d = f16_at(dm_scales), dmin = f16_at(dm_scales + 2);
-  int sc, mn;
-  scale_min_k4(g, dm_scales + 4, sc, mn);
-  const float d1 = d * sc, m1 = dmin * mn;
+__device__ __forceinline__ void affine_nibbles(float d1, float m1, const uint8_t* qh,
+                                               const uint8_t* q, int g, float* v) {
   const int shift = (g % 2) * 4;
 #pragma unroll
   for (int l = 0; l < 32; ++l) {
@@ -89,10 +83,16 @@ __device__ __forceinline__ void k_quant_4_5_item(const uint8_t* dm_scales, const
   }
 }
 
+// Q4_K / Q5_K: dm_scales = d, dmin (fp16) then the 12 packed scale/min bytes; group g (0..7)
+// = elements 32 g .. 32 g + 31: nibble g % 2 of qs[(g / 2) * 32 + l], scale and min g, fifth
+// bit g of qh[l] for Q5_K.
 template <bool kFifth>
 __device__ __forceinline__ void k_quant_4_5(const uint8_t* dm_scales, const uint8_t* qh,
                                             const uint8_t* qs, int g, float* v) {
-  k_quant_4_5_item<kFifth>(dm_scales, qh, qs + (g / 2) * 32, g, v);
+  const float d = f16_at(dm_scales), dmin = f16_at(dm_scales + 2);
+  int sc, mn;
+  scale_min_k4(g, dm_scales + 4, sc, mn);
+  affine_nibbles<kFifth>(d * sc, dmin * mn, qh, qs + (g / 2) * 32, g, v);
 }
 
 // Q6_K: ql[128], qh[64], 16 int8 scales, d. Group g: half n = g / 4, quarter p = g % 4 of it:

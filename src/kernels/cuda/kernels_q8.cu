@@ -18,6 +18,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/cpu/quant_k.h"
 #include "kernels/cuda/dequant.cuh"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/kernels.h"
@@ -65,6 +66,12 @@ template <bool kShared>
 __device__ __forceinline__ float act1(const float* p) {
   if constexpr (kShared) return *p;
   return __ldg(p);
+}
+// Sum of 4 unsigned bytes of a times 4 signed bytes of b, plus c (__dp4a has only same-sign forms).
+__device__ __forceinline__ int dp4a_us(int a, int b, int c) {
+  int d;
+  asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
 }
 __device__ __forceinline__ int sum_bytes(const int4& a, int acc) {
   acc = __dp4a(a.x, 0x01010101, acc);
@@ -129,7 +136,11 @@ bool split_codes() {
 // of row r, load_act() the activations it multiplies (xq, xd: token's row start), dot() the sum.
 
 // Q4_K: item s (0..3) = the 32 code bytes of 64-element group s: low nibbles are elements
-// s*64 + 0..31 (scale/min 2s), high nibbles s*64 + 32..63 (scale/min 2s + 1).
+// s*64 + 0..31 (scale/min 2s), high nibbles s*64 + 32..63 (scale/min 2s + 1). The 16 bytes of
+// block scales are rearranged by repack_q8 (q4k_scale_words) so that an item's scales cost a few
+// bit-field extractions instead of ggml's get_scale_min_k4 (two of them per item, with a branch
+// that splits every warp): word s = scale 2s | scale 2s+1 << 6 | min 2s << 12 | min 2s+1 << 18 |
+// byte s of (d, dmin) << 24.
 struct Q4K {
   static constexpr int kElems = 256, kItems = 4, kCode = 128, kMeta = 16;
   static constexpr int kDecodeBlocks = 6;      // per SM (80 registers, no spills; sm_90 ptxas)
@@ -139,7 +150,7 @@ struct Q4K {
   static constexpr int kDecodeVariant = 3;   // decode_variant()
   static constexpr bool kSplitCodes = true;  // items of 32 code bytes: code_half_at
   struct Raw {
-    int4 c0, c1, m;  // codes; d | dmin, 12 packed scale/min bytes
+    int4 c0, c1, m;  // codes; the block's four scale words
   };
   struct Act {
     int4 a0, a1, a2, a3;
@@ -169,24 +180,12 @@ struct Q4K {
     x.s1 = sum_bytes(x.a3, sum_bytes(x.a2, 0));
     return x;
   }
-  // ggml's get_scale_min_k4 on the packed bytes y = q[0..3], z = q[4..7], w = q[8..11].
-  __device__ static void scale_min(int j, uint32_t y, uint32_t z, uint32_t w, int& sc, int& m) {
-    const int sh = 8 * (j & 3);
-    const uint32_t by = y >> sh, bz = z >> sh, bw = w >> sh;
-    if (j < 4) {
-      sc = by & 63;
-      m = bz & 63;
-    } else {
-      sc = (bw & 0xF) | (((by >> 6) & 3) << 4);
-      m = ((bw >> 4) & 0xF) | (((bz >> 6) & 3) << 4);
-    }
-  }
   __device__ static float dot(const Raw& w, const Act& x, int it) {
     const int s = it % kItems;
-    const float d = h2f(w.m.x), dmin = h2f(static_cast<uint32_t>(w.m.x) >> 16);
-    int sc0, m0, sc1, m1;
-    scale_min(2 * s, w.m.y, w.m.z, w.m.w, sc0, m0);
-    scale_min(2 * s + 1, w.m.y, w.m.z, w.m.w, sc1, m1);
+    const uint32_t wx = w.m.x, wy = w.m.y, wz = w.m.z, ww = w.m.w;
+    const float d = h2f(__byte_perm(wx, wy, 0x0073)), dmin = h2f(__byte_perm(wz, ww, 0x0073));
+    const uint32_t v = s == 0 ? wx : s == 1 ? wy : s == 2 ? wz : ww;
+    const int sc0 = v & 63, sc1 = (v >> 6) & 63, m0 = (v >> 12) & 63, m1 = (v >> 18) & 63;
     const int lo = 0x0F0F0F0F;
     int sl = __dp4a(w.c0.x & lo, x.a0.x, 0);
     sl = __dp4a(w.c0.y & lo, x.a0.y, sl);
@@ -196,15 +195,18 @@ struct Q4K {
     sl = __dp4a(w.c1.y & lo, x.a1.y, sl);
     sl = __dp4a(w.c1.z & lo, x.a1.z, sl);
     sl = __dp4a(w.c1.w & lo, x.a1.w, sl);
-    int sh = __dp4a((w.c0.x >> 4) & lo, x.a2.x, 0);
-    sh = __dp4a((w.c0.y >> 4) & lo, x.a2.y, sh);
-    sh = __dp4a((w.c0.z >> 4) & lo, x.a2.z, sh);
-    sh = __dp4a((w.c0.w >> 4) & lo, x.a2.w, sh);
-    sh = __dp4a((w.c1.x >> 4) & lo, x.a3.x, sh);
-    sh = __dp4a((w.c1.y >> 4) & lo, x.a3.y, sh);
-    sh = __dp4a((w.c1.z >> 4) & lo, x.a3.z, sh);
-    sh = __dp4a((w.c1.w >> 4) & lo, x.a3.w, sh);
-    const float d0 = d * sc0, d1 = d * sc1, m0d = dmin * m0, m1d = dmin * m1;
+    // High nibbles left in place (16 times the code, unsigned bytes): one AND per word instead of
+    // a shift and an AND; the 1/16 goes into their scale.
+    const int hi = static_cast<int>(0xF0F0F0F0u);
+    int sh = dp4a_us(w.c0.x & hi, x.a2.x, 0);
+    sh = dp4a_us(w.c0.y & hi, x.a2.y, sh);
+    sh = dp4a_us(w.c0.z & hi, x.a2.z, sh);
+    sh = dp4a_us(w.c0.w & hi, x.a2.w, sh);
+    sh = dp4a_us(w.c1.x & hi, x.a3.x, sh);
+    sh = dp4a_us(w.c1.y & hi, x.a3.y, sh);
+    sh = dp4a_us(w.c1.z & hi, x.a3.z, sh);
+    sh = dp4a_us(w.c1.w & hi, x.a3.w, sh);
+    const float d0 = d * sc0, d1 = d * 0.0625f * sc1, m0d = dmin * m0, m1d = dmin * m1;
     return x.d0 * (d0 * sl - m0d * x.s0) + x.d1 * (d1 * sh - m1d * x.s1);
   }
 };
@@ -613,13 +615,37 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     const int64_t r = group * R + rr;
     return r < a.rows ? r : a.rows - 1;  // past the end: a valid row, not stored
   };
-  // Two register buffers in turn: step j + 1 loads into one while step j's math reads the
-  // other. (A copy from the loaded buffer to the used one would wait for the loads it copies,
-  // so only one step would be in flight per warp.)
-  typename T::Raw buf0[R], buf1[R];
-  if (total > 0 && lane < n_items) {
+  // Steps in the warp's flat sequence of (row group, step) pairs: load_at runs two steps ahead
+  // of math_at. Two register buffers take steps in turn; each is refilled right after its math,
+  // so two steps are in flight while the warp waits (also during the norm prologue: both are
+  // loaded before it). A copy between buffers would wait for the loads it copies.
+  struct Cursor {
+    int64_t group;
+    int k;
+  };
+  auto advance = [&](Cursor& c) {
+    if (++c.k == steps) {
+      c.k = 0;
+      c.group += warps;
+    }
+  };
+  auto load_step = [&](const Cursor& c, typename T::Raw(&buf)[R]) {
+    const int it = c.k * kWarp + lane;
+    if (it < n_items) {
 #pragma unroll
-    for (int rr = 0; rr < R; ++rr) buf0[rr] = T::load(a.v, row_of(first, rr), lane);
+      for (int rr = 0; rr < R; ++rr) buf[rr] = T::load(a.v, row_of(c.group, rr), it);
+    }
+  };
+  typename T::Raw buf0[R], buf1[R];
+  Cursor load_at{first, 0}, math_at{first, 0};
+  const int64_t preload = a.copy_buffers ? 1 : 2;
+  if (total > 0) {
+    load_step(load_at, buf0);
+    advance(load_at);
+  }
+  if (total > 1 && preload > 1) {
+    load_step(load_at, buf1);
+    advance(load_at);
   }
   pdl_wait();
   const int8_t* xq = a.xq;
@@ -666,31 +692,18 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
   float acc[R];
 #pragma unroll
   for (int rr = 0; rr < R; ++rr) acc[rr] = 0.0f;
-  int64_t group = first;
-  int k = 0;
-  auto step = [&](int64_t j, const typename T::Raw(&cur)[R], typename T::Raw(&nxt)[R]) {
-    int nk = k + 1;
-    int64_t ngroup = group;
-    if (nk == steps) {
-      nk = 0;
-      ngroup += warps;
-    }
-    const int nit = nk * kWarp + lane;
-    if (j + 1 < total && nit < n_items) {
-#pragma unroll
-      for (int rr = 0; rr < R; ++rr) nxt[rr] = T::load(a.v, row_of(ngroup, rr), nit);
-    }
-    const int it = k * kWarp + lane;
+  auto math = [&](const typename T::Raw(&cur)[R]) {
+    const int it = math_at.k * kWarp + lane;
     if (it < n_items) {
       const typename T::Act x = T::template load_act<kNormIn>(xq, xd, it);
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) acc[rr] += T::dot(cur[rr], x, it);
     }
-    if (k == steps - 1) {  // the group's last step: warp-uniform
+    if (math_at.k == steps - 1) {  // the group's last step: warp-uniform
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) {
         const float sum = warp_sum(acc[rr]);
-        const int64_t r = group * R + rr;
+        const int64_t r = math_at.group * R + rr;
         if (lane == 0 && r < a.rows) {
           float* out = a.y + r;
           *out = a.accumulate ? *out + sum : sum;
@@ -698,21 +711,32 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
         acc[rr] = 0.0f;
       }
     }
-    group = ngroup;
-    k = nk;
+    advance(math_at);
   };
-  if (a.copy_buffers) {  // measuring only (SQUISH_CUDA_PINGPONG=0): the copying pipeline
+  if (a.copy_buffers) {  // measuring only (SQUISH_CUDA_PINGPONG=0): one buffer copied into the
+                         // other
     for (int64_t j = 0; j < total; ++j) {
-      step(j, buf0, buf1);
+      if (j + 1 < total) {
+        load_step(load_at, buf1);
+        advance(load_at);
+      }
+      math(buf0);
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) buf0[rr] = buf1[rr];
     }
     return;
   }
+  auto step = [&](int64_t j, typename T::Raw(&buf)[R]) {
+    math(buf);
+    if (j + 2 < total) {
+      load_step(load_at, buf);
+      advance(load_at);
+    }
+  };
   for (int64_t j = 0; j < total; j += 2) {
-    step(j, buf0, buf1);
+    step(j, buf0);
     if (j + 1 == total) break;
-    step(j + 1, buf1, buf0);
+    step(j + 1, buf1);
   }
 }
 
@@ -910,6 +934,19 @@ struct HostLayout {
   int code_at, code, meta_at, meta, meta2_at, meta2;
 };
 
+// A Q4_K block's d, dmin and 12 packed scale bytes as the four words Q4K::dot reads: word s =
+// scale 2s | scale 2s+1 << 6 | min 2s << 12 | min 2s+1 << 18 | block byte s << 24 (bytes 0-3 are
+// d and dmin), little-endian as the GPU reads them.
+void q4k_scale_words(const uint8_t* block, uint8_t* out) {
+  uint8_t sc[8], mn[8];
+  unpack_scale_min_k4(block + 4, sc, mn);
+  for (int s = 0; s < 4; ++s) {
+    const uint32_t word = sc[2 * s] | sc[2 * s + 1] << 6 | mn[2 * s] << 12 | mn[2 * s + 1] << 18 |
+                          static_cast<uint32_t>(block[s]) << 24;
+    for (int k = 0; k < 4; ++k) out[4 * s + k] = static_cast<uint8_t>(word >> (8 * k));
+  }
+}
+
 bool host_layout(DType type, HostLayout& l) {
   switch (type) {
     case DType::Q4_K:  // d, dmin, scales[12] | qs[128]
@@ -970,7 +1007,11 @@ void repack_q8(DType type, const uint8_t* src, int64_t rows, int64_t cols, uint8
     } else {
       std::memcpy(codes + i * l.code, b + l.code_at, l.code);
     }
-    std::memcpy(meta + i * l.meta, b + l.meta_at, l.meta);
+    if (type == DType::Q4_K) {
+      q4k_scale_words(b, meta + i * l.meta);
+    } else {
+      std::memcpy(meta + i * l.meta, b + l.meta_at, l.meta);
+    }
     if (l.meta2 > 0) std::memcpy(meta2 + i * l.meta2, b + l.meta2_at, l.meta2);
   }
 }
@@ -1089,8 +1130,15 @@ __global__ void dequantize_q8_f16_kernel(View v, int64_t cols, int64_t row0, int
     for (int h = 0; h < 2; ++h)
       item[h] = ldg4(v.codes + code_half_at(v.nb * T::kItems, row0 + r, it, h, v.split));
     const uint8_t* q = reinterpret_cast<const uint8_t*>(item);
-    if constexpr (std::is_same_v<T, Q4K>) {  // meta: d, dmin, 12 scale bytes
-      dequant::k_quant_4_5_item<false>(v.meta + blk * T::kMeta, nullptr, q, g, x);
+    if constexpr (std::is_same_v<T, Q4K>) {  // meta: q4k_scale_words
+      const uint8_t* m = v.meta + blk * T::kMeta;
+      const int s = g / 2, half = g % 2;
+      const uint32_t w = m[4 * s] | m[4 * s + 1] << 8 | m[4 * s + 2] << 16;
+      const float d = __half2float(__ushort_as_half(static_cast<unsigned short>(m[3] | m[7] << 8)));
+      const float dmin =
+          __half2float(__ushort_as_half(static_cast<unsigned short>(m[11] | m[15] << 8)));
+      const int sc = (w >> (6 * half)) & 63, mn = (w >> (12 + 6 * half)) & 63;
+      dequant::affine_nibbles<false>(d * sc, dmin * mn, nullptr, q, g, x);
     } else {  // Q8_0: meta: d
       dequant::q8_0(dequant::f16_at(v.meta + blk * T::kMeta), q, x);
     }
