@@ -20,7 +20,9 @@
 # kernels-SHAPE-TYPE.txt), NCU (1: Nsight Compute on NCU_COUNT kernels after NCU_SKIP,
 # ncu-SHAPE-TYPE.txt; only the types in NCU_TYPES when set), LLAMA_REPS (llama-bench -r, REPS),
 # BUNDLE (1: the text results but summary.txt end in OUT/results.tgz, since the GPU machine
-# hands back at most 8 files).
+# hands back at most 8 files), SASS (1: cuobjdump's SASS of the kernels whose mangled names match
+# SASS_MATCH, an extended regex, default the Q4_K two-row decode kernel with the norm prologue and
+# the Q8_0 one-row kernel, in sass.txt, with an opcode count per kernel in summary.txt).
 set -uo pipefail
 ARCHIVE=${1:-build-cuda/carry/squish-cuda.tar.xz}
 OUT=${2:-${OUT:-/tmp/squish-cuda-out}}
@@ -68,6 +70,23 @@ if [ "${TESTS:-1}" = 1 ]; then
     echo "compute-sanitizer: not found on this machine" | tee -a "$OUT/summary.txt"
   else
     echo "compute-sanitizer: skipped (SANITIZE=0)" | tee -a "$OUT/summary.txt"
+  fi
+fi
+if [ "${SASS:-0}" = 1 ]; then
+  CUOBJ=$(ls /usr/local/cuda*/bin/cuobjdump 2>/dev/null | head -1)
+  CUOBJ=${CUOBJ:-$(command -v cuobjdump || true)}
+  if [ -n "$CUOBJ" ]; then
+    MATCH=${SASS_MATCH:-mv_q8_decode_kernelINS1_3Q4KELi2ELi5ELb1E|mv_q8_kernelINS1_3Q80ELi1ELi1ELi1ELi0ELi8E}
+    for f in "$DIR"/bin/squish "$DIR"/lib/*; do
+      "$CUOBJ" -sass "$f" 2>/dev/null | awk -v m="$MATCH" '/Function : /{p = ($0 ~ m)} p'
+    done > "$OUT/sass.txt"
+    # Opcodes per kernel: a copy (MOV) of registers still being loaded stalls the warp.
+    awk '/Function : /{name = $3} $1 ~ /^\/\*[0-9a-f]+\*\/$/{op = $2; if (op ~ /^@/) op = $3;
+         n[name " " op]++} END {for (k in n) print n[k], k}' "$OUT/sass.txt" |
+      sort -k2,2 -k1,1nr | awk '{c[$2] = c[$2] " " $3 ":" $1} END {for (k in c) print "sass " k c[k]}' |
+      tee -a "$OUT/summary.txt"
+  else
+    echo "sass: cuobjdump not found" | tee -a "$OUT/summary.txt"
   fi
 fi
 # All files first (CPU work, while a llama.cpp build may run), then the timed runs on a quiet box.
