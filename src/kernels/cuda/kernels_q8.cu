@@ -73,6 +73,19 @@ __device__ __forceinline__ int dp4a_us(int a, int b, int c) {
   asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
   return d;
 }
+// Sum over the 8 code words c0, c1 masked with `mask` times the activation words a, b: codes as
+// signed bytes, or as unsigned ones (kUnsigned: dp4a_us).
+template <bool kUnsigned>
+__device__ __forceinline__ int masked_dot(const int4& c0, const int4& c1, int mask, const int4& a,
+                                          const int4& b) {
+  const int c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+  const int x[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+  int acc = 0;
+#pragma unroll
+  for (int k = 0; k < 8; ++k)
+    acc = kUnsigned ? dp4a_us(c[k] & mask, x[k], acc) : __dp4a(c[k] & mask, x[k], acc);
+  return acc;
+}
 __device__ __forceinline__ int sum_bytes(const int4& a, int acc) {
   acc = __dp4a(a.x, 0x01010101, acc);
   acc = __dp4a(a.y, 0x01010101, acc);
@@ -186,26 +199,10 @@ struct Q4K {
     const float d = h2f(__byte_perm(wx, wy, 0x0073)), dmin = h2f(__byte_perm(wz, ww, 0x0073));
     const uint32_t v = s == 0 ? wx : s == 1 ? wy : s == 2 ? wz : ww;
     const int sc0 = v & 63, sc1 = (v >> 6) & 63, m0 = (v >> 12) & 63, m1 = (v >> 18) & 63;
-    const int lo = 0x0F0F0F0F;
-    int sl = __dp4a(w.c0.x & lo, x.a0.x, 0);
-    sl = __dp4a(w.c0.y & lo, x.a0.y, sl);
-    sl = __dp4a(w.c0.z & lo, x.a0.z, sl);
-    sl = __dp4a(w.c0.w & lo, x.a0.w, sl);
-    sl = __dp4a(w.c1.x & lo, x.a1.x, sl);
-    sl = __dp4a(w.c1.y & lo, x.a1.y, sl);
-    sl = __dp4a(w.c1.z & lo, x.a1.z, sl);
-    sl = __dp4a(w.c1.w & lo, x.a1.w, sl);
-    // High nibbles left in place (16 times the code, unsigned bytes): one AND per word instead of
-    // a shift and an AND; the 1/16 goes into their scale.
-    const int hi = static_cast<int>(0xF0F0F0F0u);
-    int sh = dp4a_us(w.c0.x & hi, x.a2.x, 0);
-    sh = dp4a_us(w.c0.y & hi, x.a2.y, sh);
-    sh = dp4a_us(w.c0.z & hi, x.a2.z, sh);
-    sh = dp4a_us(w.c0.w & hi, x.a2.w, sh);
-    sh = dp4a_us(w.c1.x & hi, x.a3.x, sh);
-    sh = dp4a_us(w.c1.y & hi, x.a3.y, sh);
-    sh = dp4a_us(w.c1.z & hi, x.a3.z, sh);
-    sh = dp4a_us(w.c1.w & hi, x.a3.w, sh);
+    // High nibbles are left in place (16 times the code, unsigned bytes): one AND per word instead
+    // of a shift and an AND; the 1/16 goes into their scale.
+    const int sl = masked_dot<false>(w.c0, w.c1, 0x0F0F0F0F, x.a0, x.a1);
+    const int sh = masked_dot<true>(w.c0, w.c1, static_cast<int>(0xF0F0F0F0u), x.a2, x.a3);
     const float d0 = d * sc0, d1 = d * 0.0625f * sc1, m0d = dmin * m0, m1d = dmin * m1;
     return x.d0 * (d0 * sl - m0d * x.s0) + x.d1 * (d1 * sh - m1d * x.s1);
   }
@@ -327,14 +324,7 @@ struct Q80 {
     return x;
   }
   __device__ static float dot(const Raw& w, const Act& x, int) {
-    int s = __dp4a(w.c0.x, x.a0.x, 0);
-    s = __dp4a(w.c0.y, x.a0.y, s);
-    s = __dp4a(w.c0.z, x.a0.z, s);
-    s = __dp4a(w.c0.w, x.a0.w, s);
-    s = __dp4a(w.c1.x, x.a1.x, s);
-    s = __dp4a(w.c1.y, x.a1.y, s);
-    s = __dp4a(w.c1.z, x.a1.z, s);
-    s = __dp4a(w.c1.w, x.a1.w, s);
+    const int s = masked_dot<false>(w.c0, w.c1, ~0, x.a0, x.a1);
     return h2f(w.d) * x.d * s;
   }
 };
