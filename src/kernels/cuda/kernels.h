@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "kernels/cuda/layout.h"
 
 namespace squish::cuda {
 
@@ -25,13 +26,11 @@ void matmul(DType type, const void* w, int64_t rows, int64_t cols, const float* 
 // 6-bit decode run at memory speed. quantize_activations_q8 makes them: per token and group of 32
 // columns, d = amax / 127 (F32) and q = round(x / d); q rows at q + t * cols, scales at
 // d + t * cols / 32 (cols a multiple of 32, x rows 16-byte aligned not required).
-// The weights must be in the layout repack_q8 makes from GGUF rows (the same bytes, regrouped:
-// every block's codes first, then their scales, so codes are read with aligned 16-byte loads);
-// dst holds rows * row_bytes(type, cols) bytes.
+// The weights must be in the layout repack_q8 makes from GGUF rows (layout.h: the same bytes,
+// regrouped, so codes are read with aligned, coalesced 16-byte loads).
 void quantize_activations_q8(const float* x, int64_t ldx, int n_tokens, int64_t cols, int8_t* q,
                              float* d, cudaStream_t stream);
-bool matmul_q8_supported(DType type, int64_t cols);  // Q4_K, Q6_K, Q8_0
-void repack_q8(DType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst);
+bool matmul_q8_supported(DType type, int64_t cols);  // Q4_K, Q6_K, Q8_0 (layout.h: repack_q8)
 
 // Work fused into a one-token product's end (matmul_q8 with n_tokens == 1), each saving a
 // kernel and its launch gap per layer. counters: device ints, zero before and after (at least

@@ -18,11 +18,11 @@
 #include <cstring>
 #include <type_traits>
 
-#include "kernels/cpu/quant_k.h"
 #include "kernels/cuda/dequant.cuh"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/layout.h"
 
 namespace squish::cuda {
 
@@ -119,31 +119,6 @@ struct View {
   int64_t nb;  // blocks per row
   bool split;  // Q4_K / Q8_0 codes in split halves (code_half_at)
 };
-
-// Q4_K and Q8_0 items are 32 code bytes that a lane reads as two 16-byte halves. In item order a
-// warp's first load would read the first half of 32 consecutive 32-byte sectors and its second
-// load the other halves: every sector fetched from L2 twice, half used each time. Split, each
-// (row, step of 32 items) holds the steps' first halves, then its second halves (m of each in a
-// row's last step of m < 32 items), so each load reads 512 whole contiguous bytes. Offset of half
-// h (0, 1) of item `it` of row r, for rows of n_items items.
-__host__ __device__ __forceinline__ int64_t code_half_at(int64_t n_items, int64_t r, int it, int h,
-                                                         bool split) {
-  const int64_t row = r * n_items * 32;
-  if (!split) return row + it * 32 + h * 16;
-  const int step = it & ~31, lane = it & 31;
-  const int m = n_items - step < 32 ? static_cast<int>(n_items - step) : 32;
-  return row + step * 32 + (h * m + lane) * 16;
-}
-
-// SQUISH_CUDA_SPLIT=0 keeps Q4_K / Q8_0 codes in item order (measuring the split layout against
-// it); read once, by repack_q8 and by every View.
-bool split_codes() {
-  static const bool on = [] {
-    const char* env = std::getenv("SQUISH_CUDA_SPLIT");
-    return env == nullptr || std::strcmp(env, "0") != 0;
-  }();
-  return on;
-}
 
 // Each type: kItems items per block, one lane per item. load() reads an item's codes and scales
 // of row r, load_act() the activations it multiplies (xq, xd: token's row start), dot() the sum.
@@ -918,41 +893,6 @@ __global__ void quantize_q8_kernel(const float* __restrict__ x, int64_t ldx, int
   if (lane == 0) d[t * groups + gi] = dd;
 }
 
-// Host side of the layout: per block, which bytes are codes, scales and super-block scale.
-struct HostLayout {
-  int elems, bytes;  // GGUF block
-  int code_at, code, meta_at, meta, meta2_at, meta2;
-};
-
-// A Q4_K block's d, dmin and 12 packed scale bytes as the four words Q4K::dot reads: word s =
-// scale 2s | scale 2s+1 << 6 | min 2s << 12 | min 2s+1 << 18 | block byte s << 24 (bytes 0-3 are
-// d and dmin), little-endian as the GPU reads them.
-void q4k_scale_words(const uint8_t* block, uint8_t* out) {
-  uint8_t sc[8], mn[8];
-  unpack_scale_min_k4(block + 4, sc, mn);
-  for (int s = 0; s < 4; ++s) {
-    const uint32_t word = sc[2 * s] | sc[2 * s + 1] << 6 | mn[2 * s] << 12 | mn[2 * s + 1] << 18 |
-                          static_cast<uint32_t>(block[s]) << 24;
-    for (int k = 0; k < 4; ++k) out[4 * s + k] = static_cast<uint8_t>(word >> (8 * k));
-  }
-}
-
-bool host_layout(DType type, HostLayout& l) {
-  switch (type) {
-    case DType::Q4_K:  // d, dmin, scales[12] | qs[128]
-      l = {256, 144, 16, 128, 0, 16, 0, 0};
-      return true;
-    case DType::Q6_K:  // ql[128] qh[64] | scales[16] | d
-      l = {256, 210, 0, 192, 192, 16, 208, 2};
-      return true;
-    case DType::Q8_0:  // d | qs[32]
-      l = {32, 34, 2, 32, 0, 2, 0, 0};
-      return true;
-    default:
-      return false;
-  }
-}
-
 }  // namespace
 
 void quantize_activations_q8(const float* x, int64_t ldx, int n_tokens, int64_t cols, int8_t* q,
@@ -971,38 +911,6 @@ bool matmul_q8_supported(DType type, int64_t cols) {
       return cols % 256 == 0;
     default:
       return false;
-  }
-}
-
-void repack_q8(DType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst) {
-  HostLayout l;
-  if (!host_layout(type, l)) return;  // rejected by matmul_q8_supported
-  const int64_t nb = cols / l.elems, n = rows * nb;
-  uint8_t* codes = dst;
-  uint8_t* meta = codes + n * l.code;
-  uint8_t* meta2 = meta + n * l.meta;
-  // Q4_K and Q8_0 codes: 32-byte items (4 per Q4_K block, 1 per Q8_0 block), split halves.
-  const bool split = type != DType::Q6_K && split_codes();
-  const int items = l.code / 32;
-  for (int64_t i = 0; i < n; ++i) {
-    const uint8_t* b = src + i * l.bytes;
-    if (split) {
-      const int64_t r = i / nb;
-      for (int k = 0; k < items; ++k) {
-        const int it = static_cast<int>(i % nb) * items + k;
-        for (int h = 0; h < 2; ++h)
-          std::memcpy(codes + code_half_at(nb * items, r, it, h, true),
-                      b + l.code_at + 32 * k + 16 * h, 16);
-      }
-    } else {
-      std::memcpy(codes + i * l.code, b + l.code_at, l.code);
-    }
-    if (type == DType::Q4_K) {
-      q4k_scale_words(b, meta + i * l.meta);
-    } else {
-      std::memcpy(meta + i * l.meta, b + l.meta_at, l.meta);
-    }
-    if (l.meta2 > 0) std::memcpy(meta2 + i * l.meta2, b + l.meta2_at, l.meta2);
   }
 }
 

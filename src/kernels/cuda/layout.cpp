@@ -1,0 +1,87 @@
+// Host side of the 8-bit kernels' weight layout (layout.h).
+#include "kernels/cuda/layout.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/cpu/quant_k.h"
+
+namespace squish::cuda {
+
+namespace {
+
+// Per GGUF block: which bytes are codes, scales and (Q6_K) the super-block scale.
+struct HostLayout {
+  int elems, bytes;  // GGUF block
+  int code_at, code, meta_at, meta, meta2_at, meta2;
+};
+
+bool host_layout(DType type, HostLayout& l) {
+  switch (type) {
+    case DType::Q4_K:  // d, dmin, scales[12] | qs[128]
+      l = {256, 144, 16, 128, 0, 16, 0, 0};
+      return true;
+    case DType::Q6_K:  // ql[128] qh[64] | scales[16] | d
+      l = {256, 210, 0, 192, 192, 16, 208, 2};
+      return true;
+    case DType::Q8_0:  // d | qs[32]
+      l = {32, 34, 2, 32, 0, 2, 0, 0};
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+bool split_codes() {
+  static const bool on = [] {
+    const char* env = std::getenv("SQUISH_CUDA_SPLIT");
+    return env == nullptr || std::strcmp(env, "0") != 0;
+  }();
+  return on;
+}
+
+void q4k_scale_words(const uint8_t* block, uint8_t* out) {
+  uint8_t sc[8], mn[8];
+  unpack_scale_min_k4(block + 4, sc, mn);
+  for (int s = 0; s < 4; ++s) {
+    const uint32_t word = sc[2 * s] | sc[2 * s + 1] << 6 | mn[2 * s] << 12 | mn[2 * s + 1] << 18 |
+                          static_cast<uint32_t>(block[s]) << 24;
+    for (int k = 0; k < 4; ++k) out[4 * s + k] = static_cast<uint8_t>(word >> (8 * k));
+  }
+}
+
+void repack_q8(DType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst) {
+  HostLayout l;
+  if (!host_layout(type, l)) return;  // rejected by matmul_q8_supported
+  const int64_t nb = cols / l.elems, n = rows * nb;
+  uint8_t* codes = dst;
+  uint8_t* meta = codes + n * l.code;
+  uint8_t* meta2 = meta + n * l.meta;
+  // Q4_K and Q8_0 codes: 32-byte items (4 per Q4_K block, 1 per Q8_0 block), split halves.
+  const bool split = type != DType::Q6_K && split_codes();
+  const int items = l.code / 32;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* b = src + i * l.bytes;
+    if (split) {
+      const int64_t r = i / nb;
+      for (int k = 0; k < items; ++k) {
+        const int it = static_cast<int>(i % nb) * items + k;
+        for (int h = 0; h < 2; ++h)
+          std::memcpy(codes + code_half_at(nb * items, r, it, h, true),
+                      b + l.code_at + 32 * k + 16 * h, 16);
+      }
+    } else {
+      std::memcpy(codes + i * l.code, b + l.code_at, l.code);
+    }
+    if (type == DType::Q4_K) {
+      q4k_scale_words(b, meta + i * l.meta);
+    } else {
+      std::memcpy(meta + i * l.meta, b + l.meta_at, l.meta);
+    }
+    if (l.meta2 > 0) std::memcpy(meta2 + i * l.meta2, b + l.meta2_at, l.meta2);
+  }
+}
+
+}  // namespace squish::cuda

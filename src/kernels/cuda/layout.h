@@ -1,0 +1,54 @@
+// The weight layout of the CUDA backend's 8-bit-activation kernels (kernels_q8.cu): repack_q8
+// regroups GGUF Q4_K, Q6_K and Q8_0 rows at upload, the same bytes in other places (Q4_K's 16
+// scale bytes re-encoded). Host code (layout.cpp) built in every configuration, so the CPU test
+// suite checks it (tests/cuda_layout_test.cpp); code_half_at is shared with the device code.
+//
+// A matrix of rows x nb blocks: every block's codes first (kCode bytes each, row-major), then
+// every block's scales (kMeta each), then, for Q6_K, every block's d (2 bytes each):
+//   Q4_K: codes = qs[128] (4 items of 32 bytes), scales = q4k_scale_words (16 bytes);
+//   Q6_K: codes = ql[128] qh[64], scales = scales[16], then d;
+//   Q8_0: codes = qs[32] (1 item), scales = d (2 bytes).
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+#if defined(__CUDACC__)
+#define SQUISH_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define SQUISH_HOST_DEVICE inline
+#endif
+
+namespace squish::cuda {
+
+// Q4_K and Q8_0 items are 32 code bytes that a lane reads as two 16-byte halves. In item order a
+// warp's first load would read the first half of 32 consecutive 32-byte sectors and its second
+// load the other halves: every sector fetched from L2 twice, half used each time. Split, each
+// (row, step of 32 items) holds the step's first halves, then its second halves (m of each in a
+// row's last step of m < 32 items), so each load reads 512 whole contiguous bytes. Offset of half
+// h (0, 1) of item `it` of row r, for rows of n_items items.
+SQUISH_HOST_DEVICE int64_t code_half_at(int64_t n_items, int64_t r, int it, int h, bool split) {
+  const int64_t row = r * n_items * 32;
+  if (!split) return row + it * 32 + h * 16;
+  const int step = it & ~31, lane = it & 31;
+  const int m = n_items - step < 32 ? static_cast<int>(n_items - step) : 32;
+  return row + step * 32 + (h * m + lane) * 16;
+}
+
+// Whether Q4_K / Q8_0 codes are split (default); SQUISH_CUDA_SPLIT=0 keeps them in item order,
+// for measuring the difference. Read once.
+bool split_codes();
+
+// A Q4_K block's d, dmin and 12 packed scale bytes (its first 16 bytes) as the four words the
+// kernel reads: word s = scale 2s | scale 2s+1 << 6 | min 2s << 12 | min 2s+1 << 18 | block byte
+// s << 24 (bytes 0-3 are d and dmin), little-endian. Item s's scales and mins are bit fields of
+// its own word, with no get_scale_min_k4 branch (lanes of one warp take different items).
+void q4k_scale_words(const uint8_t* block, uint8_t* out);
+
+// dst: rows * row_bytes(type, cols) bytes in the layout above; src: GGUF rows. Types other than
+// Q4_K, Q6_K and Q8_0 (or cols not a multiple of the block) are left alone: callers check
+// matmul_q8_supported first.
+void repack_q8(DType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst);
+
+}  // namespace squish::cuda

@@ -1,0 +1,134 @@
+// The CUDA backend's weight layout (src/kernels/cuda/layout.h), host side: built and run in every
+// configuration, so CI checks what the GPU kernels read, without a GPU.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/dtype.h"
+#include "kernels/cpu/quant_k.h"
+#include "kernels/cuda/layout.h"
+
+namespace squish {
+namespace {
+
+std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+// Every byte of a matrix's code region is the target of exactly one 16-byte half, and in the
+// split layout the halves of consecutive items of a step are 16 bytes apart (a warp's load reads
+// one contiguous run) with an item's second half m * 16 bytes after its first.
+TEST(CudaLayout, CodeHalvesCoverEveryByteOnce) {
+  constexpr int64_t kRows = 3;
+  for (bool split : {false, true}) {
+    for (int64_t n_items : {1, 5, 31, 32, 33, 64, 100, 132}) {
+      SCOPED_TRACE(testing::Message() << "split " << split << " items " << n_items);
+      std::vector<int> hits(kRows * n_items * 32, 0);
+      for (int64_t r = 0; r < kRows; ++r) {
+        for (int it = 0; it < n_items; ++it) {
+          const int64_t lo = cuda::code_half_at(n_items, r, it, 0, split);
+          const int64_t hi = cuda::code_half_at(n_items, r, it, 1, split);
+          ASSERT_EQ(lo % 16, 0);
+          for (int64_t at : {lo, hi}) {
+            ASSERT_GE(at, r * n_items * 32);
+            ASSERT_LE(at + 16, (r + 1) * n_items * 32);
+            for (int k = 0; k < 16; ++k) ++hits[at + k];
+          }
+          const int64_t step = it / 32 * 32, m = std::min<int64_t>(32, n_items - step);
+          EXPECT_EQ(hi - lo, split ? 16 * m : 16);
+          if (split && it % 32 != 0) {
+            EXPECT_EQ(lo - cuda::code_half_at(n_items, r, it - 1, 0, split), 16);
+          }
+        }
+      }
+      for (size_t i = 0; i < hits.size(); ++i) ASSERT_EQ(hits[i], 1) << "byte " << i;
+    }
+  }
+}
+
+// Word s holds item s's two 6-bit scales and mins as get_scale_min_k4 decodes them and byte s of
+// (d, dmin) on top.
+TEST(CudaLayout, Q4KScaleWordsHoldTheUnpackedScales) {
+  for (uint32_t seed = 1; seed <= 64; ++seed) {
+    const std::vector<uint8_t> block = random_bytes(16, seed);
+    uint8_t out[16];
+    cuda::q4k_scale_words(block.data(), out);
+    uint8_t sc[8], mn[8];
+    unpack_scale_min_k4(block.data() + 4, sc, mn);
+    for (int s = 0; s < 4; ++s) {
+      const uint32_t w = out[4 * s] | out[4 * s + 1] << 8 | out[4 * s + 2] << 16 |
+                         static_cast<uint32_t>(out[4 * s + 3]) << 24;
+      EXPECT_EQ(w & 63, sc[2 * s]) << "seed " << seed << " item " << s;
+      EXPECT_EQ((w >> 6) & 63, sc[2 * s + 1]);
+      EXPECT_EQ((w >> 12) & 63, mn[2 * s]);
+      EXPECT_EQ((w >> 18) & 63, mn[2 * s + 1]);
+      EXPECT_EQ(w >> 24, block[s]);
+    }
+  }
+}
+
+// repack_q8 puts every field of every GGUF block where layout.h says: codes through
+// code_half_at (Q4_K, Q8_0) or whole (Q6_K), then the scales, then Q6_K's d.
+TEST(CudaLayout, RepackPutsEveryBlockFieldInPlace) {
+  struct Case {
+    DType type;
+    int64_t cols;
+    int code_at, code, meta_at, meta, meta2_at, meta2;
+  };
+  const Case cases[] = {
+      {DType::Q4_K, 256 * 9, 16, 128, 0, 16, 0, 0},  // 36 items per row: a partial second step
+      {DType::Q6_K, 256 * 3, 0, 192, 192, 16, 208, 2},
+      {DType::Q8_0, 32 * 45, 2, 32, 0, 2, 0, 0},
+  };
+  constexpr int64_t kRows = 5;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(dtype_name(c.type));
+    const size_t bytes = row_bytes(c.type, c.cols) * kRows;
+    const std::vector<uint8_t> src = random_bytes(bytes, 7);
+    std::vector<uint8_t> dst(bytes, 0xEE);
+    cuda::repack_q8(c.type, src.data(), kRows, c.cols, dst.data());
+    const int64_t block_bytes = static_cast<int64_t>(row_bytes(c.type, c.cols)) /
+                                (c.cols / (c.type == DType::Q8_0 ? 32 : 256));
+    const int64_t nb = c.cols / (c.type == DType::Q8_0 ? 32 : 256), n = kRows * nb;
+    const uint8_t* codes = dst.data();
+    const uint8_t* meta = codes + n * c.code;
+    const uint8_t* meta2 = meta + n * c.meta;
+    const int items = c.code / 32;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint8_t* b = src.data() + i * block_bytes;
+      if (c.type == DType::Q6_K) {
+        ASSERT_EQ(std::memcmp(codes + i * c.code, b + c.code_at, c.code), 0) << "block " << i;
+      } else {
+        for (int k = 0; k < items; ++k) {
+          const int it = static_cast<int>(i % nb) * items + k;
+          for (int h = 0; h < 2; ++h) {
+            const int64_t at = cuda::code_half_at(nb * items, i / nb, it, h, cuda::split_codes());
+            ASSERT_EQ(std::memcmp(codes + at, b + c.code_at + 32 * k + 16 * h, 16), 0)
+                << "block " << i << " item " << k << " half " << h;
+          }
+        }
+      }
+      if (c.type == DType::Q4_K) {
+        uint8_t words[16];
+        cuda::q4k_scale_words(b, words);
+        ASSERT_EQ(std::memcmp(meta + i * c.meta, words, 16), 0) << "block " << i;
+      } else {
+        ASSERT_EQ(std::memcmp(meta + i * c.meta, b + c.meta_at, c.meta), 0) << "block " << i;
+      }
+      if (c.meta2 > 0) {
+        ASSERT_EQ(std::memcmp(meta2 + i * c.meta2, b + c.meta2_at, c.meta2), 0) << "block " << i;
+      }
+    }
+    // The fields fill the buffer exactly (nothing left unwritten).
+    EXPECT_EQ(n * (c.code + c.meta + c.meta2), static_cast<int64_t>(bytes));
+  }
+}
+
+}  // namespace
+}  // namespace squish
