@@ -396,6 +396,66 @@ TEST_P(CudaMatmulQ8NormIn, MatchesNormThenProduct) {
   cuda::set_decode_options(-1, 0);
 }
 
+// The norm prologue with the gating epilogue (matmul_q8_norm_in with a gate): [gate | up] rows
+// of the normed input, y[i] = silu(gate_i) * up_i and its 8-bit form; tolerances as above, the
+// gate's error scaled by what multiplies it (|d silu(g) / dg| < 1.1); the counters end at zero.
+TEST_P(CudaMatmulQ8NormIn, WithGateMatchesNormThenGating) {
+  SKIP_WITHOUT_GPU();
+  const DType type = GetParam();
+  const int64_t F = 320, E = 768;  // 2 F rows: 10 groups of 32 outputs
+  const std::vector<uint8_t> w = make_weights(type, 2 * F, E, 71);
+  std::vector<float> wf(2 * F * E);
+  for (int64_t r = 0; r < 2 * F; ++r)
+    convert_row_to_f32(type, w.data() + r * row_bytes(type, E), wf.data() + r * E, E);
+  float wmax = 0;
+  for (float v : wf) wmax = std::max(wmax, std::fabs(v));
+  std::vector<uint8_t> packed(w.size());
+  cuda::repack_q8(type, w.data(), 2 * F, E, packed.data());
+  Dev<uint8_t> dw(packed);
+  const std::vector<float> x = random_floats(E, 72, 3.0f), nw = random_floats(E, 73);
+  std::vector<float> normed(E);
+  rms_norm(x.data(), nw.data(), static_cast<int>(E), 1e-5f, normed.data());
+  const std::vector<float> xr = dequantized_q8(normed);
+  float dmax = 0;
+  for (float v : normed) dmax = std::max(dmax, std::fabs(v) / 127.0f);
+  Dev<float> dx(x), dnw(nw), h(2 * F);
+  Dev<int8_t> q(F);
+  Dev<float> d(F / 32);
+  Dev<int> counters(1 + F / 32);
+  ASSERT_EQ(cudaMemset(counters.p, 0, counters.n * sizeof(int)), cudaSuccess);
+  for (int max_blocks : {0, 3}) {  // 3 blocks: each warp walks several row pairs
+    SCOPED_TRACE(testing::Message() << "max_blocks " << max_blocks);
+    cuda::set_decode_options(-1, max_blocks);
+    cuda::Q8Epilogue e;
+    e.gate = true;
+    e.q = q.p;
+    e.d = d.p;
+    e.counters = counters.p;
+    cuda::matmul_q8_norm_in(type, dw.p, 2 * F, E, {dx.p, dnw.p, 1e-5f}, h.p, false, nullptr, &e);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const std::vector<float> out = h.download();
+    const double slack = 2e-5, code_steps = 2.0 * wmax * dmax;
+    for (int64_t i = 0; i < F; ++i) {
+      double g = 0, gmag = 0, u = 0, umag = 0;
+      for (int64_t k = 0; k < E; ++k) {
+        g += static_cast<double>(wf[i * E + k]) * xr[k];
+        gmag += std::fabs(wf[i * E + k] * xr[k]);
+        u += static_cast<double>(wf[(F + i) * E + k]) * xr[k];
+        umag += std::fabs(wf[(F + i) * E + k] * xr[k]);
+      }
+      float gate = static_cast<float>(g);
+      const float upv = static_cast<float>(u);
+      silu_mul(&gate, &upv, 1);
+      const double eg = slack * gmag + 1e-5 + code_steps, eu = slack * umag + 1e-5 + code_steps;
+      const double tol = 1.1 * eg * (std::fabs(u) + eu) + eu * (std::fabs(g) + 1) + 1e-5;
+      ASSERT_NEAR(out[i], gate, tol) << dtype_name(type) << " " << i;
+    }
+    expect_fused_q8(h.p, 1, static_cast<int>(F), q.p, d.p);
+    for (int v : counters.download()) EXPECT_EQ(v, 0);
+  }
+  cuda::set_decode_options(-1, 0);
+}
+
 // Two products of different types in one launch (matmul_q8_norm_in_pair), each against the same
 // reference and tolerance as above; equal types are refused.
 TEST(CudaKernels, NormInPairMatchesNormThenProducts) {
@@ -754,6 +814,18 @@ TEST(CudaModel, LlamaQ4KMMatchesCpuWithF32Activations) {
 TEST(CudaModel, LlamaQ8_0MatchesCpu) {
   SKIP_WITHOUT_GPU();
   compare_model("gcide-llama-16M-Q8_0.gguf");
+}
+// Every decode fusion on (31; the gating in gate|up's persistent kernel after its norm prologue
+// with 30), for both weight files.
+TEST(CudaModel, LlamaMatchesCpuWithEveryFusion) {
+  SKIP_WITHOUT_GPU();
+  for (const char* fuse : {"30", "31"}) {
+    SCOPED_TRACE(fuse);
+    setenv("SQUISH_CUDA_FUSE", fuse, 1);  // read when the CUDA session is made
+    compare_model("gcide-llama-16M-Q4_K_M.gguf");
+    compare_model("gcide-llama-16M-Q8_0.gguf");
+  }
+  unsetenv("SQUISH_CUDA_FUSE");
 }
 TEST(CudaModel, Qwen2Q4KMMatchesCpu) {
   SKIP_WITHOUT_GPU();

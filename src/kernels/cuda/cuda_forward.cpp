@@ -181,9 +181,10 @@ class CudaSession final : public DeviceSession {
   bool use_graphs_ = true;
   bool use_q8_ = true;  // SQUISH_CUDA_Q8=0: F32 activations for every product
   // One-token passes fuse (SQUISH_CUDA_FUSE, a bit mask): 1 RMSNorm into the residual products'
-  // end, 2 the gating into gate|up's end, 4 RoPE + KV store into attention, 8 RMSNorm into the
-  // next products' prologue (each block recomputes it; 1 takes precedence), 16 with 8: [q | k]
-  // and v of different types in one launch. Default 28 (4 + 8 + 16): with the one-pass prologue
+  // end, 2 the gating into gate|up's end (with 8: the persistent kernel from the norm prologue to
+  // the gating, no gating kernel), 4 RoPE + KV store into attention, 8 RMSNorm into the next
+  // products' prologue (each block recomputes it; 1 takes precedence), 16 with 8: [q | k] and v
+  // of different types in one launch. Default 28 (4 + 8 + 16): with the one-pass prologue
   // it measured 368.9 tok/s against 333.1 for 4 on the H100 (Q4_K_M Llama-3-8B shape; Q8_0
   // 264.1 vs 262.4); the norm's serial last block (1) costs more than the kernel it saves
   // (docs/cuda.md).
@@ -450,7 +451,7 @@ void CudaSession::forward(int n, int first_out, int n_out) {
                     fuse & kFuseRope ? &ra : nullptr);
     // Output projection + residual, then the FFN norm (or gate|up's prologue computes it).
     const cuda::Q8NormIn ffn_in{x, L.ffn_norm, c.norm_eps};
-    const bool ffn_norm_in = !(fuse & kFuseNorm) && !(fuse & kFuseGate) && norm_in(L.gate_up, n);
+    const bool ffn_norm_in = !(fuse & kFuseNorm) && norm_in(L.gate_up, n);
     if ((fuse & kFuseNorm) && uses_q8(L.wo)) {
       cuda::Q8Epilogue e;
       e.norm_weight = L.ffn_norm;
@@ -484,8 +485,12 @@ void CudaSession::forward(int n, int first_out, int n_out) {
         down_d = e.d;
       }
       e.counters = counters_.get<int>();
-      cuda::matmul_q8(m.type, m.w, m.rows, m.cols, xq_.get<int8_t>(), xd_.get<float>(), 1, gu,
-                      2 * F, false, stream_, &e);
+      if (ffn_norm_in) {  // norm prologue, gate epilogue: one kernel from x to down's input
+        cuda::matmul_q8_norm_in(m.type, m.w, m.rows, m.cols, ffn_in, gu, false, stream_, &e);
+      } else {
+        cuda::matmul_q8(m.type, m.w, m.rows, m.cols, xq_.get<int8_t>(), xd_.get<float>(), 1, gu,
+                        2 * F, false, stream_, &e);
+      }
     } else {
       if (gemm) {
         gemm_input(true, xn, E, n, E);

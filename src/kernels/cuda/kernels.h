@@ -63,8 +63,12 @@ struct Q8NormIn {
   const float* weight = nullptr;
   float eps = 0;
 };
+// With gate set (gate->gate true; q, d, counters as for matmul_q8's epilogue): the matrix is
+// [gate rows | up rows] and y[i] = act(gate_i) * up_i for i < rows / 2, as matmul_q8's gating
+// epilogue computes it (the persistent kernel, two rows per warp; accumulate ignored).
 void matmul_q8_norm_in(DType type, const void* w, int64_t rows, int64_t cols, const Q8NormIn& in,
-                       float* y, bool accumulate, cudaStream_t stream);
+                       float* y, bool accumulate, cudaStream_t stream,
+                       const Q8Epilogue* gate = nullptr);
 
 // Two one-token products of the same normed input in one launch (a layer's [q | k] and v when
 // their weight types differ), each as matmul_q8_norm_in would compute it; y of each: its rows

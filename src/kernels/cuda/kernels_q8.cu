@@ -556,27 +556,31 @@ void launch_mv(MvArgs a, int64_t groups, cudaStream_t stream) {
 }
 
 // Decode (one token) on a persistent grid: warp w of W takes row groups w, w + W, ... and walks
-// the flat sequence of (group, step) pairs, loading step j + 1's codes before step j's math also
-// across row boundaries, so a warp's loads never drain between rows and no block is launched
-// after the first wave (the per-row kernel above ends each warp after a 4096-column row's 2-4
-// steps). With kNormIn the block first computes the input itself: RMSNorm of the F32 row
-// a.norm_x (L2-resident, a.cols floats) times a.norm_weight, quantized to 8 bits into shared
-// memory, where every warp of the block reads its activations (saves the norm kernel and its
-// launch gap; each block recomputes the 16 KB norm, which costs less than a dependent launch).
-// block / n_blocks: this block's index among the n_blocks that share the product (all of the
-// grid, or its part in mv_q8_decode_pair_kernel).
-template <class T, int R, bool kNormIn>
+// the flat sequence of (group, step) pairs, loading two steps ahead of its math also across row
+// boundaries, so a warp's loads never drain between rows and no block is launched after the
+// first wave (the per-row kernel above ends each warp after a 4096-column row's 2-4 steps).
+// With kGateOut (R = 2) group g is rows g and g + a.pair of [gate | up], and the warp ends it
+// with gate_epilogue: y[g] = act(gate_g) * up_g and its 8-bit form (saves the gating kernel). With
+// kNormIn the block first computes the input itself: RMSNorm of the F32 row a.norm_x (L2-resident,
+// a.cols floats) times a.norm_weight, quantized to 8 bits into shared memory, where every warp of
+// the block reads its activations (saves the norm kernel and its launch gap; each block recomputes
+// the 16 KB norm, which costs less than a dependent launch). block / n_blocks: this block's index
+// among the n_blocks that share the product (all of the grid, or its part in
+// mv_q8_decode_pair_kernel).
+template <class T, int R, bool kNormIn, bool kGateOut = false>
 __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks) {
+  static_assert(!kGateOut || R == 2, "the gate epilogue pairs a gate row with an up row");
   extern __shared__ int4 s_act[];  // kNormIn: a.cols codes, then a.cols / 32 scales
   pdl_launch_dependents();
   const int lane = threadIdx.x % kWarp;
   const int64_t warps = n_blocks * kWarps;
-  const int64_t groups = (a.rows + R - 1) / R;
+  const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
   const int64_t first = block * kWarps + threadIdx.x / kWarp;
   const int n_items = static_cast<int>(a.v.nb) * T::kItems;
   const int steps = (n_items + kWarp - 1) / kWarp;
   const int64_t total = first < groups ? (groups - first + warps - 1) / warps * steps : 0;
   auto row_of = [&](int64_t group, int rr) {
+    if (kGateOut) return group < a.pair ? group + rr * a.pair : a.pair - 1 + rr * a.pair;
     const int64_t r = group * R + rr;
     return r < a.rows ? r : a.rows - 1;  // past the end: a valid row, not stored
   };
@@ -664,7 +668,12 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) acc[rr] += T::dot(cur[rr], x, it);
     }
-    if (math_at.k == steps - 1) {  // the group's last step: warp-uniform
+    if (kGateOut && math_at.k == steps - 1) {  // warp-uniform; every lane calls the epilogue
+      const float g = warp_sum(acc[0]), u = warp_sum(acc[R - 1]);
+      if (math_at.group < a.pair) gate_epilogue(a, math_at.group, g, u);
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) acc[rr] = 0.0f;
+    } else if (math_at.k == steps - 1) {  // the group's last step: warp-uniform
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) {
         const float sum = warp_sum(acc[rr]);
@@ -705,9 +714,9 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
   }
 }
 
-template <class T, int R, int kMinBlocks, bool kNormIn>
+template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_decode_kernel(const MvArgs a) {
-  decode_body<T, R, kNormIn>(a, blockIdx.x, gridDim.x);
+  decode_body<T, R, kNormIn, kGateOut>(a, blockIdx.x, gridDim.x);
 }
 
 // Two products of one normed input in one launch, of different weight types (a Q4_K_M layer's
@@ -768,12 +777,13 @@ size_t norm_in_smem(int64_t cols) {
   return static_cast<size_t>(cols) + cols / 32 * 4;
 }
 
-template <class T, int R, int kMinBlocks, bool kNormIn>
+template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
 void launch_decode(MvArgs a, cudaStream_t stream) {
   a.copy_buffers = copy_buffers();
-  auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn>;
+  auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut>;
   const size_t smem = kNormIn ? norm_in_smem(a.cols) : 0;
-  const int64_t blocks = balanced_blocks((a.rows + R - 1) / R, persistent_blocks(kernel, smem));
+  const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
+  const int64_t blocks = balanced_blocks(groups, persistent_blocks(kernel, smem));
   detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kWarps), smem,
                       stream, a);
 }
@@ -918,7 +928,8 @@ namespace {
 
 template <class T>
 void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8NormIn& in,
-                             float* y, bool accumulate, cudaStream_t stream) {
+                             float* y, bool accumulate, cudaStream_t stream,
+                             const Q8Epilogue* gate) {
   MvArgs a = {};
   a.v = view_of<T>(w, rows, cols);
   a.rows = rows;
@@ -929,6 +940,17 @@ void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8
   a.norm_x = in.x;
   a.norm_weight = in.weight;
   a.eps = in.eps;
+  if (gate != nullptr) {  // two rows per warp: a gate row and its up row
+    a.pair = rows / 2;
+    a.gelu = gate->gelu ? 1 : 0;
+    a.q = gate->q;
+    a.d = gate->d;
+    a.counters = gate->counters;
+    // Q8_0 runs one row per warp elsewhere; with two, 8 blocks per SM would spill.
+    constexpr int kBlocks = T::kPersistentRows == 2 ? T::kPersistentBlocks : 6;
+    launch_decode<T, 2, kBlocks, true, true>(a, stream);
+    return;
+  }
   const int v = decode_variant<T>();
   if (v == 2 || v == 4) {
     launch_decode<T, 1, T::kDecodeBlocks, true>(a, stream);
@@ -940,9 +962,9 @@ void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8
 }  // namespace
 
 void matmul_q8_norm_in(DType type, const void* w, int64_t rows, int64_t cols, const Q8NormIn& in,
-                       float* y, bool accumulate, cudaStream_t stream) {
+                       float* y, bool accumulate, cudaStream_t stream, const Q8Epilogue* gate) {
   with_q8_type(type, [&](auto t) {
-    matmul_q8_norm_in_typed<decltype(t)>(w, rows, cols, in, y, accumulate, stream);
+    matmul_q8_norm_in_typed<decltype(t)>(w, rows, cols, in, y, accumulate, stream, gate);
   });
 }
 
