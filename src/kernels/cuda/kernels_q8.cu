@@ -687,8 +687,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     }
     advance(math_at);
   };
-  if (a.copy_buffers) {  // measuring only (SQUISH_CUDA_PINGPONG=0): one buffer copied into the
-                         // other
+  if (a.copy_buffers) {  // SQUISH_CUDA_PINGPONG=0, for measuring: one buffer copied to the other
     for (int64_t j = 0; j < total; ++j) {
       if (j + 1 < total) {
         load_step(load_at, buf1);
