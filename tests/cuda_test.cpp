@@ -18,6 +18,7 @@
 #include <initializer_list>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kernels/cpu/activation.h"
@@ -619,10 +620,19 @@ TEST(CudaKernels, RopeBiasAndCacheStore) {
   }
 }
 
+// Both prefill kernels (one block per query; tiles of 16 queries with keys through shared
+// memory: partial tiles of queries and of keys; past 128 dimensions the tiled setting falls back
+// to the per-query kernel), 1e-5.
 TEST(CudaKernels, AttentionMatchesSoftmaxReference) {
   SKIP_WITHOUT_GPU();
-  for (int D : {64, 128}) {
-    const int H = 8, HKV = 2, T = 5, pos0 = 300, n_ctx = 320;
+  struct Reset {
+    ~Reset() { cuda::set_attention_options(-1); }
+  } reset;
+  for (const auto& [tiled, D, T] : std::vector<std::tuple<int, int, int>>{
+           {0, 64, 5}, {0, 128, 5}, {1, 64, 27}, {1, 128, 37}, {1, 128, 5}, {1, 256, 11}}) {
+    SCOPED_TRACE(testing::Message() << "tiled " << tiled << " D " << D << " T " << T);
+    cuda::set_attention_options(tiled);
+    const int H = 8, HKV = 2, pos0 = 300, n_ctx = pos0 + T;
     const int KV = HKV * D, Q = H * D;
     const std::vector<float> q = random_floats(T * Q, 8), kc = random_floats(n_ctx * KV, 9),
                              vc = random_floats(n_ctx * KV, 10);
@@ -813,6 +823,15 @@ TEST(CudaModel, LlamaQ4KMMatchesCpuWithF32Activations) {
 }
 TEST(CudaModel, LlamaQ8_0MatchesCpu) {
   SKIP_WITHOUT_GPU();
+  compare_model("gcide-llama-16M-Q8_0.gguf");
+}
+TEST(CudaModel, LlamaMatchesCpuWithTiledPrefillAttention) {
+  SKIP_WITHOUT_GPU();
+  struct Reset {
+    ~Reset() { cuda::set_attention_options(-1); }
+  } reset;
+  cuda::set_attention_options(1);
+  compare_model("gcide-llama-16M-Q4_K_M.gguf");
   compare_model("gcide-llama-16M-Q8_0.gguf");
 }
 // Every decode fusion on (31; the gating in gate|up's persistent kernel after its norm prologue

@@ -8,6 +8,7 @@
 #include <cfloat>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
 #include "kernels/cuda/dequant.cuh"
 #include "kernels/cuda/kernels.h"
@@ -616,6 +617,149 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
   }
 }
 
+// Prefill attention, tiled (SQUISH_CUDA_ATTN_TILED=1; head_dim <= 128): one block per (head,
+// kTileQueries consecutive query tokens), 8 warps of two queries each (t0 + w and t0 + w + 8).
+// Keys and values come through shared memory kTileKeys rows at a time, shared by the block's 16
+// queries: one round trip to L2 per tile instead of one per 4 keys and query (the per-query
+// kernel above reads every key once per query, ~1 KB of L2 traffic per query and key). Lane j
+// scores key j of the tile against both of its warp's queries with 16-byte shared loads (K rows
+// padded by 4 floats: the 8 lanes of a load phase hit 32 different banks), so each K load feeds
+// two queries; each V row read feeds both output accumulators. Online softmax per query.
+constexpr int kTileWarps = 8, kTileQueries = 2 * kTileWarps, kTileKeys = 32;
+constexpr int kTileMaxDim = 128;
+constexpr int kTileFloat4s = kTileKeys * kTileMaxDim / 4 / (kWarp * kTileWarps);  // per thread
+
+size_t attention_tiled_smem(int D) {
+  return sizeof(float) *
+         (static_cast<size_t>(kTileKeys) * (D + 4) + static_cast<size_t>(kTileKeys) * D +
+          static_cast<size_t>(kTileQueries) * D);
+}
+
+__global__ void __launch_bounds__(kWarp* kTileWarps)
+    attention_tiled_kernel(const float* __restrict__ q, int64_t ldq,
+                           const float* __restrict__ k_cache, const float* __restrict__ v_cache,
+                           int n_head, int n_head_kv, int D, const int* pos0, int n_tokens,
+                           float* __restrict__ out, int8_t* out_q, float* out_d) {
+  pdl_launch_dependents();
+  pdl_wait();
+  constexpr int kMaxPer = kTileMaxDim / kWarp;
+  extern __shared__ float4 s_tile4[];
+  float* s_k = reinterpret_cast<float*>(s_tile4);  // kTileKeys rows of D + 4
+  float* s_v = s_k + kTileKeys * (D + 4);          // kTileKeys rows of D
+  float* s_q = s_v + kTileKeys * D;                // kTileQueries rows of D, scaled
+  const int h = blockIdx.x, t0 = blockIdx.y * kTileQueries;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int ta = t0 + warp, tb = ta + kTileWarps;  // this warp's queries
+  const int kvh = h / (n_head / n_head_kv);
+  const int KV = n_head_kv * D, per = D / kWarp, row4 = D / 4;
+  const int p0 = *pos0;
+  const float scale = rsqrtf(static_cast<float>(D));
+  for (int i = threadIdx.x; i < kTileQueries * D; i += blockDim.x) {
+    const int w = i / D;
+    s_q[i] =
+        t0 + w < n_tokens ? q[static_cast<int64_t>(t0 + w) * ldq + h * D + i % D] * scale : 0.0f;
+  }
+  const int last_key = p0 + min(t0 + kTileQueries, n_tokens) - 1;  // what the tile's last sees
+  const int last_a = p0 + ta, last_b = p0 + tb;                    // keys 0 .. last of each query
+  const bool busy = ta < n_tokens;  // warp-uniform; tb < n_tokens only if busy
+  float ma = -FLT_MAX, mb = -FLT_MAX, la = 0.0f, lb = 0.0f, acc_a[kMaxPer], acc_b[kMaxPer];
+#pragma unroll
+  for (int e = 0; e < kMaxPer; ++e) acc_a[e] = acc_b[e] = 0.0f;
+  for (int j0 = 0; j0 <= last_key; j0 += kTileKeys) {
+    __syncthreads();  // the previous tile is consumed (and s_q written, on the first trip)
+    const int n_rows = min(kTileKeys, last_key + 1 - j0);
+    float4 kv[kTileFloat4s], vv[kTileFloat4s];
+#pragma unroll
+    for (int c = 0; c < kTileFloat4s; ++c) {  // every load first: one round trip per tile
+      const int i = c * blockDim.x + threadIdx.x, r = i / row4;
+      kv[c] = vv[c] = make_float4(0, 0, 0, 0);
+      if (i < kTileKeys * row4 && r < n_rows) {
+        const int64_t at = static_cast<int64_t>(j0 + r) * KV + kvh * D + (i % row4) * 4;
+        kv[c] = *reinterpret_cast<const float4*>(k_cache + at);
+        vv[c] = *reinterpret_cast<const float4*>(v_cache + at);
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < kTileFloat4s; ++c) {
+      const int i = c * blockDim.x + threadIdx.x;
+      if (i >= kTileKeys * row4) continue;
+      const int r = i / row4, e = (i % row4) * 4;
+      *reinterpret_cast<float4*>(s_k + r * (D + 4) + e) = kv[c];
+      *reinterpret_cast<float4*>(s_v + r * D + e) = vv[c];
+    }
+    __syncthreads();
+    if (!busy) continue;
+    const int j = j0 + lane;
+    const bool va = j <= last_a, vb = j <= last_b;  // lane < kTileKeys: one lane per key
+    float sa = 0.0f, sb = 0.0f;
+    {
+      const float4* kr = reinterpret_cast<const float4*>(s_k + lane * (D + 4));
+      const float4* qa = reinterpret_cast<const float4*>(s_q + warp * D);
+      const float4* qb = reinterpret_cast<const float4*>(s_q + (warp + kTileWarps) * D);
+      for (int e = 0; e < row4; ++e) {
+        const float4 k4 = kr[e], a4 = qa[e], b4 = qb[e];
+        sa += a4.x * k4.x + a4.y * k4.y + a4.z * k4.z + a4.w * k4.w;
+        sb += b4.x * k4.x + b4.y * k4.y + b4.z * k4.z + b4.w * k4.w;
+      }
+    }
+    sa = va ? sa : -FLT_MAX;
+    sb = vb ? sb : -FLT_MAX;
+    float xa = sa, xb = sb;
+#pragma unroll
+    for (int o = kWarp / 2; o > 0; o >>= 1) {
+      xa = fmaxf(xa, __shfl_xor_sync(0xFFFFFFFFu, xa, o));
+      xb = fmaxf(xb, __shfl_xor_sync(0xFFFFFFFFu, xb, o));
+    }
+    const float na = fmaxf(ma, xa), nb = fmaxf(mb, xb);
+    // exp(-FLT_MAX - finite) is 0: the first tile's correction, and nothing new gives 1.
+    const float ca = expf(ma - na), cb = expf(mb - nb);
+    const float pa = va ? expf(sa - na) : 0.0f, pb = vb ? expf(sb - nb) : 0.0f;
+    float ya = pa, yb = pb;
+#pragma unroll
+    for (int o = kWarp / 2; o > 0; o >>= 1) {
+      ya += __shfl_xor_sync(0xFFFFFFFFu, ya, o);
+      yb += __shfl_xor_sync(0xFFFFFFFFu, yb, o);
+    }
+    la = la * ca + ya;
+    lb = lb * cb + yb;
+    ma = na;
+    mb = nb;
+#pragma unroll
+    for (int e = 0; e < kMaxPer; ++e) {
+      acc_a[e] *= ca;
+      acc_b[e] *= cb;
+    }
+    for (int jj = 0; jj < kTileKeys; ++jj) {
+      const float pja = __shfl_sync(0xFFFFFFFFu, pa, jj), pjb = __shfl_sync(0xFFFFFFFFu, pb, jj);
+      const float* vr = s_v + jj * D + lane;
+#pragma unroll
+      for (int e = 0; e < kMaxPer; ++e) {
+        if (e < per) {
+          const float v = vr[kWarp * e];
+          acc_a[e] += pja * v;
+          acc_b[e] += pjb * v;
+        }
+      }
+    }
+  }
+  if (!busy) return;
+  for (int k = 0; k < 2; ++k) {  // warp-uniform: query a, then b when it exists
+    const int t = k == 0 ? ta : tb;
+    if (t >= n_tokens) break;
+    const float inv = 1.0f / (k == 0 ? la : lb);
+    const int64_t row = static_cast<int64_t>(t) * n_head * D + h * D;
+#pragma unroll
+    for (int e = 0; e < kMaxPer; ++e) {
+      if (e >= per) break;
+      const float o = (k == 0 ? acc_a[e] : acc_b[e]) * inv;
+      out[row + kWarp * e + lane] = o;
+      if (out_q != nullptr) {
+        store_q8_group(o, out_q + row + kWarp * e, out_d + (row + kWarp * e) / 32);
+      }
+    }
+  }
+}
+
 // One thread per value; 256-thread blocks start at multiples of 256, so each warp holds one
 // group of 32 for the optional 8-bit output (q rows at q + t * n, scales at d + t * n / 32).
 __global__ void gated_activation_kernel(float* gate, int64_t ld_gate, const float* up,
@@ -737,6 +881,16 @@ void rope_and_store(const RopeArgs& a, int n_tokens, cudaStream_t stream) {
   launch(rope_store_kernel, dim3(n_tokens), dim3(256), stream, a);
 }
 
+namespace {
+// SQUISH_CUDA_ATTN_TILED=1: prefill attention through attention_tiled_kernel (tests switch it
+// with set_attention_options).
+bool attention_tiled_from_env() {
+  const char* env = std::getenv("SQUISH_CUDA_ATTN_TILED");
+  return env != nullptr && std::strcmp(env, "1") == 0;
+}
+bool g_attention_tiled = attention_tiled_from_env();
+}  // namespace
+
 void attention(const float* q, int64_t ldq, const float* k_cache, const float* v_cache, int n_head,
                int n_head_kv, int head_dim, const int* pos0, int n_tokens, float* out,
                cudaStream_t stream, int8_t* out_q, float* out_d, const RopeArgs* rope) {
@@ -754,10 +908,21 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
            const_cast<float*>(k_cache), const_cast<float*>(v_cache), n_head, n_head_kv, head_dim,
            pos0, out, out_q, out_d, r, rope != nullptr ? 1 : 0);
   };
+  if (n_tokens > 1 && rope == nullptr && g_attention_tiled && head_dim <= kTileMaxDim) {
+    detail::launch_smem(
+        attention_tiled_kernel, dim3(n_head, (n_tokens + kTileQueries - 1) / kTileQueries),
+        dim3(kWarp * kTileWarps), attention_tiled_smem(head_dim), stream, q, ldq, k_cache, v_cache,
+        n_head, n_head_kv, head_dim, pos0, n_tokens, out, out_q, out_d);
+    return;
+  }
   const int warps = n_tokens == 1 ? decode_warps : 8;
   if (warps == 32) return go(attention_kernel<32>, 32);
   if (warps == 16) return go(attention_kernel<16>, 16);
   go(attention_kernel<8>, 8);
+}
+
+void set_attention_options(int tiled_prefill) {
+  g_attention_tiled = tiled_prefill >= 0 ? tiled_prefill != 0 : attention_tiled_from_env();
 }
 
 void set_programmatic_launch(bool on) {

@@ -129,6 +129,11 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
                cudaStream_t stream, int8_t* out_q = nullptr, float* out_d = nullptr,
                const RopeArgs* rope = nullptr);
 
+// Prefill attention kernel (tests, tuning): 1 the tiled kernel (keys and values through shared
+// memory, shared by 8 queries), 0 one block per query, -1 as SQUISH_CUDA_ATTN_TILED says (the
+// default: 0 until the tiled kernel is measured). Not thread-safe: set it before launching.
+void set_attention_options(int tiled_prefill);
+
 // gate[t][i] = act(gate[t][i]) * up[t][i], i < n (SiLU or tanh-approximated GELU).
 // With q/d set (n a multiple of 32), also the results' 8-bit form, rows at q + t * n.
 void gated_activation(float* gate, int64_t ld_gate, const float* up, int64_t ld_up, int n_tokens,
