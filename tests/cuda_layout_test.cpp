@@ -1,7 +1,9 @@
-// The CUDA backend's weight layout (src/kernels/cuda/layout.h), host side: built and run in every
-// configuration, so CI checks what the GPU kernels read, without a GPU.
+// The CUDA backend's weight layout (src/kernels/cuda/layout.h) and its decode loop's load / math
+// order (pipeline.h), host side: built and run in every configuration, so CI checks what the GPU
+// kernels read and in which order, without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -10,6 +12,7 @@
 #include "core/dtype.h"
 #include "kernels/cpu/quant_k.h"
 #include "kernels/cuda/layout.h"
+#include "kernels/cuda/pipeline.h"
 
 namespace squish {
 namespace {
@@ -127,6 +130,33 @@ TEST(CudaLayout, RepackPutsEveryBlockFieldInPlace) {
     }
     // The fields fill the buffer exactly (nothing left unwritten).
     EXPECT_EQ(n * (c.code + c.meta + c.meta2), static_cast<int64_t>(bytes));
+  }
+}
+
+// Every step is loaded once, into a free buffer, before its math reads it from that buffer, in
+// step order; both first steps are loaded before the loop (the kernel's prologue runs between);
+// while a step's math runs, the next step is already loaded (two in flight).
+TEST(CudaPipeline, TwoBuffersLoadEveryStepOnceAheadOfItsMath) {
+  for (int64_t total = 0; total <= 9; ++total) {
+    SCOPED_TRACE(total);
+    int64_t buffer[2] = {-1, -1}, loaded = 0, done = 0;
+    int errors = 0;
+    auto load = [&](auto b) {
+      if (buffer[b.value] != -1) ++errors;  // still holds a step not multiplied yet
+      buffer[b.value] = loaded++;
+    };
+    auto math = [&](auto b) {
+      if (buffer[b.value] != done) ++errors;  // not this step, or not loaded
+      if (loaded - done < std::min<int64_t>(2, total - done)) ++errors;  // next not in flight
+      buffer[b.value] = -1;
+      ++done;
+    };
+    cuda::two_buffer_preload(total, load);
+    EXPECT_EQ(loaded, std::min<int64_t>(total, 2));
+    cuda::two_buffer_steps(total, load, math);
+    EXPECT_EQ(errors, 0);
+    EXPECT_EQ(loaded, total);
+    EXPECT_EQ(done, total);
   }
 }
 

@@ -23,6 +23,7 @@
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/layout.h"
+#include "kernels/cuda/pipeline.h"
 
 namespace squish::cuda {
 
@@ -585,9 +586,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     return r < a.rows ? r : a.rows - 1;  // past the end: a valid row, not stored
   };
   // Steps in the warp's flat sequence of (row group, step) pairs: load_at runs two steps ahead
-  // of math_at. Two register buffers take steps in turn; each is refilled right after its math,
-  // so two steps are in flight while the warp waits (also during the norm prologue: both are
-  // loaded before it). A copy between buffers would wait for the loads it copies.
+  // of math_at, in two register buffers (pipeline.h; both loaded before the norm prologue).
   struct Cursor {
     int64_t group;
     int k;
@@ -607,14 +606,18 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
   };
   typename T::Raw buf0[R], buf1[R];
   Cursor load_at{first, 0}, math_at{first, 0};
-  const int64_t preload = a.copy_buffers ? 1 : 2;
-  if (total > 0) {
-    load_step(load_at, buf0);
+  auto load_next = [&](auto b) {  // b: Buffer0 or Buffer1
+    if constexpr (decltype(b)::value == 0) {
+      load_step(load_at, buf0);
+    } else {
+      load_step(load_at, buf1);
+    }
     advance(load_at);
-  }
-  if (total > 1 && preload > 1) {
-    load_step(load_at, buf1);
-    advance(load_at);
+  };
+  if (a.copy_buffers) {
+    if (total > 0) load_next(Buffer0{});
+  } else {
+    two_buffer_preload(total, load_next);
   }
   pdl_wait();
   const int8_t* xq = a.xq;
@@ -699,18 +702,13 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     }
     return;
   }
-  auto step = [&](int64_t j, typename T::Raw(&buf)[R]) {
-    math(buf);
-    if (j + 2 < total) {
-      load_step(load_at, buf);
-      advance(load_at);
+  two_buffer_steps(total, load_next, [&](auto b) {
+    if constexpr (decltype(b)::value == 0) {
+      math(buf0);
+    } else {
+      math(buf1);
     }
-  };
-  for (int64_t j = 0; j < total; j += 2) {
-    step(j, buf0);
-    if (j + 1 == total) break;
-    step(j + 1, buf1);
-  }
+  });
 }
 
 template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>

@@ -1,0 +1,42 @@
+// The order of a warp's loads and math over its steps in the persistent decode kernel
+// (kernels_q8.cu: decode_body), kept apart so the CPU test suite checks it
+// (tests/cuda_layout_test.cpp): two register buffers take the steps in turn, each refilled right
+// after its math, so two steps are in flight while the warp waits on one. (A copy from a loaded
+// buffer to a used one would wait for the loads it copies, leaving one step in flight.)
+//
+// load(b) must load the next step (in step order) into buffer b, math(b) multiply the next step
+// (in step order) from buffer b; b is std::integral_constant<int, 0 or 1>, a compile-time index,
+// so the buffers stay in registers.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/cuda/layout.h"  // SQUISH_HOST_DEVICE
+
+namespace squish::cuda {
+
+using Buffer0 = std::integral_constant<int, 0>;
+using Buffer1 = std::integral_constant<int, 1>;
+
+// Steps 0 and 1 of `total` into buffers 0 and 1: before the kernel waits for the one before it
+// (weights do not depend on it) and before any prologue, so they load meanwhile.
+template <class Load>
+SQUISH_HOST_DEVICE void two_buffer_preload(int64_t total, Load&& load) {
+  if (total > 0) load(Buffer0{});
+  if (total > 1) load(Buffer1{});
+}
+
+// Then every step's math, step j from buffer j % 2, which is refilled with step j + 2 at once.
+template <class Load, class Math>
+SQUISH_HOST_DEVICE void two_buffer_steps(int64_t total, Load&& load, Math&& math) {
+  for (int64_t j = 0; j < total; j += 2) {
+    math(Buffer0{});
+    if (j + 2 < total) load(Buffer0{});
+    if (j + 1 == total) break;
+    math(Buffer1{});
+    if (j + 3 < total) load(Buffer1{});
+  }
+}
+
+}  // namespace squish::cuda
