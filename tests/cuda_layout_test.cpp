@@ -1,18 +1,23 @@
-// The CUDA backend's weight layout (src/kernels/cuda/layout.h) and its decode loop's load / math
-// order (pipeline.h), host side: built and run in every configuration, so CI checks what the GPU
-// kernels read and in which order, without a GPU.
+// The CUDA backend's weight layout (src/kernels/cuda/layout.h), the 8-bit kernels' per-lane
+// arithmetic (q8_items.h) and their decode loop's load / math order (pipeline.h), on the host:
+// built and run in every configuration, so CI checks what the GPU kernels read, how they
+// multiply it and in which order, without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
 #include <vector>
 
 #include "core/dtype.h"
+#include "kernels/cpu/matmul.h"
 #include "kernels/cpu/quant_k.h"
 #include "kernels/cuda/layout.h"
 #include "kernels/cuda/pipeline.h"
+#include "kernels/cuda/q8_items.h"
+#include "quant/quant.h"
 
 namespace squish {
 namespace {
@@ -131,6 +136,60 @@ TEST(CudaLayout, RepackPutsEveryBlockFieldInPlace) {
     // The fields fill the buffer exactly (nothing left unwritten).
     EXPECT_EQ(n * (c.code + c.meta + c.meta2), static_cast<int64_t>(bytes));
   }
+}
+
+// Each type's lane functions (load, load_act, dot) summed over every item of a row, on the CPU
+// with the intrinsics written out, against the dequantized weights times the dequantized 8-bit
+// activations in double; tolerance 2e-5 * sum |w x| + 1e-6, as the GPU tests. The weights come
+// from the CPU quantizers, so the scales are real ones (the layout test uses random bytes).
+template <class T>
+void check_lane_dots(DType type) {
+  SCOPED_TRACE(dtype_name(type));
+  constexpr int64_t kRows = 7, kCols = 2304;  // 9 Q4_K / Q6_K blocks (36 items: a partial step)
+  std::mt19937 rng(5);
+  std::normal_distribution<float> weight(0.0f, 0.05f), act(0.0f, 1.0f);
+  std::vector<float> wf(kRows * kCols), x(kCols);
+  for (float& v : wf) v = weight(rng);
+  for (float& v : x) v = act(rng);
+  std::fill(x.begin() + 64, x.begin() + 96, 0.0f);  // an all-zero group: d = 0
+  const size_t stride = row_bytes(type, kCols);
+  std::vector<uint8_t> w(stride * kRows), packed(stride * kRows);
+  for (int64_t r = 0; r < kRows; ++r) {
+    quant_traits(type)->quantize(wf.data() + r * kCols, w.data() + r * stride, kCols, nullptr);
+    convert_row_to_f32(type, w.data() + r * stride, wf.data() + r * kCols, kCols);
+  }
+  cuda::repack_q8(type, w.data(), kRows, kCols, packed.data());
+  std::vector<int8_t> xq(kCols);
+  std::vector<float> xd(kCols / 32), xr(kCols);
+  for (int64_t g = 0; g < kCols / 32; ++g) {  // as quantize_activations_q8
+    float amax = 0;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[g * 32 + i]));
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    xd[g] = d;
+    for (int i = 0; i < 32; ++i) {
+      xq[g * 32 + i] = static_cast<int8_t>(std::round(x[g * 32 + i] * id));
+      xr[g * 32 + i] = xq[g * 32 + i] * d;
+    }
+  }
+  const cuda::q8::View v = cuda::q8::view_of<T>(packed.data(), kRows, kCols);
+  const int n_items = static_cast<int>(v.nb) * T::kItems;
+  for (int64_t r = 0; r < kRows; ++r) {
+    double got = 0, want = 0, mag = 0;
+    for (int it = 0; it < n_items; ++it) {
+      got += T::dot(T::load(v, r, it), T::template load_act<false>(xq.data(), xd.data(), it), it);
+    }
+    for (int64_t i = 0; i < kCols; ++i) {
+      want += static_cast<double>(wf[r * kCols + i]) * xr[i];
+      mag += std::fabs(wf[r * kCols + i] * xr[i]);
+    }
+    EXPECT_NEAR(got, want, 2e-5 * mag + 1e-6) << "row " << r;
+  }
+}
+
+TEST(CudaLaneMath, EveryTypeMatchesTheDequantizedProduct) {
+  check_lane_dots<cuda::q8::Q4K>(DType::Q4_K);
+  check_lane_dots<cuda::q8::Q6K>(DType::Q6_K);
+  check_lane_dots<cuda::q8::Q80>(DType::Q8_0);
 }
 
 // Every step is loaded once, into a free buffer, before its math reads it from that buffer, in

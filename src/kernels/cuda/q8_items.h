@@ -1,0 +1,349 @@
+// The per-lane pieces of the 8-bit-activation mat-vec kernels (kernels_q8.cu) for Q4_K, Q6_K
+// and Q8_0 in the repacked layout (layout.h): how a lane loads one item's codes and scales, the
+// activations they multiply, and their dot product. Host and device code: nvcc compiles them into
+// the kernels, the host compiler into the CPU test suite (tests/cuda_layout_test.cpp), where the
+// CUDA intrinsics they use are written out in plain C++ with the same integer results, so CI
+// checks every type's arithmetic against the CPU reference without a GPU.
+//
+// Activations are quantized per 32 elements: xq (int8 codes) and xd (F32 scale per 32).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "core/dtype.h"
+#include "kernels/cuda/layout.h"
+
+#if defined(__CUDACC__)
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#define SQUISH_LANE __host__ __device__ __forceinline__
+#else
+#define SQUISH_LANE inline
+#endif
+#if defined(__CUDA_ARCH__)  // device pass only: the host compiler does not know the pragma
+#define SQUISH_UNROLL _Pragma("unroll")
+#else
+#define SQUISH_UNROLL
+#endif
+
+namespace squish::cuda::q8 {
+
+#if defined(__CUDACC__)
+using Int4 = int4;
+#else
+struct alignas(16) Int4 {
+  int x, y, z, w;
+};
+#endif
+
+SQUISH_LANE float h2f(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(u & 0xFFFF)));
+#else
+  return fp16_to_fp32(static_cast<uint16_t>(u & 0xFFFF));
+#endif
+}
+
+// Weight codes: read once, so they bypass L1 (which keeps the activations).
+SQUISH_LANE Int4 ld_codes(const uint8_t* p) {
+  Int4 v;
+#if defined(__CUDA_ARCH__)
+  asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+#else
+  std::memcpy(&v, p, sizeof v);
+#endif
+  return v;
+}
+SQUISH_LANE Int4 ldg4(const void* p) {
+#if defined(__CUDA_ARCH__)
+  return __ldg(reinterpret_cast<const int4*>(p));
+#else
+  Int4 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+#endif
+}
+SQUISH_LANE uint32_t ldg_u16(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  return __ldg(reinterpret_cast<const unsigned short*>(p));
+#else
+  return p[0] | p[1] << 8;
+#endif
+}
+// Activations: from global memory through L1 (read by every warp of the product), or from the
+// block's shared memory when a prologue made them there (kShared).
+template <bool kShared>
+SQUISH_LANE Int4 act4(const int8_t* p) {
+  if constexpr (kShared) return *reinterpret_cast<const Int4*>(p);
+  return ldg4(p);
+}
+template <bool kShared>
+SQUISH_LANE float act1(const float* p) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (!kShared) return __ldg(p);
+#endif
+  return *p;
+}
+
+// Sum of the 4 signed bytes of a times those of b, plus c (__dp4a).
+SQUISH_LANE int dp4a(int a, int b, int c) {
+#if defined(__CUDA_ARCH__)
+  return __dp4a(a, b, c);
+#else
+  for (int k = 0; k < 4; ++k)
+    c += static_cast<int8_t>(a >> (8 * k)) * static_cast<int8_t>(b >> (8 * k));
+  return c;
+#endif
+}
+// Sum of 4 unsigned bytes of a times 4 signed bytes of b, plus c (__dp4a has only same-sign forms).
+SQUISH_LANE int dp4a_us(int a, int b, int c) {
+#if defined(__CUDA_ARCH__)
+  int d;
+  asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+#else
+  for (int k = 0; k < 4; ++k)
+    c += static_cast<uint8_t>(a >> (8 * k)) * static_cast<int8_t>(b >> (8 * k));
+  return c;
+#endif
+}
+// Byte k of the result is byte (selector nibble k) of the 8 bytes y:x (selectors 0-7 only).
+SQUISH_LANE uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t selector) {
+#if defined(__CUDA_ARCH__)
+  return __byte_perm(x, y, selector);
+#else
+  const uint64_t both = static_cast<uint64_t>(y) << 32 | x;
+  uint32_t r = 0;
+  for (int k = 0; k < 4; ++k) {
+    const uint32_t byte = (both >> (8 * ((selector >> (4 * k)) & 7))) & 0xFF;
+    r |= byte << (8 * k);
+  }
+  return r;
+#endif
+}
+
+// Sum over the 8 code words c0, c1 masked with `mask` times the activation words a, b: codes as
+// signed bytes, or as unsigned ones (kUnsigned: dp4a_us).
+template <bool kUnsigned>
+SQUISH_LANE int masked_dot(const Int4& c0, const Int4& c1, int mask, const Int4& a, const Int4& b) {
+  const int c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+  const int x[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+  int acc = 0;
+  SQUISH_UNROLL
+  for (int k = 0; k < 8; ++k)
+    acc = kUnsigned ? dp4a_us(c[k] & mask, x[k], acc) : dp4a(c[k] & mask, x[k], acc);
+  return acc;
+}
+SQUISH_LANE int sum_bytes(const Int4& a, int acc) {
+  acc = dp4a(a.x, 0x01010101, acc);
+  acc = dp4a(a.y, 0x01010101, acc);
+  acc = dp4a(a.z, 0x01010101, acc);
+  return dp4a(a.w, 0x01010101, acc);
+}
+
+// A matrix in the repacked layout: rows * nb blocks; codes (kCode bytes per block), then
+// scales (kMeta per block), then, for Q6_K, the super-block scales (kMeta2 per block).
+struct View {
+  const uint8_t* codes;
+  const uint8_t* meta;
+  const uint8_t* meta2;
+  int64_t nb;  // blocks per row
+  bool split;  // Q4_K / Q8_0 codes in split halves (code_half_at)
+};
+
+// Each type: kItems items per block, one lane per item. load() reads an item's codes and scales
+// of row r, load_act() the activations it multiplies (xq, xd: token's row start), dot() the sum.
+
+// Q4_K: item s (0..3) = the 32 code bytes of 64-element group s: low nibbles are elements
+// s*64 + 0..31 (scale/min 2s), high nibbles s*64 + 32..63 (scale/min 2s + 1). The 16 bytes of
+// block scales are rearranged by repack_q8 (q4k_scale_words) so that an item's scales cost a few
+// bit-field extractions instead of ggml's get_scale_min_k4 (two of them per item, with a branch
+// that splits every warp): word s = scale 2s | scale 2s+1 << 6 | min 2s << 12 | min 2s+1 << 18 |
+// byte s of (d, dmin) << 24.
+struct Q4K {
+  static constexpr int kElems = 256, kItems = 4, kCode = 128, kMeta = 16;
+  static constexpr int kDecodeBlocks = 6;      // per SM (80 registers, no spills; sm_90 ptxas)
+  static constexpr int kPersistentBlocks = 5;  // the persistent grid, 2 rows per warp: 6 spills
+  static constexpr int kPersistentRows = 2;    // rows per warp in the pair kernel
+  static constexpr int kBlockBytes = 144;
+  static constexpr int kDecodeVariant = 3;   // decode_variant()
+  static constexpr bool kSplitCodes = true;  // items of 32 code bytes: code_half_at
+  struct Raw {
+    Int4 c0, c1, m;  // codes; the block's four scale words
+  };
+  struct Act {
+    Int4 a0, a1, a2, a3;
+    float d0, d1;
+    int s0, s1;  // sums of the codes of each 32
+  };
+  SQUISH_LANE static Raw load(const View& v, int64_t r, int it) {
+    const int64_t blk = r * v.nb + it / kItems, n_items = v.nb * kItems;
+    Raw w;
+    w.c0 = ld_codes(v.codes + code_half_at(n_items, r, it, 0, v.split));
+    w.c1 = ld_codes(v.codes + code_half_at(n_items, r, it, 1, v.split));
+    w.m = ldg4(v.meta + blk * kMeta);
+    return w;
+  }
+  template <bool kShared = false>
+  SQUISH_LANE static Act load_act(const int8_t* xq, const float* xd, int it) {
+    const int b = it / kItems, s = it % kItems;
+    const int8_t* p = xq + b * 256 + s * 64;
+    Act x;
+    x.a0 = act4<kShared>(p);
+    x.a1 = act4<kShared>(p + 16);
+    x.a2 = act4<kShared>(p + 32);
+    x.a3 = act4<kShared>(p + 48);
+    x.d0 = act1<kShared>(xd + b * 8 + 2 * s);
+    x.d1 = act1<kShared>(xd + b * 8 + 2 * s + 1);
+    x.s0 = sum_bytes(x.a1, sum_bytes(x.a0, 0));
+    x.s1 = sum_bytes(x.a3, sum_bytes(x.a2, 0));
+    return x;
+  }
+  SQUISH_LANE static float dot(const Raw& w, const Act& x, int it) {
+    const int s = it % kItems;
+    const uint32_t wx = w.m.x, wy = w.m.y, wz = w.m.z, ww = w.m.w;
+    const float d = h2f(byte_perm(wx, wy, 0x0073)), dmin = h2f(byte_perm(wz, ww, 0x0073));
+    const uint32_t v = s == 0 ? wx : s == 1 ? wy : s == 2 ? wz : ww;
+    const int sc0 = v & 63, sc1 = (v >> 6) & 63, m0 = (v >> 12) & 63, m1 = (v >> 18) & 63;
+    // High nibbles are left in place (16 times the code, unsigned bytes): one AND per word instead
+    // of a shift and an AND; the 1/16 goes into their scale.
+    const int sl = masked_dot<false>(w.c0, w.c1, 0x0F0F0F0F, x.a0, x.a1);
+    const int sh = masked_dot<true>(w.c0, w.c1, static_cast<int>(0xF0F0F0F0u), x.a2, x.a3);
+    const float d0 = d * sc0, d1 = d * 0.0625f * sc1, m0d = dmin * m0, m1d = dmin * m1;
+    return x.d0 * (d0 * sl - m0d * x.s0) + x.d1 * (d1 * sh - m1d * x.s1);
+  }
+};
+
+// Q6_K: item s (0..3) = half n = s / 2 (128 elements), l = o .. o + 15 with o = (s % 2) * 16:
+// ql[n*64 + o ..], ql[n*64 + 32 + o ..] and qh[n*32 + o ..] give elements n*128 + q*32 + o + i
+// of the four quarters q (scales n*8 + s%2 + 2q). The codes enter __dp4a unsigned (0..63) and
+// the bias of 32 is taken off once per 16 weights through the activations' byte sums
+// (sum (c - 32) x = sum c x - 32 sum x), which load_act computes once for all rows of a warp:
+// per-byte signed subtraction (__vsubss4) costs about a dozen instructions per word on sm_90.
+struct Q6K {
+  static constexpr int kElems = 256, kItems = 4, kCode = 192, kMeta = 16, kMeta2 = 2;
+  static constexpr int kDecodeBlocks = 5;      // 6 would spill
+  static constexpr int kPersistentBlocks = 4;  // the persistent grid, 2 rows per warp: 5 spills
+  static constexpr int kPersistentRows = 2;
+  static constexpr int kBlockBytes = 210;
+  static constexpr int kDecodeVariant = 3;
+  static constexpr bool kSplitCodes = false;  // its 16-byte loads already cover whole sectors
+  struct Raw {
+    Int4 l0, l1, h, sc;
+    uint32_t d;
+  };
+  struct Act {
+    Int4 q[4];
+    float d[4];
+    int sum32[4];  // 32 * sum of each quarter's 16 activation bytes
+  };
+  SQUISH_LANE static Raw load(const View& v, int64_t r, int it) {
+    const int64_t blk = r * v.nb + it / kItems;
+    const int s = it % kItems, n = s >> 1, o = (s & 1) * 16;
+    const uint8_t* c = v.codes + blk * kCode;
+    Raw w;
+    w.l0 = ld_codes(c + n * 64 + o);
+    w.l1 = ld_codes(c + n * 64 + 32 + o);
+    w.h = ld_codes(c + 128 + n * 32 + o);
+    w.sc = ldg4(v.meta + blk * kMeta);
+    w.d = ldg_u16(v.meta2 + blk * kMeta2);
+    return w;
+  }
+  template <bool kShared = false>
+  SQUISH_LANE static Act load_act(const int8_t* xq, const float* xd, int it) {
+    const int b = it / kItems, s = it % kItems, n = s >> 1, o = (s & 1) * 16;
+    const int8_t* p = xq + b * 256 + n * 128 + o;
+    Act x;
+    SQUISH_UNROLL
+    for (int k = 0; k < 4; ++k) {
+      x.q[k] = act4<kShared>(p + 32 * k);
+      x.d[k] = act1<kShared>(xd + b * 8 + n * 4 + k);
+      int t = dp4a(x.q[k].x, 0x20202020, 0);
+      t = dp4a(x.q[k].y, 0x20202020, t);
+      t = dp4a(x.q[k].z, 0x20202020, t);
+      x.sum32[k] = dp4a(x.q[k].w, 0x20202020, t);
+    }
+    return x;
+  }
+  SQUISH_LANE static float dot(const Raw& w, const Act& x, int it) {
+    const int s = it % kItems, n = s >> 1, is = s & 1;
+    const int qa[4] = {w.l0.x, w.l0.y, w.l0.z, w.l0.w}, qb[4] = {w.l1.x, w.l1.y, w.l1.z, w.l1.w};
+    const int hh[4] = {w.h.x, w.h.y, w.h.z, w.h.w};
+    const int xa[4][4] = {{x.q[0].x, x.q[0].y, x.q[0].z, x.q[0].w},
+                          {x.q[1].x, x.q[1].y, x.q[1].z, x.q[1].w},
+                          {x.q[2].x, x.q[2].y, x.q[2].z, x.q[2].w},
+                          {x.q[3].x, x.q[3].y, x.q[3].z, x.q[3].w}};
+    int s0 = -x.sum32[0], s1 = -x.sum32[1], s2 = -x.sum32[2], s3 = -x.sum32[3];
+    SQUISH_UNROLL
+    for (int k = 0; k < 4; ++k) {
+      // Codes 0..63 per byte (low nibble | two high bits << 4): non-negative as signed bytes.
+      const int w0 = (qa[k] & 0x0F0F0F0F) | ((hh[k] << 4) & 0x30303030);
+      const int w1 = (qb[k] & 0x0F0F0F0F) | ((hh[k] << 2) & 0x30303030);
+      const int w2 = ((qa[k] >> 4) & 0x0F0F0F0F) | (hh[k] & 0x30303030);
+      const int w3 = ((qb[k] >> 4) & 0x0F0F0F0F) | ((hh[k] >> 2) & 0x30303030);
+      s0 = dp4a(w0, xa[0][k], s0);
+      s1 = dp4a(w1, xa[1][k], s1);
+      s2 = dp4a(w2, xa[2][k], s2);
+      s3 = dp4a(w3, xa[3][k], s3);
+    }
+    const uint32_t A = n ? w.sc.z : w.sc.x, B = n ? w.sc.w : w.sc.y;
+    const float d = h2f(w.d);
+    const float f0 = d * static_cast<int8_t>(A >> (8 * is));
+    const float f1 = d * static_cast<int8_t>(A >> (8 * (is + 2)));
+    const float f2 = d * static_cast<int8_t>(B >> (8 * is));
+    const float f3 = d * static_cast<int8_t>(B >> (8 * (is + 2)));
+    return f0 * x.d[0] * s0 + f1 * x.d[1] * s1 + f2 * x.d[2] * s2 + f3 * x.d[3] * s3;
+  }
+};
+
+// Q8_0: item = one block of 32 codes.
+struct Q80 {
+  static constexpr int kElems = 32, kItems = 1, kCode = 32, kMeta = 2;
+  static constexpr int kDecodeBlocks = 8;
+  static constexpr int kPersistentBlocks = 8;
+  static constexpr int kPersistentRows = 1;
+  static constexpr int kBlockBytes = 34;
+  static constexpr int kDecodeVariant = 2;  // measured on the H200: 307 vs 294 tok/s (4)
+  static constexpr bool kSplitCodes = true;
+  struct Raw {
+    Int4 c0, c1;
+    uint32_t d;
+  };
+  struct Act {
+    Int4 a0, a1;
+    float d;
+  };
+  SQUISH_LANE static Raw load(const View& v, int64_t r, int it) {
+    const int64_t blk = r * v.nb + it;
+    Raw w;
+    w.c0 = ld_codes(v.codes + code_half_at(v.nb, r, it, 0, v.split));
+    w.c1 = ld_codes(v.codes + code_half_at(v.nb, r, it, 1, v.split));
+    w.d = ldg_u16(v.meta + blk * kMeta);
+    return w;
+  }
+  template <bool kShared = false>
+  SQUISH_LANE static Act load_act(const int8_t* xq, const float* xd, int it) {
+    Act x;
+    x.a0 = act4<kShared>(xq + it * 32);
+    x.a1 = act4<kShared>(xq + it * 32 + 16);
+    x.d = act1<kShared>(xd + it);
+    return x;
+  }
+  SQUISH_LANE static float dot(const Raw& w, const Act& x, int) {
+    const int s = masked_dot<false>(w.c0, w.c1, ~0, x.a0, x.a1);
+    return h2f(w.d) * x.d * s;
+  }
+};
+
+template <class T>
+View view_of(const void* w, int64_t rows, int64_t cols) {
+  const int64_t nb = cols / T::kElems, n = rows * nb;
+  const uint8_t* base = static_cast<const uint8_t*>(w);
+  return {base, base + n * T::kCode, base + n * (T::kCode + T::kMeta), nb,
+          T::kSplitCodes && split_codes()};
+}
+
+}  // namespace squish::cuda::q8
