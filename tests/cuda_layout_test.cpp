@@ -186,6 +186,36 @@ void check_lane_dots(DType type) {
   }
 }
 
+// The F16 dequantize kernel's group decoding (prefill GEMM copies) gives convert_row_to_f32's
+// values exactly.
+template <class T>
+void check_dequantize_groups(DType type) {
+  SCOPED_TRACE(dtype_name(type));
+  constexpr int64_t kRows = 3, kCols = 2304;
+  std::mt19937 rng(6);
+  std::normal_distribution<float> weight(0.0f, 0.05f);
+  std::vector<float> f(kRows * kCols), want(kCols), got(kCols);
+  for (float& v : f) v = weight(rng);
+  const size_t stride = row_bytes(type, kCols);
+  std::vector<uint8_t> w(stride * kRows), packed(stride * kRows);
+  for (int64_t r = 0; r < kRows; ++r)
+    quant_traits(type)->quantize(f.data() + r * kCols, w.data() + r * stride, kCols, nullptr);
+  cuda::repack_q8(type, w.data(), kRows, kCols, packed.data());
+  const cuda::q8::View v = cuda::q8::view_of<T>(packed.data(), kRows, kCols);
+  for (int64_t r = 0; r < kRows; ++r) {
+    convert_row_to_f32(type, w.data() + r * stride, want.data(), kCols);
+    for (int64_t g = 0; g < kCols / 32; ++g)
+      cuda::q8::dequantize_group<T>(v, r, g, got.data() + g * 32);
+    for (int64_t i = 0; i < kCols; ++i) ASSERT_EQ(got[i], want[i]) << "row " << r << " at " << i;
+  }
+}
+
+TEST(CudaLaneMath, DequantizedGroupsMatchTheCpu) {
+  check_dequantize_groups<cuda::q8::Q4K>(DType::Q4_K);
+  check_dequantize_groups<cuda::q8::Q6K>(DType::Q6_K);
+  check_dequantize_groups<cuda::q8::Q80>(DType::Q8_0);
+}
+
 TEST(CudaLaneMath, EveryTypeMatchesTheDequantizedProduct) {
   check_lane_dots<cuda::q8::Q4K>(DType::Q4_K);
   check_lane_dots<cuda::q8::Q6K>(DType::Q6_K);

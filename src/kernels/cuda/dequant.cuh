@@ -6,25 +6,34 @@
 // ggml's dequantize_row_* computes them (F32 arithmetic: d * scale first, then times the code).
 #pragma once
 
-#include <cuda_fp16.h>
-
 #include <cstdint>
+
+#include "core/dtype.h"
+#include "kernels/cuda/host_device.h"
+
+#if defined(__CUDACC__)
+#include <cuda_fp16.h>
+#endif
 
 namespace squish::cuda::dequant {
 
-__device__ __forceinline__ float f16_at(const uint8_t* p) {
-  return __half2float(__ushort_as_half(static_cast<unsigned short>(p[0] | (p[1] << 8))));
+SQUISH_HOST_DEVICE float f16_at(const uint8_t* p) {
+  const auto bits = static_cast<unsigned short>(p[0] | (p[1] << 8));
+#if defined(__CUDA_ARCH__)
+  return __half2float(__ushort_as_half(bits));
+#else
+  return fp16_to_fp32(bits);
+#endif
 }
 
 // Q4_0 (d, 16 nibble bytes; d * (q - 8)) and Q4_1 (d, m; d * q + m): low nibbles are elements
 // 0..15, high 16..31. Q5_0 / Q5_1 add fifth bits (element j in bit j of qh).
 template <bool kMin, bool kFifth>
-__device__ __forceinline__ void legacy(float d, float m, const uint8_t* qh, const uint8_t* qs,
-                                       float* v) {
+SQUISH_HOST_DEVICE void legacy(float d, float m, const uint8_t* qh, const uint8_t* qs, float* v) {
   uint32_t h = 0;
   if (kFifth) h = qh[0] | (qh[1] << 8) | (qh[2] << 16) | (static_cast<uint32_t>(qh[3]) << 24);
   const int bias = kMin ? 0 : (kFifth ? 16 : 8);
-#pragma unroll
+  SQUISH_UNROLL
   for (int l = 0; l < 16; ++l) {
     int lo = qs[l] & 0xF, hi = qs[l] >> 4;
     if (kFifth) {
@@ -41,15 +50,15 @@ __device__ __forceinline__ void legacy(float d, float m, const uint8_t* qh, cons
   }
 }
 
-__device__ __forceinline__ void q8_0(float d, const uint8_t* qs, float* v) {
-#pragma unroll
+SQUISH_HOST_DEVICE void q8_0(float d, const uint8_t* qs, float* v) {
+  SQUISH_UNROLL
   for (int l = 0; l < 32; ++l) v[l] = d * static_cast<int8_t>(qs[l]);
 }
 
-__device__ __forceinline__ void iq4_nl(float d, const uint8_t* qs, float* v) {
+SQUISH_HOST_DEVICE void iq4_nl(float d, const uint8_t* qs, float* v) {
   constexpr int8_t kValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                   1,    13,   25,  38,  53,  69,  89,  113};
-#pragma unroll
+  SQUISH_UNROLL
   for (int l = 0; l < 16; ++l) {
     v[l] = d * kValues[qs[l] & 0xF];
     v[l + 16] = d * kValues[qs[l] >> 4];
@@ -59,7 +68,7 @@ __device__ __forceinline__ void iq4_nl(float d, const uint8_t* qs, float* v) {
 // The 6-bit scale and min of sub-block j of Q4_K / Q5_K from their 12 packed bytes q (ggml's
 // get_scale_min_k4); also the GGUF-layout mat-vec kernels' (kernels.cu) decoding.
 template <class T>
-__device__ __forceinline__ void scale_min_k4(int j, const uint8_t* q, T& sc, T& m) {
+SQUISH_HOST_DEVICE void scale_min_k4(int j, const uint8_t* q, T& sc, T& m) {
   if (j < 4) {
     sc = q[j] & 63;
     m = q[j + 4] & 63;
@@ -72,10 +81,10 @@ __device__ __forceinline__ void scale_min_k4(int j, const uint8_t* q, T& sc, T& 
 // 32 weights d1 * c - m1 of 4-bit codes c = nibble g % 2 of q[l] (plus, for Q5_K, fifth bit g of
 // qh[l] as bit 4).
 template <bool kFifth>
-__device__ __forceinline__ void affine_nibbles(float d1, float m1, const uint8_t* qh,
-                                               const uint8_t* q, int g, float* v) {
+SQUISH_HOST_DEVICE void affine_nibbles(float d1, float m1, const uint8_t* qh, const uint8_t* q,
+                                       int g, float* v) {
   const int shift = (g % 2) * 4;
-#pragma unroll
+  SQUISH_UNROLL
   for (int l = 0; l < 32; ++l) {
     int c = (q[l] >> shift) & 0xF;
     if (kFifth) c |= ((qh[l] >> g) & 1) << 4;
@@ -87,8 +96,8 @@ __device__ __forceinline__ void affine_nibbles(float d1, float m1, const uint8_t
 // = elements 32 g .. 32 g + 31: nibble g % 2 of qs[(g / 2) * 32 + l], scale and min g, fifth
 // bit g of qh[l] for Q5_K.
 template <bool kFifth>
-__device__ __forceinline__ void k_quant_4_5(const uint8_t* dm_scales, const uint8_t* qh,
-                                            const uint8_t* qs, int g, float* v) {
+SQUISH_HOST_DEVICE void k_quant_4_5(const uint8_t* dm_scales, const uint8_t* qh, const uint8_t* qs,
+                                    int g, float* v) {
   const float d = f16_at(dm_scales), dmin = f16_at(dm_scales + 2);
   int sc, mn;
   scale_min_k4(g, dm_scales + 4, sc, mn);
@@ -98,30 +107,32 @@ __device__ __forceinline__ void k_quant_4_5(const uint8_t* dm_scales, const uint
 // Q6_K: ql[128], qh[64], 16 int8 scales, d. Group g: half n = g / 4, quarter p = g % 4 of it:
 // elements n * 128 + p * 32 + l take nibble p / 2 of ql[n * 64 + (p % 2) * 32 + l], bits 2p of
 // qh[n * 32 + l], scale n * 8 + l / 16 + 2p; value d * scale * (code - 32).
-__device__ __forceinline__ void q6_k(const uint8_t* ql, const uint8_t* qh, const uint8_t* scales,
-                                     float d, int g, float* v) {
+SQUISH_HOST_DEVICE void q6_k(const uint8_t* ql, const uint8_t* qh, const uint8_t* scales, float d,
+                             int g, float* v) {
   const int n = g / 4, p = g % 4;
   const uint8_t* lo = ql + n * 64 + (p % 2) * 32;
   const uint8_t* hi = qh + n * 32;
   const int shift = (p / 2) * 4;
   const float d0 = d * static_cast<int8_t>(scales[n * 8 + 2 * p]);
   const float d1 = d * static_cast<int8_t>(scales[n * 8 + 1 + 2 * p]);
-#pragma unroll
+  SQUISH_UNROLL
   for (int l = 0; l < 32; ++l) {
     const int c = ((lo[l] >> shift) & 0xF) | (((hi[l] >> (2 * p)) & 3) << 4);
     v[l] = (l < 16 ? d0 : d1) * (c - 32);
   }
 }
 
+#if defined(__CUDACC__)
 // Stores 32 values as F16 (round to nearest) with 16-byte stores; out 16-byte aligned.
 __device__ __forceinline__ void store_f16(const float* v, __half* out) {
-#pragma unroll
+  SQUISH_UNROLL
   for (int k = 0; k < 4; ++k) {
     __align__(16) __half2 h[4];
-#pragma unroll
+    SQUISH_UNROLL
     for (int j = 0; j < 4; ++j) h[j] = __floats2half2_rn(v[8 * k + 2 * j], v[8 * k + 2 * j + 1]);
     reinterpret_cast<uint4*>(out)[k] = *reinterpret_cast<const uint4*>(h);
   }
 }
+#endif
 
 }  // namespace squish::cuda::dequant

@@ -770,8 +770,7 @@ void matmul_q8(DType type, const void* w, int64_t rows, int64_t cols, const int8
 
 namespace {
 
-// One thread per group of 32 weights of rows [row0, row0 + n_rows): the fields of the group's
-// block read from where repack_q8 put them, decoded as dequant.cuh does for GGUF blocks.
+// One thread per group of 32 weights of rows [row0, row0 + n_rows) (q8_items.h: dequantize_group).
 template <class T>
 __global__ void dequantize_q8_f16_kernel(View v, int64_t cols, int64_t row0, int64_t n_rows,
                                          __half* out) {
@@ -779,33 +778,8 @@ __global__ void dequantize_q8_f16_kernel(View v, int64_t cols, int64_t row0, int
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n_rows * groups_per_row) return;
   const int64_t r = i / groups_per_row, gi = i % groups_per_row;
-  constexpr int kGroups = T::kElems / 32;
-  const int64_t blk = (row0 + r) * v.nb + gi / kGroups;
-  const int g = static_cast<int>(gi % kGroups);
   float x[32];
-  if constexpr (std::is_same_v<T, Q6K>) {  // codes: ql, qh; meta: scales; meta2: d
-    const uint8_t* c = v.codes + blk * T::kCode;
-    dequant::q6_k(c, c + 128, v.meta + blk * T::kMeta, dequant::f16_at(v.meta2 + blk * T::kMeta2),
-                  g, x);
-  } else {  // the 32 code bytes of the item holding group g, from its two halves
-    const int it = static_cast<int>(gi / kGroups) * T::kItems + g * T::kItems / kGroups;
-    __align__(16) int4 item[2];
-    for (int h = 0; h < 2; ++h)
-      item[h] = ldg4(v.codes + code_half_at(v.nb * T::kItems, row0 + r, it, h, v.split));
-    const uint8_t* q = reinterpret_cast<const uint8_t*>(item);
-    if constexpr (std::is_same_v<T, Q4K>) {  // meta: q4k_scale_words
-      const uint8_t* m = v.meta + blk * T::kMeta;
-      const int s = g / 2, half = g % 2;
-      const uint32_t w = m[4 * s] | m[4 * s + 1] << 8 | m[4 * s + 2] << 16;
-      const float d = __half2float(__ushort_as_half(static_cast<unsigned short>(m[3] | m[7] << 8)));
-      const float dmin =
-          __half2float(__ushort_as_half(static_cast<unsigned short>(m[11] | m[15] << 8)));
-      const int sc = (w >> (6 * half)) & 63, mn = (w >> (12 + 6 * half)) & 63;
-      dequant::affine_nibbles<false>(d * sc, dmin * mn, nullptr, q, g, x);
-    } else {  // Q8_0: meta: d
-      dequant::q8_0(dequant::f16_at(v.meta + blk * T::kMeta), q, x);
-    }
-  }
+  dequantize_group<T>(v, row0 + r, gi, x);
   dequant::store_f16(x, out + r * cols + gi * 32);
 }
 

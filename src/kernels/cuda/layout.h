@@ -13,12 +13,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
-
-#if defined(__CUDACC__)
-#define SQUISH_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define SQUISH_HOST_DEVICE inline
-#endif
+#include "kernels/cuda/host_device.h"
 
 namespace squish::cuda {
 

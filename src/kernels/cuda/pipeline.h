@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "kernels/cuda/layout.h"  // SQUISH_HOST_DEVICE
+#include "kernels/cuda/host_device.h"
 
 namespace squish::cuda {
 

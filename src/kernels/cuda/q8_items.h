@@ -14,17 +14,12 @@
 #include "core/dtype.h"
 #include "kernels/cuda/layout.h"
 
+#include "kernels/cuda/dequant.cuh"
+#include "kernels/cuda/host_device.h"
+
 #if defined(__CUDACC__)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-#define SQUISH_LANE __host__ __device__ __forceinline__
-#else
-#define SQUISH_LANE inline
-#endif
-#if defined(__CUDA_ARCH__)  // device pass only: the host compiler does not know the pragma
-#define SQUISH_UNROLL _Pragma("unroll")
-#else
-#define SQUISH_UNROLL
 #endif
 
 namespace squish::cuda::q8 {
@@ -37,7 +32,7 @@ struct alignas(16) Int4 {
 };
 #endif
 
-SQUISH_LANE float h2f(uint32_t u) {
+SQUISH_HOST_DEVICE float h2f(uint32_t u) {
 #if defined(__CUDA_ARCH__)
   return __half2float(__ushort_as_half(static_cast<unsigned short>(u & 0xFFFF)));
 #else
@@ -46,7 +41,7 @@ SQUISH_LANE float h2f(uint32_t u) {
 }
 
 // Weight codes: read once, so they bypass L1 (which keeps the activations).
-SQUISH_LANE Int4 ld_codes(const uint8_t* p) {
+SQUISH_HOST_DEVICE Int4 ld_codes(const uint8_t* p) {
   Int4 v;
 #if defined(__CUDA_ARCH__)
   asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
@@ -57,7 +52,7 @@ SQUISH_LANE Int4 ld_codes(const uint8_t* p) {
 #endif
   return v;
 }
-SQUISH_LANE Int4 ldg4(const void* p) {
+SQUISH_HOST_DEVICE Int4 ldg4(const void* p) {
 #if defined(__CUDA_ARCH__)
   return __ldg(reinterpret_cast<const int4*>(p));
 #else
@@ -66,7 +61,7 @@ SQUISH_LANE Int4 ldg4(const void* p) {
   return v;
 #endif
 }
-SQUISH_LANE uint32_t ldg_u16(const uint8_t* p) {
+SQUISH_HOST_DEVICE uint32_t ldg_u16(const uint8_t* p) {
 #if defined(__CUDA_ARCH__)
   return __ldg(reinterpret_cast<const unsigned short*>(p));
 #else
@@ -76,12 +71,12 @@ SQUISH_LANE uint32_t ldg_u16(const uint8_t* p) {
 // Activations: from global memory through L1 (read by every warp of the product), or from the
 // block's shared memory when a prologue made them there (kShared).
 template <bool kShared>
-SQUISH_LANE Int4 act4(const int8_t* p) {
+SQUISH_HOST_DEVICE Int4 act4(const int8_t* p) {
   if constexpr (kShared) return *reinterpret_cast<const Int4*>(p);
   return ldg4(p);
 }
 template <bool kShared>
-SQUISH_LANE float act1(const float* p) {
+SQUISH_HOST_DEVICE float act1(const float* p) {
 #if defined(__CUDA_ARCH__)
   if constexpr (!kShared) return __ldg(p);
 #endif
@@ -89,7 +84,7 @@ SQUISH_LANE float act1(const float* p) {
 }
 
 // Sum of the 4 signed bytes of a times those of b, plus c (__dp4a).
-SQUISH_LANE int dp4a(int a, int b, int c) {
+SQUISH_HOST_DEVICE int dp4a(int a, int b, int c) {
 #if defined(__CUDA_ARCH__)
   return __dp4a(a, b, c);
 #else
@@ -99,7 +94,7 @@ SQUISH_LANE int dp4a(int a, int b, int c) {
 #endif
 }
 // Sum of 4 unsigned bytes of a times 4 signed bytes of b, plus c (__dp4a has only same-sign forms).
-SQUISH_LANE int dp4a_us(int a, int b, int c) {
+SQUISH_HOST_DEVICE int dp4a_us(int a, int b, int c) {
 #if defined(__CUDA_ARCH__)
   int d;
   asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
@@ -111,7 +106,7 @@ SQUISH_LANE int dp4a_us(int a, int b, int c) {
 #endif
 }
 // Byte k of the result is byte (selector nibble k) of the 8 bytes y:x (selectors 0-7 only).
-SQUISH_LANE uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t selector) {
+SQUISH_HOST_DEVICE uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t selector) {
 #if defined(__CUDA_ARCH__)
   return __byte_perm(x, y, selector);
 #else
@@ -128,7 +123,8 @@ SQUISH_LANE uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t selector) {
 // Sum over the 8 code words c0, c1 masked with `mask` times the activation words a, b: codes as
 // signed bytes, or as unsigned ones (kUnsigned: dp4a_us).
 template <bool kUnsigned>
-SQUISH_LANE int masked_dot(const Int4& c0, const Int4& c1, int mask, const Int4& a, const Int4& b) {
+SQUISH_HOST_DEVICE int masked_dot(const Int4& c0, const Int4& c1, int mask, const Int4& a,
+                                  const Int4& b) {
   const int c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
   const int x[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
   int acc = 0;
@@ -137,7 +133,7 @@ SQUISH_LANE int masked_dot(const Int4& c0, const Int4& c1, int mask, const Int4&
     acc = kUnsigned ? dp4a_us(c[k] & mask, x[k], acc) : dp4a(c[k] & mask, x[k], acc);
   return acc;
 }
-SQUISH_LANE int sum_bytes(const Int4& a, int acc) {
+SQUISH_HOST_DEVICE int sum_bytes(const Int4& a, int acc) {
   acc = dp4a(a.x, 0x01010101, acc);
   acc = dp4a(a.y, 0x01010101, acc);
   acc = dp4a(a.z, 0x01010101, acc);
@@ -164,7 +160,7 @@ struct View {
 // that splits every warp): word s = scale 2s | scale 2s+1 << 6 | min 2s << 12 | min 2s+1 << 18 |
 // byte s of (d, dmin) << 24.
 struct Q4K {
-  static constexpr int kElems = 256, kItems = 4, kCode = 128, kMeta = 16;
+  static constexpr int kElems = 256, kItems = 4, kCode = 128, kMeta = 16, kMeta2 = 0;
   static constexpr int kDecodeBlocks = 6;      // per SM (80 registers, no spills; sm_90 ptxas)
   static constexpr int kPersistentBlocks = 5;  // the persistent grid, 2 rows per warp: 6 spills
   static constexpr int kPersistentRows = 2;    // rows per warp in the pair kernel
@@ -179,7 +175,7 @@ struct Q4K {
     float d0, d1;
     int s0, s1;  // sums of the codes of each 32
   };
-  SQUISH_LANE static Raw load(const View& v, int64_t r, int it) {
+  SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it / kItems, n_items = v.nb * kItems;
     Raw w;
     w.c0 = ld_codes(v.codes + code_half_at(n_items, r, it, 0, v.split));
@@ -188,7 +184,7 @@ struct Q4K {
     return w;
   }
   template <bool kShared = false>
-  SQUISH_LANE static Act load_act(const int8_t* xq, const float* xd, int it) {
+  SQUISH_HOST_DEVICE static Act load_act(const int8_t* xq, const float* xd, int it) {
     const int b = it / kItems, s = it % kItems;
     const int8_t* p = xq + b * 256 + s * 64;
     Act x;
@@ -202,7 +198,7 @@ struct Q4K {
     x.s1 = sum_bytes(x.a3, sum_bytes(x.a2, 0));
     return x;
   }
-  SQUISH_LANE static float dot(const Raw& w, const Act& x, int it) {
+  SQUISH_HOST_DEVICE static float dot(const Raw& w, const Act& x, int it) {
     const int s = it % kItems;
     const uint32_t wx = w.m.x, wy = w.m.y, wz = w.m.z, ww = w.m.w;
     const float d = h2f(byte_perm(wx, wy, 0x0073)), dmin = h2f(byte_perm(wz, ww, 0x0073));
@@ -240,7 +236,7 @@ struct Q6K {
     float d[4];
     int sum32[4];  // 32 * sum of each quarter's 16 activation bytes
   };
-  SQUISH_LANE static Raw load(const View& v, int64_t r, int it) {
+  SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it / kItems;
     const int s = it % kItems, n = s >> 1, o = (s & 1) * 16;
     const uint8_t* c = v.codes + blk * kCode;
@@ -253,7 +249,7 @@ struct Q6K {
     return w;
   }
   template <bool kShared = false>
-  SQUISH_LANE static Act load_act(const int8_t* xq, const float* xd, int it) {
+  SQUISH_HOST_DEVICE static Act load_act(const int8_t* xq, const float* xd, int it) {
     const int b = it / kItems, s = it % kItems, n = s >> 1, o = (s & 1) * 16;
     const int8_t* p = xq + b * 256 + n * 128 + o;
     Act x;
@@ -268,7 +264,7 @@ struct Q6K {
     }
     return x;
   }
-  SQUISH_LANE static float dot(const Raw& w, const Act& x, int it) {
+  SQUISH_HOST_DEVICE static float dot(const Raw& w, const Act& x, int it) {
     const int s = it % kItems, n = s >> 1, is = s & 1;
     const int qa[4] = {w.l0.x, w.l0.y, w.l0.z, w.l0.w}, qb[4] = {w.l1.x, w.l1.y, w.l1.z, w.l1.w};
     const int hh[4] = {w.h.x, w.h.y, w.h.z, w.h.w};
@@ -301,7 +297,7 @@ struct Q6K {
 
 // Q8_0: item = one block of 32 codes.
 struct Q80 {
-  static constexpr int kElems = 32, kItems = 1, kCode = 32, kMeta = 2;
+  static constexpr int kElems = 32, kItems = 1, kCode = 32, kMeta = 2, kMeta2 = 0;
   static constexpr int kDecodeBlocks = 8;
   static constexpr int kPersistentBlocks = 8;
   static constexpr int kPersistentRows = 1;
@@ -316,7 +312,7 @@ struct Q80 {
     Int4 a0, a1;
     float d;
   };
-  SQUISH_LANE static Raw load(const View& v, int64_t r, int it) {
+  SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it;
     Raw w;
     w.c0 = ld_codes(v.codes + code_half_at(v.nb, r, it, 0, v.split));
@@ -325,14 +321,14 @@ struct Q80 {
     return w;
   }
   template <bool kShared = false>
-  SQUISH_LANE static Act load_act(const int8_t* xq, const float* xd, int it) {
+  SQUISH_HOST_DEVICE static Act load_act(const int8_t* xq, const float* xd, int it) {
     Act x;
     x.a0 = act4<kShared>(xq + it * 32);
     x.a1 = act4<kShared>(xq + it * 32 + 16);
     x.d = act1<kShared>(xd + it);
     return x;
   }
-  SQUISH_LANE static float dot(const Raw& w, const Act& x, int) {
+  SQUISH_HOST_DEVICE static float dot(const Raw& w, const Act& x, int) {
     const int s = masked_dot<false>(w.c0, w.c1, ~0, x.a0, x.a1);
     return h2f(w.d) * x.d * s;
   }
@@ -344,6 +340,38 @@ View view_of(const void* w, int64_t rows, int64_t cols) {
   const uint8_t* base = static_cast<const uint8_t*>(w);
   return {base, base + n * T::kCode, base + n * (T::kCode + T::kMeta), nb,
           T::kSplitCodes && split_codes()};
+}
+
+// The 32 weights of group gi (of cols / 32) of row r, as float, from the repacked fields (the F16
+// copies of the prefill GEMM): decoded as dequant.cuh does for GGUF blocks.
+template <class T>
+SQUISH_HOST_DEVICE void dequantize_group(const View& v, int64_t r, int64_t gi, float* x) {
+  constexpr int kGroups = T::kElems / 32;
+  const int64_t blk = r * v.nb + gi / kGroups;
+  const int g = static_cast<int>(gi % kGroups);
+  if constexpr (T::kMeta2 > 0) {  // Q6_K: codes ql, qh; meta: scales; meta2: d
+    const uint8_t* c = v.codes + blk * T::kCode;
+    dequant::q6_k(c, c + 128, v.meta + blk * T::kMeta, dequant::f16_at(v.meta2 + blk * T::kMeta2),
+                  g, x);
+    return;
+  }
+  // Q4_K, Q8_0: the 32 code bytes of the item holding group g, from its two halves.
+  const int it = static_cast<int>(gi / kGroups) * T::kItems + g * T::kItems / kGroups;
+  Int4 item[2];
+  for (int h = 0; h < 2; ++h)
+    item[h] = ldg4(v.codes + code_half_at(v.nb * T::kItems, r, it, h, v.split));
+  const uint8_t* q = reinterpret_cast<const uint8_t*>(item);
+  const uint8_t* m = v.meta + blk * T::kMeta;
+  if constexpr (T::kItems == 4) {  // Q4_K, meta: q4k_scale_words
+    const int s = g / 2, half = g % 2;
+    const uint32_t w = m[4 * s] | m[4 * s + 1] << 8 | m[4 * s + 2] << 16;
+    const uint8_t d[2] = {m[3], m[7]}, dmin[2] = {m[11], m[15]};
+    const int sc = (w >> (6 * half)) & 63, mn = (w >> (12 + 6 * half)) & 63;
+    dequant::affine_nibbles<false>(dequant::f16_at(d) * sc, dequant::f16_at(dmin) * mn, nullptr, q,
+                                   g, x);
+  } else {  // Q8_0, meta: d
+    dequant::q8_0(dequant::f16_at(m), q, x);
+  }
 }
 
 }  // namespace squish::cuda::q8
