@@ -347,28 +347,39 @@ INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8Epilogue,
 // (one code step d of its group); two such moves per row are allowed.
 class CudaMatmulQ8NormIn : public testing::TestWithParam<DType> {};
 
+// One case: rows x E weights of `type` (dequantized wf, largest |w|, repack_q8's bytes), the
+// input x (seed + 1) and norm weight (seed + 2), and the CPU norm's 8-bit form xr with its
+// largest code step dmax.
+struct NormInCase {
+  std::vector<float> wf, x, nw, xr;
+  std::vector<uint8_t> packed;
+  float wmax = 0, dmax = 0;
+  NormInCase(DType type, int64_t rows, int64_t E, uint32_t seed) {
+    const std::vector<uint8_t> w = make_weights(type, rows, E, seed);
+    wf.resize(rows * E);
+    for (int64_t r = 0; r < rows; ++r)
+      convert_row_to_f32(type, w.data() + r * row_bytes(type, E), wf.data() + r * E, E);
+    for (float v : wf) wmax = std::max(wmax, std::fabs(v));
+    packed.resize(w.size());
+    cuda::repack_q8(type, w.data(), rows, E, packed.data());
+    x = random_floats(E, seed + 1, 3.0f);
+    nw = random_floats(E, seed + 2);
+    std::vector<float> normed(E);
+    rms_norm(x.data(), nw.data(), static_cast<int>(E), 1e-5f, normed.data());
+    xr = dequantized_q8(normed);
+    for (float v : normed) dmax = std::max(dmax, std::fabs(v) / 127.0f);
+  }
+};
+
 TEST_P(CudaMatmulQ8NormIn, MatchesNormThenProduct) {
   SKIP_WITHOUT_GPU();
   const DType type = GetParam();
   const int64_t rows = 301, E = 768;
-  const std::vector<uint8_t> w = make_weights(type, rows, E, 61);
-  std::vector<float> wf(rows * E);
-  for (int64_t r = 0; r < rows; ++r)
-    convert_row_to_f32(type, w.data() + r * row_bytes(type, E), wf.data() + r * E, E);
-  float wmax = 0;
-  for (float v : wf) wmax = std::max(wmax, std::fabs(v));
-  std::vector<uint8_t> packed(w.size());
-  cuda::repack_q8(type, w.data(), rows, E, packed.data());
-  Dev<uint8_t> dw(packed);
-  const std::vector<float> x = random_floats(E, 62, 3.0f), nw = random_floats(E, 63);
-  std::vector<float> normed(E);
-  rms_norm(x.data(), nw.data(), static_cast<int>(E), 1e-5f, normed.data());
-  const std::vector<float> xr = dequantized_q8(normed);
-  float dmax = 0;
-  for (int64_t g = 0; g < E / 32; ++g) {
-    for (int i = 0; i < 32; ++i) dmax = std::max(dmax, std::fabs(normed[g * 32 + i]) / 127.0f);
-  }
-  Dev<float> dx(x), dnw(nw);
+  const NormInCase c(type, rows, E, 61);
+  const std::vector<float>&wf = c.wf, &xr = c.xr;
+  const float wmax = c.wmax, dmax = c.dmax;
+  Dev<uint8_t> dw(c.packed);
+  Dev<float> dx(c.x), dnw(c.nw);
   for (int variant : {-1, 2}) {  // the type's rows per warp, and one row per warp
     for (int max_blocks : {0, 3}) {
       for (bool accumulate : {false, true}) {
@@ -404,22 +415,10 @@ TEST_P(CudaMatmulQ8NormIn, WithGateMatchesNormThenGating) {
   SKIP_WITHOUT_GPU();
   const DType type = GetParam();
   const int64_t F = 320, E = 768;  // 2 F rows: 10 groups of 32 outputs
-  const std::vector<uint8_t> w = make_weights(type, 2 * F, E, 71);
-  std::vector<float> wf(2 * F * E);
-  for (int64_t r = 0; r < 2 * F; ++r)
-    convert_row_to_f32(type, w.data() + r * row_bytes(type, E), wf.data() + r * E, E);
-  float wmax = 0;
-  for (float v : wf) wmax = std::max(wmax, std::fabs(v));
-  std::vector<uint8_t> packed(w.size());
-  cuda::repack_q8(type, w.data(), 2 * F, E, packed.data());
-  Dev<uint8_t> dw(packed);
-  const std::vector<float> x = random_floats(E, 72, 3.0f), nw = random_floats(E, 73);
-  std::vector<float> normed(E);
-  rms_norm(x.data(), nw.data(), static_cast<int>(E), 1e-5f, normed.data());
-  const std::vector<float> xr = dequantized_q8(normed);
-  float dmax = 0;
-  for (float v : normed) dmax = std::max(dmax, std::fabs(v) / 127.0f);
-  Dev<float> dx(x), dnw(nw), h(2 * F);
+  const NormInCase c(type, 2 * F, E, 71);
+  const std::vector<float>&wf = c.wf, &xr = c.xr;
+  Dev<uint8_t> dw(c.packed);
+  Dev<float> dx(c.x), dnw(c.nw), h(2 * F);
   Dev<int8_t> q(F);
   Dev<float> d(F / 32);
   Dev<int> counters(1 + F / 32);
@@ -435,7 +434,7 @@ TEST_P(CudaMatmulQ8NormIn, WithGateMatchesNormThenGating) {
     cuda::matmul_q8_norm_in(type, dw.p, 2 * F, E, {dx.p, dnw.p, 1e-5f}, h.p, false, nullptr, &e);
     ASSERT_EQ(cudaGetLastError(), cudaSuccess);
     const std::vector<float> out = h.download();
-    const double slack = 2e-5, code_steps = 2.0 * wmax * dmax;
+    const double slack = 2e-5, code_steps = 2.0 * c.wmax * c.dmax;
     for (int64_t i = 0; i < F; ++i) {
       double g = 0, gmag = 0, u = 0, umag = 0;
       for (int64_t k = 0; k < E; ++k) {
