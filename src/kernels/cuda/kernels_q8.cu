@@ -5,11 +5,13 @@
 // per 16 or 32 weights. Activations are quantized per 32 elements (d = amax / 127, q =
 // round(x / d), as ggml's Q8_0 but with an F32 scale), once per product input.
 //
-// Weights are regrouped at upload (repack_q8): a matrix's code bytes first, then its scales, so
-// every lane reads its codes with aligned 16-byte loads (GGUF's 34- and 210-byte blocks are only
-// 2-byte aligned) and the per-block scales come from one small load shared by neighbouring lanes.
-// Decode runs several rows per warp (the activations are loaded once for all of them) and loads
-// the next item's codes before the math of this one, so each warp keeps kilobytes in flight.
+// Weights are regrouped at upload (layout.h: repack_q8): a matrix's code bytes first, then its
+// scales, so every lane reads its codes with aligned, coalesced 16-byte loads (GGUF's 34- and
+// 210-byte blocks are only 2-byte aligned) and the per-block scales come from one small load
+// shared by neighbouring lanes. The per-lane loads and dot products are in q8_items.h (checked on
+// the CPU too). Decode runs several rows per warp (the activations are loaded once for all of
+// them) with two register buffers of weights in turn (pipeline.h), so each warp keeps two steps,
+// kilobytes, in flight.
 #include <cuda_fp16.h>
 
 #include <algorithm>
