@@ -100,7 +100,6 @@ struct MvArgs {
   float* d;
   int* counters;
   int gelu;
-  int copy_buffers;  // SQUISH_CUDA_PINGPONG=0
 };
 
 // The 8-bit form of 32 values held 4 per lane by 8 consecutive lanes (an aligned octet of the
@@ -197,7 +196,9 @@ __device__ void gate_epilogue(const MvArgs& a, int64_t i, float g, float u) {
 // activations are loaded once for R rows). Rows past the end are computed on row 0 and dropped,
 // so every warp reaches the block's barriers. kMinBlocks > 1 caps the registers so that many
 // blocks share an SM (decode is latency-bound: more warps, more loads in flight).
-template <class T, int NT, int R, int kSplit, int kEpi, int kMinBlocks>
+// kCopy (SQUISH_CUDA_PINGPONG=0, for measuring; its own instantiation so that the default kernels
+// do not carry its registers): the loop copies the loaded buffer into the used one.
+template <class T, int NT, int R, int kSplit, int kEpi, int kMinBlocks, bool kCopy = false>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_kernel(const MvArgs a) {
   pdl_launch_dependents();
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
@@ -242,7 +243,7 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_kernel(const 
     }
     it = next;
   };
-  if (a.copy_buffers) {
+  if constexpr (kCopy) {
     while (it < n_items) {
       step(buf0, buf1);
 #pragma unroll
@@ -296,12 +297,14 @@ int copy_buffers() {
 }
 
 template <class T, int NT, int R, int kSplit, int kEpi, int kMinBlocks = 1>
-void launch_mv(MvArgs a, int64_t groups, cudaStream_t stream) {
-  a.copy_buffers = copy_buffers();
+void launch_mv(const MvArgs& a, int64_t groups, cudaStream_t stream) {
   constexpr int kGroupsPerBlock = kWarps / kSplit;
   const unsigned blocks = static_cast<unsigned>((groups + kGroupsPerBlock - 1) / kGroupsPerBlock);
-  launch(mv_q8_kernel<T, NT, R, kSplit, kEpi, kMinBlocks>, dim3(blocks), dim3(kWarp * kWarps),
-         stream, a);
+  auto kernel = mv_q8_kernel<T, NT, R, kSplit, kEpi, kMinBlocks>;
+  if constexpr (NT == 1) {  // the copying schedule only for one token (decode)
+    if (copy_buffers()) kernel = mv_q8_kernel<T, NT, R, kSplit, kEpi, kMinBlocks, true>;
+  }
+  launch(kernel, dim3(blocks), dim3(kWarp * kWarps), stream, a);
 }
 
 // Decode (one token) on a persistent grid: warp w of W takes row groups w, w + W, ... and walks
@@ -316,7 +319,7 @@ void launch_mv(MvArgs a, int64_t groups, cudaStream_t stream) {
 // the 16 KB norm, which costs less than a dependent launch). block / n_blocks: this block's index
 // among the n_blocks that share the product (all of the grid, or its part in
 // mv_q8_decode_pair_kernel).
-template <class T, int R, bool kNormIn, bool kGateOut = false>
+template <class T, int R, bool kNormIn, bool kGateOut = false, bool kCopy = false>
 __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks) {
   static_assert(!kGateOut || R == 2, "the gate epilogue pairs a gate row with an up row");
   extern __shared__ int4 s_act[];  // kNormIn: a.cols codes, then a.cols / 32 scales
@@ -362,7 +365,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     }
     advance(load_at);
   };
-  if (a.copy_buffers) {
+  if constexpr (kCopy) {
     if (total > 0) load_next(Buffer0{});
   } else {
     two_buffer_preload(total, load_next);
@@ -438,7 +441,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     }
     advance(math_at);
   };
-  if (a.copy_buffers) {  // SQUISH_CUDA_PINGPONG=0, for measuring: one buffer copied to the other
+  if constexpr (kCopy) {  // SQUISH_CUDA_PINGPONG=0, for measuring: one buffer copied to the other
     for (int64_t j = 0; j < total; ++j) {
       if (j + 1 < total) {
         load_step(load_at, buf1);
@@ -459,21 +462,22 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
   });
 }
 
-template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
+template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false, bool kCopy = false>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_decode_kernel(const MvArgs a) {
-  decode_body<T, R, kNormIn, kGateOut>(a, blockIdx.x, gridDim.x);
+  decode_body<T, R, kNormIn, kGateOut, kCopy>(a, blockIdx.x, gridDim.x);
 }
 
 // Two products of one normed input in one launch, of different weight types (a Q4_K_M layer's
 // [q | k] in Q4_K and v in Q6_K): the first blocks_a blocks run a, the others b (a block-uniform
 // branch, so each part's prologue may use barriers). Saves a launch and a second norm prologue.
-template <class TA, class TB, int kMinBlocks>
+template <class TA, class TB, int kMinBlocks, bool kCopy = false>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
     mv_q8_decode_pair_kernel(const MvArgs a, const MvArgs b, unsigned blocks_a) {
   if (blockIdx.x < blocks_a) {
-    decode_body<TA, TA::kPersistentRows, true>(a, blockIdx.x, blocks_a);
+    decode_body<TA, TA::kPersistentRows, true, false, kCopy>(a, blockIdx.x, blocks_a);
   } else {
-    decode_body<TB, TB::kPersistentRows, true>(b, blockIdx.x - blocks_a, gridDim.x - blocks_a);
+    decode_body<TB, TB::kPersistentRows, true, false, kCopy>(b, blockIdx.x - blocks_a,
+                                                             gridDim.x - blocks_a);
   }
 }
 
@@ -523,9 +527,9 @@ size_t norm_in_smem(int64_t cols) {
 }
 
 template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
-void launch_decode(MvArgs a, cudaStream_t stream) {
-  a.copy_buffers = copy_buffers();
-  auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut>;
+void launch_decode(const MvArgs& a, cudaStream_t stream) {
+  auto kernel = copy_buffers() ? mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut, true>
+                               : mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut>;
   const size_t smem = kNormIn ? norm_in_smem(a.cols) : 0;
   const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
   const int64_t blocks = balanced_blocks(groups, persistent_blocks(kernel, smem));
@@ -535,10 +539,10 @@ void launch_decode(MvArgs a, cudaStream_t stream) {
 
 // The grid split between the two products by weight bytes (each part then balanced).
 template <class TA, class TB>
-void launch_decode_pair(MvArgs a, MvArgs b, cudaStream_t stream) {
-  a.copy_buffers = b.copy_buffers = copy_buffers();
+void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
   constexpr int kMin = std::min(TA::kPersistentBlocks, TB::kPersistentBlocks);
-  auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin>;
+  auto kernel = copy_buffers() ? mv_q8_decode_pair_kernel<TA, TB, kMin, true>
+                               : mv_q8_decode_pair_kernel<TA, TB, kMin>;
   const size_t smem = norm_in_smem(a.cols);
   const int64_t max_blocks = std::max<int64_t>(2, persistent_blocks(kernel, smem));
   const double bytes_a = static_cast<double>(a.rows) * a.v.nb * TA::kBlockBytes;
