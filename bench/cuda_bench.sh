@@ -76,7 +76,7 @@ if [ "${SASS:-0}" = 1 ]; then
   CUOBJ=$(ls /usr/local/cuda*/bin/cuobjdump 2>/dev/null | head -1)
   CUOBJ=${CUOBJ:-$(command -v cuobjdump || true)}
   if [ -n "$CUOBJ" ]; then
-    MATCH=${SASS_MATCH:-mv_q8_decode_kernelINS1_3Q4KELi2ELi5ELb1E|mv_q8_kernelINS1_3Q80ELi1ELi1ELi1ELi0ELi8E}
+    MATCH=${SASS_MATCH:-mv_q8_decode_kernel.*Q4KELi2ELi5ELb1ELb0E|mv_q8_kernel.*Q80ELi1ELi1ELi1ELi0ELi8E}
     for f in "$DIR"/bin/squish "$DIR"/lib/*; do
       "$CUOBJ" -sass "$f" 2>/dev/null | awk -v m="$MATCH" '/Function : /{p = ($0 ~ m)} p'
     done > "$OUT/sass.txt"
