@@ -92,9 +92,26 @@ TEST(BenchCli, MemoryMatchesTheModelAndCostIsReported) {
   EXPECT_NE(text.out.find("per 1,000 queries"), std::string::npos) << text.out;
 }
 
+// -d: the tests run after depth tokens of context: the context holds them, the labels say so.
+TEST(BenchCli, DepthRunsTheTestsAfterThatManyTokens) {
+  const std::string path = test::shared_path("models/stories260K/stories260K.bin");
+  CmdResult r = run_squish("bench " + path + " --json -p 8 -n 4 -r 1 -d 20");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["depth"], 20);
+  EXPECT_EQ(j["memory"]["n_ctx"], 20 + 8 + 1);
+  EXPECT_GT(j["pp"]["tokens_per_second"].get<double>(), 0.0);
+  EXPECT_GT(j["tg"]["tokens_per_second"].get<double>(), 0.0);
+  CmdResult text = run_squish("bench " + path + " -p 8 -n 4 -r 1 -d 20");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("| pp8 @ d20 |"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("| tg4 @ d20 |"), std::string::npos) << text.out;
+}
+
 TEST(BenchCli, BadArgumentsAreOneLineErrors) {
   const std::string path = test::shared_path("models/stories260K/stories260K.bin");
-  for (const char* args : {" -p 64 -n 4 -r 1 --ctx 10", " -p 8 -n 0 -r 1 --price-per-hour 1"}) {
+  for (const char* args : {" -p 64 -n 4 -r 1 --ctx 10", " -p 8 -n 0 -r 1 --price-per-hour 1",
+                           " -p 8 -n 4 -r 1 -d 20 --ctx 28"}) {
     CmdResult r = run_squish("bench " + path + args);
     EXPECT_EQ(r.exit_code, 1) << args;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;

@@ -20,6 +20,7 @@ struct BenchArgs {
   std::string model;
   int n_prompt = 512;
   int n_gen = 128;
+  int depth = 0;  // tokens in the context before each test
   int threads = 0;
   int reps = 3;
   int batch = 512;
@@ -53,13 +54,17 @@ void register_bench(CLI::App& app) {
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("-n,--n-gen", a->n_gen, "Generated tokens (tg test; 0 = skip)")
       ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("-d,--depth", a->depth,
+                  "Tokens already in the context when each test starts (like llama-bench's -d: "
+                  "evaluated first, not timed), e.g. decode speed at 4096 tokens of context")
+      ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)")
       ->check(CLI::Range(0, 1024));
   cmd->add_option("-r,--repetitions", a->reps, "Repetitions per test")->check(CLI::Range(1, 1000));
   cmd->add_option("-b,--batch", a->batch, "Prefill micro-batch")->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--ctx", a->ctx,
                   "Context length to allocate and report KV cache memory for "
-                  "(default: max(-p, -n) + 1)")
+                  "(default: depth + max(-p, -n) + 1)")
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--price-per-hour", a->price_per_hour,
                   "Machine price in USD per hour: report the cost per 1,000 queries, "
@@ -85,7 +90,7 @@ void register_bench(CLI::App& app) {
     auto model = load_model(a->model);
     SessionOptions so;
     so.n_threads = a->threads;
-    const int needed = std::max(a->n_prompt, a->n_gen) + 1;
+    const int needed = a->depth + std::max(a->n_prompt, a->n_gen) + 1;
     if (a->ctx > 0 && a->ctx < needed)
       fail("--ctx {} is smaller than the {} positions the tests need", a->ctx, needed);
     so.n_ctx = a->ctx > 0 ? a->ctx : needed;
@@ -93,18 +98,23 @@ void register_bench(CLI::App& app) {
     Session session(*model, so);
     std::mt19937 rng(42);
     std::uniform_int_distribution<int> dist(0, model->config.n_vocab - 1);
-    std::vector<int32_t> prompt(std::max(a->n_prompt, 1));
+    std::vector<int32_t> prompt(std::max(a->n_prompt, 1)), context(a->depth);
     for (auto& t : prompt) t = dist(rng);
+    for (auto& t : context) t = dist(rng);
     std::vector<float> logits;
-    auto time_pp = [&] {
+    auto start = [&] {  // an empty context, or depth tokens of one (not timed)
       session.reset();
+      if (a->depth > 0) session.eval(context.data(), a->depth, false, logits);
+    };
+    auto time_pp = [&] {
+      start();
       auto t0 = std::chrono::steady_clock::now();
       session.eval(prompt.data(), a->n_prompt, false, logits);
       return a->n_prompt /
              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
     auto time_tg = [&] {
-      session.reset();
+      start();
       int32_t tok = prompt[0];
       auto t0 = std::chrono::steady_clock::now();
       for (int i = 0; i < a->n_gen; ++i) {
@@ -127,6 +137,7 @@ void register_bench(CLI::App& app) {
                         {"params", model->parameter_count()},
                         {"weight_bytes", model->weight_bytes()},
                         {"threads", session.n_threads()},
+                        {"depth", a->depth},
                         {"cpu", cpu_level_name(active_cpu_level())},
                         {"backend", session.device_session() != nullptr ? "cuda" : "cpu"}};
     const bool fused_qkv = !model->layers.empty() && model->layers[0].wqkv != nullptr;
@@ -184,12 +195,14 @@ void register_bench(CLI::App& app) {
     std::printf(
         "| model | size | params | threads | kernels | test | t/s "
         "|\n|---|---|---|---|---|---|---|\n");
+    // llama-bench's labels: pp512, tg128, and "tg128 @ d4096" with a depth.
+    const std::string at_depth = a->depth > 0 ? " @ d" + std::to_string(a->depth) : "";
     auto row = [&](const char* test, int n, const std::vector<double>& v) {
       Stat s = stats(v);
-      std::printf("| %s | %.2f MiB | %.2f M | %d | %s | %s%d | %.2f ± %.2f |\n",
+      std::printf("| %s | %.2f MiB | %.2f M | %d | %s | %s%d%s | %.2f ± %.2f |\n",
                   model->path.c_str(), model->weight_bytes() / 1048576.0,
                   model->parameter_count() / 1e6, session.n_threads(),
-                  cpu_level_name(active_cpu_level()), test, n, s.mean, s.stddev);
+                  cpu_level_name(active_cpu_level()), test, n, at_depth.c_str(), s.mean, s.stddev);
     };
     if (!pp.empty()) row("pp", a->n_prompt, pp);
     if (!tg.empty()) row("tg", a->n_gen, tg);
