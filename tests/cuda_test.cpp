@@ -663,6 +663,56 @@ TEST(CudaKernels, AttentionMatchesSoftmaxReference) {
 }
 
 // One token: RoPE + KV store inside attention gives the same bits as the two kernels.
+// Decode attention split over 256-key chunks (flash-decoding) against the one-block-per-head
+// kernel, both with RoPE fused: positions ending a chunk, starting one and in the middle of a
+// third; chunks past the position in the grid; the caches' new rows equal, the output within
+// 1e-5 (another summation order) and its 8-bit form as quantize_activations_q8 makes it, the
+// counters back at zero.
+TEST(CudaKernels, SplitDecodeAttentionMatchesOneBlockPerHead) {
+  SKIP_WITHOUT_GPU();
+  const int H = 8, HKV = 2, D = 128, n_rot = 128, n_ctx = 1200;
+  const int Q = H * D, KV = HKV * D, ld = Q + 2 * KV;
+  const int n_splits = (n_ctx + cuda::kAttentionSplitKeys - 1) / cuda::kAttentionSplitKeys;
+  const std::vector<float> cache = random_floats(n_ctx * KV, 82);
+  Dev<float> partials(H * n_splits * (D + 2));
+  Dev<int> counters(std::vector<int>(H, 0));
+  for (int pos0 : {255, 256, 700}) {
+    SCOPED_TRACE(pos0);
+    const std::vector<float> qkv = random_floats(ld, 81 + pos0);
+    std::vector<float> table(n_rot);
+    for (int i = 0; i < n_rot / 2; ++i) {
+      const double angle = pos0 * std::pow(10000.0, -2.0 * i / n_rot);
+      table[i] = static_cast<float>(std::cos(angle));
+      table[n_rot / 2 + i] = static_cast<float>(std::sin(angle));
+    }
+    Dev<float> dtable(table);
+    Dev<int> dpos(std::vector<int>{pos0});
+    std::vector<std::vector<float>> outs, kcs, vcs;
+    for (bool split : {false, true}) {
+      Dev<float> dqkv(qkv), kc(cache), vc(cache), out(Q);
+      cuda::RopeArgs a{
+          dqkv.p, dqkv.p + Q, dqkv.p + Q + KV, ld,    nullptr,  nullptr, nullptr, H,
+          HKV,    D,          n_rot,           false, dtable.p, dpos.p,  kc.p,    vc.p};
+      const cuda::AttentionSplit s{partials.p, counters.p, n_splits};
+      Dev<int8_t> oq(Q);
+      Dev<float> od(Q / 32);
+      cuda::attention(dqkv.p, ld, kc.p, vc.p, H, HKV, D, dpos.p, 1, out.p, nullptr, oq.p, od.p, &a,
+                      split ? &s : nullptr);
+      ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+      expect_fused_q8(out.p, 1, Q, oq.p, od.p);
+      outs.push_back(out.download());
+      kcs.push_back(kc.download());
+      vcs.push_back(vc.download());
+    }
+    for (int i = 0; i < Q; ++i) {
+      ASSERT_NEAR(outs[1][i], outs[0][i], 1e-5 * (1 + std::fabs(outs[0][i]))) << "at " << i;
+    }
+    EXPECT_EQ(kcs[0], kcs[1]);
+    EXPECT_EQ(vcs[0], vcs[1]);
+    for (int v : counters.download()) EXPECT_EQ(v, 0);
+  }
+}
+
 TEST(CudaKernels, AttentionWithFusedRopeMatchesSeparateKernels) {
   SKIP_WITHOUT_GPU();
   for (bool neox : {false, true}) {
@@ -764,15 +814,16 @@ std::string model_file(const std::string& name) {
   return test::shared_path("models/" + name);
 }
 
-void compare_model(const std::string& name) {
+// n_prefill tokens at once (with every row's logits), then 8 decode steps, in a context of n_ctx.
+void compare_model(const std::string& name, int n_prefill = 40, int n_ctx = 128) {
   const std::string path = model_file(name);
   if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found (SQUISH_CUDA_MODELS)";
   auto model = load_model(path);
-  std::vector<int32_t> tokens(48);
+  std::vector<int32_t> tokens(n_prefill + 8);
   std::mt19937 rng(3);
   for (auto& t : tokens) t = static_cast<int32_t>(rng() % model->config.n_vocab);
   SessionOptions cpu_opts, gpu_opts;
-  cpu_opts.n_ctx = gpu_opts.n_ctx = 128;
+  cpu_opts.n_ctx = gpu_opts.n_ctx = n_ctx;
   cpu_opts.n_batch = gpu_opts.n_batch = 32;  // prefill crosses a micro-batch boundary
   cpu_opts.device = Device::Cpu;
   gpu_opts.device = Device::Cuda;
@@ -795,10 +846,10 @@ void compare_model(const std::string& name) {
     }
   };
   // Prefill with every row's logits, then decode steps (the GPU's graph path).
-  cpu.eval(tokens.data(), 40, true, lc);
-  gpu.eval(tokens.data(), 40, true, lg);
-  accumulate(lc.data(), lg.data(), 40);
-  for (int i = 40; i < 48; ++i) {
+  cpu.eval(tokens.data(), n_prefill, true, lc);
+  gpu.eval(tokens.data(), n_prefill, true, lg);
+  accumulate(lc.data(), lg.data(), n_prefill);
+  for (int i = n_prefill; i < n_prefill + 8; ++i) {
     cpu.eval(&tokens[i], 1, false, lc);
     gpu.eval(&tokens[i], 1, false, lg);
     accumulate(lc.data(), lg.data(), 1);
@@ -823,6 +874,14 @@ TEST(CudaModel, LlamaQ4KMMatchesCpuWithF32Activations) {
 TEST(CudaModel, LlamaQ8_0MatchesCpu) {
   SKIP_WITHOUT_GPU();
   compare_model("gcide-llama-16M-Q8_0.gguf");
+}
+// Decode attention split into 256-key chunks (SQUISH_CUDA_ATTN_SPLIT=1, read when the session is
+// made): a 600-token context of 3 chunks, 300 tokens in, so decode spans 2 active chunks.
+TEST(CudaModel, LlamaMatchesCpuWithSplitDecodeAttention) {
+  SKIP_WITHOUT_GPU();
+  setenv("SQUISH_CUDA_ATTN_SPLIT", "1", 1);
+  compare_model("gcide-llama-16M-Q4_K_M.gguf", 300, 600);
+  unsetenv("SQUISH_CUDA_ATTN_SPLIT");
 }
 TEST(CudaModel, LlamaMatchesCpuWithTiledPrefillAttention) {
   SKIP_WITHOUT_GPU();

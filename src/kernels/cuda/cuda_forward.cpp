@@ -170,6 +170,10 @@ class CudaSession final : public DeviceSession {
   // product still reads xq_ while its first groups are done.
   DeviceBuffer xq2_, xd2_;
   DeviceBuffer counters_;  // zeroed ints of the fused epilogues (cuda::Q8Epilogue)
+  // Decode attention split over the context (SQUISH_CUDA_ATTN_SPLIT=1, contexts longer than one
+  // chunk): per head and chunk partial softmax states, and per head counters (zeroed).
+  DeviceBuffer attn_partials_, attn_counters_;
+  cuda::AttentionSplit attn_split_;
   int64_t qkv_ld_ = 0;
   float* host_x_ = nullptr;  // pinned staging for embeddings
   int* host_pos_ = nullptr;
@@ -282,6 +286,18 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   xd2_ = DeviceBuffer(F / 32 * 4);
   counters_ = DeviceBuffer((2 + F / 32) * sizeof(int));
   check(cudaMemset(counters_.get(), 0, counters_.bytes()), "cudaMemset");
+  const char* split_env = std::getenv("SQUISH_CUDA_ATTN_SPLIT");
+  if (split_env != nullptr && std::strcmp(split_env, "1") == 0 &&
+      n_ctx_ > cuda::kAttentionSplitKeys) {
+    attn_split_.n_splits = (n_ctx_ + cuda::kAttentionSplitKeys - 1) / cuda::kAttentionSplitKeys;
+    attn_partials_ = DeviceBuffer(static_cast<size_t>(c.n_head) * attn_split_.n_splits *
+                                  (c.head_dim + 2) * sizeof(float));
+    attn_counters_ = DeviceBuffer(c.n_head * sizeof(int));
+    check(cudaMemset(attn_counters_.get(), 0, attn_counters_.bytes()), "cudaMemset");
+    attn_split_.partials = attn_partials_.get<float>();
+    attn_split_.counters = attn_counters_.get<int>();
+    description_ += fmt::format(", decode attention in {}-key chunks", cuda::kAttentionSplitKeys);
+  }
   check(cudaMallocHost(reinterpret_cast<void**>(&host_x_), B * E * 4), "cudaMallocHost");
   check(cudaMallocHost(reinterpret_cast<void**>(&host_pos_), sizeof(int)), "cudaMallocHost");
   check(cudaMallocHost(reinterpret_cast<void**>(&host_logits_), static_cast<size_t>(c.n_vocab) * 4),
@@ -448,7 +464,8 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     const auto [att_q, att_d] = q8_unless(gemm, {L.wo});
     cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
                     pos_.get<int>(), n, att, stream_, att_q, att_d,
-                    fuse & kFuseRope ? &ra : nullptr);
+                    fuse & kFuseRope ? &ra : nullptr,
+                    n == 1 && attn_split_.n_splits > 0 ? &attn_split_ : nullptr);
     // Output projection + residual, then the FFN norm (or gate|up's prologue computes it).
     const cuda::Q8NormIn ffn_in{x, L.ffn_norm, c.norm_eps};
     const bool ffn_norm_in = !(fuse & kFuseNorm) && norm_in(L.gate_up, n);

@@ -484,7 +484,9 @@ __global__ void rope_store_kernel(RopeArgs a) {
   }
 }
 
-constexpr int kAttnKeys = 4;  // keys per warp per step: independent loads and reductions overlap
+constexpr int kAttnKeys = 4;
+constexpr int kSplitKeys = kAttentionSplitKeys;  // kernels.h  // keys per warp per step:
+                                                 // independent loads and reductions overlap
 constexpr int kMaxHeadDim = 256;
 
 // One block per (head, query token): warp w takes keys w*4 .. w*4+3, then every 32nd group of
@@ -495,24 +497,39 @@ constexpr int kMaxHeadDim = 256;
 // rotated into shared memory, its kv head's k (rotated) and v stored at the position. Blocks of
 // the same kv head store the same values; each reads back only after its own store. The caches
 // are therefore read without __restrict__ (no read-only path for memory this kernel writes).
-template <int kAttnWarps>
+//
+// kSplit (one token; AttentionSplit): block (h, c) takes keys [c * kSplitKeys, (c + 1) *
+// kSplitKeys) only, so a long context spreads over many blocks instead of one per head (a 4096-key
+// cache is 16 blocks per head, each 8 trips instead of 128). Chunks past the position exit at
+// once; each active block writes its softmax state (max, sum, weighted values) to
+// split.partials, and the last of a head's active blocks to finish (counted in
+// split.counters[h], reset by it) merges them into the output. With fuse_rope only the block
+// whose chunk holds the position stores its k and v (every block rotates its own q).
+template <int kAttnWarps, bool kSplit = false>
 __global__ void __launch_bounds__(kWarp* kAttnWarps)
     attention_kernel(const float* __restrict__ q, int64_t ldq, float* k_cache, float* v_cache,
                      int n_head, int n_head_kv, int D, const int* pos0, float* __restrict__ out,
-                     int8_t* out_q, float* out_d, RopeArgs rope, int fuse_rope) {
+                     int8_t* out_q, float* out_d, RopeArgs rope, int fuse_rope,
+                     AttentionSplit split) {
   pdl_launch_dependents();
   pdl_wait();
   constexpr int kMaxPer = kMaxHeadDim / kWarp;
   __shared__ float s_m[kAttnWarps], s_l[kAttnWarps];
   __shared__ float s_acc[kAttnWarps][kMaxHeadDim];
   __shared__ float s_q[kMaxHeadDim], s_k[kMaxHeadDim];
-  const int h = blockIdx.x, t = blockIdx.y;
+  const int h = blockIdx.x, t = kSplit ? 0 : blockIdx.y;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int per = D / kWarp;
   const int kvh = h / (n_head / n_head_kv);
   const int KV = n_head_kv * D;
   const int n_keys = *pos0 + t + 1;
   const float scale = rsqrtf(static_cast<float>(D));
+  // Keys [key_begin, key_end): all of them, or this block's chunk.
+  const int chunk = kSplit ? static_cast<int>(blockIdx.y) : 0;
+  const int key_begin = kSplit ? chunk * kSplitKeys : 0;
+  const int key_end = kSplit ? min(n_keys, key_begin + kSplitKeys) : n_keys;
+  if (kSplit && key_begin >= n_keys) return;  // block-uniform: a chunk past the position
+  const bool owns_pos = !kSplit || n_keys - 1 < key_end;
   if (fuse_rope) {
     const int pos = *pos0;
     for (int e = threadIdx.x; e < D; e += blockDim.x) {
@@ -524,7 +541,7 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
       }
       s_q[e] = qe;
       s_k[e] = ke;
-      v_cache[static_cast<int64_t>(pos) * KV + kvh * D + e] = ve;
+      if (owns_pos) v_cache[static_cast<int64_t>(pos) * KV + kvh * D + e] = ve;
     }
     __syncthreads();
     const int half = rope.n_rot / 2;
@@ -538,8 +555,10 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
       s_k[ib] = __fadd_rn(__fmul_rn(k0, sn), __fmul_rn(k1, c));
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < D; e += blockDim.x)
-      k_cache[static_cast<int64_t>(pos) * KV + kvh * D + e] = s_k[e];
+    if (owns_pos) {
+      for (int e = threadIdx.x; e < D; e += blockDim.x)
+        k_cache[static_cast<int64_t>(pos) * KV + kvh * D + e] = s_k[e];
+    }
     __syncthreads();
   }
   float qv[kMaxPer], acc[kMaxPer];
@@ -552,11 +571,11 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
   float m = -FLT_MAX, l = 0.0f;
   const float* kbase = k_cache + kvh * D + lane;
   const float* vbase = v_cache + kvh * D + lane;
-  for (int j0 = warp * kAttnKeys; j0 < n_keys; j0 += kAttnWarps * kAttnKeys) {
+  for (int j0 = key_begin + warp * kAttnKeys; j0 < key_end; j0 += kAttnWarps * kAttnKeys) {
     float s[kAttnKeys], v[kAttnKeys][kMaxPer];
 #pragma unroll
     for (int u = 0; u < kAttnKeys; ++u) {
-      const int j = min(j0 + u, n_keys - 1);  // past the end: a valid row, masked below
+      const int j = min(j0 + u, key_end - 1);  // past the end: a valid row, masked below
       const float* kr = kbase + static_cast<int64_t>(j) * KV;
       const float* vr = vbase + static_cast<int64_t>(j) * KV;
       s[u] = 0.0f;
@@ -576,14 +595,14 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
     float m_new = m;
 #pragma unroll
     for (int u = 0; u < kAttnKeys; ++u)
-      if (j0 + u < n_keys) m_new = fmaxf(m_new, s[u]);
+      if (j0 + u < key_end) m_new = fmaxf(m_new, s[u]);
     const float corr = expf(m - m_new);
     l *= corr;
 #pragma unroll
     for (int e = 0; e < kMaxPer; ++e) acc[e] *= corr;
 #pragma unroll
     for (int u = 0; u < kAttnKeys; ++u) {
-      const float p = j0 + u < n_keys ? expf(s[u] - m_new) : 0.0f;
+      const float p = j0 + u < key_end ? expf(s[u] - m_new) : 0.0f;
       l += p;
 #pragma unroll
       for (int e = 0; e < kMaxPer; ++e) acc[e] += p * v[u][e];
@@ -606,8 +625,52 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
     wgt[w] = s_l[w] > 0 ? expf(s_m[w] - mx) : 0.0f;  // warps that saw no key weigh nothing
     denom += s_l[w] * wgt[w];
   }
-  const float inv = 1.0f / denom;
   const int64_t row = static_cast<int64_t>(t) * n_head * D + h * D;
+  if constexpr (kSplit) {
+    // This chunk's state: max mx, sum denom, values sum_w s_acc[w] * wgt[w] (unnormalized).
+    float* part = split.partials + (static_cast<int64_t>(h) * split.n_splits + chunk) * (D + 2);
+    for (int dd = threadIdx.x; dd < D; dd += blockDim.x) {
+      float a = 0;
+      for (int w = 0; w < kAttnWarps; ++w) a += s_acc[w][dd] * wgt[w];
+      part[2 + dd] = a;
+    }
+    if (threadIdx.x == 0) {
+      part[0] = mx;
+      part[1] = denom;
+    }
+    __shared__ int s_last;
+    __threadfence();  // every thread's part of the partial, visible to the merging block
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const int active = (n_keys + kSplitKeys - 1) / kSplitKeys;
+      s_last = atomicAdd(split.counters + h, 1) == active - 1;
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    const int active = (n_keys + kSplitKeys - 1) / kSplitKeys;
+    const float* parts = split.partials + static_cast<int64_t>(h) * split.n_splits * (D + 2);
+    float gmax = -FLT_MAX;
+    for (int c = 0; c < active; ++c) gmax = fmaxf(gmax, __ldcg(parts + c * (D + 2)));
+    float gsum = 0;
+    for (int c = 0; c < active; ++c) {
+      gsum += __ldcg(parts + c * (D + 2) + 1) * expf(__ldcg(parts + c * (D + 2)) - gmax);
+    }
+    const float ginv = 1.0f / gsum;
+    for (int dd = threadIdx.x; dd < D; dd += blockDim.x) {  // D <= blockDim: warp-uniform
+      float o = 0;
+      for (int c = 0; c < active; ++c) {
+        const float* pc = parts + c * (D + 2);
+        o += __ldcg(pc + 2 + dd) * expf(__ldcg(pc) - gmax);
+      }
+      o *= ginv;
+      out[row + dd] = o;
+      if (out_q != nullptr) store_q8_group(o, out_q + row + dd - lane, out_d + (row + dd) / 32);
+    }
+    if (threadIdx.x == 0) split.counters[h] = 0;  // ready for the next step
+    return;
+  }
+  const float inv = 1.0f / denom;
   for (int dd = threadIdx.x; dd < D; dd += blockDim.x) {  // D <= blockDim: warp-uniform
     float o = 0;
     for (int w = 0; w < kAttnWarps; ++w) o += s_acc[w][dd] * wgt[w];
@@ -893,7 +956,8 @@ bool g_attention_tiled = attention_tiled_from_env();
 
 void attention(const float* q, int64_t ldq, const float* k_cache, const float* v_cache, int n_head,
                int n_head_kv, int head_dim, const int* pos0, int n_tokens, float* out,
-               cudaStream_t stream, int8_t* out_q, float* out_d, const RopeArgs* rope) {
+               cudaStream_t stream, int8_t* out_q, float* out_d, const RopeArgs* rope,
+               const AttentionSplit* split) {
   RopeArgs r = {};
   if (rope != nullptr) r = *rope;
   // One token has one block per head (32 of the H100's 132 SMs for Llama-3-8B): more warps per
@@ -903,11 +967,15 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
     const int w = env != nullptr ? std::atoi(env) : 16;
     return w == 8 || w == 32 ? w : 16;
   }();
-  auto go = [&](auto kernel, int warps) {
-    launch(kernel, dim3(n_head, n_tokens), dim3(kWarp * warps), stream, q, ldq,
+  const AttentionSplit none = {};
+  auto go = [&](auto kernel, int warps, unsigned blocks_y) {
+    launch(kernel, dim3(n_head, blocks_y), dim3(kWarp * warps), stream, q, ldq,
            const_cast<float*>(k_cache), const_cast<float*>(v_cache), n_head, n_head_kv, head_dim,
-           pos0, out, out_q, out_d, r, rope != nullptr ? 1 : 0);
+           pos0, out, out_q, out_d, r, rope != nullptr ? 1 : 0, split != nullptr ? *split : none);
   };
+  if (n_tokens == 1 && split != nullptr) {
+    return go(attention_kernel<8, true>, 8, static_cast<unsigned>(split->n_splits));
+  }
   if (n_tokens > 1 && rope == nullptr && g_attention_tiled && head_dim <= kTileMaxDim) {
     detail::launch_smem(
         attention_tiled_kernel, dim3(n_head, (n_tokens + kTileQueries - 1) / kTileQueries),
@@ -916,9 +984,10 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
     return;
   }
   const int warps = n_tokens == 1 ? decode_warps : 8;
-  if (warps == 32) return go(attention_kernel<32>, 32);
-  if (warps == 16) return go(attention_kernel<16>, 16);
-  go(attention_kernel<8>, 8);
+  const auto blocks_y = static_cast<unsigned>(n_tokens);
+  if (warps == 32) return go(attention_kernel<32>, 32, blocks_y);
+  if (warps == 16) return go(attention_kernel<16>, 16, blocks_y);
+  go(attention_kernel<8>, 8, blocks_y);
 }
 
 void set_attention_options(int tiled_prefill) {

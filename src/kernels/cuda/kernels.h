@@ -124,10 +124,23 @@ void rope_and_store(const RopeArgs& a, int n_tokens, cudaStream_t stream);
 // also the output rows' 8-bit form (as quantize_activations_q8). With rope set (one token only),
 // rope_and_store's work is done first inside the kernel (q, k and v from rope->q/k/v; rope's
 // caches must be k_cache and v_cache), with the same arithmetic.
+//
+// With split set (one token): the context is split into chunks of kAttentionSplitKeys keys, one
+// block per (head, chunk), merged by the last block of each head (flash-decoding), so a long
+// context is read by many blocks instead of one per head. split->n_splits >= the chunks of the
+// longest context (grids are fixed in a captured graph: chunks past the position exit at once);
+// partials: n_head * n_splits * (head_dim + 2) floats; counters: n_head ints, zero before and
+// after.
+constexpr int kAttentionSplitKeys = 256;
+struct AttentionSplit {
+  float* partials = nullptr;
+  int* counters = nullptr;
+  int n_splits = 0;
+};
 void attention(const float* q, int64_t ldq, const float* k_cache, const float* v_cache, int n_head,
                int n_head_kv, int head_dim, const int* pos0, int n_tokens, float* out,
                cudaStream_t stream, int8_t* out_q = nullptr, float* out_d = nullptr,
-               const RopeArgs* rope = nullptr);
+               const RopeArgs* rope = nullptr, const AttentionSplit* split = nullptr);
 
 // Prefill attention kernel (tests, tuning): 1 the tiled kernel (keys and values through shared
 // memory, shared by 8 queries), 0 one block per query, -1 as SQUISH_CUDA_ATTN_TILED says (the
