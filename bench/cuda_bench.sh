@@ -20,7 +20,8 @@
 # kernels-SHAPE-TYPE.txt), NCU (1: Nsight Compute on NCU_COUNT kernels after NCU_SKIP,
 # ncu-SHAPE-TYPE.txt; only the types in NCU_TYPES when set), LLAMA_REPS (llama-bench -r, REPS),
 # BUNDLE (1: the text results but summary.txt end in OUT/results.tgz, since the GPU machine
-# hands back at most 8 files), SASS (1: cuobjdump's SASS of the kernels whose mangled names match
+# hands back at most 8 files), DEPTHS (e.g. "4096": also tg64 after that many tokens of context,
+# with SQUISH_CUDA_ATTN_SPLIT=0 and 1), SASS (1: cuobjdump's SASS of the kernels whose mangled names match
 # SASS_MATCH, an extended regex, default the Q4_K two-row decode kernel with the norm prologue and
 # the Q8_0 one-row kernel, in sass.txt, with an opcode count per kernel in summary.txt).
 set -uo pipefail
@@ -126,6 +127,15 @@ for shape in $SHAPES; do
       env ${v//,/ } $TO "$SQ" bench "$f" --device cuda -p 512 -n 0 -r "$REPS" > "$vf" 2>&1
       echo "bench $shape $type pp512 with $v: rc $?" | tee -a "$OUT/summary.txt"
       grep -E "pp512" "$vf" | tee -a "$OUT/summary.txt"
+    done
+    for d in ${DEPTHS:-}; do
+      # Decode after d tokens of context, with the default attention and split over the context.
+      for v in SQUISH_CUDA_ATTN_SPLIT=0 SQUISH_CUDA_ATTN_SPLIT=1; do
+        vf=$OUT/bench-$shape-$type-d$d-${v//=/_}.txt
+        env $v $TO "$SQ" bench "$f" --device cuda -p 0 -n 64 -d "$d" -r 2 > "$vf" 2>&1
+        echo "bench $shape $type tg64 @ d$d with $v: rc $?" | tee -a "$OUT/summary.txt"
+        grep -E "tg64" "$vf" | tee -a "$OUT/summary.txt"
+      done
     done
     if [ "${PROFILE:-0}" = 1 ]; then
       # Nsight Systems: GPU time per kernel over 32 decoded tokens (graph nodes traced one by one).
