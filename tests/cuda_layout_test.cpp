@@ -249,5 +249,37 @@ TEST(CudaPipeline, TwoBuffersLoadEveryStepOnceAheadOfItsMath) {
   }
 }
 
+// The per-row kernel's lane loop: items first, first + stride, ... below n, each loaded once into
+// the free buffer before its math reads it, the next item loaded before each math (partial last
+// steps: lanes whose first item is past n do nothing).
+TEST(CudaPipeline, TwoBufferItemsLoadEachItemBeforeItsMath) {
+  for (int stride : {32, 128}) {
+    for (int first : {0, 5, 31, 100}) {
+      for (int n = 0; n <= 300; n += 7) {
+        SCOPED_TRACE(testing::Message() << "stride " << stride << " first " << first << " n " << n);
+        int buffer[2] = {-1, -1}, errors = 0, loads = 0, maths = 0, expect = first;
+        auto load = [&](auto b, int item) {
+          if (buffer[b.value] != -1) ++errors;
+          buffer[b.value] = item;
+          ++loads;
+        };
+        auto math = [&](auto b, int item) {
+          if (item != expect || buffer[b.value] != item) ++errors;
+          if (item + stride < n && buffer[1 - b.value] != item + stride) ++errors;  // in flight
+          buffer[b.value] = -1;
+          expect += stride;
+          ++maths;
+        };
+        cuda::two_buffer_items_preload(first, n, load);
+        cuda::two_buffer_items(first, n, stride, load, math);
+        const int items = first < n ? (n - first + stride - 1) / stride : 0;
+        EXPECT_EQ(errors, 0);
+        EXPECT_EQ(loads, items);
+        EXPECT_EQ(maths, items);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace squish

@@ -216,11 +216,18 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_kernel(const 
   const int stride = kWarp * kSplit;
   int it = part * kWarp + lane;
   // Weights do not depend on the kernel before: their first loads overlap its tail.
-  typename T::Raw buf0[R], buf1[R];  // used in turn, as in decode_body
-  if (it < n_items) {
+  typename T::Raw buf0[R], buf1[R];    // used in turn (pipeline.h: two_buffer_items)
+  auto load = [&](auto b, int item) {  // b: Buffer0 or Buffer1
 #pragma unroll
-    for (int rr = 0; rr < R; ++rr) buf0[rr] = T::load(a.v, row[rr], it);
-  }
+    for (int rr = 0; rr < R; ++rr) {
+      if constexpr (decltype(b)::value == 0) {
+        buf0[rr] = T::load(a.v, row[rr], item);
+      } else {
+        buf1[rr] = T::load(a.v, row[rr], item);
+      }
+    }
+  };
+  two_buffer_items_preload(it, n_items, load);
   pdl_wait();
   float acc[R][NT];
 #pragma unroll
@@ -229,32 +236,29 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_kernel(const 
     for (int t = 0; t < NT; ++t) acc[rr][t] = 0.0f;
   }
   const int64_t ldq = a.cols, ldd = a.cols / 32;
-  auto step = [&](const typename T::Raw(&cur)[R], typename T::Raw(&nxt)[R]) {
-    const int next = it + stride;
-    if (next < n_items) {
-#pragma unroll
-      for (int rr = 0; rr < R; ++rr) nxt[rr] = T::load(a.v, row[rr], next);
-    }
+  auto math_of = [&](const typename T::Raw(&cur)[R], int item) {
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
-      const typename T::Act x = T::load_act(a.xq + t * ldq, a.xd + t * ldd, it);
+      const typename T::Act x = T::load_act(a.xq + t * ldq, a.xd + t * ldd, item);
 #pragma unroll
-      for (int rr = 0; rr < R; ++rr) acc[rr][t] += T::dot(cur[rr], x, it);
+      for (int rr = 0; rr < R; ++rr) acc[rr][t] += T::dot(cur[rr], x, item);
     }
-    it = next;
   };
-  if constexpr (kCopy) {
-    while (it < n_items) {
-      step(buf0, buf1);
+  if constexpr (kCopy) {  // the copying schedule (SQUISH_CUDA_PINGPONG=0)
+    for (; it < n_items; it += stride) {
+      if (it + stride < n_items) load(Buffer1{}, it + stride);
+      math_of(buf0, it);
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) buf0[rr] = buf1[rr];
     }
   } else {
-    while (it < n_items) {
-      step(buf0, buf1);
-      if (it >= n_items) break;
-      step(buf1, buf0);
-    }
+    two_buffer_items(it, n_items, stride, load, [&](auto b, int item) {
+      if constexpr (decltype(b)::value == 0) {
+        math_of(buf0, item);
+      } else {
+        math_of(buf1, item);
+      }
+    });
   }
   __shared__ float partial[kWarps][R][NT];
 #pragma unroll

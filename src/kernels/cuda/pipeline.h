@@ -1,5 +1,6 @@
 // The order of a warp's loads and math over its steps in the persistent decode kernel
-// (kernels_q8.cu: decode_body), kept apart so the CPU test suite checks it
+// (kernels_q8.cu: decode_body) and over a lane's items in the per-row kernel (mv_q8_kernel), kept
+// apart so the CPU test suite checks it
 // (tests/cuda_layout_test.cpp): two register buffers take the steps in turn, each refilled right
 // after its math, so two steps are in flight while the warp waits on one. (A copy from a loaded
 // buffer to a used one would wait for the loads it copies, leaving one step in flight.)
@@ -36,6 +37,26 @@ SQUISH_HOST_DEVICE void two_buffer_steps(int64_t total, Load&& load, Math&& math
     if (j + 1 == total) break;
     math(Buffer1{});
     if (j + 3 < total) load(Buffer1{});
+  }
+}
+
+// The per-row kernel's order (kernels_q8.cu: mv_q8_kernel): one lane's items first, first +
+// stride, ... below n, item k in buffer k % 2; item k + 1 is loaded before item k's math.
+// two_buffer_items_preload loads the first (before the kernel waits for the one before it).
+template <class Load>
+SQUISH_HOST_DEVICE void two_buffer_items_preload(int first, int n, Load&& load) {
+  if (first < n) load(Buffer0{}, first);
+}
+template <class Load, class Math>
+SQUISH_HOST_DEVICE void two_buffer_items(int first, int n, int stride, Load&& load, Math&& math) {
+  for (int it = first; it < n;) {
+    if (it + stride < n) load(Buffer1{}, it + stride);
+    math(Buffer0{}, it);
+    it += stride;
+    if (it >= n) break;
+    if (it + stride < n) load(Buffer0{}, it + stride);
+    math(Buffer1{}, it);
+    it += stride;
   }
 }
 
