@@ -875,8 +875,9 @@ TEST(CudaModel, LlamaQ8_0MatchesCpu) {
   SKIP_WITHOUT_GPU();
   compare_model("gcide-llama-16M-Q8_0.gguf");
 }
-// Decode attention split into 256-key chunks (SQUISH_CUDA_ATTN_SPLIT=1, read when the session is
-// made): a 600-token context of 3 chunks, 300 tokens in, so decode spans 2 active chunks.
+// Decode attention split into 256-key chunks (the default past one chunk of context; read when
+// the session is made): a 600-token context of 3 chunks, 300 tokens in, so decode spans 2 active
+// chunks.
 TEST(CudaModel, LlamaMatchesCpuWithSplitDecodeAttention) {
   SKIP_WITHOUT_GPU();
   setenv("SQUISH_CUDA_ATTN_SPLIT", "1", 1);

@@ -498,10 +498,11 @@ constexpr int kMaxHeadDim = 256;
 // the same kv head store the same values; each reads back only after its own store. The caches
 // are therefore read without __restrict__ (no read-only path for memory this kernel writes).
 //
-// kSplit (one token; AttentionSplit): block (h, c) takes keys [c * kSplitKeys, (c + 1) *
-// kSplitKeys) only, so a long context spreads over many blocks instead of one per head (a 4096-key
-// cache is 16 blocks per head, each 8 trips instead of 128). Chunks past the position exit at
-// once; each active block writes its softmax state (max, sum, weighted values) to
+// kSplit (one token; AttentionSplit, the default past 256 tokens of context): block (h, c) takes
+// keys [c * kSplitKeys, (c + 1) * kSplitKeys) only, so a long context spreads over many blocks
+// instead of one per head (4,096 keys: 16 blocks per head of 4 trips each, not one block of 64).
+// Chunks past the position exit at once; while one chunk is active its block writes the output
+// as above; past that, each active block writes its softmax state (max, sum, weighted values) to
 // split.partials, and the last of a head's active blocks to finish (counted in
 // split.counters[h], reset by it) merges them into the output. With fuse_rope only the block
 // whose chunk holds the position stores its k and v (every block rotates its own q).
@@ -626,7 +627,9 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
     denom += s_l[w] * wgt[w];
   }
   const int64_t row = static_cast<int64_t>(t) * n_head * D + h * D;
-  if constexpr (kSplit) {
+  // One active chunk (a context of at most kSplitKeys so far): its block is the whole answer.
+  const bool merge = kSplit && n_keys > kSplitKeys;
+  if (merge) {
     // This chunk's state: max mx, sum denom, values sum_w s_acc[w] * wgt[w] (unnormalized).
     float* part = split.partials + (static_cast<int64_t>(h) * split.n_splits + chunk) * (D + 2);
     for (int dd = threadIdx.x; dd < D; dd += blockDim.x) {
@@ -680,7 +683,8 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
   }
 }
 
-// Prefill attention, tiled (SQUISH_CUDA_ATTN_TILED=1; head_dim <= 128): one block per (head,
+// Prefill attention, tiled (the default for head_dim <= 128; SQUISH_CUDA_ATTN_TILED=0 for the
+// per-query kernel above): one block per (head,
 // kTileQueries consecutive query tokens), 8 warps of two queries each (t0 + w and t0 + w + 8).
 // Keys and values come through shared memory kTileKeys rows at a time, shared by the block's 16
 // queries: one round trip to L2 per tile instead of one per 4 keys and query (the per-query
@@ -945,11 +949,11 @@ void rope_and_store(const RopeArgs& a, int n_tokens, cudaStream_t stream) {
 }
 
 namespace {
-// SQUISH_CUDA_ATTN_TILED=1: prefill attention through attention_tiled_kernel (tests switch it
-// with set_attention_options).
+// Prefill attention through attention_tiled_kernel unless SQUISH_CUDA_ATTN_TILED=0 (H100, pp512
+// of Llama-3-8B: 15,394 vs 9,512 tok/s Q4_K_M); tests switch it with set_attention_options.
 bool attention_tiled_from_env() {
   const char* env = std::getenv("SQUISH_CUDA_ATTN_TILED");
-  return env != nullptr && std::strcmp(env, "1") == 0;
+  return env == nullptr || std::strcmp(env, "0") != 0;
 }
 bool g_attention_tiled = attention_tiled_from_env();
 }  // namespace
@@ -974,7 +978,7 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
            pos0, out, out_q, out_d, r, rope != nullptr ? 1 : 0, split != nullptr ? *split : none);
   };
   if (n_tokens == 1 && split != nullptr) {
-    return go(attention_kernel<8, true>, 8, static_cast<unsigned>(split->n_splits));
+    return go(attention_kernel<16, true>, 16, static_cast<unsigned>(split->n_splits));
   }
   if (n_tokens > 1 && rope == nullptr && g_attention_tiled && head_dim <= kTileMaxDim) {
     detail::launch_smem(

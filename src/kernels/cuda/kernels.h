@@ -143,8 +143,8 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
                const RopeArgs* rope = nullptr, const AttentionSplit* split = nullptr);
 
 // Prefill attention kernel (tests, tuning): 1 the tiled kernel (keys and values through shared
-// memory, shared by 8 queries), 0 one block per query, -1 as SQUISH_CUDA_ATTN_TILED says (the
-// default: 0 until the tiled kernel is measured). Not thread-safe: set it before launching.
+// memory, shared by 16 queries; head_dim <= 128), 0 one block per query, -1 as
+// SQUISH_CUDA_ATTN_TILED says (default 1). Not thread-safe: set it before launching.
 void set_attention_options(int tiled_prefill);
 
 // gate[t][i] = act(gate[t][i]) * up[t][i], i < n (SiLU or tanh-approximated GELU).
