@@ -484,9 +484,8 @@ __global__ void rope_store_kernel(RopeArgs a) {
   }
 }
 
-constexpr int kAttnKeys = 4;
-constexpr int kSplitKeys = kAttentionSplitKeys;  // kernels.h  // keys per warp per step:
-                                                 // independent loads and reductions overlap
+constexpr int kAttnKeys = 4;  // keys per warp per step: independent loads and reductions overlap
+constexpr int kSplitKeys = kAttentionSplitKeys;  // keys per block of the split decode (kernels.h)
 constexpr int kMaxHeadDim = 256;
 
 // One block per (head, query token): warp w takes keys w*4 .. w*4+3, then every 32nd group of
@@ -641,17 +640,14 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
       part[0] = mx;
       part[1] = denom;
     }
+    const int active = (n_keys + kSplitKeys - 1) / kSplitKeys;  // chunks holding keys
     __shared__ int s_last;
     __threadfence();  // every thread's part of the partial, visible to the merging block
     __syncthreads();
-    if (threadIdx.x == 0) {
-      const int active = (n_keys + kSplitKeys - 1) / kSplitKeys;
-      s_last = atomicAdd(split.counters + h, 1) == active - 1;
-    }
+    if (threadIdx.x == 0) s_last = atomicAdd(split.counters + h, 1) == active - 1;
     __syncthreads();
     if (!s_last) return;
     __threadfence();
-    const int active = (n_keys + kSplitKeys - 1) / kSplitKeys;
     const float* parts = split.partials + static_cast<int64_t>(h) * split.n_splits * (D + 2);
     float gmax = -FLT_MAX;
     for (int c = 0; c < active; ++c) gmax = fmaxf(gmax, __ldcg(parts + c * (D + 2)));
