@@ -160,11 +160,13 @@ for shape in $SHAPES; do
       # DRAM throughput of each (SpeedOfLight).
       NCUB=$(ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
       if [ -n "$NCUB" ]; then
-        $TO "$NCUB" --section SpeedOfLight --launch-skip "${NCU_SKIP:-300}" \
+        $TO "$NCUB" --section SpeedOfLight --section LaunchStats --section Occupancy \
+          --launch-skip "${NCU_SKIP:-300}" \
           --launch-count "${NCU_COUNT:-10}" "$SQ" bench "$f" --device cuda -p 0 -n 2 -r 1 \
           > "$OUT/ncu-$shape-$type.txt" 2>&1
         echo "ncu $shape $type: rc $?" | tee -a "$OUT/summary.txt"
-        grep -E "^  [a-z_]+.*\(|Duration|DRAM Throughput|Memory Throughput" "$OUT/ncu-$shape-$type.txt" |
+        grep -E "^  [a-z_]+.*\(|Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occ|Grid Size" \
+          "$OUT/ncu-$shape-$type.txt" |
           sed -E 's/^ +//' | cut -c1-150 | tee -a "$OUT/summary.txt"
       fi
     fi

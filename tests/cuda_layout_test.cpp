@@ -29,34 +29,32 @@ std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
   return v;
 }
 
-// Every byte of a matrix's code region is the target of exactly one 16-byte half, and in the
-// split layout the halves of consecutive items of a step are 16 bytes apart (a warp's load reads
-// one contiguous run) with an item's second half m * 16 bytes after its first.
+// Every byte of a matrix's code region is the target of exactly one 16-byte half, and the halves of
+// consecutive items of a step are 16 bytes apart (a warp's load reads one contiguous run) with an
+// item's second half m * 16 bytes after its first.
 TEST(CudaLayout, CodeHalvesCoverEveryByteOnce) {
   constexpr int64_t kRows = 3;
-  for (bool split : {false, true}) {
-    for (int64_t n_items : {1, 5, 31, 32, 33, 64, 100, 132}) {
-      SCOPED_TRACE(testing::Message() << "split " << split << " items " << n_items);
-      std::vector<int> hits(kRows * n_items * 32, 0);
-      for (int64_t r = 0; r < kRows; ++r) {
-        for (int it = 0; it < n_items; ++it) {
-          const int64_t lo = cuda::code_half_at(n_items, r, it, 0, split);
-          const int64_t hi = cuda::code_half_at(n_items, r, it, 1, split);
-          ASSERT_EQ(lo % 16, 0);
-          for (int64_t at : {lo, hi}) {
-            ASSERT_GE(at, r * n_items * 32);
-            ASSERT_LE(at + 16, (r + 1) * n_items * 32);
-            for (int k = 0; k < 16; ++k) ++hits[at + k];
-          }
-          const int64_t step = it / 32 * 32, m = std::min<int64_t>(32, n_items - step);
-          EXPECT_EQ(hi - lo, split ? 16 * m : 16);
-          if (split && it % 32 != 0) {
-            EXPECT_EQ(lo - cuda::code_half_at(n_items, r, it - 1, 0, split), 16);
-          }
+  for (int64_t n_items : {1, 5, 31, 32, 33, 64, 100, 132}) {
+    SCOPED_TRACE(testing::Message() << "items " << n_items);
+    std::vector<int> hits(kRows * n_items * 32, 0);
+    for (int64_t r = 0; r < kRows; ++r) {
+      for (int it = 0; it < n_items; ++it) {
+        const int64_t lo = cuda::code_half_at(n_items, r, it, 0);
+        const int64_t hi = cuda::code_half_at(n_items, r, it, 1);
+        ASSERT_EQ(lo % 16, 0);
+        for (int64_t at : {lo, hi}) {
+          ASSERT_GE(at, r * n_items * 32);
+          ASSERT_LE(at + 16, (r + 1) * n_items * 32);
+          for (int k = 0; k < 16; ++k) ++hits[at + k];
+        }
+        const int64_t step = it / 32 * 32, m = std::min<int64_t>(32, n_items - step);
+        EXPECT_EQ(hi - lo, 16 * m);
+        if (it % 32 != 0) {
+          EXPECT_EQ(lo - cuda::code_half_at(n_items, r, it - 1, 0), 16);
         }
       }
-      for (size_t i = 0; i < hits.size(); ++i) ASSERT_EQ(hits[i], 1) << "byte " << i;
     }
+    for (size_t i = 0; i < hits.size(); ++i) ASSERT_EQ(hits[i], 1) << "byte " << i;
   }
 }
 
@@ -116,7 +114,7 @@ TEST(CudaLayout, RepackPutsEveryBlockFieldInPlace) {
         for (int k = 0; k < items; ++k) {
           const int it = static_cast<int>(i % nb) * items + k;
           for (int h = 0; h < 2; ++h) {
-            const int64_t at = cuda::code_half_at(nb * items, i / nb, it, h, cuda::split_codes());
+            const int64_t at = cuda::code_half_at(nb * items, i / nb, it, h);
             ASSERT_EQ(std::memcmp(codes + at, b + c.code_at + 32 * k + 16 * h, 16), 0)
                 << "block " << i << " item " << k << " half " << h;
           }

@@ -196,9 +196,7 @@ __device__ void gate_epilogue(const MvArgs& a, int64_t i, float g, float u) {
 // activations are loaded once for R rows). Rows past the end are computed on row 0 and dropped,
 // so every warp reaches the block's barriers. kMinBlocks > 1 caps the registers so that many
 // blocks share an SM (decode is latency-bound: more warps, more loads in flight).
-// kCopy (SQUISH_CUDA_PINGPONG=0, for measuring; its own instantiation so that the default kernels
-// do not carry its registers): the loop copies the loaded buffer into the used one.
-template <class T, int NT, int R, int kSplit, int kEpi, int kMinBlocks, bool kCopy = false>
+template <class T, int NT, int R, int kSplit, int kEpi, int kMinBlocks>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_kernel(const MvArgs a) {
   pdl_launch_dependents();
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
@@ -244,22 +242,13 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_kernel(const 
       for (int rr = 0; rr < R; ++rr) acc[rr][t] += T::dot(cur[rr], x, item);
     }
   };
-  if constexpr (kCopy) {  // the copying schedule (SQUISH_CUDA_PINGPONG=0)
-    for (; it < n_items; it += stride) {
-      if (it + stride < n_items) load(Buffer1{}, it + stride);
-      math_of(buf0, it);
-#pragma unroll
-      for (int rr = 0; rr < R; ++rr) buf0[rr] = buf1[rr];
+  two_buffer_items(it, n_items, stride, load, [&](auto b, int item) {
+    if constexpr (decltype(b)::value == 0) {
+      math_of(buf0, item);
+    } else {
+      math_of(buf1, item);
     }
-  } else {
-    two_buffer_items(it, n_items, stride, load, [&](auto b, int item) {
-      if constexpr (decltype(b)::value == 0) {
-        math_of(buf0, item);
-      } else {
-        math_of(buf1, item);
-      }
-    });
-  }
+  });
   __shared__ float partial[kWarps][R][NT];
 #pragma unroll
   for (int rr = 0; rr < R; ++rr) {
@@ -290,25 +279,12 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_kernel(const 
   if (kEpi == kNorm) norm_epilogue(a);
 }
 
-// SQUISH_CUDA_PINGPONG=0: the kernels copy their loaded registers instead of alternating two
-// buffers (measuring the difference; read once).
-int copy_buffers() {
-  static const int on = [] {
-    const char* env = std::getenv("SQUISH_CUDA_PINGPONG");
-    return env != nullptr && std::strcmp(env, "0") == 0 ? 1 : 0;
-  }();
-  return on;
-}
-
 template <class T, int NT, int R, int kSplit, int kEpi, int kMinBlocks = 1>
 void launch_mv(const MvArgs& a, int64_t groups, cudaStream_t stream) {
   constexpr int kGroupsPerBlock = kWarps / kSplit;
   const unsigned blocks = static_cast<unsigned>((groups + kGroupsPerBlock - 1) / kGroupsPerBlock);
-  auto kernel = mv_q8_kernel<T, NT, R, kSplit, kEpi, kMinBlocks>;
-  if constexpr (NT == 1) {  // the copying schedule only for one token (decode)
-    if (copy_buffers()) kernel = mv_q8_kernel<T, NT, R, kSplit, kEpi, kMinBlocks, true>;
-  }
-  launch(kernel, dim3(blocks), dim3(kWarp * kWarps), stream, a);
+  launch(mv_q8_kernel<T, NT, R, kSplit, kEpi, kMinBlocks>, dim3(blocks), dim3(kWarp * kWarps),
+         stream, a);
 }
 
 // Decode (one token) on a persistent grid: warp w of W takes row groups w, w + W, ... and walks
@@ -323,7 +299,7 @@ void launch_mv(const MvArgs& a, int64_t groups, cudaStream_t stream) {
 // the 16 KB norm, which costs less than a dependent launch). block / n_blocks: this block's index
 // among the n_blocks that share the product (all of the grid, or its part in
 // mv_q8_decode_pair_kernel).
-template <class T, int R, bool kNormIn, bool kGateOut = false, bool kCopy = false>
+template <class T, int R, bool kNormIn, bool kGateOut = false>
 __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks) {
   static_assert(!kGateOut || R == 2, "the gate epilogue pairs a gate row with an up row");
   extern __shared__ int4 s_act[];  // kNormIn: a.cols codes, then a.cols / 32 scales
@@ -369,11 +345,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     }
     advance(load_at);
   };
-  if constexpr (kCopy) {
-    if (total > 0) load_next(Buffer0{});
-  } else {
-    two_buffer_preload(total, load_next);
-  }
+  two_buffer_preload(total, load_next);
   pdl_wait();
   const int8_t* xq = a.xq;
   const float* xd = a.xd;
@@ -445,18 +417,6 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     }
     advance(math_at);
   };
-  if constexpr (kCopy) {  // SQUISH_CUDA_PINGPONG=0, for measuring: one buffer copied to the other
-    for (int64_t j = 0; j < total; ++j) {
-      if (j + 1 < total) {
-        load_step(load_at, buf1);
-        advance(load_at);
-      }
-      math(buf0);
-#pragma unroll
-      for (int rr = 0; rr < R; ++rr) buf0[rr] = buf1[rr];
-    }
-    return;
-  }
   two_buffer_steps(total, load_next, [&](auto b) {
     if constexpr (decltype(b)::value == 0) {
       math(buf0);
@@ -466,22 +426,21 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
   });
 }
 
-template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false, bool kCopy = false>
+template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_decode_kernel(const MvArgs a) {
-  decode_body<T, R, kNormIn, kGateOut, kCopy>(a, blockIdx.x, gridDim.x);
+  decode_body<T, R, kNormIn, kGateOut>(a, blockIdx.x, gridDim.x);
 }
 
 // Two products of one normed input in one launch, of different weight types (a Q4_K_M layer's
 // [q | k] in Q4_K and v in Q6_K): the first blocks_a blocks run a, the others b (a block-uniform
 // branch, so each part's prologue may use barriers). Saves a launch and a second norm prologue.
-template <class TA, class TB, int kMinBlocks, bool kCopy = false>
+template <class TA, class TB, int kMinBlocks>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
     mv_q8_decode_pair_kernel(const MvArgs a, const MvArgs b, unsigned blocks_a) {
   if (blockIdx.x < blocks_a) {
-    decode_body<TA, TA::kPersistentRows, true, false, kCopy>(a, blockIdx.x, blocks_a);
+    decode_body<TA, TA::kPersistentRows, true>(a, blockIdx.x, blocks_a);
   } else {
-    decode_body<TB, TB::kPersistentRows, true, false, kCopy>(b, blockIdx.x - blocks_a,
-                                                             gridDim.x - blocks_a);
+    decode_body<TB, TB::kPersistentRows, true>(b, blockIdx.x - blocks_a, gridDim.x - blocks_a);
   }
 }
 
@@ -532,8 +491,7 @@ size_t norm_in_smem(int64_t cols) {
 
 template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
 void launch_decode(const MvArgs& a, cudaStream_t stream) {
-  auto kernel = copy_buffers() ? mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut, true>
-                               : mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut>;
+  auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut>;
   const size_t smem = kNormIn ? norm_in_smem(a.cols) : 0;
   const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
   const int64_t blocks = balanced_blocks(groups, persistent_blocks(kernel, smem));
@@ -545,8 +503,7 @@ void launch_decode(const MvArgs& a, cudaStream_t stream) {
 template <class TA, class TB>
 void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
   constexpr int kMin = std::min(TA::kPersistentBlocks, TB::kPersistentBlocks);
-  auto kernel = copy_buffers() ? mv_q8_decode_pair_kernel<TA, TB, kMin, true>
-                               : mv_q8_decode_pair_kernel<TA, TB, kMin>;
+  auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin>;
   const size_t smem = norm_in_smem(a.cols);
   const int64_t max_blocks = std::max<int64_t>(2, persistent_blocks(kernel, smem));
   const double bytes_a = static_cast<double>(a.rows) * a.v.nb * TA::kBlockBytes;

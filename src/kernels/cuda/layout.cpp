@@ -1,7 +1,6 @@
 // Host side of the 8-bit kernels' weight layout (layout.h).
 #include "kernels/cuda/layout.h"
 
-#include <cstdlib>
 #include <cstring>
 
 #include "kernels/cpu/quant_k.h"
@@ -34,14 +33,6 @@ bool host_layout(DType type, HostLayout& l) {
 
 }  // namespace
 
-bool split_codes() {
-  static const bool on = [] {
-    const char* env = std::getenv("SQUISH_CUDA_SPLIT");
-    return env == nullptr || std::strcmp(env, "0") != 0;
-  }();
-  return on;
-}
-
 void q4k_scale_words(const uint8_t* block, uint8_t* out) {
   uint8_t sc[8], mn[8];
   unpack_scale_min_k4(block + 4, sc, mn);
@@ -60,20 +51,19 @@ void repack_q8(DType type, const uint8_t* src, int64_t rows, int64_t cols, uint8
   uint8_t* meta = codes + n * l.code;
   uint8_t* meta2 = meta + n * l.meta;
   // Q4_K and Q8_0 codes: 32-byte items (4 per Q4_K block, 1 per Q8_0 block), split halves.
-  const bool split = type != DType::Q6_K && split_codes();
   const int items = l.code / 32;
   for (int64_t i = 0; i < n; ++i) {
     const uint8_t* b = src + i * l.bytes;
-    if (split) {
+    if (type == DType::Q6_K) {  // its 16-byte loads already cover whole sectors
+      std::memcpy(codes + i * l.code, b + l.code_at, l.code);
+    } else {
       const int64_t r = i / nb;
       for (int k = 0; k < items; ++k) {
         const int it = static_cast<int>(i % nb) * items + k;
         for (int h = 0; h < 2; ++h)
-          std::memcpy(codes + code_half_at(nb * items, r, it, h, true),
-                      b + l.code_at + 32 * k + 16 * h, 16);
+          std::memcpy(codes + code_half_at(nb * items, r, it, h), b + l.code_at + 32 * k + 16 * h,
+                      16);
       }
-    } else {
-      std::memcpy(codes + i * l.code, b + l.code_at, l.code);
     }
     if (type == DType::Q4_K) {
       q4k_scale_words(b, meta + i * l.meta);

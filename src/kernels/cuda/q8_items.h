@@ -147,7 +147,6 @@ struct View {
   const uint8_t* meta;
   const uint8_t* meta2;
   int64_t nb;  // blocks per row
-  bool split;  // Q4_K / Q8_0 codes in split halves (code_half_at)
 };
 
 // Each type: kItems items per block, one lane per item. load() reads an item's codes and scales
@@ -165,8 +164,7 @@ struct Q4K {
   static constexpr int kPersistentBlocks = 5;  // the persistent grid, 2 rows per warp: 6 spills
   static constexpr int kPersistentRows = 2;    // rows per warp in the pair kernel
   static constexpr int kBlockBytes = 144;
-  static constexpr int kDecodeVariant = 3;   // decode_variant()
-  static constexpr bool kSplitCodes = true;  // items of 32 code bytes: code_half_at
+  static constexpr int kDecodeVariant = 3;  // decode_variant()
   struct Raw {
     Int4 c0, c1, m;  // codes; the block's four scale words
   };
@@ -178,8 +176,8 @@ struct Q4K {
   SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it / kItems, n_items = v.nb * kItems;
     Raw w;
-    w.c0 = ld_codes(v.codes + code_half_at(n_items, r, it, 0, v.split));
-    w.c1 = ld_codes(v.codes + code_half_at(n_items, r, it, 1, v.split));
+    w.c0 = ld_codes(v.codes + code_half_at(n_items, r, it, 0));
+    w.c1 = ld_codes(v.codes + code_half_at(n_items, r, it, 1));
     w.m = ldg4(v.meta + blk * kMeta);
     return w;
   }
@@ -226,7 +224,6 @@ struct Q6K {
   static constexpr int kPersistentRows = 2;
   static constexpr int kBlockBytes = 210;
   static constexpr int kDecodeVariant = 3;
-  static constexpr bool kSplitCodes = false;  // its 16-byte loads already cover whole sectors
   struct Raw {
     Int4 l0, l1, h, sc;
     uint32_t d;
@@ -303,7 +300,6 @@ struct Q80 {
   static constexpr int kPersistentRows = 1;
   static constexpr int kBlockBytes = 34;
   static constexpr int kDecodeVariant = 2;  // measured on the H200: 307 vs 294 tok/s (4)
-  static constexpr bool kSplitCodes = true;
   struct Raw {
     Int4 c0, c1;
     uint32_t d;
@@ -315,8 +311,8 @@ struct Q80 {
   SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it;
     Raw w;
-    w.c0 = ld_codes(v.codes + code_half_at(v.nb, r, it, 0, v.split));
-    w.c1 = ld_codes(v.codes + code_half_at(v.nb, r, it, 1, v.split));
+    w.c0 = ld_codes(v.codes + code_half_at(v.nb, r, it, 0));
+    w.c1 = ld_codes(v.codes + code_half_at(v.nb, r, it, 1));
     w.d = ldg_u16(v.meta + blk * kMeta);
     return w;
   }
@@ -338,8 +334,7 @@ template <class T>
 View view_of(const void* w, int64_t rows, int64_t cols) {
   const int64_t nb = cols / T::kElems, n = rows * nb;
   const uint8_t* base = static_cast<const uint8_t*>(w);
-  return {base, base + n * T::kCode, base + n * (T::kCode + T::kMeta), nb,
-          T::kSplitCodes && split_codes()};
+  return {base, base + n * T::kCode, base + n * (T::kCode + T::kMeta), nb};
 }
 
 // The 32 weights of group gi (of cols / 32) of row r, as float, from the repacked fields (the F16
@@ -358,8 +353,7 @@ SQUISH_HOST_DEVICE void dequantize_group(const View& v, int64_t r, int64_t gi, f
   // Q4_K, Q8_0: the 32 code bytes of the item holding group g, from its two halves.
   const int it = static_cast<int>(gi / kGroups) * T::kItems + g * T::kItems / kGroups;
   Int4 item[2];
-  for (int h = 0; h < 2; ++h)
-    item[h] = ldg4(v.codes + code_half_at(v.nb * T::kItems, r, it, h, v.split));
+  for (int h = 0; h < 2; ++h) item[h] = ldg4(v.codes + code_half_at(v.nb * T::kItems, r, it, h));
   const uint8_t* q = reinterpret_cast<const uint8_t*>(item);
   const uint8_t* m = v.meta + blk * T::kMeta;
   if constexpr (T::kItems == 4) {  // Q4_K, meta: q4k_scale_words
