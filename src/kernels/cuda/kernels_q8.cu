@@ -20,6 +20,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/dequant.cuh"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/kernels.h"
@@ -287,6 +288,15 @@ void launch_mv(const MvArgs& a, int64_t groups, cudaStream_t stream) {
          stream, a);
 }
 
+// Steps in flight in shared memory (decode_body's kStages; SQUISH_CUDA_ASYNC=1): a ring of
+// kStages steps per warp, R rows of 32 lanes' Raw slots each (Q4_K 2 rows: 3 KB per step).
+template <class T>
+constexpr int kAsyncStages = std::is_same_v<T, Q6K> ? 3 : 4;
+template <class T, int R, int kStages>
+__host__ __device__ constexpr int ring_bytes() {
+  return kWarps * kStages * R * kWarp * static_cast<int>(sizeof(typename T::Raw));
+}
+
 // Decode (one token) on a persistent grid: warp w of W takes row groups w, w + W, ... and walks
 // the flat sequence of (group, step) pairs, loading two steps ahead of its math also across row
 // boundaries, so a warp's loads never drain between rows and no block is launched after the
@@ -299,10 +309,11 @@ void launch_mv(const MvArgs& a, int64_t groups, cudaStream_t stream) {
 // the 16 KB norm, which costs less than a dependent launch). block / n_blocks: this block's index
 // among the n_blocks that share the product (all of the grid, or its part in
 // mv_q8_decode_pair_kernel).
-template <class T, int R, bool kNormIn, bool kGateOut = false>
+template <class T, int R, bool kNormIn, bool kGateOut = false, int kStages = 0>
 __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks) {
   static_assert(!kGateOut || R == 2, "the gate epilogue pairs a gate row with an up row");
-  extern __shared__ int4 s_act[];  // kNormIn: a.cols codes, then a.cols / 32 scales
+  // kStages: the warps' weight rings (ring_bytes), then, kNormIn: a.cols codes, a.cols / 32 scales
+  extern __shared__ int4 s_act[];
   pdl_launch_dependents();
   const int lane = threadIdx.x % kWarp;
   const int64_t warps = n_blocks * kWarps;
@@ -345,7 +356,27 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     }
     advance(load_at);
   };
-  two_buffer_preload(total, load_next);
+  // kStages: this warp's ring of kStages steps in shared memory, slot (stage, rr) per lane.
+  typename T::Raw* ring = reinterpret_cast<typename T::Raw*>(s_act) +
+                          static_cast<int>(threadIdx.x / kWarp) * kStages * R * kWarp + lane;
+  auto issue_next = [&](int stage) {
+    const int it = load_at.k * kWarp + lane;
+    if (it < n_items) {
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr)
+        AsyncItem<T>::issue(a.v, row_of(load_at.group, rr), it, ring + (stage * R + rr) * kWarp);
+    }
+    advance(load_at);
+  };
+  if constexpr (kStages > 0) {
+#pragma unroll
+    for (int stage = 0; stage < kStages - 1; ++stage) {
+      if (stage < total) issue_next(stage);
+      cp_async_commit();  // empty groups too: the wait below counts groups
+    }
+  } else {
+    two_buffer_preload(total, load_next);
+  }
   pdl_wait();
   const int8_t* xq = a.xq;
   const float* xd = a.xd;
@@ -355,7 +386,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     // quantizes x * w per 32 into shared memory, and the block's sum of squares then scales the
     // group scales: q = round(x w / d) is the same for x w and for x w / rms, d = d(x w) / rms.
     constexpr int kNormChunk = 4;
-    int8_t* sq = reinterpret_cast<int8_t*>(s_act);
+    int8_t* sq = reinterpret_cast<int8_t*>(s_act) + ring_bytes<T, R, kStages>();
     float* sd = reinterpret_cast<float*>(sq + a.cols);
     const int n4 = static_cast<int>(a.cols / 4);
     const float4* x4 = reinterpret_cast<const float4*>(a.norm_x);
@@ -417,6 +448,27 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     }
     advance(math_at);
   };
+  if constexpr (kStages > 0) {
+    // Step j from stage j % kStages, after the copies of step j + kStages - 1 are issued into
+    // the stage step j - 1 was read from: kStages - 1 steps in flight during each step's math.
+    int stage = 0, load_stage = kStages - 1;
+    for (int64_t j = 0; j < total; ++j) {
+      if (j + kStages - 1 < total) issue_next(load_stage);
+      cp_async_commit();
+      cp_async_wait<kStages - 1>();
+      typename T::Raw cur[R];
+      const int it = math_at.k * kWarp + lane;
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) {
+        cur[rr] = ring[(stage * R + rr) * kWarp];
+        AsyncItem<T>::fix(cur[rr], a.v, row_of(math_at.group, rr), it);
+      }
+      math(cur);
+      stage = stage + 1 == kStages ? 0 : stage + 1;
+      load_stage = load_stage + 1 == kStages ? 0 : load_stage + 1;
+    }
+    return;
+  }
   two_buffer_steps(total, load_next, [&](auto b) {
     if constexpr (decltype(b)::value == 0) {
       math(buf0);
@@ -426,21 +478,23 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
   });
 }
 
-template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
+template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false, int kStages = 0>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_decode_kernel(const MvArgs a) {
-  decode_body<T, R, kNormIn, kGateOut>(a, blockIdx.x, gridDim.x);
+  decode_body<T, R, kNormIn, kGateOut, kStages>(a, blockIdx.x, gridDim.x);
 }
 
 // Two products of one normed input in one launch, of different weight types (a Q4_K_M layer's
 // [q | k] in Q4_K and v in Q6_K): the first blocks_a blocks run a, the others b (a block-uniform
 // branch, so each part's prologue may use barriers). Saves a launch and a second norm prologue.
-template <class TA, class TB, int kMinBlocks>
+template <class TA, class TB, int kMinBlocks, bool kAsync = false>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
     mv_q8_decode_pair_kernel(const MvArgs a, const MvArgs b, unsigned blocks_a) {
   if (blockIdx.x < blocks_a) {
-    decode_body<TA, TA::kPersistentRows, true>(a, blockIdx.x, blocks_a);
+    decode_body<TA, TA::kPersistentRows, true, false, kAsync ? kAsyncStages<TA> : 0>(a, blockIdx.x,
+                                                                                     blocks_a);
   } else {
-    decode_body<TB, TB::kPersistentRows, true>(b, blockIdx.x - blocks_a, gridDim.x - blocks_a);
+    decode_body<TB, TB::kPersistentRows, true, false, kAsync ? kAsyncStages<TB> : 0>(
+        b, blockIdx.x - blocks_a, gridDim.x - blocks_a);
   }
 }
 
@@ -489,10 +543,34 @@ size_t norm_in_smem(int64_t cols) {
   return static_cast<size_t>(cols) + cols / 32 * 4;
 }
 
+// SQUISH_CUDA_ASYNC=1: the persistent decode kernels keep their steps in flight in shared memory
+// (cp.async, kAsyncStages) instead of two register buffers. Read once; tests set it through
+// set_decode_async.
+int async_from_env() {
+  const char* env = std::getenv("SQUISH_CUDA_ASYNC");
+  return env != nullptr && std::strcmp(env, "1") == 0 ? 1 : 0;
+}
+int g_decode_async = async_from_env();
+
+// Kernels with more than 48 KB of dynamic shared memory must say so before their launch (and
+// before the occupancy query counts their blocks).
+template <class Kernel>
+void allow_smem(Kernel kernel, size_t smem) {
+  if (smem > 48 * 1024) {
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                         static_cast<int>(smem));
+  }
+}
+
 template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
 void launch_decode(const MvArgs& a, cudaStream_t stream) {
   auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut>;
-  const size_t smem = kNormIn ? norm_in_smem(a.cols) : 0;
+  size_t smem = kNormIn ? norm_in_smem(a.cols) : 0;
+  if (g_decode_async) {
+    kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut, kAsyncStages<T>>;
+    smem += ring_bytes<T, R, kAsyncStages<T>>();
+    allow_smem(kernel, smem);
+  }
   const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
   const int64_t blocks = balanced_blocks(groups, persistent_blocks(kernel, smem));
   detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kWarps), smem,
@@ -504,7 +582,13 @@ template <class TA, class TB>
 void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
   constexpr int kMin = std::min(TA::kPersistentBlocks, TB::kPersistentBlocks);
   auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin>;
-  const size_t smem = norm_in_smem(a.cols);
+  size_t smem = norm_in_smem(a.cols);
+  if (g_decode_async) {
+    kernel = mv_q8_decode_pair_kernel<TA, TB, kMin, true>;
+    smem += std::max(ring_bytes<TA, TA::kPersistentRows, kAsyncStages<TA>>(),
+                     ring_bytes<TB, TB::kPersistentRows, kAsyncStages<TB>>());
+    allow_smem(kernel, smem);
+  }
   const int64_t max_blocks = std::max<int64_t>(2, persistent_blocks(kernel, smem));
   const double bytes_a = static_cast<double>(a.rows) * a.v.nb * TA::kBlockBytes;
   const double bytes_b = static_cast<double>(b.rows) * b.v.nb * TB::kBlockBytes;
@@ -723,6 +807,10 @@ bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols
 void set_decode_options(int variant, int max_blocks) {
   g_decode_variant = variant;
   g_decode_max_blocks = max_blocks;
+}
+
+void set_decode_async(int on) {
+  g_decode_async = on >= 0 ? on : async_from_env();
 }
 
 void matmul_q8(DType type, const void* w, int64_t rows, int64_t cols, const int8_t* xq,
