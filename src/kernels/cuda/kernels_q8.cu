@@ -552,14 +552,12 @@ int async_from_env() {
 }
 int g_decode_async = async_from_env();
 
-// Kernels with more than 48 KB of dynamic shared memory must say so before their launch (and
-// before the occupancy query counts their blocks).
+// Kernels with more than 48 KB of shared memory (static and dynamic) must say so before their
+// launch and before the occupancy query counts their blocks; set for every ring launch (a Q4_K
+// ring alone is 48 KB), per kernel, not once per signature (each instantiation is its own).
 template <class Kernel>
 void allow_smem(Kernel kernel, size_t smem) {
-  if (smem > 48 * 1024) {
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         static_cast<int>(smem));
-  }
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
 }
 
 template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
