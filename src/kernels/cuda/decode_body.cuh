@@ -1,0 +1,320 @@
+// The one-token mat-vec body shared by the decode kernels (kernels_q8.cu) and the persistent
+// decoder-stack kernel (decode_stack.cu): a warp's walk over its row groups with two steps of
+// weights in flight, the optional RMSNorm prologue and gating epilogue, and their helpers. Device
+// code only; each including file gets its own copy.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/cuda/async_copy.cuh"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/pipeline.h"
+#include "kernels/cuda/q8_items.h"
+
+namespace squish::cuda::decode {
+
+using namespace q8;  // View, Q4K, Q6K, Q80 and the per-lane loads
+using detail::pdl_launch_dependents;
+using detail::pdl_wait;
+
+inline constexpr int kWarp = 32;
+inline constexpr int kWarps = 4;  // warps per thread block
+inline constexpr unsigned kFull = 0xFFFFFFFFu;
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+  return v;
+}
+// The sum of v over the whole block, returned to every thread. It has a barrier, so every
+// thread must call it; its shared slots are reused, so two calls need a barrier in between.
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float s_part[kWarps];
+  v = warp_sum(v);
+  if (threadIdx.x % kWarp == 0) s_part[threadIdx.x / kWarp] = v;
+  __syncthreads();
+  float total = 0;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) total += s_part[w];
+  return total;
+}
+
+enum Epilogue { kPlain, kNorm, kGate };
+
+struct MvArgs {
+  View v;
+  int64_t rows, cols;
+  const int8_t* xq;
+  const float* xd;
+  float* y;
+  int64_t ldy;
+  int accumulate;
+  // Epilogues (one token): kGate reads rows i and i + pair per warp (pair = rows / 2).
+  int64_t pair;
+  const float* norm_weight;  // kNorm epilogue, or the decode kernel's norm prologue
+  const float* norm_x;       // the decode kernel's norm prologue: its F32 input row
+  float eps;
+  float* norm_out;
+  int8_t* q;
+  float* d;
+  int* counters;
+  int gelu;
+};
+
+// The 8-bit form of 32 values held 4 per lane by 8 consecutive lanes (an aligned octet of the
+// warp): as quantize_activations_q8 makes it. Every lane of the warp calls it.
+__device__ __forceinline__ void store_q8_octet(float4 v, bool ok, int8_t* q, float* d) {
+  float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+  amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 1));
+  amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 2));
+  amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 4));
+  const float dd = amax / 127.0f;
+  const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+  if (!ok) return;
+  char4 c;
+  c.x = static_cast<signed char>(roundf(v.x * id));
+  c.y = static_cast<signed char>(roundf(v.y * id));
+  c.z = static_cast<signed char>(roundf(v.z * id));
+  c.w = static_cast<signed char>(roundf(v.w * id));
+  *reinterpret_cast<char4*>(q) = c;
+  if ((threadIdx.x & 7) == 0) *d = dd;
+}
+
+// kGate: warp `i` holds gate_i and up_i; y[i] = act(gate_i) * up_i. The warp completing a group
+// of 32 outputs (counted in counters[1 + i / 32]) writes the group's 8-bit form.
+__device__ inline void gate_epilogue(const MvArgs& a, int64_t i, float g, float u) {
+  const int lane = threadIdx.x % kWarp;
+  int done = 0;
+  if (lane == 0) {
+    float act;
+    if (a.gelu) {
+      act = 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g)));
+    } else {
+      act = g / (1.0f + expf(-g));
+    }
+    a.y[i] = act * u;
+    if (a.q != nullptr) {
+      __threadfence();
+      done = atomicAdd(a.counters + 1 + i / 32, 1) == 31;
+    }
+  }
+  done = __shfl_sync(kFull, done, 0);
+  if (!done) return;
+  __threadfence();
+  const int64_t g0 = i / 32 * 32;
+  const float v = __ldcg(a.y + g0 + lane);
+  float amax = fabsf(v);
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, o));
+  const float dd = amax / 127.0f;
+  const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+  a.q[g0 + lane] = static_cast<int8_t>(roundf(v * id));
+  if (lane == 0) {
+    a.d[g0 / 32] = dd;
+    a.counters[1 + i / 32] = 0;
+  }
+}
+
+// Steps in flight in shared memory (decode_body's kStages; SQUISH_CUDA_ASYNC=1): a ring of
+// kStages steps per warp, R rows of 32 lanes' Raw slots each (Q4_K 2 rows: 3 KB per step).
+template <class T>
+constexpr int kAsyncStages = std::is_same_v<T, Q6K> ? 3 : 4;
+template <class T, int R, int kStages>
+__host__ __device__ constexpr int ring_bytes() {
+  return kWarps * kStages * R * kWarp * static_cast<int>(sizeof(typename T::Raw));
+}
+
+// The point where a decode body waits for the work before it: the kernel before it on the stream
+// (programmatic dependent launch), or the phase before it in decode_stack.cu (a grid barrier).
+// Called once by every thread, after its first steps of weights are loaded.
+struct PdlWait {
+  __device__ void operator()() const { pdl_wait(); }
+};
+
+// Decode (one token) on a persistent grid: warp w of W takes row groups w, w + W, ... and walks
+// the flat sequence of (group, step) pairs, loading two steps ahead of its math also across row
+// boundaries, so a warp's loads never drain between rows and no block is launched after the
+// first wave (the per-row kernel above ends each warp after a 4096-column row's 2-4 steps).
+// With kGateOut (R = 2) group g is rows g and g + a.pair of [gate | up], and the warp ends it
+// with gate_epilogue: y[g] = act(gate_g) * up_g and its 8-bit form (saves the gating kernel). With
+// kNormIn the block first computes the input itself: RMSNorm of the F32 row a.norm_x (L2-resident,
+// a.cols floats) times a.norm_weight, quantized to 8 bits into shared memory, where every warp of
+// the block reads its activations (saves the norm kernel and its launch gap; each block recomputes
+// the 16 KB norm, which costs less than a dependent launch). block / n_blocks: this block's index
+// among the n_blocks that share the product (all of the grid, or its part in
+// mv_q8_decode_pair_kernel).
+template <class T, int R, bool kNormIn, bool kGateOut = false, int kStages = 0,
+          class Wait = PdlWait>
+__device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks,
+                                            Wait wait = {}) {
+  static_assert(!kGateOut || R == 2, "the gate epilogue pairs a gate row with an up row");
+  // kStages: the warps' weight rings (ring_bytes), then, kNormIn: a.cols codes, a.cols / 32 scales
+  extern __shared__ int4 s_act[];
+  pdl_launch_dependents();
+  const int lane = threadIdx.x % kWarp;
+  const int64_t warps = n_blocks * kWarps;
+  const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
+  const int64_t first = block * kWarps + threadIdx.x / kWarp;
+  const int n_items = static_cast<int>(a.v.nb) * T::kItems;
+  const int steps = (n_items + kWarp - 1) / kWarp;
+  const int64_t total = first < groups ? (groups - first + warps - 1) / warps * steps : 0;
+  auto row_of = [&](int64_t group, int rr) {
+    if (kGateOut) return group < a.pair ? group + rr * a.pair : a.pair - 1 + rr * a.pair;
+    const int64_t r = group * R + rr;
+    return r < a.rows ? r : a.rows - 1;  // past the end: a valid row, not stored
+  };
+  // Steps in the warp's flat sequence of (row group, step) pairs: load_at runs two steps ahead
+  // of math_at, in two register buffers (pipeline.h; both loaded before the norm prologue).
+  struct Cursor {
+    int64_t group;
+    int k;
+  };
+  auto advance = [&](Cursor& c) {
+    if (++c.k == steps) {
+      c.k = 0;
+      c.group += warps;
+    }
+  };
+  auto load_step = [&](const Cursor& c, typename T::Raw(&buf)[R]) {
+    const int it = c.k * kWarp + lane;
+    if (it < n_items) {
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) buf[rr] = T::load(a.v, row_of(c.group, rr), it);
+    }
+  };
+  typename T::Raw buf0[R], buf1[R];
+  Cursor load_at{first, 0}, math_at{first, 0};
+  auto load_next = [&](auto b) {  // b: Buffer0 or Buffer1
+    if constexpr (decltype(b)::value == 0) {
+      load_step(load_at, buf0);
+    } else {
+      load_step(load_at, buf1);
+    }
+    advance(load_at);
+  };
+  // kStages: this warp's ring of kStages steps in shared memory, slot (stage, rr) per lane.
+  typename T::Raw* ring = reinterpret_cast<typename T::Raw*>(s_act) +
+                          static_cast<int>(threadIdx.x / kWarp) * kStages * R * kWarp + lane;
+  auto issue_next = [&](int stage) {
+    const int it = load_at.k * kWarp + lane;
+    if (it < n_items) {
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr)
+        AsyncItem<T>::issue(a.v, row_of(load_at.group, rr), it, ring + (stage * R + rr) * kWarp);
+    }
+    advance(load_at);
+  };
+  if constexpr (kStages > 0) {
+#pragma unroll
+    for (int stage = 0; stage < kStages - 1; ++stage) {
+      if (stage < total) issue_next(stage);
+      cp_async_commit();  // empty groups too: the wait below counts groups
+    }
+  } else {
+    two_buffer_preload(total, load_next);
+  }
+  wait();
+  const int8_t* xq = a.xq;
+  const float* xd = a.xd;
+  if constexpr (kNormIn) {
+    // One pass: every thread loads kNormChunk float4s of x and of the weight at once (one L2
+    // round trip per chunk; a loop of dependent loads cost ~10 us per block on the H200),
+    // quantizes x * w per 32 into shared memory, and the block's sum of squares then scales the
+    // group scales: q = round(x w / d) is the same for x w and for x w / rms, d = d(x w) / rms.
+    constexpr int kNormChunk = 4;
+    int8_t* sq = reinterpret_cast<int8_t*>(s_act) + ring_bytes<T, R, kStages>();
+    float* sd = reinterpret_cast<float*>(sq + a.cols);
+    const int n4 = static_cast<int>(a.cols / 4);
+    const float4* x4 = reinterpret_cast<const float4*>(a.norm_x);
+    const float4* wt = reinterpret_cast<const float4*>(a.norm_weight);
+    float ss = 0;
+    for (int base = 0; base < n4; base += kNormChunk * kWarp * kWarps) {  // uniform trip count
+      float4 xv[kNormChunk], wv[kNormChunk];
+#pragma unroll
+      for (int c = 0; c < kNormChunk; ++c) {
+        const int i = base + c * kWarp * kWarps + threadIdx.x;
+        xv[c] = wv[c] = make_float4(0, 0, 0, 0);
+        if (i < n4) {
+          xv[c] = __ldcg(x4 + i);
+          wv[c] = __ldg(wt + i);
+        }
+      }
+#pragma unroll
+      for (int c = 0; c < kNormChunk; ++c) {
+        const int i = base + c * kWarp * kWarps + threadIdx.x;
+        const float4 v = xv[c], w = wv[c];
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        const float4 o = make_float4(v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w);
+        store_q8_octet(o, i < n4, sq + 4 * i, sd + i / 8);
+      }
+    }
+    // block_sum's barrier also makes every thread's group scales visible to the loop below.
+    const float scale = rsqrtf(block_sum(ss) / a.cols + a.eps);
+    for (int g = threadIdx.x; g < a.cols / 32; g += kWarp * kWarps) sd[g] *= scale;
+    __syncthreads();
+    xq = sq;
+    xd = sd;
+  }
+  float acc[R];
+#pragma unroll
+  for (int rr = 0; rr < R; ++rr) acc[rr] = 0.0f;
+  auto math = [&](const typename T::Raw(&cur)[R]) {
+    const int it = math_at.k * kWarp + lane;
+    if (it < n_items) {
+      const typename T::Act x = T::template load_act<kNormIn>(xq, xd, it);
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) acc[rr] += T::dot(cur[rr], x, it);
+    }
+    if (kGateOut && math_at.k == steps - 1) {  // warp-uniform; every lane calls the epilogue
+      const float g = warp_sum(acc[0]), u = warp_sum(acc[R - 1]);
+      if (math_at.group < a.pair) gate_epilogue(a, math_at.group, g, u);
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) acc[rr] = 0.0f;
+    } else if (math_at.k == steps - 1) {  // the group's last step: warp-uniform
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) {
+        const float sum = warp_sum(acc[rr]);
+        const int64_t r = math_at.group * R + rr;
+        if (lane == 0 && r < a.rows) {
+          float* out = a.y + r;
+          *out = a.accumulate ? *out + sum : sum;
+        }
+        acc[rr] = 0.0f;
+      }
+    }
+    advance(math_at);
+  };
+  if constexpr (kStages > 0) {
+    // Step j from stage j % kStages, after the copies of step j + kStages - 1 are issued into
+    // the stage step j - 1 was read from: kStages - 1 steps in flight during each step's math.
+    int stage = 0, load_stage = kStages - 1;
+    for (int64_t j = 0; j < total; ++j) {
+      if (j + kStages - 1 < total) issue_next(load_stage);
+      cp_async_commit();
+      cp_async_wait<kStages - 1>();
+      typename T::Raw cur[R];
+      const int it = math_at.k * kWarp + lane;
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) {
+        cur[rr] = ring[(stage * R + rr) * kWarp];
+        AsyncItem<T>::fix(cur[rr], a.v, row_of(math_at.group, rr), it);
+      }
+      math(cur);
+      stage = stage + 1 == kStages ? 0 : stage + 1;
+      load_stage = load_stage + 1 == kStages ? 0 : load_stage + 1;
+    }
+    return;
+  }
+  two_buffer_steps(total, load_next, [&](auto b) {
+    if constexpr (decltype(b)::value == 0) {
+      math(buf0);
+    } else {
+      math(buf1);
+    }
+  });
+}
+
+}  // namespace squish::cuda::decode
