@@ -931,6 +931,68 @@ TEST(CudaModel, LlamaMatchesCpuWithAsyncDecode) {
   compare_model("gcide-llama-16M-Q4_K_M.gguf");
   compare_model("gcide-llama-16M-Q8_0.gguf");
 }
+// The decoder stack in one persistent kernel (SQUISH_CUDA_STACK=1, decode_stack.h; read when the
+// session is made), which must really have run: the session says so in its description.
+void expect_stack(const Session& s, bool on) {
+  const std::string d = s.device_session()->description();
+  EXPECT_EQ(d.find("decoder stack in one kernel") != std::string::npos, on) << d;
+}
+// Against the CPU on a real model: Q8_0 (the 16M models' Q4_K_M files have Q5_0 matrices, which
+// the stack does not take), at a short context and at one of 300 tokens (many key chunks per
+// head, merged).
+TEST(CudaModel, DecodeStackMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  setenv("SQUISH_CUDA_STACK", "1", 1);
+  const std::string path = model_file("gcide-llama-16M-Q8_0.gguf");
+  if (std::filesystem::exists(path)) {
+    auto model = load_model(path);
+    SessionOptions opts;
+    opts.device = Device::Cuda;
+    expect_stack(Session(*model, opts), true);
+  }
+  compare_model("gcide-llama-16M-Q8_0.gguf");
+  compare_model("gcide-llama-16M-Q8_0.gguf", 300, 320);
+  unsetenv("SQUISH_CUDA_STACK");
+}
+// Against the kernel chain, on a random-weight model of squish synth's tiny-k shape (every matrix
+// Q4_K or Q6_K, head_dim 128, grouped kv heads; bench/cuda_pack.sh makes it): decode logits of
+// both sessions after the same prefill, at 40 and 300 tokens of context. The two differ only
+// in summation order (attention's chunks): relative RMS below 1e-3.
+TEST(CudaModel, DecodeStackMatchesKernelChainOnKQuants) {
+  SKIP_WITHOUT_GPU();
+  const std::string path = model_file("synth-tiny-k-Q4_K_M.gguf");
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found (SQUISH_CUDA_MODELS)";
+  auto model = load_model(path);
+  SessionOptions opts;
+  opts.n_ctx = 320;
+  opts.n_batch = 32;
+  opts.device = Device::Cuda;
+  Session chain(*model, opts);
+  setenv("SQUISH_CUDA_STACK", "1", 1);
+  Session stack(*model, opts);
+  unsetenv("SQUISH_CUDA_STACK");
+  expect_stack(chain, false);
+  expect_stack(stack, true);
+  const int V = model->config.n_vocab;
+  std::vector<int32_t> tokens(310);
+  std::mt19937 rng(5);
+  for (auto& t : tokens) t = static_cast<int32_t>(rng() % V);
+  std::vector<float> la, lb;
+  chain.eval(tokens.data(), 40, false, la);
+  stack.eval(tokens.data(), 40, false, lb);
+  for (int i = 40; i < 310; ++i) {
+    chain.eval(&tokens[i], 1, false, la);
+    stack.eval(&tokens[i], 1, false, lb);
+    if (i > 48 && i < 300) continue;  // check the first steps and the last ones
+    double err2 = 0, ref2 = 0;
+    for (int v = 0; v < V; ++v) {
+      ASSERT_TRUE(std::isfinite(lb[v]));
+      err2 += (la[v] - lb[v]) * (la[v] - lb[v]);
+      ref2 += la[v] * la[v];
+    }
+    EXPECT_LT(std::sqrt(err2 / ref2), 1e-3) << "token " << i;
+  }
+}
 TEST(CudaModel, Qwen2Q4KMMatchesCpu) {
   SKIP_WITHOUT_GPU();
   compare_model("gcide-qwen2-28M-Q4_K_M.gguf");

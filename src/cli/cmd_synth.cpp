@@ -40,6 +40,10 @@ constexpr SynthShape kShapes[] = {
     {"llama3-8b", Arch::Llama, 128256, 4096, 32, 32, 8, 14336, 8192, 500000.0, 1e-5f},
     {"llama2-7b", Arch::Llama, 32000, 4096, 32, 32, 32, 11008, 4096, 10000.0, 1e-5f},
     {"qwen2-7b", Arch::Qwen2, 152064, 3584, 28, 28, 4, 18944, 32768, 1000000.0, 1e-6f},
+    // Not a published model: a small Llama-3-like shape (head_dim 128, grouped kv heads) whose
+    // widths are multiples of 256, so that every matrix of a K-quant mix gets a K type; the GPU
+    // tests use it (bench/cuda_pack.sh).
+    {"tiny-k", Arch::Llama, 1024, 512, 3, 4, 2, 1024, 512, 500000.0, 1e-5f},
 };
 
 uint64_t splitmix64(uint64_t& s) {
@@ -177,7 +181,7 @@ void run_synth(const SynthArgs& a) {
   for (const SynthShape& s : kShapes) {
     if (a.shape == s.name) shape = &s;
   }
-  if (shape == nullptr) fail("synth: unknown --shape {} (llama3-8b, llama2-7b, qwen2-7b)", a.shape);
+  if (shape == nullptr) fail("synth: unknown --shape {} (llama3-8b, llama2-7b, qwen2-7b, tiny-k)", a.shape);
   const std::optional<QuantMix> mix = find_quant_mix(a.type);
   if (!mix) fail("synth: unknown --type {} (a quantize mix such as Q4_K_M or Q8_0)", a.type);
 
@@ -271,7 +275,7 @@ void register_synth(CLI::App& app) {
   auto a = std::make_shared<SynthArgs>();
   CLI::App* cmd = app.add_subcommand(
       "synth", "Random-weight GGUF of a real model's shapes and types (for speed work)");
-  cmd->add_option("--shape", a->shape, "llama3-8b, llama2-7b or qwen2-7b")->required();
+  cmd->add_option("--shape", a->shape, "llama3-8b, llama2-7b, qwen2-7b or tiny-k (for tests)")->required();
   cmd->add_option("--type", a->type, "Quantization mix (per-tensor types as `quantize` plans them)")
       ->capture_default_str();
   cmd->add_option("-o,--output", a->output, "Output .gguf")->required();

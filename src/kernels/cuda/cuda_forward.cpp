@@ -20,6 +20,7 @@
 
 #include "core/error.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cuda/decode_stack.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/kernels.h"
 #include "model/model.h"
@@ -195,6 +196,7 @@ class CudaSession final : public DeviceSession {
   // (docs/cuda.md).
   int fusion_ = kFuseRope | kFuseNormIn | kFusePair;
   static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16;
+  int skip_ = 0;          // SQUISH_CUDA_SKIP (forward)
   bool use_pdl_ = false;  // programmatic dependent launch (sm_90+; SQUISH_CUDA_PDL=0 turns it off)
   // Passes of at least gemm_min_ tokens run their products through cuBLAS (SQUISH_CUDA_GEMM=0
   // turns it off, SQUISH_CUDA_GEMM_MIN sets the bound, at least 2); gemm_ is made on first use
@@ -203,6 +205,10 @@ class CudaSession final : public DeviceSession {
   int gemm_min_ = 32;
   bool gemm_tried_ = false;
   std::unique_ptr<cuda::PrefillGemm> gemm_;
+  // SQUISH_CUDA_STACK=1: one-token passes run the decoder stack in one persistent kernel
+  // (decode_stack.h) when the model's weights allow it; null otherwise.
+  std::unique_ptr<cuda::DecodeStack> stack_;
+  void make_stack();
 };
 
 CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
@@ -223,6 +229,7 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   if (const char* env = std::getenv("SQUISH_CUDA_GRAPHS")) use_graphs_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_Q8")) use_q8_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 31;
+  if (const char* env = std::getenv("SQUISH_CUDA_SKIP")) skip_ = std::atoi(env);
   if (const char* env = std::getenv("SQUISH_CUDA_GEMM")) gemm_on_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_GEMM_MIN"))
     gemm_min_ = std::max(2, std::atoi(env));
@@ -232,6 +239,7 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   description_ += fmt::format("; {} activations, fused {}, {}{}", use_q8_ ? "8-bit" : "F32",
                               fusion_, use_pdl_ ? "PDL" : "no PDL", use_graphs_ ? ", graphs" : "");
   if (gemm_on_) description_ += fmt::format(", cuBLAS prefill from {} tokens", gemm_min_);
+  if (skip_ != 0) description_ += fmt::format(", SKIPPING kernels {} (wrong logits)", skip_);
 
   // Check every matrix before uploading anything (one line naming the tensor).
   auto check_matrix = [&](const TensorInfo* t) {
@@ -307,6 +315,56 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   check(cudaMallocHost(reinterpret_cast<void**>(&host_logits_), static_cast<size_t>(c.n_vocab) * 4),
         "cudaMallocHost");
   row_.resize(E);
+  const char* stack_env = std::getenv("SQUISH_CUDA_STACK");
+  if (stack_env != nullptr && std::strcmp(stack_env, "1") == 0) make_stack();
+}
+
+void CudaSession::make_stack() {
+  const ModelConfig& c = c_;
+  if (!use_q8_) return;
+  cuda::StackShape shape;
+  shape.n_embd = c.n_embd;
+  shape.n_ff = c.n_ff;
+  shape.n_head = c.n_head;
+  shape.n_head_kv = c.n_head_kv;
+  shape.head_dim = c.head_dim;
+  shape.n_rot = c.n_rot;
+  shape.neox = c.rope_style == RopeStyle::Neox;
+  shape.gelu = c.activation == Activation::GeluTanh;
+  shape.eps = c.norm_eps;
+  shape.n_ctx = n_ctx_;
+  auto matrix = [&](const DeviceMatrix& m) {
+    return uses_q8(m) ? cuda::StackMatrix{m.type, m.w, m.rows} : cuda::StackMatrix{};
+  };
+  std::vector<cuda::StackLayer> layers;
+  const size_t layer_cache = static_cast<size_t>(n_ctx_) * c.kv_dim();
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const DeviceLayer& L = layers_[l];
+    if (!L.gated || L.gate_up.size() != 1 || L.qkv.size() > 2) {
+      description_ += "; decoder stack kernel: not for this layer structure";
+      return;
+    }
+    cuda::StackLayer s;
+    for (size_t i = 0; i < L.qkv.size(); ++i) s.qkv[i] = matrix(L.qkv[i]);
+    s.o = matrix(L.wo);
+    s.gate_up = matrix(L.gate_up[0]);
+    s.down = matrix(L.w_down);
+    s.attn_norm = L.attn_norm;
+    s.ffn_norm = L.ffn_norm;
+    s.bq = L.bq;
+    s.bk = L.bk;
+    s.bv = L.bv;
+    s.k_cache = k_cache_.get<float>() + l * layer_cache;
+    s.v_cache = v_cache_.get<float>() + l * layer_cache;
+    layers.push_back(s);
+  }
+  auto stack = std::make_unique<cuda::DecodeStack>(shape, layers);
+  if (!stack->ok()) {
+    description_ += "; decoder stack kernel: not used (" + stack->why_not() + ")";
+    return;
+  }
+  description_ += "; " + stack->description();
+  stack_ = std::move(stack);
 }
 
 CudaSession::~CudaSession() {
@@ -413,6 +471,9 @@ void CudaSession::forward(int n, int first_out, int n_out) {
   // One-token passes may fuse the norms into the residual products' ends, the gating into
   // gate|up's and RoPE + KV store into attention (fusion_): down to 5 kernels per layer from 9.
   const int fuse = n == 1 ? fusion_ : 0;
+  // Measurement only (SQUISH_CUDA_SKIP, a bit mask; wrong logits): one-token passes leave out
+  // 1 attention, 2 the gating kernel, 4 o, 8 q|k|v, 16 gate|up, 32 down, to time each in the chain.
+  auto skip = [&](int bit) { return n == 1 && (skip_ & bit) != 0; };
   bool normed = false;  // xn (and its 8-bit form) already hold the attention norm of x
   const FusedProduct output_consumers = {output_};
   // Prefill through cuBLAS: the products read F16 copies of their inputs, so the kernels making
@@ -423,7 +484,12 @@ void CudaSession::forward(int n, int first_out, int n_out) {
   };
   // The first kernel follows the uploads (copies, not kernels): launched plainly.
   cuda::set_programmatic_launch(false);
-  for (int l = 0; l < c.n_layer; ++l) {
+  const bool stack = n == 1 && stack_ != nullptr;
+  if (stack) {
+    stack_->run(x, qkv, rope_.get<float>(), pos_.get<int>(), stream_);
+    cuda::set_programmatic_launch(use_pdl_);
+  }
+  for (int l = 0; l < (stack ? 0 : c.n_layer); ++l) {
     const DeviceLayer& L = layers_[l];
     const cuda::Q8NormIn attn_in{x, L.attn_norm, c.norm_eps};
     const bool attn_norm_in = !normed && norm_in(L.qkv, n);
@@ -433,11 +499,12 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     }
     cuda::set_programmatic_launch(use_pdl_);
     // [q | k] and v of different types: one launch (kFusePair), else one per product.
-    const bool paired = attn_norm_in && (fuse & kFusePair) && L.qkv.size() == 2 &&
-                        cuda::matmul_q8_norm_in_pair(
-                            {L.qkv[0].type, L.qkv[0].w, L.qkv[0].rows, qkv + L.qkv[0].out_offset},
-                            {L.qkv[1].type, L.qkv[1].w, L.qkv[1].rows, qkv + L.qkv[1].out_offset},
-                            E, attn_in, false, stream_);
+    const bool paired =
+        skip(8) || (attn_norm_in && (fuse & kFusePair) && L.qkv.size() == 2 &&
+                    cuda::matmul_q8_norm_in_pair(
+                        {L.qkv[0].type, L.qkv[0].w, L.qkv[0].rows, qkv + L.qkv[0].out_offset},
+                        {L.qkv[1].type, L.qkv[1].w, L.qkv[1].rows, qkv + L.qkv[1].out_offset}, E,
+                        attn_in, false, stream_));
     if (gemm) {
       gemm_input(true, xn, E, n, E);
       for (const DeviceMatrix& m : L.qkv)
@@ -466,10 +533,11 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     ra.v_cache = v_cache_.get<float>() + l * layer_cache;
     if (!(fuse & kFuseRope)) cuda::rope_and_store(ra, n, stream_);
     const auto [att_q, att_d] = q8_unless(gemm, {L.wo});
-    cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
-                    pos_.get<int>(), n, att, stream_, att_q, att_d,
-                    fuse & kFuseRope ? &ra : nullptr,
-                    n == 1 && attn_split_.n_splits > 0 ? &attn_split_ : nullptr);
+    if (!skip(1))
+      cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
+                      pos_.get<int>(), n, att, stream_, att_q, att_d,
+                      fuse & kFuseRope ? &ra : nullptr,
+                      n == 1 && attn_split_.n_splits > 0 ? &attn_split_ : nullptr);
     // Output projection + residual, then the FFN norm (or gate|up's prologue computes it).
     const cuda::Q8NormIn ffn_in{x, L.ffn_norm, c.norm_eps};
     const bool ffn_norm_in = !(fuse & kFuseNorm) && norm_in(L.gate_up, n);
@@ -484,7 +552,7 @@ void CudaSession::forward(int n, int first_out, int n_out) {
                       1, x, E, true, stream_, &e);
     } else {
       gemm_input(gemm, att, Q, n, Q);
-      product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
+      if (!skip(4)) product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
       if (!ffn_norm_in) {
         auto [xq, xd] = q8_unless(gemm, L.gate_up);
         cuda::rms_norm(x, L.ffn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
@@ -517,14 +585,15 @@ void CudaSession::forward(int n, int first_out, int n_out) {
         gemm_input(true, xn, E, n, E);
         for (const DeviceMatrix& m : L.gate_up)
           product(true, m, xn, E, n, gu + m.out_offset, 2 * F, false);
-      } else {
+      } else if (!skip(16)) {
         for (const DeviceMatrix& m : L.gate_up)
           matmul(m, xn, E, n, gu + m.out_offset, 2 * F, false, nullptr, nullptr,
                  ffn_norm_in ? &ffn_in : nullptr);
       }
       auto [xq, xd] = q8_unless(gemm, {L.w_down});
-      cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F), gelu, stream_, xq,
-                             xd);
+      if (!skip(2))
+        cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F), gelu, stream_, xq,
+                               xd);
     }
     // Down projection + residual, then the next norm (the next layer's, or the output norm).
     const bool last = l + 1 == c.n_layer;
@@ -541,7 +610,7 @@ void CudaSession::forward(int n, int first_out, int n_out) {
       normed = true;
     } else {
       gemm_input(gemm, gu, 2 * F, n, F);
-      product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
+      if (!skip(32)) product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
       normed = false;
     }
   }

@@ -147,11 +147,13 @@ struct PdlWait {
 // among the n_blocks that share the product (all of the grid, or its part in
 // mv_q8_decode_pair_kernel).
 template <class T, int R, bool kNormIn, bool kGateOut = false, int kStages = 0,
-          class Wait = PdlWait>
+          bool kCopyIn = false, class Wait = PdlWait>
 __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks,
                                             Wait wait = {}) {
   static_assert(!kGateOut || R == 2, "the gate epilogue pairs a gate row with an up row");
-  // kStages: the warps' weight rings (ring_bytes), then, kNormIn: a.cols codes, a.cols / 32 scales
+  static_assert(!(kNormIn && kCopyIn), "one prologue makes the input");
+  // kStages: the warps' weight rings (ring_bytes), then, kNormIn or kCopyIn: a.cols codes and
+  // a.cols / 32 scales of the input
   extern __shared__ int4 s_act[];
   pdl_launch_dependents();
   const int lane = threadIdx.x % kWarp;
@@ -219,6 +221,34 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
   wait();
   const int8_t* xq = a.xq;
   const float* xd = a.xd;
+  if constexpr (kCopyIn) {
+    // The 8-bit input a.xq, a.xd copied through L2 into shared memory: in decode_stack.cu's
+    // kernel other blocks wrote it during this launch, so it must not come through L1 (not
+    // coherent across SMs), and every warp then reads it from shared memory.
+    constexpr int kCopyChunk = 8;
+    int4* sq =
+        reinterpret_cast<int4*>(reinterpret_cast<int8_t*>(s_act) + ring_bytes<T, R, kStages>());
+    const int n_codes = static_cast<int>(a.cols / 16),
+              n_all = n_codes + static_cast<int>(a.cols / 128);
+    const int4* gq = reinterpret_cast<const int4*>(a.xq);
+    const int4* gd = reinterpret_cast<const int4*>(a.xd);
+    for (int base = 0; base < n_all; base += kCopyChunk * kWarp * kWarps) {
+      int4 v[kCopyChunk];
+#pragma unroll
+      for (int c = 0; c < kCopyChunk; ++c) {
+        const int i = base + c * kWarp * kWarps + threadIdx.x;
+        if (i < n_all) v[c] = __ldcg(i < n_codes ? gq + i : gd + (i - n_codes));
+      }
+#pragma unroll
+      for (int c = 0; c < kCopyChunk; ++c) {
+        const int i = base + c * kWarp * kWarps + threadIdx.x;
+        if (i < n_all) sq[i] = v[c];
+      }
+    }
+    __syncthreads();
+    xq = reinterpret_cast<const int8_t*>(sq);
+    xd = reinterpret_cast<const float*>(sq + n_codes);
+  }
   if constexpr (kNormIn) {
     // One pass: every thread loads kNormChunk float4s of x and of the weight at once (one L2
     // round trip per chunk; a loop of dependent loads cost ~10 us per block on the H200),
@@ -264,7 +294,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
   auto math = [&](const typename T::Raw(&cur)[R]) {
     const int it = math_at.k * kWarp + lane;
     if (it < n_items) {
-      const typename T::Act x = T::template load_act<kNormIn>(xq, xd, it);
+      const typename T::Act x = T::template load_act < kNormIn || kCopyIn > (xq, xd, it);
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) acc[rr] += T::dot(cur[rr], x, it);
     }
@@ -280,7 +310,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
         const int64_t r = math_at.group * R + rr;
         if (lane == 0 && r < a.rows) {
           float* out = a.y + r;
-          *out = a.accumulate ? *out + sum : sum;
+          *out = a.accumulate ? __ldcg(out) + sum : sum;  // L2: see kCopyIn
         }
         acc[rr] = 0.0f;
       }

@@ -1,0 +1,644 @@
+// The decoder stack of one decode step in one persistent kernel (decode_stack.h). Per layer, six
+// phases, each entered through a grid barrier:
+//   1. [q | k | v] of RMSNorm(x) (decode_body with its norm prologue; two weight types: the grid
+//      split between them by weight bytes),
+//   2. attention: RoPE of q and of the new k in registers, the new k and v stored at the
+//      position, and (head, chunk of keys) items over all warps, merged per head by the warp that
+//      finishes last (flash-decoding); the output in 8-bit form for o,
+//   3. x += o(attention),
+//   4. [gate | up] of RMSNorm(x), each warp ending a (gate, up) row pair with act(gate) * up,
+//   5. that row quantized to 8 bits (per 32, as quantize_activations_q8),
+//   6. x += down(it).
+// Everything one phase reads that another block wrote in this launch is read through L2 (__ldcg,
+// or copied into shared memory by decode_body's kCopyIn prologue): L1 is not coherent across SMs.
+#include "kernels/cuda/decode_stack.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "kernels/cuda/decode_body.cuh"
+#include "kernels/cuda/kernels.h"
+#include "kernels/cuda/q8_items.h"
+
+namespace squish::cuda {
+
+namespace {
+
+using namespace decode;
+
+constexpr int kSetK = 0, kSetQ80 = 1;  // DecodeStack::type_set_
+constexpr int kMinChunkKeys = 16;      // keys per attention item at least
+constexpr int kKeys = 4;               // keys per warp step: independent loads and reductions
+
+struct Product {
+  View v;
+  int64_t rows;
+  DType type;
+};
+
+struct LayerRecord {
+  Product qkv[2], o, gate_up, down;
+  int split;  // two q|k|v products: blocks [0, split) run qkv[0], the others qkv[1]
+  const float *attn_norm, *ffn_norm, *bq, *bk, *bv;
+  float *k_cache, *v_cache;
+};
+
+struct KernelArgs {
+  const LayerRecord* layers;
+  int n_layer;
+  int64_t n_embd, n_ff;
+  int n_head, n_head_kv, n_rot, neox, gelu;
+  float eps;
+  float* x;
+  float* qkv;
+  const float* cos_sin;
+  const int* pos0;
+  int8_t* att_q;
+  float* att_d;
+  float* gu;
+  int8_t* gu_q;
+  float* gu_d;
+  float* partials;  // n_head * max_chunks * (head_dim + 2)
+  int* counters;    // n_head, zero between phases
+  int max_chunks;
+  unsigned* barrier;  // arrivals, generation
+};
+
+// Every block of the grid (all resident at once: the grid is sized by occupancy) meets here;
+// what any block wrote before it is visible in L2 after it. The last block to arrive resets the
+// count and then moves the generation on, which releases the others.
+struct GridBarrier {
+  unsigned* words;
+  __device__ void operator()() const {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      volatile unsigned* generation = words + 1;
+      const unsigned g = *generation;  // before arriving: the last arrival changes it
+      __threadfence();
+      if (atomicAdd(words, 1u) == gridDim.x - 1) {
+        atomicExch(words, 0u);
+        __threadfence();
+        atomicAdd(words + 1, 1u);
+      } else {
+        while (*generation == g) {
+        }
+      }
+      __threadfence();
+    }
+    __syncthreads();
+  }
+};
+
+// Calls f with Q4K or Q6K (kSetK) or Q80 for a matrix's type.
+template <int kSet, class F>
+__device__ __forceinline__ void with_type(DType type, F&& f) {
+  if constexpr (kSet == kSetK) {
+    if (type == DType::Q6_K) {
+      f(Q6K{});
+    } else {
+      f(Q4K{});
+    }
+  } else {
+    f(Q80{});
+  }
+}
+
+// As kernels_q8.cu's balanced_blocks: the fewest blocks (at most max_blocks) that give every warp
+// the same number of row groups up to one.
+__device__ __forceinline__ int balanced(int groups, int max_blocks) {
+  const int per_warp = (groups + max_blocks * kWarps - 1) / (max_blocks * kWarps);
+  const int warps = (groups + per_warp - 1) / per_warp;
+  return min((warps + kWarps - 1) / kWarps, max_blocks);
+}
+
+// One product over blocks [0, blocks) of the caller's range (`block` relative to it); blocks past
+// the balanced count only meet the barrier.
+// Each phase is a function of its own (not inlined): its registers are allocated for it alone,
+// as in the kernel it replaces, instead of the whole layer's live values at once (which spilled).
+template <class T, bool kNormIn, bool kGateOut, bool kCopyIn>
+__device__ __noinline__ void product_phase(const MvArgs& a, int block, int blocks,
+                                           GridBarrier bar) {
+  constexpr int R = kGateOut ? 2 : T::kPersistentRows;
+  const int groups = static_cast<int>(kGateOut ? a.pair : (a.rows + R - 1) / R);
+  const int used = balanced(groups, blocks);
+  if (block < used) {
+    decode_body<T, R, kNormIn, kGateOut, 0, kCopyIn>(a, block, used, bar);
+  } else {
+    bar();
+  }
+}
+
+__device__ __forceinline__ MvArgs product_args(const Product& p, int64_t cols, float* y) {
+  MvArgs a = {};
+  a.v = p.v;
+  a.rows = p.rows;
+  a.cols = cols;
+  a.y = y;
+  a.ldy = p.rows;
+  return a;
+}
+
+// RoPE of one head held kPer values per lane (dimension lane + 32 e in register e), with the
+// arithmetic of rope_store_kernel. neox: n_rot == head_dim (the host checks), so the pair
+// (i, i + n_rot / 2) is registers e and e + kPer / 2 of one lane; otherwise (2i, 2i + 1) are
+// neighbouring lanes.
+template <int kPer>
+__device__ __forceinline__ void rope_lanes(float (&v)[kPer], const float* cs, int n_rot, bool neox,
+                                           int lane) {
+  const int half = n_rot / 2;
+  if (neox) {
+#pragma unroll
+    for (int e = 0; e < kPer / 2; ++e) {
+      const int i = lane + kWarp * e;
+      const float c = cs[i], sn = cs[half + i];
+      const float x0 = v[e], x1 = v[e + kPer / 2];
+      v[e] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));
+      v[e + kPer / 2] = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
+    }
+    return;
+  }
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) {
+    const int d = lane + kWarp * e;
+    const float other = __shfl_xor_sync(kFull, v[e], 1);
+    if (d < n_rot) {
+      const float c = cs[d / 2], sn = cs[half + d / 2];
+      v[e] = (d & 1) == 0 ? __fsub_rn(__fmul_rn(v[e], c), __fmul_rn(other, sn))
+                          : __fadd_rn(__fmul_rn(other, sn), __fmul_rn(v[e], c));
+    }
+  }
+}
+
+// Head row h's kPer values per lane from q|k|v (+ bias), through L2.
+template <int kPer>
+__device__ __forceinline__ void load_head(const float* row, const float* bias, int lane,
+                                          float (&v)[kPer]) {
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) {
+    v[e] = __ldcg(row + lane + kWarp * e);
+    if (bias != nullptr) v[e] += bias[lane + kWarp * e];
+  }
+}
+
+// The attention output of head h in 8-bit form: group e of the head is register e of the lanes.
+template <int kPer>
+__device__ __forceinline__ void store_head_q8(const KernelArgs& s, int h, const float (&o)[kPer],
+                                              int lane) {
+  constexpr int D = kPer * kWarp;
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) {
+    float amax = fabsf(o[e]);
+#pragma unroll
+    for (int k = kWarp / 2; k > 0; k >>= 1) amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, k));
+    const float dd = amax / 127.0f;
+    const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+    s.att_q[h * D + kWarp * e + lane] = static_cast<int8_t>(roundf(o[e] * id));
+    if (lane == 0) s.att_d[h * kPer + e] = dd;
+  }
+}
+
+// One (head, chunk) item: online softmax over keys [k0, k1) of the head's kv head; the key at the
+// position comes from q|k|v (rotated here; the first q head of its kv head stores it and its
+// value in the caches, which no one reads before the next launch). With one chunk the warp
+// writes the output; otherwise its partial state, and the head's last warp merges them.
+template <int kPer>
+__device__ void attention_item(const KernelArgs& s, const LayerRecord& L, int h, int c,
+                               int n_chunks, int chunk, int pos, int lane) {
+  constexpr int D = kPer * kWarp;
+  const int group = s.n_head / s.n_head_kv, kvh = h / group;
+  const int Q = s.n_head * D, KV = s.n_head_kv * D;
+  float q[kPer];
+  load_head(s.qkv + h * D, L.bq != nullptr ? L.bq + h * D : nullptr, lane, q);
+  rope_lanes(q, s.cos_sin, s.n_rot, s.neox != 0, lane);
+  const float scale = rsqrtf(static_cast<float>(D));
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) q[e] *= scale;
+  const int k0 = c * chunk, k1 = min(pos + 1, k0 + chunk), past_end = min(k1, pos);
+  float m = -FLT_MAX, l = 0.0f, acc[kPer];
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) acc[e] = 0.0f;
+  const float* kbase = L.k_cache + kvh * D + lane;
+  const float* vbase = L.v_cache + kvh * D + lane;
+  for (int j0 = k0; j0 < past_end; j0 += kKeys) {
+    float sc[kKeys], v[kKeys][kPer];
+#pragma unroll
+    for (int u = 0; u < kKeys; ++u) {
+      const int j = min(j0 + u, past_end - 1);  // past the end: a valid row, masked below
+      const float* kr = kbase + static_cast<int64_t>(j) * KV;
+      const float* vr = vbase + static_cast<int64_t>(j) * KV;
+      sc[u] = 0.0f;
+#pragma unroll
+      for (int e = 0; e < kPer; ++e) {
+        sc[u] += q[e] * kr[kWarp * e];
+        v[u][e] = vr[kWarp * e];
+      }
+    }
+#pragma unroll
+    for (int o = kWarp / 2; o > 0; o >>= 1) {
+#pragma unroll
+      for (int u = 0; u < kKeys; ++u) sc[u] += __shfl_xor_sync(kFull, sc[u], o);
+    }
+    float m_new = m;
+#pragma unroll
+    for (int u = 0; u < kKeys; ++u)
+      if (j0 + u < past_end) m_new = fmaxf(m_new, sc[u]);
+    const float corr = expf(m - m_new);
+    l *= corr;
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) acc[e] *= corr;
+#pragma unroll
+    for (int u = 0; u < kKeys; ++u) {
+      const float p = j0 + u < past_end ? expf(sc[u] - m_new) : 0.0f;
+      l += p;
+#pragma unroll
+      for (int e = 0; e < kPer; ++e) acc[e] += p * v[u][e];
+    }
+    m = m_new;
+  }
+  if (k0 <= pos && pos < k1) {
+    float kc[kPer], vc[kPer];
+    load_head(s.qkv + Q + kvh * D, L.bk != nullptr ? L.bk + kvh * D : nullptr, lane, kc);
+    load_head(s.qkv + Q + KV + kvh * D, L.bv != nullptr ? L.bv + kvh * D : nullptr, lane, vc);
+    rope_lanes(kc, s.cos_sin, s.n_rot, s.neox != 0, lane);
+    if (h % group == 0) {
+      float* kd = L.k_cache + static_cast<int64_t>(pos) * KV + kvh * D + lane;
+      float* vd = L.v_cache + static_cast<int64_t>(pos) * KV + kvh * D + lane;
+#pragma unroll
+      for (int e = 0; e < kPer; ++e) {
+        kd[kWarp * e] = kc[e];
+        vd[kWarp * e] = vc[e];
+      }
+    }
+    float sc = 0.0f;
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) sc += q[e] * kc[e];
+    sc = warp_sum(sc);
+    const float m_new = fmaxf(m, sc), corr = expf(m - m_new), p = expf(sc - m_new);
+    l = l * corr + p;
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) acc[e] = acc[e] * corr + p * vc[e];
+    m = m_new;
+  }
+  if (n_chunks == 1) {
+    const float inv = 1.0f / l;
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) acc[e] *= inv;
+    store_head_q8(s, h, acc, lane);
+    return;
+  }
+  float* part = s.partials + (static_cast<int64_t>(h) * s.max_chunks + c) * (D + 2);
+  if (lane == 0) {
+    part[0] = m;
+    part[1] = l;
+  }
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) part[2 + kWarp * e + lane] = acc[e];
+  __threadfence();
+  int last = 0;
+  if (lane == 0) last = atomicAdd(s.counters + h, 1) == n_chunks - 1;
+  if (!__shfl_sync(kFull, last, 0)) return;
+  __threadfence();
+  const float* parts = s.partials + static_cast<int64_t>(h) * s.max_chunks * (D + 2);
+  float gmax = -FLT_MAX;
+  for (int k = lane; k < n_chunks; k += kWarp) gmax = fmaxf(gmax, __ldcg(parts + k * (D + 2)));
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o >>= 1) gmax = fmaxf(gmax, __shfl_xor_sync(kFull, gmax, o));
+  float gsum = 0.0f;
+  for (int k = lane; k < n_chunks; k += kWarp) {
+    const float* pk = parts + k * (D + 2);
+    gsum += __ldcg(pk + 1) * expf(__ldcg(pk) - gmax);
+  }
+  gsum = warp_sum(gsum);
+  float o[kPer];
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) o[e] = 0.0f;
+  for (int k = 0; k < n_chunks; ++k) {
+    const float* pk = parts + k * (D + 2);
+    const float w = expf(__ldcg(pk) - gmax);
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) o[e] += __ldcg(pk + 2 + kWarp * e + lane) * w;
+  }
+  const float inv = 1.0f / gsum;
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) o[e] *= inv;
+  store_head_q8(s, h, o, lane);
+  if (lane == 0) s.counters[h] = 0;  // ready for the next layer
+}
+
+// Phase 2: the context split into chunks of at least kMinChunkKeys keys, as many per head as the
+// grid has warps for (at most max_chunks), so that a long context spreads over the whole GPU.
+template <int kPer>
+__device__ __noinline__ void attention_phase(const KernelArgs& s, const LayerRecord& L,
+                                             GridBarrier bar) {
+  const int lane = threadIdx.x % kWarp;
+  const int warps = static_cast<int>(gridDim.x) * kWarps;
+  const int warp = static_cast<int>(blockIdx.x) * kWarps + static_cast<int>(threadIdx.x) / kWarp;
+  const int pos = *s.pos0;  // written before the launch
+  const int n_keys = pos + 1;
+  const int most = min(s.max_chunks, (n_keys + kMinChunkKeys - 1) / kMinChunkKeys);
+  const int chunk = (n_keys + most - 1) / most;
+  const int n_chunks = (n_keys + chunk - 1) / chunk;  // none empty
+  bar();
+  for (int item = warp; item < s.n_head * n_chunks; item += warps)
+    attention_item<kPer>(s, L, item / n_chunks, item % n_chunks, n_chunks, chunk, pos, lane);
+}
+
+// Phase 5: the gating output in 8-bit form, one warp per group of 32.
+__device__ __noinline__ void quantize_phase(const KernelArgs& s, GridBarrier bar) {
+  bar();
+  const int lane = threadIdx.x % kWarp;
+  const int warps = static_cast<int>(gridDim.x) * kWarps;
+  const int warp = static_cast<int>(blockIdx.x) * kWarps + static_cast<int>(threadIdx.x) / kWarp;
+  for (int g = warp; g < s.n_ff / 32; g += warps) {
+    const float v = __ldcg(s.gu + g * 32 + lane);
+    float amax = fabsf(v);
+#pragma unroll
+    for (int o = kWarp / 2; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, o));
+    const float dd = amax / 127.0f;
+    const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+    s.gu_q[g * 32 + lane] = static_cast<int8_t>(roundf(v * id));
+    if (lane == 0) s.gu_d[g] = dd;
+  }
+}
+
+template <int kSet, int kPer, int kMinBlocks>
+__global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
+    decode_stack_kernel(const KernelArgs s) {
+  const GridBarrier bar{s.barrier};
+  const int block = static_cast<int>(blockIdx.x), blocks = static_cast<int>(gridDim.x);
+  const int64_t E = s.n_embd, Qd = static_cast<int64_t>(s.n_head) * kPer * kWarp;
+  for (int layer = 0; layer < s.n_layer; ++layer) {
+    const LayerRecord& L = s.layers[layer];
+    // 1. [q | k | v] of RMSNorm(x).
+    {
+      const bool two = L.qkv[1].rows > 0;
+      const bool second = two && block >= L.split;
+      const Product& p = L.qkv[second ? 1 : 0];
+      MvArgs a = product_args(p, E, s.qkv + (second ? L.qkv[0].rows : 0));
+      a.norm_x = s.x;
+      a.norm_weight = L.attn_norm;
+      a.eps = s.eps;
+      const int first = second ? L.split : 0;
+      const int count = !two ? blocks : second ? blocks - L.split : L.split;
+      with_type<kSet>(p.type, [&](auto t) {
+        product_phase<decltype(t), true, false, false>(a, block - first, count, bar);
+      });
+    }
+    // 2. Attention.
+    attention_phase<kPer>(s, L, bar);
+    // 3. x += o(attention).
+    {
+      MvArgs a = product_args(L.o, Qd, s.x);
+      a.xq = s.att_q;
+      a.xd = s.att_d;
+      a.accumulate = 1;
+      with_type<kSet>(L.o.type, [&](auto t) {
+        product_phase<decltype(t), false, false, true>(a, block, blocks, bar);
+      });
+    }
+    // 4. act(gate) * up of RMSNorm(x).
+    {
+      MvArgs a = product_args(L.gate_up, E, s.gu);
+      a.pair = s.n_ff;
+      a.gelu = s.gelu;
+      a.norm_x = s.x;
+      a.norm_weight = L.ffn_norm;
+      a.eps = s.eps;
+      with_type<kSet>(L.gate_up.type, [&](auto t) {
+        product_phase<decltype(t), true, true, false>(a, block, blocks, bar);
+      });
+    }
+    // 5. Its 8-bit form.
+    quantize_phase(s, bar);
+    // 6. x += down(...).
+    {
+      MvArgs a = product_args(L.down, s.n_ff, s.x);
+      a.xq = s.gu_q;
+      a.xd = s.gu_d;
+      a.accumulate = 1;
+      with_type<kSet>(L.down.type, [&](auto t) {
+        product_phase<decltype(t), false, false, true>(a, block, blocks, bar);
+      });
+    }
+  }
+}
+
+// The kernel for a type set and head size, and its register cap (blocks per SM): as the
+// persistent decode kernels of the types (Q6_K: 4, Q8_0 with two rows in gate|up: 6).
+template <int kSet, int kPer>
+auto stack_kernel() {
+  return decode_stack_kernel < kSet, kPer, kSet == kSetK ? 4 : 6 > ;
+}
+
+template <class F>
+bool with_head_size(int head_dim, F&& f) {
+  switch (head_dim) {
+    case 64:
+      f(std::integral_constant<int, 2>{});
+      return true;
+    case 128:
+      f(std::integral_constant<int, 4>{});
+      return true;
+    case 256:
+      f(std::integral_constant<int, 8>{});
+      return true;
+    default:
+      return false;
+  }
+}
+
+size_t align256(size_t n) {
+  return (n + 255) / 256 * 256;
+}
+
+// Why the stack kernel cannot run this model (empty: it can).
+std::string unsupported(const StackShape& c, const std::vector<StackLayer>& layers) {
+  const int64_t Q = static_cast<int64_t>(c.n_head) * c.head_dim;
+  const int64_t KV = static_cast<int64_t>(c.n_head_kv) * c.head_dim;
+  if (layers.empty()) return "no layers";
+  if (c.head_dim != 64 && c.head_dim != 128 && c.head_dim != 256)
+    return "head_dim " + std::to_string(c.head_dim) + " (64, 128 or 256)";
+  if (c.n_head_kv <= 0 || c.n_head % c.n_head_kv != 0)
+    return std::to_string(c.n_head) + " heads over " + std::to_string(c.n_head_kv) + " kv heads";
+  if (c.n_rot % 2 != 0 || c.n_rot > c.head_dim || (c.neox && c.n_rot != c.head_dim))
+    return "RoPE over " + std::to_string(c.n_rot) + " of " + std::to_string(c.head_dim) +
+           " dimensions";
+  // kCopyIn copies codes and scales in 16-byte pieces: inputs a multiple of 128 wide.
+  if (c.n_embd % 128 != 0 || c.n_ff % 128 != 0 || Q % 128 != 0)
+    return "widths " + std::to_string(c.n_embd) + " / " + std::to_string(c.n_ff) + " / " +
+           std::to_string(Q);
+  const int set = layers[0].o.type == DType::Q8_0 ? kSetQ80 : kSetK;
+  auto in_set = [&](DType t) {
+    return set == kSetK ? t == DType::Q4_K || t == DType::Q6_K : t == DType::Q8_0;
+  };
+  for (const StackLayer& l : layers) {
+    const StackMatrix* ms[] = {&l.qkv[0], &l.o, &l.gate_up, &l.down};
+    for (const StackMatrix* m : ms) {
+      if (!in_set(m->type) || m->w == nullptr ||
+          !matmul_q8_supported(m->type, m == &l.o      ? Q
+                                        : m == &l.down ? c.n_ff
+                                                       : c.n_embd))
+        return std::string("weight type ") + dtype_name(m->type) + " with " +
+               (set == kSetK ? "Q4_K/Q6_K" : "Q8_0");
+    }
+    if (l.qkv[1].rows > 0 && (!in_set(l.qkv[1].type) || l.qkv[1].type == l.qkv[0].type))
+      return "q|k|v split";
+    if (l.qkv[0].rows + l.qkv[1].rows != Q + 2 * KV || l.o.rows != c.n_embd ||
+        l.gate_up.rows != 2 * c.n_ff || l.down.rows != c.n_embd)
+      return "matrix shapes";
+  }
+  return "";
+}
+
+}  // namespace
+
+DecodeStack::DecodeStack(const StackShape& shape, const std::vector<StackLayer>& layers)
+    : shape_(shape), n_layer_(static_cast<int>(layers.size())) {
+  why_not_ = unsupported(shape, layers);
+  if (!why_not_.empty()) return;
+  const StackShape& c = shape;
+  const int64_t Q = static_cast<int64_t>(c.n_head) * c.head_dim;
+  type_set_ = layers[0].o.type == DType::Q8_0 ? kSetQ80 : kSetK;
+  bool sized = with_head_size(c.head_dim, [&](auto per) {
+    auto kernel = type_set_ == kSetK ? stack_kernel<kSetK, decltype(per)::value>()
+                                     : stack_kernel<kSetQ80, decltype(per)::value>();
+    smem_ = static_cast<size_t>(std::max(c.n_embd, c.n_ff)) * 9 / 8;  // codes + scales
+    int per_sm = 0, dev = 0, sms = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarp * kWarps, smem_) !=
+            cudaSuccess ||
+        cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      per_sm = 0;
+    blocks_ = per_sm * sms;
+  });
+  if (!sized || blocks_ < 2) {
+    why_not_ = "no occupancy";
+    return;
+  }
+  max_chunks_ = std::max(1, blocks_ * kWarps / c.n_head);
+
+  // The layer table, each product's view in its type's layout.
+  auto product = [&](const StackMatrix& m, int64_t cols) {
+    Product p{};
+    p.rows = m.rows;
+    p.type = m.type;
+    if (m.rows == 0) return p;
+    switch (m.type) {
+      case DType::Q4_K:
+        p.v = view_of<Q4K>(m.w, m.rows, cols);
+        break;
+      case DType::Q6_K:
+        p.v = view_of<Q6K>(m.w, m.rows, cols);
+        break;
+      default:
+        p.v = view_of<Q80>(m.w, m.rows, cols);
+        break;
+    }
+    return p;
+  };
+  auto bytes_of = [&](const StackMatrix& m) {
+    const double per_256 = m.type == DType::Q4_K ? 144 : m.type == DType::Q6_K ? 210 : 272;
+    return static_cast<double>(m.rows) * c.n_embd / 256 * per_256;
+  };
+  std::vector<LayerRecord> table(layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const StackLayer& l = layers[i];
+    LayerRecord& r = table[i];
+    r.qkv[0] = product(l.qkv[0], c.n_embd);
+    r.qkv[1] = product(l.qkv[1], c.n_embd);
+    r.o = product(l.o, Q);
+    r.gate_up = product(l.gate_up, c.n_embd);
+    r.down = product(l.down, c.n_ff);
+    r.split = 0;
+    if (l.qkv[1].rows > 0) {
+      const double a = bytes_of(l.qkv[0]), b = bytes_of(l.qkv[1]);
+      r.split = std::clamp(static_cast<int>(blocks_ * a / (a + b) + 0.5), 1, blocks_ - 1);
+    }
+    r.attn_norm = l.attn_norm;
+    r.ffn_norm = l.ffn_norm;
+    r.bq = l.bq;
+    r.bk = l.bk;
+    r.bv = l.bv;
+    r.k_cache = l.k_cache;
+    r.v_cache = l.v_cache;
+  }
+  if (cudaMalloc(&layers_, table.size() * sizeof(LayerRecord)) != cudaSuccess ||
+      cudaMemcpy(layers_, table.data(), table.size() * sizeof(LayerRecord),
+                 cudaMemcpyHostToDevice) != cudaSuccess) {
+    why_not_ = "no device memory for the layer table";
+    return;
+  }
+  const size_t scratch =
+      align256(2 * sizeof(unsigned)) + align256(c.n_head * sizeof(int)) +
+      align256(static_cast<size_t>(c.n_head) * max_chunks_ * (c.head_dim + 2) * sizeof(float)) +
+      align256(Q) + align256(Q / 32 * 4) + align256(c.n_ff * 4) + align256(c.n_ff) +
+      align256(c.n_ff / 32 * 4);
+  if (cudaMalloc(&scratch_, scratch) != cudaSuccess ||
+      cudaMemset(scratch_, 0, scratch) != cudaSuccess) {
+    why_not_ = "no device memory for the scratch";
+    return;
+  }
+  ok_ = true;
+}
+
+DecodeStack::~DecodeStack() {
+  if (layers_ != nullptr) cudaFree(layers_);
+  if (scratch_ != nullptr) cudaFree(scratch_);
+}
+
+std::string DecodeStack::description() const {
+  return "decoder stack in one kernel (" + std::to_string(blocks_) + " blocks)";
+}
+
+void DecodeStack::run(float* x, float* qkv, const float* cos_sin, const int* pos0,
+                      cudaStream_t stream) const {
+  const StackShape& c = shape_;
+  const int64_t Q = static_cast<int64_t>(c.n_head) * c.head_dim;
+  KernelArgs a = {};
+  a.layers = static_cast<const LayerRecord*>(layers_);
+  a.n_layer = n_layer_;
+  a.n_embd = c.n_embd;
+  a.n_ff = c.n_ff;
+  a.n_head = c.n_head;
+  a.n_head_kv = c.n_head_kv;
+  a.n_rot = c.n_rot;
+  a.neox = c.neox ? 1 : 0;
+  a.gelu = c.gelu ? 1 : 0;
+  a.eps = c.eps;
+  a.x = x;
+  a.qkv = qkv;
+  a.cos_sin = cos_sin;
+  a.pos0 = pos0;
+  a.max_chunks = max_chunks_;
+  // The scratch, in the order the constructor sized it.
+  auto* p = static_cast<uint8_t*>(scratch_);
+  auto take = [&](size_t bytes) {
+    uint8_t* at = p;
+    p += align256(bytes);
+    return at;
+  };
+  a.barrier = reinterpret_cast<unsigned*>(take(2 * sizeof(unsigned)));
+  a.counters = reinterpret_cast<int*>(take(c.n_head * sizeof(int)));
+  a.partials = reinterpret_cast<float*>(
+      take(static_cast<size_t>(c.n_head) * max_chunks_ * (c.head_dim + 2) * sizeof(float)));
+  a.att_q = reinterpret_cast<int8_t*>(take(Q));
+  a.att_d = reinterpret_cast<float*>(take(Q / 32 * 4));
+  a.gu = reinterpret_cast<float*>(take(c.n_ff * 4));
+  a.gu_q = reinterpret_cast<int8_t*>(take(c.n_ff));
+  a.gu_d = reinterpret_cast<float*>(take(c.n_ff / 32 * 4));
+  with_head_size(c.head_dim, [&](auto per) {
+    auto kernel = type_set_ == kSetK ? stack_kernel<kSetK, decltype(per)::value>()
+                                     : stack_kernel<kSetQ80, decltype(per)::value>();
+    // A plain launch (no programmatic dependency): every block must be resident at once for the
+    // grid barriers, so the grid starts on an idle GPU.
+    kernel<<<blocks_, kWarp * kWarps, smem_, stream>>>(a);
+  });
+}
+
+}  // namespace squish::cuda
