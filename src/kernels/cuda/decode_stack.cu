@@ -344,6 +344,20 @@ __device__ __noinline__ void attention_phase(const KernelArgs& s, const LayerRec
   const int most = min(s.max_chunks, (n_keys + kMinChunkKeys - 1) / kMinChunkKeys);
   const int chunk = (n_keys + most - 1) / most;
   const int n_chunks = (n_keys + chunk - 1) / chunk;  // none empty
+  // The cached keys and values of this warp's first item, written by earlier launches, are
+  // fetched into L2 while the warp waits for q|k|v.
+  if (warp < s.n_head * n_chunks) {
+    constexpr int kLines = kPer * kWarp * 4 / 128;  // 128-byte lines per head row
+    const int h = warp / n_chunks, k0 = (warp % n_chunks) * chunk;
+    const int kvh = h / (s.n_head / s.n_head_kv), KV = s.n_head_kv * kPer * kWarp;
+    const int rows = max(0, min(k0 + chunk, pos) - k0);
+    for (int i = lane; i < rows * kLines; i += kWarp) {
+      const int64_t at =
+          static_cast<int64_t>(k0 + i / kLines) * KV + kvh * kPer * kWarp + (i % kLines) * 32;
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(L.k_cache + at));
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(L.v_cache + at));
+    }
+  }
   bar();
   for (int item = warp; item < s.n_head * n_chunks; item += warps)
     attention_item<kPer>(s, L, item / n_chunks, item % n_chunks, n_chunks, chunk, pos, lane);
