@@ -1,5 +1,6 @@
 // The CUDA backend's weight layout (src/kernels/cuda/layout.h), the 8-bit kernels' per-lane
-// arithmetic (q8_items.h) and their decode loop's load / math order (pipeline.h), on the host:
+// arithmetic (q8_items.h), their decode loop's load / math order (pipeline.h) and the division
+// of decode work among warps (schedule.h), on the host:
 // built and run in every configuration, so CI checks what the GPU kernels read, how they
 // multiply it and in which order, without a GPU.
 #include <gtest/gtest.h>
@@ -17,6 +18,7 @@
 #include "kernels/cuda/layout.h"
 #include "kernels/cuda/pipeline.h"
 #include "kernels/cuda/q8_items.h"
+#include "kernels/cuda/schedule.h"
 #include "quant/quant.h"
 
 namespace squish {
@@ -275,6 +277,51 @@ TEST(CudaPipeline, TwoBufferItemsLoadEachItemBeforeItsMath) {
         EXPECT_EQ(loads, items);
         EXPECT_EQ(maths, items);
       }
+    }
+  }
+}
+
+// Row groups over the warps of a persistent grid: at most max_blocks blocks, every warp's share
+// within one group of every other's, and no whole block left idle.
+TEST(CudaSchedule, BalancedBlocksShareGroupsEvenly) {
+  for (int64_t groups : {1, 3, 4, 5, 100, 2048, 2049, 7168, 14336}) {
+    for (int64_t max_blocks : {1, 2, 7, 132, 528, 660}) {
+      SCOPED_TRACE(testing::Message() << groups << " groups, at most " << max_blocks << " blocks");
+      const int64_t blocks = cuda::balanced_blocks(groups, max_blocks, 4);
+      ASSERT_GE(blocks, 1);
+      EXPECT_LE(blocks, max_blocks);
+      const int64_t warps = blocks * 4;  // warp w takes groups w, w + warps, ...
+      const int64_t most = (groups + warps - 1) / warps;
+      EXPECT_GE(groups, (blocks - 1) * 4 * (most - 1) + 1) << "a whole block without work";
+      // The busiest warp has as many groups as with all max_blocks blocks.
+      EXPECT_EQ(most, (groups + max_blocks * 4 - 1) / (max_blocks * 4));
+    }
+  }
+}
+
+// The decode attention's key chunks: cover keys [0, n_keys) in order, none empty, lengths within
+// one of each other, at most max_chunks and at most one per min_keys keys, and all max_chunks
+// when the context is that long.
+TEST(CudaSchedule, KeyChunksCoverTheContext) {
+  for (int n_keys = 1; n_keys <= 5000; n_keys += n_keys < 300 ? 1 : 97) {
+    for (int max_chunks : {1, 8, 66, 528}) {
+      SCOPED_TRACE(testing::Message() << n_keys << " keys, at most " << max_chunks << " chunks");
+      const cuda::KeyChunks c = cuda::key_chunks(n_keys, max_chunks, 16);
+      ASSERT_GE(c.count, 1);
+      EXPECT_LE(c.count, max_chunks);
+      EXPECT_LE(c.count, (n_keys + 15) / 16);
+      if (n_keys >= 16 * max_chunks) {
+        EXPECT_EQ(c.count, max_chunks);
+      }
+      EXPECT_EQ(c.begin(0), 0);
+      EXPECT_EQ(c.begin(c.count), n_keys);
+      int shortest = n_keys, longest = 0;
+      for (int k = 0; k < c.count; ++k) {
+        shortest = std::min(shortest, c.begin(k + 1) - c.begin(k));
+        longest = std::max(longest, c.begin(k + 1) - c.begin(k));
+      }
+      EXPECT_GE(shortest, 1);
+      EXPECT_LE(longest - shortest, 1);
     }
   }
 }

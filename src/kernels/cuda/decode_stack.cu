@@ -25,6 +25,7 @@
 #include "kernels/cuda/decode_body.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/q8_items.h"
+#include "kernels/cuda/schedule.h"
 
 namespace squish::cuda {
 
@@ -109,14 +110,6 @@ __device__ __forceinline__ void with_type(DType type, F&& f) {
   }
 }
 
-// As kernels_q8.cu's balanced_blocks: the fewest blocks (at most max_blocks) that give every warp
-// the same number of row groups up to one.
-__device__ __forceinline__ int balanced(int groups, int max_blocks) {
-  const int per_warp = (groups + max_blocks * kWarps - 1) / (max_blocks * kWarps);
-  const int warps = (groups + per_warp - 1) / per_warp;
-  return min((warps + kWarps - 1) / kWarps, max_blocks);
-}
-
 // One product over blocks [0, blocks) of the caller's range (`block` relative to it); blocks past
 // the balanced count only meet the barrier.
 // Each phase is a function of its own (not inlined): its registers are allocated for it alone,
@@ -126,7 +119,7 @@ __device__ __noinline__ void product_phase(const MvArgs& a, int block, int block
                                            GridBarrier bar) {
   constexpr int R = kGateOut ? 2 : T::kPersistentRows;
   const int groups = static_cast<int>(kGateOut ? a.pair : (a.rows + R - 1) / R);
-  const int used = balanced(groups, blocks);
+  const int used = static_cast<int>(balanced_blocks(groups, blocks, kWarps));
   if (block < used) {
     decode_body<T, R, kNormIn, kGateOut, 0, kCopyIn>(a, block, used, bar);
   } else {
@@ -209,7 +202,7 @@ __device__ __forceinline__ void store_head_q8(const KernelArgs& s, int h, const 
 // writes the output; otherwise its partial state, and the head's last warp merges them.
 template <int kPer>
 __device__ void attention_item(const KernelArgs& s, const LayerRecord& L, int h, int c,
-                               int n_chunks, int chunk, int pos, int lane) {
+                               const KeyChunks& chunks, int pos, int lane) {
   constexpr int D = kPer * kWarp;
   const int group = s.n_head / s.n_head_kv, kvh = h / group;
   const int Q = s.n_head * D, KV = s.n_head_kv * D;
@@ -219,7 +212,8 @@ __device__ void attention_item(const KernelArgs& s, const LayerRecord& L, int h,
   const float scale = rsqrtf(static_cast<float>(D));
 #pragma unroll
   for (int e = 0; e < kPer; ++e) q[e] *= scale;
-  const int k0 = c * chunk, k1 = min(pos + 1, k0 + chunk), past_end = min(k1, pos);
+  const int n_chunks = chunks.count;
+  const int k0 = chunks.begin(c), k1 = chunks.begin(c + 1), past_end = min(k1, pos);
   float m = -FLT_MAX, l = 0.0f, acc[kPer];
 #pragma unroll
   for (int e = 0; e < kPer; ++e) acc[e] = 0.0f;
@@ -341,16 +335,15 @@ __device__ __noinline__ void attention_phase(const KernelArgs& s, const LayerRec
   const int warp = static_cast<int>(blockIdx.x) * kWarps + static_cast<int>(threadIdx.x) / kWarp;
   const int pos = *s.pos0;  // written before the launch
   const int n_keys = pos + 1;
-  const int most = min(s.max_chunks, (n_keys + kMinChunkKeys - 1) / kMinChunkKeys);
-  const int chunk = (n_keys + most - 1) / most;
-  const int n_chunks = (n_keys + chunk - 1) / chunk;  // none empty
+  const KeyChunks chunks = key_chunks(n_keys, s.max_chunks, kMinChunkKeys);
+  const int n_chunks = chunks.count;
   // The cached keys and values of this warp's first item, written by earlier launches, are
   // fetched into L2 while the warp waits for q|k|v.
   if (warp < s.n_head * n_chunks) {
     constexpr int kLines = kPer * kWarp * 4 / 128;  // 128-byte lines per head row
-    const int h = warp / n_chunks, k0 = (warp % n_chunks) * chunk;
+    const int h = warp / n_chunks, k0 = chunks.begin(warp % n_chunks);
     const int kvh = h / (s.n_head / s.n_head_kv), KV = s.n_head_kv * kPer * kWarp;
-    const int rows = max(0, min(k0 + chunk, pos) - k0);
+    const int rows = max(0, min(chunks.begin(warp % n_chunks + 1), pos) - k0);
     for (int i = lane; i < rows * kLines; i += kWarp) {
       const int64_t at =
           static_cast<int64_t>(k0 + i / kLines) * KV + kvh * kPer * kWarp + (i % kLines) * 32;
@@ -360,7 +353,7 @@ __device__ __noinline__ void attention_phase(const KernelArgs& s, const LayerRec
   }
   bar();
   for (int item = warp; item < s.n_head * n_chunks; item += warps)
-    attention_item<kPer>(s, L, item / n_chunks, item % n_chunks, n_chunks, chunk, pos, lane);
+    attention_item<kPer>(s, L, item / n_chunks, item % n_chunks, chunks, pos, lane);
 }
 
 // Phase 5: the gating output in 8-bit form, one warp per group of 32.

@@ -29,6 +29,7 @@
 #include "kernels/cuda/layout.h"
 #include "kernels/cuda/pipeline.h"
 #include "kernels/cuda/q8_items.h"
+#include "kernels/cuda/schedule.h"
 
 namespace squish::cuda {
 
@@ -246,12 +247,9 @@ int64_t persistent_blocks(Kernel kernel, size_t smem) {
   return max_blocks;
 }
 
-// Blocks (at most max_blocks) for `groups` row groups, every warp getting the same number of
-// groups up to one: ceil(groups / q) warps for q groups per warp.
+// Blocks (at most max_blocks) for `groups` row groups (schedule.h).
 int64_t balanced_blocks(int64_t groups, int64_t max_blocks) {
-  const int64_t per_warp = (groups + max_blocks * kWarps - 1) / (max_blocks * kWarps);
-  const int64_t warps = (groups + per_warp - 1) / per_warp;
-  return (warps + kWarps - 1) / kWarps;
+  return cuda::balanced_blocks(groups, max_blocks, kWarps);
 }
 
 size_t norm_in_smem(int64_t cols) {

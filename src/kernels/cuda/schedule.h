@@ -1,0 +1,38 @@
+// How the persistent decode kernels divide work among warps (kernels_q8.cu, decode_stack.cu),
+// kept apart from the kernels so the CPU test suite checks it (tests/cuda_layout_test.cpp).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda/host_device.h"
+
+namespace squish::cuda {
+
+// The fewest blocks (at most max_blocks, of warps_per_block warps) that give every warp the same
+// number of row groups up to one: ceil(groups / q) warps for q groups per warp.
+SQUISH_HOST_DEVICE int64_t balanced_blocks(int64_t groups, int64_t max_blocks,
+                                           int warps_per_block) {
+  const int64_t slots = max_blocks * warps_per_block;
+  const int64_t per_warp = (groups + slots - 1) / slots;
+  const int64_t warps = (groups + per_warp - 1) / per_warp;
+  const int64_t blocks = (warps + warps_per_block - 1) / warps_per_block;
+  return blocks < max_blocks ? blocks : max_blocks;
+}
+
+// One token's attention over n_keys keys split into `count` chunks of consecutive keys, one
+// (head, chunk) item per warp: at most max_chunks chunks and at most one per min_keys keys; their
+// lengths differ by one at most, so none is empty. Chunk c is keys [begin(c), begin(c + 1)).
+struct KeyChunks {
+  int n_keys, count;
+  SQUISH_HOST_DEVICE int begin(int c) const {
+    return static_cast<int>(static_cast<int64_t>(c) * n_keys / count);
+  }
+};
+SQUISH_HOST_DEVICE KeyChunks key_chunks(int n_keys, int max_chunks, int min_keys) {
+  int count = (n_keys + min_keys - 1) / min_keys;
+  if (count > max_chunks) count = max_chunks;
+  if (count < 1) count = 1;
+  return {n_keys, count};
+}
+
+}  // namespace squish::cuda
