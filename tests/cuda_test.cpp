@@ -220,20 +220,16 @@ TEST_P(CudaMatmulQ8, EveryDecodeVariantMatchesReference) {
   SKIP_WITHOUT_GPU();
   const DType type = GetParam();
   for (int variant = 0; variant <= 4; ++variant) {
-    for (int async : {0, 1})  // steps in flight in registers, then in shared memory
-      for (int max_blocks : {0, 3}) {
-        SCOPED_TRACE(testing::Message() << "async " << async);
-        cuda::set_decode_async(async);
-        SCOPED_TRACE(testing::Message() << "variant " << variant << " max_blocks " << max_blocks);
-        cuda::set_decode_options(variant, max_blocks);
-        for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{301, 768}, {77, 8448}}) {
-          SCOPED_TRACE(cols);
-          check_q8_product(type, rows, cols, {1});
-        }
+    for (int max_blocks : {0, 3}) {
+      SCOPED_TRACE(testing::Message() << "variant " << variant << " max_blocks " << max_blocks);
+      cuda::set_decode_options(variant, max_blocks);
+      for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{301, 768}, {77, 8448}}) {
+        SCOPED_TRACE(cols);
+        check_q8_product(type, rows, cols, {1});
       }
+    }
   }
   cuda::set_decode_options(-1, 0);
-  cuda::set_decode_async(-1);
 }
 
 // 8-bit activations of x as the kernels make them, and the float product with them.
@@ -385,35 +381,31 @@ TEST_P(CudaMatmulQ8NormIn, MatchesNormThenProduct) {
   Dev<uint8_t> dw(c.packed);
   Dev<float> dx(c.x), dnw(c.nw);
   for (int variant : {-1, 2}) {  // the type's rows per warp, and one row per warp
-    for (int async : {0, 1})     // steps in flight in registers, then in shared memory
-      for (int max_blocks : {0, 3}) {
-        SCOPED_TRACE(testing::Message() << "async " << async);
-        cuda::set_decode_async(async);
-        for (bool accumulate : {false, true}) {
-          SCOPED_TRACE(testing::Message() << "variant " << variant << " max_blocks " << max_blocks
-                                          << " accumulate " << accumulate);
-          cuda::set_decode_options(variant, max_blocks);
-          const std::vector<float> y0 = random_floats(rows, 64);
-          Dev<float> dy(y0);
-          cuda::matmul_q8_norm_in(type, dw.p, rows, E, {dx.p, dnw.p, 1e-5f}, dy.p, accumulate,
-                                  nullptr);
-          ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-          const std::vector<float> y = dy.download();
-          for (int64_t r = 0; r < rows; ++r) {
-            double s = 0, mag = 0;
-            for (int64_t i = 0; i < E; ++i) {
-              s += static_cast<double>(wf[r * E + i]) * xr[i];
-              mag += std::fabs(wf[r * E + i] * xr[i]);
-            }
-            const double want = s + (accumulate ? y0[r] : 0.0f);
-            ASSERT_NEAR(y[r], want, 2e-5 * mag + 1e-5 + 2.0 * wmax * dmax)
-                << dtype_name(type) << " row " << r;
+    for (int max_blocks : {0, 3}) {
+      for (bool accumulate : {false, true}) {
+        SCOPED_TRACE(testing::Message() << "variant " << variant << " max_blocks " << max_blocks
+                                        << " accumulate " << accumulate);
+        cuda::set_decode_options(variant, max_blocks);
+        const std::vector<float> y0 = random_floats(rows, 64);
+        Dev<float> dy(y0);
+        cuda::matmul_q8_norm_in(type, dw.p, rows, E, {dx.p, dnw.p, 1e-5f}, dy.p, accumulate,
+                                nullptr);
+        ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+        const std::vector<float> y = dy.download();
+        for (int64_t r = 0; r < rows; ++r) {
+          double s = 0, mag = 0;
+          for (int64_t i = 0; i < E; ++i) {
+            s += static_cast<double>(wf[r * E + i]) * xr[i];
+            mag += std::fabs(wf[r * E + i] * xr[i]);
           }
+          const double want = s + (accumulate ? y0[r] : 0.0f);
+          ASSERT_NEAR(y[r], want, 2e-5 * mag + 1e-5 + 2.0 * wmax * dmax)
+              << dtype_name(type) << " row " << r;
         }
       }
+    }
   }
   cuda::set_decode_options(-1, 0);
-  cuda::set_decode_async(-1);
 }
 
 // The norm prologue with the gating epilogue (matmul_q8_norm_in with a gate): [gate | up] rows
@@ -431,41 +423,37 @@ TEST_P(CudaMatmulQ8NormIn, WithGateMatchesNormThenGating) {
   Dev<float> d(F / 32);
   Dev<int> counters(1 + F / 32);
   ASSERT_EQ(cudaMemset(counters.p, 0, counters.n * sizeof(int)), cudaSuccess);
-  for (int async : {0, 1})  // steps in flight in registers, then in shared memory
-    for (int max_blocks : {0, 3}) {
-      SCOPED_TRACE(testing::Message() << "async " << async);
-      cuda::set_decode_async(async);  // 3 blocks: each warp walks several row pairs
-      SCOPED_TRACE(testing::Message() << "max_blocks " << max_blocks);
-      cuda::set_decode_options(-1, max_blocks);
-      cuda::Q8Epilogue e;
-      e.gate = true;
-      e.q = q.p;
-      e.d = d.p;
-      e.counters = counters.p;
-      cuda::matmul_q8_norm_in(type, dw.p, 2 * F, E, {dx.p, dnw.p, 1e-5f}, h.p, false, nullptr, &e);
-      ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-      const std::vector<float> out = h.download();
-      const double slack = 2e-5, code_steps = 2.0 * c.wmax * c.dmax;
-      for (int64_t i = 0; i < F; ++i) {
-        double g = 0, gmag = 0, u = 0, umag = 0;
-        for (int64_t k = 0; k < E; ++k) {
-          g += static_cast<double>(wf[i * E + k]) * xr[k];
-          gmag += std::fabs(wf[i * E + k] * xr[k]);
-          u += static_cast<double>(wf[(F + i) * E + k]) * xr[k];
-          umag += std::fabs(wf[(F + i) * E + k] * xr[k]);
-        }
-        float gate = static_cast<float>(g);
-        const float upv = static_cast<float>(u);
-        silu_mul(&gate, &upv, 1);
-        const double eg = slack * gmag + 1e-5 + code_steps, eu = slack * umag + 1e-5 + code_steps;
-        const double tol = 1.1 * eg * (std::fabs(u) + eu) + eu * (std::fabs(g) + 1) + 1e-5;
-        ASSERT_NEAR(out[i], gate, tol) << dtype_name(type) << " " << i;
+  for (int max_blocks : {0, 3}) {  // 3 blocks: each warp walks several row pairs
+    SCOPED_TRACE(testing::Message() << "max_blocks " << max_blocks);
+    cuda::set_decode_options(-1, max_blocks);
+    cuda::Q8Epilogue e;
+    e.gate = true;
+    e.q = q.p;
+    e.d = d.p;
+    e.counters = counters.p;
+    cuda::matmul_q8_norm_in(type, dw.p, 2 * F, E, {dx.p, dnw.p, 1e-5f}, h.p, false, nullptr, &e);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const std::vector<float> out = h.download();
+    const double slack = 2e-5, code_steps = 2.0 * c.wmax * c.dmax;
+    for (int64_t i = 0; i < F; ++i) {
+      double g = 0, gmag = 0, u = 0, umag = 0;
+      for (int64_t k = 0; k < E; ++k) {
+        g += static_cast<double>(wf[i * E + k]) * xr[k];
+        gmag += std::fabs(wf[i * E + k] * xr[k]);
+        u += static_cast<double>(wf[(F + i) * E + k]) * xr[k];
+        umag += std::fabs(wf[(F + i) * E + k] * xr[k]);
       }
-      expect_fused_q8(h.p, 1, static_cast<int>(F), q.p, d.p);
-      for (int v : counters.download()) EXPECT_EQ(v, 0);
+      float gate = static_cast<float>(g);
+      const float upv = static_cast<float>(u);
+      silu_mul(&gate, &upv, 1);
+      const double eg = slack * gmag + 1e-5 + code_steps, eu = slack * umag + 1e-5 + code_steps;
+      const double tol = 1.1 * eg * (std::fabs(u) + eu) + eu * (std::fabs(g) + 1) + 1e-5;
+      ASSERT_NEAR(out[i], gate, tol) << dtype_name(type) << " " << i;
     }
+    expect_fused_q8(h.p, 1, static_cast<int>(F), q.p, d.p);
+    for (int v : counters.download()) EXPECT_EQ(v, 0);
+  }
   cuda::set_decode_options(-1, 0);
-  cuda::set_decode_async(-1);
 }
 
 // Two products of different types in one launch (matmul_q8_norm_in_pair), each against the same
@@ -487,50 +475,46 @@ TEST(CudaKernels, NormInPairMatchesNormThenProducts) {
   const std::pair<Part, Part> pairs[] = {{{DType::Q4_K, 301}, {DType::Q6_K, 77}},
                                          {{DType::Q6_K, 45}, {DType::Q8_0, 290}},
                                          {{DType::Q8_0, 128}, {DType::Q4_K, 33}}};
-  for (int async : {0, 1})  // steps in flight in registers, then in shared memory
-    for (int max_blocks : {0, 3}) {
-      SCOPED_TRACE(testing::Message() << "async " << async);
-      cuda::set_decode_async(async);
-      cuda::set_decode_options(-1, max_blocks);
-      for (const auto& [pa, pb] : pairs) {
-        SCOPED_TRACE(testing::Message() << dtype_name(pa.type) << " + " << dtype_name(pb.type)
-                                        << " max_blocks " << max_blocks);
-        std::vector<float> wf[2];
-        float wmax[2] = {0, 0};
-        std::vector<uint8_t> packed[2];
-        const Part parts[2] = {pa, pb};
-        for (int p = 0; p < 2; ++p) {
-          const std::vector<uint8_t> w = make_weights(parts[p].type, parts[p].rows, E, 80 + p);
-          wf[p].resize(parts[p].rows * E);
-          for (int64_t r = 0; r < parts[p].rows; ++r)
-            convert_row_to_f32(parts[p].type, w.data() + r * row_bytes(parts[p].type, E),
-                               wf[p].data() + r * E, E);
-          for (float v : wf[p]) wmax[p] = std::max(wmax[p], std::fabs(v));
-          packed[p].resize(w.size());
-          cuda::repack_q8(parts[p].type, w.data(), parts[p].rows, E, packed[p].data());
-        }
-        Dev<uint8_t> dwa(packed[0]), dwb(packed[1]);
-        Dev<float> dya(std::vector<float>(pa.rows, NAN)), dyb(std::vector<float>(pb.rows, NAN));
-        ASSERT_TRUE(cuda::matmul_q8_norm_in_pair({pa.type, dwa.p, pa.rows, dya.p},
-                                                 {pb.type, dwb.p, pb.rows, dyb.p}, E,
-                                                 {dx.p, dnw.p, 1e-5f}, false, nullptr));
-        ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-        const std::vector<float> y[2] = {dya.download(), dyb.download()};
-        for (int p = 0; p < 2; ++p) {
-          for (int64_t r = 0; r < parts[p].rows; ++r) {
-            double s = 0, mag = 0;
-            for (int64_t i = 0; i < E; ++i) {
-              s += static_cast<double>(wf[p][r * E + i]) * xr[i];
-              mag += std::fabs(wf[p][r * E + i] * xr[i]);
-            }
-            ASSERT_NEAR(y[p][r], s, 2e-5 * mag + 1e-5 + 2.0 * wmax[p] * dmax)
-                << "part " << p << " row " << r;
+  for (int max_blocks : {0, 3}) {
+    cuda::set_decode_options(-1, max_blocks);
+    for (const auto& [pa, pb] : pairs) {
+      SCOPED_TRACE(testing::Message() << dtype_name(pa.type) << " + " << dtype_name(pb.type)
+                                      << " max_blocks " << max_blocks);
+      std::vector<float> wf[2];
+      float wmax[2] = {0, 0};
+      std::vector<uint8_t> packed[2];
+      const Part parts[2] = {pa, pb};
+      for (int p = 0; p < 2; ++p) {
+        const std::vector<uint8_t> w = make_weights(parts[p].type, parts[p].rows, E, 80 + p);
+        wf[p].resize(parts[p].rows * E);
+        for (int64_t r = 0; r < parts[p].rows; ++r)
+          convert_row_to_f32(parts[p].type, w.data() + r * row_bytes(parts[p].type, E),
+                             wf[p].data() + r * E, E);
+        for (float v : wf[p]) wmax[p] = std::max(wmax[p], std::fabs(v));
+        packed[p].resize(w.size());
+        cuda::repack_q8(parts[p].type, w.data(), parts[p].rows, E, packed[p].data());
+      }
+      Dev<uint8_t> dwa(packed[0]), dwb(packed[1]);
+      Dev<float> dya(std::vector<float>(pa.rows, NAN)), dyb(std::vector<float>(pb.rows, NAN));
+      ASSERT_TRUE(cuda::matmul_q8_norm_in_pair({pa.type, dwa.p, pa.rows, dya.p},
+                                               {pb.type, dwb.p, pb.rows, dyb.p}, E,
+                                               {dx.p, dnw.p, 1e-5f}, false, nullptr));
+      ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+      const std::vector<float> y[2] = {dya.download(), dyb.download()};
+      for (int p = 0; p < 2; ++p) {
+        for (int64_t r = 0; r < parts[p].rows; ++r) {
+          double s = 0, mag = 0;
+          for (int64_t i = 0; i < E; ++i) {
+            s += static_cast<double>(wf[p][r * E + i]) * xr[i];
+            mag += std::fabs(wf[p][r * E + i] * xr[i]);
           }
+          ASSERT_NEAR(y[p][r], s, 2e-5 * mag + 1e-5 + 2.0 * wmax[p] * dmax)
+              << "part " << p << " row " << r;
         }
       }
     }
+  }
   cuda::set_decode_options(-1, 0);
-  cuda::set_decode_async(-1);
   EXPECT_FALSE(cuda::matmul_q8_norm_in_pair({DType::Q4_K, nullptr, 1, nullptr},
                                             {DType::Q4_K, nullptr, 1, nullptr}, E, {}, false,
                                             nullptr));
@@ -920,16 +904,6 @@ TEST(CudaModel, LlamaMatchesCpuWithEveryFusion) {
     compare_model("gcide-llama-16M-Q8_0.gguf");
   }
   unsetenv("SQUISH_CUDA_FUSE");
-}
-// The persistent decode kernels with their steps in flight in shared memory (cp.async rings).
-TEST(CudaModel, LlamaMatchesCpuWithAsyncDecode) {
-  SKIP_WITHOUT_GPU();
-  struct Reset {
-    ~Reset() { cuda::set_decode_async(-1); }
-  } reset;
-  cuda::set_decode_async(1);
-  compare_model("gcide-llama-16M-Q4_K_M.gguf");
-  compare_model("gcide-llama-16M-Q8_0.gguf");
 }
 // The decoder stack in one persistent kernel (SQUISH_CUDA_STACK=1, decode_stack.h; read when the
 // session is made), which must really have run: the session says so in its description.

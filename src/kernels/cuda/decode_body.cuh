@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/pipeline.h"
 #include "kernels/cuda/q8_items.h"
@@ -118,15 +117,6 @@ __device__ inline void gate_epilogue(const MvArgs& a, int64_t i, float g, float 
   }
 }
 
-// Steps in flight in shared memory (decode_body's kStages; SQUISH_CUDA_ASYNC=1): a ring of
-// kStages steps per warp, R rows of 32 lanes' Raw slots each (Q4_K 2 rows: 3 KB per step).
-template <class T>
-constexpr int kAsyncStages = std::is_same_v<T, Q6K> ? 3 : 4;
-template <class T, int R, int kStages>
-__host__ __device__ constexpr int ring_bytes() {
-  return kWarps * kStages * R * kWarp * static_cast<int>(sizeof(typename T::Raw));
-}
-
 // The point where a decode body waits for the work before it: the kernel before it on the stream
 // (programmatic dependent launch), or the phase before it in decode_stack.cu (a grid barrier).
 // Called once by every thread, after its first steps of weights are loaded.
@@ -146,14 +136,13 @@ struct PdlWait {
 // the 16 KB norm, which costs less than a dependent launch). block / n_blocks: this block's index
 // among the n_blocks that share the product (all of the grid, or its part in
 // mv_q8_decode_pair_kernel).
-template <class T, int R, bool kNormIn, bool kGateOut = false, int kStages = 0,
-          bool kCopyIn = false, class Wait = PdlWait>
+template <class T, int R, bool kNormIn, bool kGateOut = false, bool kCopyIn = false,
+          class Wait = PdlWait>
 __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks,
                                             Wait wait = {}) {
   static_assert(!kGateOut || R == 2, "the gate epilogue pairs a gate row with an up row");
   static_assert(!(kNormIn && kCopyIn), "one prologue makes the input");
-  // kStages: the warps' weight rings (ring_bytes), then, kNormIn or kCopyIn: a.cols codes and
-  // a.cols / 32 scales of the input
+  // kNormIn or kCopyIn: the input's a.cols codes, then its a.cols / 32 scales
   extern __shared__ int4 s_act[];
   pdl_launch_dependents();
   const int lane = threadIdx.x % kWarp;
@@ -197,27 +186,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     }
     advance(load_at);
   };
-  // kStages: this warp's ring of kStages steps in shared memory, slot (stage, rr) per lane.
-  typename T::Raw* ring = reinterpret_cast<typename T::Raw*>(s_act) +
-                          static_cast<int>(threadIdx.x / kWarp) * kStages * R * kWarp + lane;
-  auto issue_next = [&](int stage) {
-    const int it = load_at.k * kWarp + lane;
-    if (it < n_items) {
-#pragma unroll
-      for (int rr = 0; rr < R; ++rr)
-        AsyncItem<T>::issue(a.v, row_of(load_at.group, rr), it, ring + (stage * R + rr) * kWarp);
-    }
-    advance(load_at);
-  };
-  if constexpr (kStages > 0) {
-#pragma unroll
-    for (int stage = 0; stage < kStages - 1; ++stage) {
-      if (stage < total) issue_next(stage);
-      cp_async_commit();  // empty groups too: the wait below counts groups
-    }
-  } else {
-    two_buffer_preload(total, load_next);
-  }
+  two_buffer_preload(total, load_next);
   wait();
   const int8_t* xq = a.xq;
   const float* xd = a.xd;
@@ -226,8 +195,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     // kernel other blocks wrote it during this launch, so it must not come through L1 (not
     // coherent across SMs), and every warp then reads it from shared memory.
     constexpr int kCopyChunk = 8;
-    int4* sq =
-        reinterpret_cast<int4*>(reinterpret_cast<int8_t*>(s_act) + ring_bytes<T, R, kStages>());
+    int4* sq = reinterpret_cast<int4*>(reinterpret_cast<int8_t*>(s_act));
     const int n_codes = static_cast<int>(a.cols / 16),
               n_all = n_codes + static_cast<int>(a.cols / 128);
     const int4* gq = reinterpret_cast<const int4*>(a.xq);
@@ -255,7 +223,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     // quantizes x * w per 32 into shared memory, and the block's sum of squares then scales the
     // group scales: q = round(x w / d) is the same for x w and for x w / rms, d = d(x w) / rms.
     constexpr int kNormChunk = 4;
-    int8_t* sq = reinterpret_cast<int8_t*>(s_act) + ring_bytes<T, R, kStages>();
+    int8_t* sq = reinterpret_cast<int8_t*>(s_act);
     float* sd = reinterpret_cast<float*>(sq + a.cols);
     const int n4 = static_cast<int>(a.cols / 4);
     const float4* x4 = reinterpret_cast<const float4*>(a.norm_x);
@@ -317,27 +285,6 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     }
     advance(math_at);
   };
-  if constexpr (kStages > 0) {
-    // Step j from stage j % kStages, after the copies of step j + kStages - 1 are issued into
-    // the stage step j - 1 was read from: kStages - 1 steps in flight during each step's math.
-    int stage = 0, load_stage = kStages - 1;
-    for (int64_t j = 0; j < total; ++j) {
-      if (j + kStages - 1 < total) issue_next(load_stage);
-      cp_async_commit();
-      cp_async_wait<kStages - 1>();
-      typename T::Raw cur[R];
-      const int it = math_at.k * kWarp + lane;
-#pragma unroll
-      for (int rr = 0; rr < R; ++rr) {
-        cur[rr] = ring[(stage * R + rr) * kWarp];
-        AsyncItem<T>::fix(cur[rr], a.v, row_of(math_at.group, rr), it);
-      }
-      math(cur);
-      stage = stage + 1 == kStages ? 0 : stage + 1;
-      load_stage = load_stage + 1 == kStages ? 0 : load_stage + 1;
-    }
-    return;
-  }
   two_buffer_steps(total, load_next, [&](auto b) {
     if constexpr (decltype(b)::value == 0) {
       math(buf0);

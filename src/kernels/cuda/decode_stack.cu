@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -68,27 +69,30 @@ struct KernelArgs {
   float* partials;  // n_head * max_chunks * (head_dim + 2)
   int* counters;    // n_head, zero between phases
   int max_chunks;
-  unsigned* barrier;  // arrivals, generation
+  unsigned* barrier;  // arrivals at [0], the generation kGenerationWord words on (own line)
+  int skip;           // measurement only (SQUISH_CUDA_STACK_SKIP): phases that only meet
 };
 
 // Every block of the grid (all resident at once: the grid is sized by occupancy) meets here;
 // what any block wrote before it is visible in L2 after it. The last block to arrive resets the
 // count and then moves the generation on, which releases the others.
+// The arrival count and the generation sit on different 128-byte lines: 500-odd blocks poll the
+// generation while the others' atomics hit the count.
+constexpr int kGenerationWord = 64;
 struct GridBarrier {
   unsigned* words;
   __device__ void operator()() const {
     __syncthreads();
     if (threadIdx.x == 0) {
-      volatile unsigned* generation = words + 1;
+      volatile unsigned* generation = words + kGenerationWord;
       const unsigned g = *generation;  // before arriving: the last arrival changes it
       __threadfence();
       if (atomicAdd(words, 1u) == gridDim.x - 1) {
         atomicExch(words, 0u);
         __threadfence();
-        atomicAdd(words + 1, 1u);
+        atomicAdd(words + kGenerationWord, 1u);
       } else {
-        while (*generation == g) {
-        }
+        while (*generation == g) __nanosleep(32);
       }
       __threadfence();
     }
@@ -121,7 +125,7 @@ __device__ __noinline__ void product_phase(const MvArgs& a, int block, int block
   const int groups = static_cast<int>(kGateOut ? a.pair : (a.rows + R - 1) / R);
   const int used = static_cast<int>(balanced_blocks(groups, blocks, kWarps));
   if (block < used) {
-    decode_body<T, R, kNormIn, kGateOut, 0, kCopyIn>(a, block, used, bar);
+    decode_body<T, R, kNormIn, kGateOut, kCopyIn>(a, block, used, bar);
   } else {
     bar();
   }
@@ -383,7 +387,9 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
   for (int layer = 0; layer < s.n_layer; ++layer) {
     const LayerRecord& L = s.layers[layer];
     // 1. [q | k | v] of RMSNorm(x).
-    {
+    if (s.skip & 1) {
+      bar();
+    } else {
       const bool two = L.qkv[1].rows > 0;
       const bool second = two && block >= L.split;
       const Product& p = L.qkv[second ? 1 : 0];
@@ -398,9 +404,15 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
       });
     }
     // 2. Attention.
-    attention_phase<kPer>(s, L, bar);
+    if (s.skip & 2) {
+      bar();
+    } else {
+      attention_phase<kPer>(s, L, bar);
+    }
     // 3. x += o(attention).
-    {
+    if (s.skip & 4) {
+      bar();
+    } else {
       MvArgs a = product_args(L.o, Qd, s.x);
       a.xq = s.att_q;
       a.xd = s.att_d;
@@ -410,7 +422,9 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
       });
     }
     // 4. act(gate) * up of RMSNorm(x).
-    {
+    if (s.skip & 8) {
+      bar();
+    } else {
       MvArgs a = product_args(L.gate_up, E, s.gu);
       a.pair = s.n_ff;
       a.gelu = s.gelu;
@@ -422,9 +436,15 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
       });
     }
     // 5. Its 8-bit form.
-    quantize_phase(s, bar);
+    if (s.skip & 16) {
+      bar();
+    } else {
+      quantize_phase(s, bar);
+    }
     // 6. x += down(...).
-    {
+    if (s.skip & 32) {
+      bar();
+    } else {
       MvArgs a = product_args(L.down, s.n_ff, s.x);
       a.xq = s.gu_q;
       a.xd = s.gu_d;
@@ -582,7 +602,7 @@ DecodeStack::DecodeStack(const StackShape& shape, const std::vector<StackLayer>&
     return;
   }
   const size_t scratch =
-      align256(2 * sizeof(unsigned)) + align256(c.n_head * sizeof(int)) +
+      align256(2 * kGenerationWord * sizeof(unsigned)) + align256(c.n_head * sizeof(int)) +
       align256(static_cast<size_t>(c.n_head) * max_chunks_ * (c.head_dim + 2) * sizeof(float)) +
       align256(Q) + align256(Q / 32 * 4) + align256(c.n_ff * 4) + align256(c.n_ff) +
       align256(c.n_ff / 32 * 4);
@@ -630,7 +650,12 @@ void DecodeStack::run(float* x, float* qkv, const float* cos_sin, const int* pos
     p += align256(bytes);
     return at;
   };
-  a.barrier = reinterpret_cast<unsigned*>(take(2 * sizeof(unsigned)));
+  a.barrier = reinterpret_cast<unsigned*>(take(2 * kGenerationWord * sizeof(unsigned)));
+  static const int skip = [] {
+    const char* env = std::getenv("SQUISH_CUDA_STACK_SKIP");
+    return env != nullptr ? std::atoi(env) : 0;
+  }();
+  a.skip = skip;
   a.counters = reinterpret_cast<int*>(take(c.n_head * sizeof(int)));
   a.partials = reinterpret_cast<float*>(
       take(static_cast<size_t>(c.n_head) * max_chunks_ * (c.head_dim + 2) * sizeof(float)));

@@ -87,9 +87,6 @@ bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols
 // grid (so that warps walk many rows), 0 sizes it by occupancy. Not thread-safe: set it before
 // launching.
 void set_decode_options(int variant, int max_blocks);
-// The persistent decode kernels' steps in flight: 1 in shared memory (cp.async rings), 0 in two
-// register buffers (the default), -1 as SQUISH_CUDA_ASYNC says. Not thread-safe, as above.
-void set_decode_async(int on);
 
 // Launches on this host thread from now on use programmatic dependent launch (sm_90): a kernel
 // may start while the previous one on its stream drains and waits for it before touching its

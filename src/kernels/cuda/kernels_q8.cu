@@ -20,7 +20,6 @@
 #include <cstring>
 #include <type_traits>
 
-#include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/decode_body.cuh"
 #include "kernels/cuda/dequant.cuh"
 #include "kernels/cuda/gemm.h"
@@ -194,23 +193,21 @@ void launch_mv(const MvArgs& a, int64_t groups, cudaStream_t stream) {
          stream, a);
 }
 
-template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false, int kStages = 0>
+template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_decode_kernel(const MvArgs a) {
-  decode_body<T, R, kNormIn, kGateOut, kStages>(a, blockIdx.x, gridDim.x);
+  decode_body<T, R, kNormIn, kGateOut>(a, blockIdx.x, gridDim.x);
 }
 
 // Two products of one normed input in one launch, of different weight types (a Q4_K_M layer's
 // [q | k] in Q4_K and v in Q6_K): the first blocks_a blocks run a, the others b (a block-uniform
 // branch, so each part's prologue may use barriers). Saves a launch and a second norm prologue.
-template <class TA, class TB, int kMinBlocks, bool kAsync = false>
+template <class TA, class TB, int kMinBlocks>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
     mv_q8_decode_pair_kernel(const MvArgs a, const MvArgs b, unsigned blocks_a) {
   if (blockIdx.x < blocks_a) {
-    decode_body<TA, TA::kPersistentRows, true, false, kAsync ? kAsyncStages<TA> : 0>(a, blockIdx.x,
-                                                                                     blocks_a);
+    decode_body<TA, TA::kPersistentRows, true>(a, blockIdx.x, blocks_a);
   } else {
-    decode_body<TB, TB::kPersistentRows, true, false, kAsync ? kAsyncStages<TB> : 0>(
-        b, blockIdx.x - blocks_a, gridDim.x - blocks_a);
+    decode_body<TB, TB::kPersistentRows, true>(b, blockIdx.x - blocks_a, gridDim.x - blocks_a);
   }
 }
 
@@ -256,32 +253,10 @@ size_t norm_in_smem(int64_t cols) {
   return static_cast<size_t>(cols) + cols / 32 * 4;
 }
 
-// SQUISH_CUDA_ASYNC=1: the persistent decode kernels keep their steps in flight in shared memory
-// (cp.async, kAsyncStages) instead of two register buffers. Read once; tests set it through
-// set_decode_async.
-int async_from_env() {
-  const char* env = std::getenv("SQUISH_CUDA_ASYNC");
-  return env != nullptr && std::strcmp(env, "1") == 0 ? 1 : 0;
-}
-int g_decode_async = async_from_env();
-
-// Kernels with more than 48 KB of shared memory (static and dynamic) must say so before their
-// launch and before the occupancy query counts their blocks; set for every ring launch (a Q4_K
-// ring alone is 48 KB), per kernel, not once per signature (each instantiation is its own).
-template <class Kernel>
-void allow_smem(Kernel kernel, size_t smem) {
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-}
-
 template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
 void launch_decode(const MvArgs& a, cudaStream_t stream) {
   auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut>;
-  size_t smem = kNormIn ? norm_in_smem(a.cols) : 0;
-  if (g_decode_async) {
-    kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut, kAsyncStages<T>>;
-    smem += ring_bytes<T, R, kAsyncStages<T>>();
-    allow_smem(kernel, smem);
-  }
+  const size_t smem = kNormIn ? norm_in_smem(a.cols) : 0;
   const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
   const int64_t blocks = balanced_blocks(groups, persistent_blocks(kernel, smem));
   detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kWarps), smem,
@@ -293,13 +268,7 @@ template <class TA, class TB>
 void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
   constexpr int kMin = std::min(TA::kPersistentBlocks, TB::kPersistentBlocks);
   auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin>;
-  size_t smem = norm_in_smem(a.cols);
-  if (g_decode_async) {
-    kernel = mv_q8_decode_pair_kernel<TA, TB, kMin, true>;
-    smem += std::max(ring_bytes<TA, TA::kPersistentRows, kAsyncStages<TA>>(),
-                     ring_bytes<TB, TB::kPersistentRows, kAsyncStages<TB>>());
-    allow_smem(kernel, smem);
-  }
+  const size_t smem = norm_in_smem(a.cols);
   const int64_t max_blocks = std::max<int64_t>(2, persistent_blocks(kernel, smem));
   const double bytes_a = static_cast<double>(a.rows) * a.v.nb * TA::kBlockBytes;
   const double bytes_b = static_cast<double>(b.rows) * b.v.nb * TB::kBlockBytes;
@@ -518,10 +487,6 @@ bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols
 void set_decode_options(int variant, int max_blocks) {
   g_decode_variant = variant;
   g_decode_max_blocks = max_blocks;
-}
-
-void set_decode_async(int on) {
-  g_decode_async = on >= 0 ? on : async_from_env();
 }
 
 void matmul_q8(DType type, const void* w, int64_t rows, int64_t cols, const int8_t* xq,
