@@ -196,7 +196,6 @@ class CudaSession final : public DeviceSession {
   // (docs/cuda.md).
   int fusion_ = kFuseRope | kFuseNormIn | kFusePair;
   static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16;
-  int skip_ = 0;          // SQUISH_CUDA_SKIP (forward)
   bool use_pdl_ = false;  // programmatic dependent launch (sm_90+; SQUISH_CUDA_PDL=0 turns it off)
   // Passes of at least gemm_min_ tokens run their products through cuBLAS (SQUISH_CUDA_GEMM=0
   // turns it off, SQUISH_CUDA_GEMM_MIN sets the bound, at least 2); gemm_ is made on first use
@@ -229,7 +228,6 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   if (const char* env = std::getenv("SQUISH_CUDA_GRAPHS")) use_graphs_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_Q8")) use_q8_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 31;
-  if (const char* env = std::getenv("SQUISH_CUDA_SKIP")) skip_ = std::atoi(env);
   if (const char* env = std::getenv("SQUISH_CUDA_GEMM")) gemm_on_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_GEMM_MIN"))
     gemm_min_ = std::max(2, std::atoi(env));
@@ -239,7 +237,6 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   description_ += fmt::format("; {} activations, fused {}, {}{}", use_q8_ ? "8-bit" : "F32",
                               fusion_, use_pdl_ ? "PDL" : "no PDL", use_graphs_ ? ", graphs" : "");
   if (gemm_on_) description_ += fmt::format(", cuBLAS prefill from {} tokens", gemm_min_);
-  if (skip_ != 0) description_ += fmt::format(", SKIPPING kernels {} (wrong logits)", skip_);
 
   // Check every matrix before uploading anything (one line naming the tensor).
   auto check_matrix = [&](const TensorInfo* t) {
@@ -471,9 +468,6 @@ void CudaSession::forward(int n, int first_out, int n_out) {
   // One-token passes may fuse the norms into the residual products' ends, the gating into
   // gate|up's and RoPE + KV store into attention (fusion_): down to 5 kernels per layer from 9.
   const int fuse = n == 1 ? fusion_ : 0;
-  // Measurement only (SQUISH_CUDA_SKIP, a bit mask; wrong logits): one-token passes leave out
-  // 1 attention, 2 the gating kernel, 4 o, 8 q|k|v, 16 gate|up, 32 down, to time each in the chain.
-  auto skip = [&](int bit) { return n == 1 && (skip_ & bit) != 0; };
   bool normed = false;  // xn (and its 8-bit form) already hold the attention norm of x
   const FusedProduct output_consumers = {output_};
   // Prefill through cuBLAS: the products read F16 copies of their inputs, so the kernels making
@@ -499,12 +493,11 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     }
     cuda::set_programmatic_launch(use_pdl_);
     // [q | k] and v of different types: one launch (kFusePair), else one per product.
-    const bool paired =
-        skip(8) || (attn_norm_in && (fuse & kFusePair) && L.qkv.size() == 2 &&
-                    cuda::matmul_q8_norm_in_pair(
-                        {L.qkv[0].type, L.qkv[0].w, L.qkv[0].rows, qkv + L.qkv[0].out_offset},
-                        {L.qkv[1].type, L.qkv[1].w, L.qkv[1].rows, qkv + L.qkv[1].out_offset}, E,
-                        attn_in, false, stream_));
+    const bool paired = attn_norm_in && (fuse & kFusePair) && L.qkv.size() == 2 &&
+                        cuda::matmul_q8_norm_in_pair(
+                            {L.qkv[0].type, L.qkv[0].w, L.qkv[0].rows, qkv + L.qkv[0].out_offset},
+                            {L.qkv[1].type, L.qkv[1].w, L.qkv[1].rows, qkv + L.qkv[1].out_offset},
+                            E, attn_in, false, stream_);
     if (gemm) {
       gemm_input(true, xn, E, n, E);
       for (const DeviceMatrix& m : L.qkv)
@@ -533,11 +526,10 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     ra.v_cache = v_cache_.get<float>() + l * layer_cache;
     if (!(fuse & kFuseRope)) cuda::rope_and_store(ra, n, stream_);
     const auto [att_q, att_d] = q8_unless(gemm, {L.wo});
-    if (!skip(1))
-      cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
-                      pos_.get<int>(), n, att, stream_, att_q, att_d,
-                      fuse & kFuseRope ? &ra : nullptr,
-                      n == 1 && attn_split_.n_splits > 0 ? &attn_split_ : nullptr);
+    cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
+                    pos_.get<int>(), n, att, stream_, att_q, att_d,
+                    fuse & kFuseRope ? &ra : nullptr,
+                    n == 1 && attn_split_.n_splits > 0 ? &attn_split_ : nullptr);
     // Output projection + residual, then the FFN norm (or gate|up's prologue computes it).
     const cuda::Q8NormIn ffn_in{x, L.ffn_norm, c.norm_eps};
     const bool ffn_norm_in = !(fuse & kFuseNorm) && norm_in(L.gate_up, n);
@@ -552,7 +544,7 @@ void CudaSession::forward(int n, int first_out, int n_out) {
                       1, x, E, true, stream_, &e);
     } else {
       gemm_input(gemm, att, Q, n, Q);
-      if (!skip(4)) product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
+      product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
       if (!ffn_norm_in) {
         auto [xq, xd] = q8_unless(gemm, L.gate_up);
         cuda::rms_norm(x, L.ffn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
@@ -585,15 +577,14 @@ void CudaSession::forward(int n, int first_out, int n_out) {
         gemm_input(true, xn, E, n, E);
         for (const DeviceMatrix& m : L.gate_up)
           product(true, m, xn, E, n, gu + m.out_offset, 2 * F, false);
-      } else if (!skip(16)) {
+      } else {
         for (const DeviceMatrix& m : L.gate_up)
           matmul(m, xn, E, n, gu + m.out_offset, 2 * F, false, nullptr, nullptr,
                  ffn_norm_in ? &ffn_in : nullptr);
       }
       auto [xq, xd] = q8_unless(gemm, {L.w_down});
-      if (!skip(2))
-        cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F), gelu, stream_, xq,
-                               xd);
+      cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F), gelu, stream_, xq,
+                             xd);
     }
     // Down projection + residual, then the next norm (the next layer's, or the output norm).
     const bool last = l + 1 == c.n_layer;
@@ -610,7 +601,7 @@ void CudaSession::forward(int n, int first_out, int n_out) {
       normed = true;
     } else {
       gemm_input(gemm, gu, 2 * F, n, F);
-      if (!skip(32)) product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
+      product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
       normed = false;
     }
   }
