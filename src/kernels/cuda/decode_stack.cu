@@ -119,8 +119,11 @@ __device__ __forceinline__ void with_type(DType type, F&& f) {
 // Each phase is a function of its own (not inlined): its registers are allocated for it alone,
 // as in the kernel it replaces, instead of the whole layer's live values at once (which spilled).
 template <class T, bool kNormIn, bool kGateOut, bool kCopyIn>
-__device__ __noinline__ void product_phase(const MvArgs& a, int block, int blocks,
+__device__ __noinline__ void product_phase(const MvArgs& args, int block, int blocks,
                                            GridBarrier bar) {
+  // A copy the compiler may keep in registers: the caller's struct is in local memory (a call's
+  // reference argument), and the loop must not reload the weight pointers from there.
+  const MvArgs a = args;
   constexpr int R = kGateOut ? 2 : T::kPersistentRows;
   const int groups = static_cast<int>(kGateOut ? a.pair : (a.rows + R - 1) / R);
   const int used = static_cast<int>(balanced_blocks(groups, blocks, kWarps));
