@@ -23,6 +23,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "kernels/cuda/attend.cuh"
 #include "kernels/cuda/decode_body.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/q8_items.h"
@@ -224,44 +225,8 @@ __device__ void attention_item(const KernelArgs& s, const LayerRecord& L, int h,
   float m = -FLT_MAX, l = 0.0f, acc[kPer];
 #pragma unroll
   for (int e = 0; e < kPer; ++e) acc[e] = 0.0f;
-  const float* kbase = L.k_cache + kvh * D + lane;
-  const float* vbase = L.v_cache + kvh * D + lane;
-  for (int j0 = k0; j0 < past_end; j0 += kKeys) {
-    float sc[kKeys], v[kKeys][kPer];
-#pragma unroll
-    for (int u = 0; u < kKeys; ++u) {
-      const int j = min(j0 + u, past_end - 1);  // past the end: a valid row, masked below
-      const float* kr = kbase + static_cast<int64_t>(j) * KV;
-      const float* vr = vbase + static_cast<int64_t>(j) * KV;
-      sc[u] = 0.0f;
-#pragma unroll
-      for (int e = 0; e < kPer; ++e) {
-        sc[u] += q[e] * kr[kWarp * e];
-        v[u][e] = vr[kWarp * e];
-      }
-    }
-#pragma unroll
-    for (int o = kWarp / 2; o > 0; o >>= 1) {
-#pragma unroll
-      for (int u = 0; u < kKeys; ++u) sc[u] += __shfl_xor_sync(kFull, sc[u], o);
-    }
-    float m_new = m;
-#pragma unroll
-    for (int u = 0; u < kKeys; ++u)
-      if (j0 + u < past_end) m_new = fmaxf(m_new, sc[u]);
-    const float corr = expf(m - m_new);
-    l *= corr;
-#pragma unroll
-    for (int e = 0; e < kPer; ++e) acc[e] *= corr;
-#pragma unroll
-    for (int u = 0; u < kKeys; ++u) {
-      const float p = j0 + u < past_end ? expf(sc[u] - m_new) : 0.0f;
-      l += p;
-#pragma unroll
-      for (int e = 0; e < kPer; ++e) acc[e] += p * v[u][e];
-    }
-    m = m_new;
-  }
+  attend::keys<kPer, kKeys>(q, kPer, L.k_cache + kvh * D + lane, L.v_cache + kvh * D + lane, KV, k0,
+                            past_end, kKeys, m, l, acc);
   if (k0 <= pos && pos < k1) {
     float kc[kPer], vc[kPer];
     load_head(s.qkv + Q + kvh * D, L.bk != nullptr ? L.bk + kvh * D : nullptr, lane, kc);

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "kernels/cuda/attend.cuh"
 #include "kernels/cuda/dequant.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/launch.cuh"
@@ -571,44 +572,8 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
   float m = -FLT_MAX, l = 0.0f;
   const float* kbase = k_cache + kvh * D + lane;
   const float* vbase = v_cache + kvh * D + lane;
-  for (int j0 = key_begin + warp * kAttnKeys; j0 < key_end; j0 += kAttnWarps * kAttnKeys) {
-    float s[kAttnKeys], v[kAttnKeys][kMaxPer];
-#pragma unroll
-    for (int u = 0; u < kAttnKeys; ++u) {
-      const int j = min(j0 + u, key_end - 1);  // past the end: a valid row, masked below
-      const float* kr = kbase + static_cast<int64_t>(j) * KV;
-      const float* vr = vbase + static_cast<int64_t>(j) * KV;
-      s[u] = 0.0f;
-#pragma unroll
-      for (int e = 0; e < kMaxPer; ++e) {
-        if (e < per) {
-          s[u] += qv[e] * kr[kWarp * e];
-          v[u][e] = vr[kWarp * e];
-        }
-      }
-    }
-#pragma unroll
-    for (int o = kWarp / 2; o > 0; o >>= 1) {
-#pragma unroll
-      for (int u = 0; u < kAttnKeys; ++u) s[u] += __shfl_xor_sync(0xFFFFFFFFu, s[u], o);
-    }
-    float m_new = m;
-#pragma unroll
-    for (int u = 0; u < kAttnKeys; ++u)
-      if (j0 + u < key_end) m_new = fmaxf(m_new, s[u]);
-    const float corr = expf(m - m_new);
-    l *= corr;
-#pragma unroll
-    for (int e = 0; e < kMaxPer; ++e) acc[e] *= corr;
-#pragma unroll
-    for (int u = 0; u < kAttnKeys; ++u) {
-      const float p = j0 + u < key_end ? expf(s[u] - m_new) : 0.0f;
-      l += p;
-#pragma unroll
-      for (int e = 0; e < kMaxPer; ++e) acc[e] += p * v[u][e];
-    }
-    m = m_new;
-  }
+  attend::keys<kMaxPer, kAttnKeys>(qv, per, kbase, vbase, KV, key_begin + warp * kAttnKeys, key_end,
+                                   kAttnWarps * kAttnKeys, m, l, acc);
   if (lane == 0) {
     s_m[warp] = m;
     s_l[warp] = l;
