@@ -928,26 +928,14 @@ TEST(CudaModel, DecodeStackMatchesCpu) {
   compare_model("gcide-llama-16M-Q8_0.gguf", 300, 320);
   unsetenv("SQUISH_CUDA_STACK");
 }
-// Against the kernel chain, on a random-weight model of squish synth's tiny-k shape (every matrix
-// Q4_K or Q6_K, head_dim 128, grouped kv heads; bench/cuda_pack.sh makes it): decode logits of
-// both sessions after the same prefill, at 40 and 300 tokens of context. The two differ only
-// in summation order (attention's chunks): relative RMS below 1e-3.
-TEST(CudaModel, DecodeStackMatchesKernelChainOnKQuants) {
-  SKIP_WITHOUT_GPU();
-  const std::string path = model_file("synth-tiny-k-Q4_K_M.gguf");
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found (SQUISH_CUDA_MODELS)";
-  auto model = load_model(path);
-  SessionOptions opts;
-  opts.n_ctx = 320;
-  opts.n_batch = 32;
-  opts.device = Device::Cuda;
-  Session chain(*model, opts);
+void compare_stack_with_chain(const Model& model, const SessionOptions& opts) {
+  Session chain(model, opts);
   setenv("SQUISH_CUDA_STACK", "1", 1);
-  Session stack(*model, opts);
+  Session stack(model, opts);
   unsetenv("SQUISH_CUDA_STACK");
   expect_stack(chain, false);
   expect_stack(stack, true);
-  const int V = model->config.n_vocab;
+  const int V = model.config.n_vocab;
   std::vector<int32_t> tokens(310);
   std::mt19937 rng(5);
   for (auto& t : tokens) t = static_cast<int32_t>(rng() % V);
@@ -966,6 +954,27 @@ TEST(CudaModel, DecodeStackMatchesKernelChainOnKQuants) {
     }
     EXPECT_LT(std::sqrt(err2 / ref2), 1e-3) << "token " << i;
   }
+}
+// Against the kernel chain, on a random-weight model of squish synth's tiny-k shape (every matrix
+// Q4_K or Q6_K, head_dim 128, grouped kv heads; bench/cuda_pack.sh makes it): decode logits of
+// both sessions after the same prefill, at 40 and 300 tokens of context, with the stack's
+// phases as calls and inlined. The two differ only in summation order (attention's chunks):
+// relative RMS below 1e-3.
+TEST(CudaModel, DecodeStackMatchesKernelChainOnKQuants) {
+  SKIP_WITHOUT_GPU();
+  const std::string path = model_file("synth-tiny-k-Q4_K_M.gguf");
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found (SQUISH_CUDA_MODELS)";
+  auto model = load_model(path);
+  SessionOptions opts;
+  opts.n_ctx = 320;
+  opts.n_batch = 32;
+  opts.device = Device::Cuda;
+  for (const char* inlined : {"0", "1"}) {  // the stack's phases as calls, then inlined
+    SCOPED_TRACE(testing::Message() << "SQUISH_CUDA_STACK_INLINE=" << inlined);
+    setenv("SQUISH_CUDA_STACK_INLINE", inlined, 1);
+    compare_stack_with_chain(*model, opts);
+  }
+  unsetenv("SQUISH_CUDA_STACK_INLINE");
 }
 TEST(CudaModel, Qwen2Q4KMMatchesCpu) {
   SKIP_WITHOUT_GPU();

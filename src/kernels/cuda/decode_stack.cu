@@ -19,6 +19,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -117,14 +118,9 @@ __device__ __forceinline__ void with_type(DType type, F&& f) {
 
 // One product over blocks [0, blocks) of the caller's range (`block` relative to it); blocks past
 // the balanced count only meet the barrier.
-// Each phase is a function of its own (not inlined): its registers are allocated for it alone,
-// as in the kernel it replaces, instead of the whole layer's live values at once (which spilled).
 template <class T, bool kNormIn, bool kGateOut, bool kCopyIn>
-__device__ __noinline__ void product_phase(const MvArgs& args, int block, int blocks,
-                                           GridBarrier bar) {
-  // A copy the compiler may keep in registers: the caller's struct is in local memory (a call's
-  // reference argument), and the loop must not reload the weight pointers from there.
-  const MvArgs a = args;
+__device__ __forceinline__ void product_phase(const MvArgs& a, int block, int blocks,
+                                              GridBarrier bar) {
   constexpr int R = kGateOut ? 2 : T::kPersistentRows;
   const int groups = static_cast<int>(kGateOut ? a.pair : (a.rows + R - 1) / R);
   const int used = static_cast<int>(balanced_blocks(groups, blocks, kWarps));
@@ -133,6 +129,19 @@ __device__ __noinline__ void product_phase(const MvArgs& args, int block, int bl
   } else {
     bar();
   }
+}
+
+// The same as a function of its own (kInlinePhases false, the default): its registers are
+// allocated for it alone, but a call saves and restores the caller's registers it uses, 300-600
+// bytes of local memory per thread and phase (ptxas), about 27 MB per phase over the grid.
+// Measured on the H100 with these calls, the stack's products ran at about half the speed of the
+// kernel chain's (docs/cuda.md, eighth slice). Inlined (SQUISH_CUDA_STACK_INLINE=1), ptxas
+// reports 3.4 KB of spill stores across the whole kernel instead, whose cost is not measured yet.
+template <class T, bool kNormIn, bool kGateOut, bool kCopyIn>
+__device__ __noinline__ void product_phase_call(const MvArgs& args, int block, int blocks,
+                                                GridBarrier bar) {
+  const MvArgs a = args;
+  product_phase<T, kNormIn, kGateOut, kCopyIn>(a, block, blocks, bar);
 }
 
 __device__ __forceinline__ MvArgs product_args(const Product& p, int64_t cols, float* y) {
@@ -346,9 +355,20 @@ __device__ __noinline__ void quantize_phase(const KernelArgs& s, GridBarrier bar
   }
 }
 
-template <int kSet, int kPer, int kMinBlocks>
+template <int kSet, int kPer, int kMinBlocks, bool kInlinePhases>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
     decode_stack_kernel(const KernelArgs s) {
+  auto product = [&](auto t, auto norm_in, auto gate_out, auto copy_in, const MvArgs& a, int block,
+                     int blocks, GridBarrier bar) {
+    using T = decltype(t);
+    if constexpr (kInlinePhases) {
+      product_phase<T, norm_in.value, gate_out.value, copy_in.value>(a, block, blocks, bar);
+    } else {
+      product_phase_call<T, norm_in.value, gate_out.value, copy_in.value>(a, block, blocks, bar);
+    }
+  };
+  using Yes = std::true_type;
+  using No = std::false_type;
   const GridBarrier bar{s.barrier};
   const int block = static_cast<int>(blockIdx.x), blocks = static_cast<int>(gridDim.x);
   const int64_t E = s.n_embd, Qd = static_cast<int64_t>(s.n_head) * kPer * kWarp;
@@ -367,9 +387,8 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
       a.eps = s.eps;
       const int first = second ? L.split : 0;
       const int count = !two ? blocks : second ? blocks - L.split : L.split;
-      with_type<kSet>(p.type, [&](auto t) {
-        product_phase<decltype(t), true, false, false>(a, block - first, count, bar);
-      });
+      with_type<kSet>(p.type,
+                      [&](auto t) { product(t, Yes{}, No{}, No{}, a, block - first, count, bar); });
     }
     // 2. Attention.
     if (s.skip & 2) {
@@ -385,9 +404,8 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
       a.xq = s.att_q;
       a.xd = s.att_d;
       a.accumulate = 1;
-      with_type<kSet>(L.o.type, [&](auto t) {
-        product_phase<decltype(t), false, false, true>(a, block, blocks, bar);
-      });
+      with_type<kSet>(L.o.type,
+                      [&](auto t) { product(t, No{}, No{}, Yes{}, a, block, blocks, bar); });
     }
     // 4. act(gate) * up of RMSNorm(x).
     if (s.skip & 8) {
@@ -399,9 +417,8 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
       a.norm_x = s.x;
       a.norm_weight = L.ffn_norm;
       a.eps = s.eps;
-      with_type<kSet>(L.gate_up.type, [&](auto t) {
-        product_phase<decltype(t), true, true, false>(a, block, blocks, bar);
-      });
+      with_type<kSet>(L.gate_up.type,
+                      [&](auto t) { product(t, Yes{}, Yes{}, No{}, a, block, blocks, bar); });
     }
     // 5. Its 8-bit form.
     if (s.skip & 16) {
@@ -417,9 +434,8 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
       a.xq = s.gu_q;
       a.xd = s.gu_d;
       a.accumulate = 1;
-      with_type<kSet>(L.down.type, [&](auto t) {
-        product_phase<decltype(t), false, false, true>(a, block, blocks, bar);
-      });
+      with_type<kSet>(L.down.type,
+                      [&](auto t) { product(t, No{}, No{}, Yes{}, a, block, blocks, bar); });
     }
   }
 }
@@ -427,8 +443,10 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
 // The kernel for a type set and head size, and its register cap (blocks per SM): as the
 // persistent decode kernels of the types (Q6_K: 4, Q8_0 with two rows in gate|up: 6).
 template <int kSet, int kPer>
-auto stack_kernel() {
-  return decode_stack_kernel < kSet, kPer, kSet == kSetK ? 4 : 6 > ;
+auto stack_kernel(bool inline_phases) {
+  constexpr int kMin = kSet == kSetK ? 4 : 6;
+  return inline_phases ? decode_stack_kernel<kSet, kPer, kMin, true>
+                       : decode_stack_kernel<kSet, kPer, kMin, false>;
 }
 
 template <class F>
@@ -500,9 +518,11 @@ DecodeStack::DecodeStack(const StackShape& shape, const std::vector<StackLayer>&
   const StackShape& c = shape;
   const int64_t Q = static_cast<int64_t>(c.n_head) * c.head_dim;
   type_set_ = layers[0].o.type == DType::Q8_0 ? kSetQ80 : kSetK;
+  const char* inlined = std::getenv("SQUISH_CUDA_STACK_INLINE");  // see product_phase_call
+  inline_phases_ = inlined != nullptr && std::strcmp(inlined, "1") == 0;
   bool sized = with_head_size(c.head_dim, [&](auto per) {
-    auto kernel = type_set_ == kSetK ? stack_kernel<kSetK, decltype(per)::value>()
-                                     : stack_kernel<kSetQ80, decltype(per)::value>();
+    auto kernel = type_set_ == kSetK ? stack_kernel<kSetK, decltype(per)::value>(inline_phases_)
+                                     : stack_kernel<kSetQ80, decltype(per)::value>(inline_phases_);
     smem_ = static_cast<size_t>(std::max(c.n_embd, c.n_ff)) * 9 / 8;  // codes + scales
     int per_sm = 0, dev = 0, sms = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarp * kWarps, smem_) !=
@@ -588,7 +608,8 @@ DecodeStack::~DecodeStack() {
 }
 
 std::string DecodeStack::description() const {
-  return "decoder stack in one kernel (" + std::to_string(blocks_) + " blocks)";
+  return "decoder stack in one kernel (" + std::to_string(blocks_) + " blocks" +
+         (inline_phases_ ? ", phases inlined" : "") + ")";
 }
 
 void DecodeStack::run(float* x, float* qkv, const float* cos_sin, const int* pos0,
@@ -633,8 +654,8 @@ void DecodeStack::run(float* x, float* qkv, const float* cos_sin, const int* pos
   a.gu_q = reinterpret_cast<int8_t*>(take(c.n_ff));
   a.gu_d = reinterpret_cast<float*>(take(c.n_ff / 32 * 4));
   with_head_size(c.head_dim, [&](auto per) {
-    auto kernel = type_set_ == kSetK ? stack_kernel<kSetK, decltype(per)::value>()
-                                     : stack_kernel<kSetQ80, decltype(per)::value>();
+    auto kernel = type_set_ == kSetK ? stack_kernel<kSetK, decltype(per)::value>(inline_phases_)
+                                     : stack_kernel<kSetQ80, decltype(per)::value>(inline_phases_);
     // A plain launch (no programmatic dependency): every block must be resident at once for the
     // grid barriers, so the grid starts on an idle GPU.
     kernel<<<blocks_, kWarp * kWarps, smem_, stream>>>(a);
