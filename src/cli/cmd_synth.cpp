@@ -181,7 +181,8 @@ void run_synth(const SynthArgs& a) {
   for (const SynthShape& s : kShapes) {
     if (a.shape == s.name) shape = &s;
   }
-  if (shape == nullptr) fail("synth: unknown --shape {} (llama3-8b, llama2-7b, qwen2-7b, tiny-k)", a.shape);
+  if (shape == nullptr)
+    fail("synth: unknown --shape {} (llama3-8b, llama2-7b, qwen2-7b, tiny-k)", a.shape);
   const std::optional<QuantMix> mix = find_quant_mix(a.type);
   if (!mix) fail("synth: unknown --type {} (a quantize mix such as Q4_K_M or Q8_0)", a.type);
 
@@ -275,7 +276,8 @@ void register_synth(CLI::App& app) {
   auto a = std::make_shared<SynthArgs>();
   CLI::App* cmd = app.add_subcommand(
       "synth", "Random-weight GGUF of a real model's shapes and types (for speed work)");
-  cmd->add_option("--shape", a->shape, "llama3-8b, llama2-7b, qwen2-7b or tiny-k (for tests)")->required();
+  cmd->add_option("--shape", a->shape, "llama3-8b, llama2-7b, qwen2-7b or tiny-k (for tests)")
+      ->required();
   cmd->add_option("--type", a->type, "Quantization mix (per-tensor types as `quantize` plans them)")
       ->capture_default_str();
   cmd->add_option("-o,--output", a->output, "Output .gguf")->required();

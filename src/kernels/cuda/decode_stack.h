@@ -69,7 +69,7 @@ class DecodeStack {
   StackShape shape_;
   bool ok_ = false;
   std::string why_not_;
-  int type_set_ = 0;           // 0: Q4_K and Q6_K, 1: Q8_0
+  int type_set_ = 0;            // 0: Q4_K and Q6_K, 1: Q8_0
   bool inline_phases_ = false;  // SQUISH_CUDA_STACK_INLINE=1 (decode_stack.cu)
   int blocks_ = 0, max_chunks_ = 0, n_layer_ = 0;
   void* layers_ = nullptr;  // device table of the kernel's layer records
