@@ -299,6 +299,15 @@ TEST(CudaSchedule, BalancedBlocksShareGroupsEvenly) {
   }
 }
 
+// Two products sharing a grid: blocks in proportion to their bytes, each at least one.
+TEST(CudaSchedule, SplitBlocksFollowsTheBytes) {
+  EXPECT_EQ(cuda::split_blocks(528, 3.0, 1.0), 396);  // a Q4_K [q | k] beside a Q6_K v
+  EXPECT_EQ(cuda::split_blocks(10, 1.0, 1.0), 5);
+  EXPECT_EQ(cuda::split_blocks(10, 1.0, 1e9), 1);
+  EXPECT_EQ(cuda::split_blocks(10, 1e9, 1.0), 9);
+  EXPECT_EQ(cuda::split_blocks(2, 5.0, 1.0), 1);
+}
+
 // The decode attention's key chunks: cover keys [0, n_keys) in order, none empty, lengths within
 // one of each other, at most max_chunks and at most one per min_keys keys, and all max_chunks
 // when the context is that long.

@@ -329,7 +329,6 @@ void CudaSession::make_stack() {
   shape.neox = c.rope_style == RopeStyle::Neox;
   shape.gelu = c.activation == Activation::GeluTanh;
   shape.eps = c.norm_eps;
-  shape.n_ctx = n_ctx_;
   auto matrix = [&](const DeviceMatrix& m) {
     return uses_q8(m) ? cuda::StackMatrix{m.type, m.w, m.rows} : cuda::StackMatrix{};
   };

@@ -63,6 +63,12 @@ struct MvArgs {
   int gelu;
 };
 
+// Dynamic shared memory of a decode body with kNormIn or kCopyIn: the input's cols codes, then
+// its cols / 32 F32 scales.
+__host__ __device__ constexpr size_t input_smem_bytes(int64_t cols) {
+  return static_cast<size_t>(cols) + static_cast<size_t>(cols / 32) * 4;
+}
+
 // The 8-bit form of 32 values held 4 per lane by 8 consecutive lanes (an aligned octet of the
 // warp): as quantize_activations_q8 makes it. Every lane of the warp calls it.
 __device__ __forceinline__ void store_q8_octet(float4 v, bool ok, int8_t* q, float* d) {

@@ -470,6 +470,37 @@ size_t align256(size_t n) {
   return (n + 255) / 256 * 256;
 }
 
+// The kernel's scratch, each piece 256-byte aligned: returns its size; with base and a set, it
+// also puts the pieces' addresses in a.
+size_t scratch_layout(const StackShape& c, int max_chunks, uint8_t* base, KernelArgs* a) {
+  const size_t Q = static_cast<size_t>(c.n_head) * c.head_dim, F = c.n_ff;
+  size_t at = 0;
+  auto take = [&](size_t bytes) {
+    uint8_t* p = base != nullptr ? base + at : nullptr;
+    at += align256(bytes);
+    return p;
+  };
+  uint8_t* barrier = take(2 * kGenerationWord * sizeof(unsigned));
+  uint8_t* counters = take(c.n_head * sizeof(int));
+  uint8_t* partials = take(static_cast<size_t>(c.n_head) * max_chunks * (c.head_dim + 2) * 4);
+  uint8_t* att_q = take(Q);
+  uint8_t* att_d = take(Q / 32 * 4);
+  uint8_t* gu = take(F * 4);
+  uint8_t* gu_q = take(F);
+  uint8_t* gu_d = take(F / 32 * 4);
+  if (a != nullptr) {
+    a->barrier = reinterpret_cast<unsigned*>(barrier);
+    a->counters = reinterpret_cast<int*>(counters);
+    a->partials = reinterpret_cast<float*>(partials);
+    a->att_q = reinterpret_cast<int8_t*>(att_q);
+    a->att_d = reinterpret_cast<float*>(att_d);
+    a->gu = reinterpret_cast<float*>(gu);
+    a->gu_q = reinterpret_cast<int8_t*>(gu_q);
+    a->gu_d = reinterpret_cast<float*>(gu_d);
+  }
+  return at;
+}
+
 // Why the stack kernel cannot run this model (empty: it can).
 std::string unsupported(const StackShape& c, const std::vector<StackLayer>& layers) {
   const int64_t Q = static_cast<int64_t>(c.n_head) * c.head_dim;
@@ -523,7 +554,7 @@ DecodeStack::DecodeStack(const StackShape& shape, const std::vector<StackLayer>&
   bool sized = with_head_size(c.head_dim, [&](auto per) {
     auto kernel = type_set_ == kSetK ? stack_kernel<kSetK, decltype(per)::value>(inline_phases_)
                                      : stack_kernel<kSetQ80, decltype(per)::value>(inline_phases_);
-    smem_ = static_cast<size_t>(std::max(c.n_embd, c.n_ff)) * 9 / 8;  // codes + scales
+    smem_ = input_smem_bytes(std::max(c.n_embd, c.n_ff));
     int per_sm = 0, dev = 0, sms = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarp * kWarps, smem_) !=
             cudaSuccess ||
@@ -543,23 +574,18 @@ DecodeStack::DecodeStack(const StackShape& shape, const std::vector<StackLayer>&
     Product p{};
     p.rows = m.rows;
     p.type = m.type;
-    if (m.rows == 0) return p;
-    switch (m.type) {
-      case DType::Q4_K:
-        p.v = view_of<Q4K>(m.w, m.rows, cols);
-        break;
-      case DType::Q6_K:
-        p.v = view_of<Q6K>(m.w, m.rows, cols);
-        break;
-      default:
-        p.v = view_of<Q80>(m.w, m.rows, cols);
-        break;
+    if (m.rows > 0) {
+      with_q8_type(m.type, [&](auto t) { p.v = view_of<decltype(t)>(m.w, m.rows, cols); });
     }
     return p;
   };
-  auto bytes_of = [&](const StackMatrix& m) {
-    const double per_256 = m.type == DType::Q4_K ? 144 : m.type == DType::Q6_K ? 210 : 272;
-    return static_cast<double>(m.rows) * c.n_embd / 256 * per_256;
+  auto bytes_of = [&](const StackMatrix& m) {  // [q | k | v] parts: n_embd columns
+    double bytes = 0;
+    with_q8_type(m.type, [&](auto t) {
+      using T = decltype(t);
+      bytes = static_cast<double>(m.rows) * (c.n_embd / T::kElems) * T::kBlockBytes;
+    });
+    return bytes;
   };
   std::vector<LayerRecord> table(layers.size());
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -572,8 +598,7 @@ DecodeStack::DecodeStack(const StackShape& shape, const std::vector<StackLayer>&
     r.down = product(l.down, c.n_ff);
     r.split = 0;
     if (l.qkv[1].rows > 0) {
-      const double a = bytes_of(l.qkv[0]), b = bytes_of(l.qkv[1]);
-      r.split = std::clamp(static_cast<int>(blocks_ * a / (a + b) + 0.5), 1, blocks_ - 1);
+      r.split = static_cast<int>(split_blocks(blocks_, bytes_of(l.qkv[0]), bytes_of(l.qkv[1])));
     }
     r.attn_norm = l.attn_norm;
     r.ffn_norm = l.ffn_norm;
@@ -589,11 +614,7 @@ DecodeStack::DecodeStack(const StackShape& shape, const std::vector<StackLayer>&
     why_not_ = "no device memory for the layer table";
     return;
   }
-  const size_t scratch =
-      align256(2 * kGenerationWord * sizeof(unsigned)) + align256(c.n_head * sizeof(int)) +
-      align256(static_cast<size_t>(c.n_head) * max_chunks_ * (c.head_dim + 2) * sizeof(float)) +
-      align256(Q) + align256(Q / 32 * 4) + align256(c.n_ff * 4) + align256(c.n_ff) +
-      align256(c.n_ff / 32 * 4);
+  const size_t scratch = scratch_layout(c, max_chunks_, nullptr, nullptr);
   if (cudaMalloc(&scratch_, scratch) != cudaSuccess ||
       cudaMemset(scratch_, 0, scratch) != cudaSuccess) {
     why_not_ = "no device memory for the scratch";
@@ -615,7 +636,6 @@ std::string DecodeStack::description() const {
 void DecodeStack::run(float* x, float* qkv, const float* cos_sin, const int* pos0,
                       cudaStream_t stream) const {
   const StackShape& c = shape_;
-  const int64_t Q = static_cast<int64_t>(c.n_head) * c.head_dim;
   KernelArgs a = {};
   a.layers = static_cast<const LayerRecord*>(layers_);
   a.n_layer = n_layer_;
@@ -632,27 +652,12 @@ void DecodeStack::run(float* x, float* qkv, const float* cos_sin, const int* pos
   a.cos_sin = cos_sin;
   a.pos0 = pos0;
   a.max_chunks = max_chunks_;
-  // The scratch, in the order the constructor sized it.
-  auto* p = static_cast<uint8_t*>(scratch_);
-  auto take = [&](size_t bytes) {
-    uint8_t* at = p;
-    p += align256(bytes);
-    return at;
-  };
-  a.barrier = reinterpret_cast<unsigned*>(take(2 * kGenerationWord * sizeof(unsigned)));
+  scratch_layout(c, max_chunks_, static_cast<uint8_t*>(scratch_), &a);
   static const int skip = [] {
     const char* env = std::getenv("SQUISH_CUDA_STACK_SKIP");
     return env != nullptr ? std::atoi(env) : 0;
   }();
   a.skip = skip;
-  a.counters = reinterpret_cast<int*>(take(c.n_head * sizeof(int)));
-  a.partials = reinterpret_cast<float*>(
-      take(static_cast<size_t>(c.n_head) * max_chunks_ * (c.head_dim + 2) * sizeof(float)));
-  a.att_q = reinterpret_cast<int8_t*>(take(Q));
-  a.att_d = reinterpret_cast<float*>(take(Q / 32 * 4));
-  a.gu = reinterpret_cast<float*>(take(c.n_ff * 4));
-  a.gu_q = reinterpret_cast<int8_t*>(take(c.n_ff));
-  a.gu_d = reinterpret_cast<float*>(take(c.n_ff / 32 * 4));
   with_head_size(c.head_dim, [&](auto per) {
     auto kernel = type_set_ == kSetK ? stack_kernel<kSetK, decltype(per)::value>(inline_phases_)
                                      : stack_kernel<kSetQ80, decltype(per)::value>(inline_phases_);

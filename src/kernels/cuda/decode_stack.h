@@ -44,7 +44,6 @@ struct StackShape {
   bool neox = false;  // RoPE pairs (i, i + n_rot / 2), else (2i, 2i + 1)
   bool gelu = false;  // gating with tanh-approximated GELU, else SiLU
   float eps = 0;
-  int n_ctx = 0;
 };
 
 // Owns the layer table on the device and the kernel's scratch (attention partials and counters,

@@ -43,25 +43,6 @@ using namespace decode;  // kWarp, kWarps, MvArgs, decode_body and its helpers
 constexpr int kRowSplit = 4;  // warps per row for prefill rows of at least kSplitCols columns
 constexpr int64_t kSplitCols = 8192;
 
-// Calls f with a value of the repacked type's struct (Q4K, Q6K or Q80) for `type`; false for any
-// other type (the public entry points check matmul_q8_supported first).
-template <class F>
-bool with_q8_type(DType type, F&& f) {
-  switch (type) {
-    case DType::Q4_K:
-      f(Q4K{});
-      return true;
-    case DType::Q6_K:
-      f(Q6K{});
-      return true;
-    case DType::Q8_0:
-      f(Q80{});
-      return true;
-    default:
-      return false;
-  }
-}
-
 // kNorm: the block that finishes last normalises the whole output row (the residual stream,
 // rows = its width): out = y / rms(y) * weight, written as F32 (norm_out, optional) and 8-bit
 // (q, d, optional) for the next product. Saves a kernel and its launch gap per norm.
@@ -249,14 +230,10 @@ int64_t balanced_blocks(int64_t groups, int64_t max_blocks) {
   return cuda::balanced_blocks(groups, max_blocks, kWarps);
 }
 
-size_t norm_in_smem(int64_t cols) {
-  return static_cast<size_t>(cols) + cols / 32 * 4;
-}
-
 template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
 void launch_decode(const MvArgs& a, cudaStream_t stream) {
   auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut>;
-  const size_t smem = kNormIn ? norm_in_smem(a.cols) : 0;
+  const size_t smem = kNormIn ? input_smem_bytes(a.cols) : 0;
   const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
   const int64_t blocks = balanced_blocks(groups, persistent_blocks(kernel, smem));
   detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kWarps), smem,
@@ -268,12 +245,11 @@ template <class TA, class TB>
 void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
   constexpr int kMin = std::min(TA::kPersistentBlocks, TB::kPersistentBlocks);
   auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin>;
-  const size_t smem = norm_in_smem(a.cols);
+  const size_t smem = input_smem_bytes(a.cols);
   const int64_t max_blocks = std::max<int64_t>(2, persistent_blocks(kernel, smem));
   const double bytes_a = static_cast<double>(a.rows) * a.v.nb * TA::kBlockBytes;
   const double bytes_b = static_cast<double>(b.rows) * b.v.nb * TB::kBlockBytes;
-  const int64_t max_a = std::clamp<int64_t>(
-      static_cast<int64_t>(max_blocks * bytes_a / (bytes_a + bytes_b) + 0.5), 1, max_blocks - 1);
+  const int64_t max_a = split_blocks(max_blocks, bytes_a, bytes_b);
   const int64_t blocks_a =
       balanced_blocks((a.rows + TA::kPersistentRows - 1) / TA::kPersistentRows, max_a);
   const int64_t blocks_b =

@@ -368,4 +368,23 @@ SQUISH_HOST_DEVICE void dequantize_group(const View& v, int64_t r, int64_t gi, f
   }
 }
 
+// Calls f with a value of the repacked type's struct (Q4K, Q6K or Q80) for `type`; false for any
+// other type (the public entry points check matmul_q8_supported first).
+template <class F>
+bool with_q8_type(DType type, F&& f) {
+  switch (type) {
+    case DType::Q4_K:
+      f(Q4K{});
+      return true;
+    case DType::Q6_K:
+      f(Q6K{});
+      return true;
+    case DType::Q8_0:
+      f(Q80{});
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace squish::cuda::q8

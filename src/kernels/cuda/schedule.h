@@ -19,6 +19,13 @@ SQUISH_HOST_DEVICE int64_t balanced_blocks(int64_t groups, int64_t max_blocks,
   return blocks < max_blocks ? blocks : max_blocks;
 }
 
+// The first of two products sharing a grid of `blocks` blocks gets blocks in proportion to its
+// weight bytes, rounded, and each product at least one (blocks >= 2).
+SQUISH_HOST_DEVICE int64_t split_blocks(int64_t blocks, double bytes_a, double bytes_b) {
+  const int64_t a = static_cast<int64_t>(blocks * bytes_a / (bytes_a + bytes_b) + 0.5);
+  return a < 1 ? 1 : a > blocks - 1 ? blocks - 1 : a;
+}
+
 // One token's attention over n_keys keys split into `count` chunks of consecutive keys, one
 // (head, chunk) item per warp: at most max_chunks chunks and at most one per min_keys keys; their
 // lengths differ by one at most, so none is empty. Chunk c is keys [begin(c), begin(c + 1)).
