@@ -12,6 +12,7 @@
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/pipeline.h"
 #include "kernels/cuda/q8_items.h"
+#include "kernels/cuda/quantize.cuh"
 
 namespace squish::cuda::decode {
 
@@ -110,17 +111,8 @@ __device__ inline void gate_epilogue(const MvArgs& a, int64_t i, float g, float 
   if (!done) return;
   __threadfence();
   const int64_t g0 = i / 32 * 32;
-  const float v = __ldcg(a.y + g0 + lane);
-  float amax = fabsf(v);
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, o));
-  const float dd = amax / 127.0f;
-  const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
-  a.q[g0 + lane] = static_cast<int8_t>(roundf(v * id));
-  if (lane == 0) {
-    a.d[g0 / 32] = dd;
-    a.counters[1 + i / 32] = 0;
-  }
+  store_q8_group(__ldcg(a.y + g0 + lane), a.q + g0, a.d + g0 / 32);
+  if (lane == 0) a.counters[1 + i / 32] = 0;
 }
 
 // The point where a decode body waits for the work before it: the kernel before it on the stream

@@ -198,19 +198,11 @@ __device__ __forceinline__ void load_head(const float* row, const float* bias, i
 
 // The attention output of head h in 8-bit form: group e of the head is register e of the lanes.
 template <int kPer>
-__device__ __forceinline__ void store_head_q8(const KernelArgs& s, int h, const float (&o)[kPer],
-                                              int lane) {
+__device__ __forceinline__ void store_head_q8(const KernelArgs& s, int h, const float (&o)[kPer]) {
   constexpr int D = kPer * kWarp;
 #pragma unroll
-  for (int e = 0; e < kPer; ++e) {
-    float amax = fabsf(o[e]);
-#pragma unroll
-    for (int k = kWarp / 2; k > 0; k >>= 1) amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, k));
-    const float dd = amax / 127.0f;
-    const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
-    s.att_q[h * D + kWarp * e + lane] = static_cast<int8_t>(roundf(o[e] * id));
-    if (lane == 0) s.att_d[h * kPer + e] = dd;
-  }
+  for (int e = 0; e < kPer; ++e)
+    store_q8_group(o[e], s.att_q + h * D + kWarp * e, s.att_d + h * kPer + e);
 }
 
 // One (head, chunk) item: online softmax over keys [k0, k1) of the head's kv head; the key at the
@@ -264,7 +256,7 @@ __device__ void attention_item(const KernelArgs& s, const LayerRecord& L, int h,
     const float inv = 1.0f / l;
 #pragma unroll
     for (int e = 0; e < kPer; ++e) acc[e] *= inv;
-    store_head_q8(s, h, acc, lane);
+    store_head_q8(s, h, acc);
     return;
   }
   float* part = s.partials + (static_cast<int64_t>(h) * s.max_chunks + c) * (D + 2);
@@ -302,7 +294,7 @@ __device__ void attention_item(const KernelArgs& s, const LayerRecord& L, int h,
   const float inv = 1.0f / gsum;
 #pragma unroll
   for (int e = 0; e < kPer; ++e) o[e] *= inv;
-  store_head_q8(s, h, o, lane);
+  store_head_q8(s, h, o);
   if (lane == 0) s.counters[h] = 0;  // ready for the next layer
 }
 
@@ -344,14 +336,7 @@ __device__ __noinline__ void quantize_phase(const KernelArgs& s, GridBarrier bar
   const int warps = static_cast<int>(gridDim.x) * kWarps;
   const int warp = static_cast<int>(blockIdx.x) * kWarps + static_cast<int>(threadIdx.x) / kWarp;
   for (int g = warp; g < s.n_ff / 32; g += warps) {
-    const float v = __ldcg(s.gu + g * 32 + lane);
-    float amax = fabsf(v);
-#pragma unroll
-    for (int o = kWarp / 2; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, o));
-    const float dd = amax / 127.0f;
-    const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
-    s.gu_q[g * 32 + lane] = static_cast<int8_t>(roundf(v * id));
-    if (lane == 0) s.gu_d[g] = dd;
+    store_q8_group(__ldcg(s.gu + g * 32 + lane), s.gu_q + g * 32, s.gu_d + g);
   }
 }
 

@@ -14,6 +14,7 @@
 #include "kernels/cuda/dequant.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/quantize.cuh"
 #include "quant/blocks.h"
 
 namespace squish::cuda {
@@ -409,18 +410,6 @@ __device__ float block_sum(float v, float* shared) {
 
 // One block per row; decode has a single row, so the block is wide (a norm is ~1 % of a step).
 constexpr int kNormThreads = 1024;
-
-// Writes the 8-bit form of a warp's 32 consecutive values (one group of
-// quantize_activations_q8): q = round(v / d), d = amax / 127. Every lane of the warp calls it.
-__device__ __forceinline__ void store_q8_group(float v, int8_t* q, float* d) {
-  float amax = fabsf(v);
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, o));
-  const float dd = amax / 127.0f;
-  const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
-  q[threadIdx.x % kWarp] = static_cast<int8_t>(roundf(v * id));
-  if (threadIdx.x % kWarp == 0) *d = dd;
-}
 
 // With q8 set (n a multiple of 32), also writes the normalised rows' 8-bit form (q rows at
 // q + t * n, scales at d + t * n / 32), saving a separate quantization pass.

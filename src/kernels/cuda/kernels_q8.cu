@@ -343,14 +343,7 @@ __global__ void quantize_q8_kernel(const float* __restrict__ x, int64_t ldx, int
   const int lane = threadIdx.x % kWarp;
   if (g >= groups * n_tokens) return;
   const int64_t t = g / groups, gi = g % groups;
-  const float v = x[t * ldx + gi * 32 + lane];
-  float amax = fabsf(v);
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, o));
-  const float dd = amax / 127.0f;
-  const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
-  q[t * cols + gi * 32 + lane] = static_cast<int8_t>(roundf(v * id));
-  if (lane == 0) d[t * groups + gi] = dd;
+  store_q8_group(x[t * ldx + gi * 32 + lane], q + t * cols + gi * 32, d + t * groups + gi);
 }
 
 }  // namespace
