@@ -102,15 +102,11 @@ for shape in $SHAPES; do
 done
 # The llama.cpp build runs in the background while the tests and synth run; the timed runs wait
 # for it (a build beside them measured squish's decode 4-6 % slower on the H100).
-llama_build_wait() {
-  if [ -n "$LLAMA_BUILD_PID" ]; then
-    wait "$LLAMA_BUILD_PID"
-    echo "llama.cpp build: rc $?" | tee -a "$OUT/summary.txt"
-    grep -E "built|failed" "$OUT/llama-build.txt" | tee -a "$OUT/summary.txt"
-    LLAMA_BUILD_PID=
-  fi
-}
-llama_build_wait
+if [ -n "$LLAMA_BUILD_PID" ]; then
+  wait "$LLAMA_BUILD_PID"
+  echo "llama.cpp build: rc $?" | tee -a "$OUT/summary.txt"
+  grep -E "built|failed" "$OUT/llama-build.txt" | tee -a "$OUT/summary.txt"
+fi
 for shape in $SHAPES; do
   for type in $TYPES; do
     f=$WORK/$shape-$type.gguf
@@ -176,7 +172,6 @@ for shape in $SHAPES; do
           sed -E 's/^ +//' | cut -c1-150 | tee -a "$OUT/summary.txt"
       fi
     fi
-    llama_build_wait
     if [ -n "${LLAMA_BENCH:-}" ] && [ -x "$LLAMA_BENCH" ]; then
       for fa in ${LLAMA_FA:-1}; do
         lb=$OUT/llama-bench-$shape-$type-fa$fa.txt

@@ -193,7 +193,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     // kernel other blocks wrote it during this launch, so it must not come through L1 (not
     // coherent across SMs), and every warp then reads it from shared memory.
     constexpr int kCopyChunk = 8;
-    int4* sq = reinterpret_cast<int4*>(reinterpret_cast<int8_t*>(s_act));
+    int4* sq = s_act;
     const int n_codes = static_cast<int>(a.cols / 16),
               n_all = n_codes + static_cast<int>(a.cols / 128);
     const int4* gq = reinterpret_cast<const int4*>(a.xq);
