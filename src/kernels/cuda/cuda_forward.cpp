@@ -190,12 +190,27 @@ class CudaSession final : public DeviceSession {
   // end, 2 the gating into gate|up's end (with 8: the persistent kernel from the norm prologue to
   // the gating, no gating kernel), 4 RoPE + KV store into attention, 8 RMSNorm into the next
   // products' prologue (each block recomputes it; 1 takes precedence), 16 with 8: [q | k] and v
-  // of different types in one launch. Default 28 (4 + 8 + 16): with the one-pass prologue
+  // of different types in one launch, 32 attention inside o's kernel (with 4, its RoPE and KV
+  // store too), 64 the gating inside down's kernel (without 2): each of these two product
+  // kernels first makes its own input with all of its warps, then meets a grid barrier
+  // (kernels.h: matmul_q8_attention_in, matmul_q8_gating_in). Default 28 (4 + 8 + 16): with the
+  // one-pass prologue
   // it measured 368.9 tok/s against 333.1 for 4 on the H100 (Q4_K_M Llama-3-8B shape; Q8_0
   // 264.1 vs 262.4); the norm's serial last block (1) costs more than the kernel it saves
   // (docs/cuda.md).
   int fusion_ = kFuseRope | kFuseNormIn | kFusePair;
-  static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16;
+  static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16,
+                       kFuseAttentionIn = 32, kFuseGatingIn = 64;
+  // The two kernels' shared scratch (kFuseAttentionIn, kFuseGatingIn): their grid barriers'
+  // words, then the attention's per head counters, then its partial softmax states for up to
+  // in_chunks_ chunks per head.
+  DeviceBuffer in_scratch_;
+  int in_chunks_ = 0;
+  unsigned* in_barrier(int i) const { return in_scratch_.get<unsigned>() + 128 * i; }
+  int* in_counters() const { return reinterpret_cast<int*>(in_scratch_.get<unsigned>() + 256); }
+  float* in_partials() const {
+    return reinterpret_cast<float*>(in_counters() + ((c_.n_head + 63) / 64) * 64);
+  }
   bool use_pdl_ = false;  // programmatic dependent launch (sm_90+; SQUISH_CUDA_PDL=0 turns it off)
   // Passes of at least gemm_min_ tokens run their products through cuBLAS (SQUISH_CUDA_GEMM=0
   // turns it off, SQUISH_CUDA_GEMM_MIN sets the bound, at least 2); gemm_ is made on first use
@@ -227,7 +242,7 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   if (const char* env = std::getenv("SQUISH_CUDA_GRAPHS")) use_graphs_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_Q8")) use_q8_ = std::strcmp(env, "0") != 0;
-  if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 31;
+  if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 127;
   if (const char* env = std::getenv("SQUISH_CUDA_GEMM")) gemm_on_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_GEMM_MIN"))
     gemm_min_ = std::max(2, std::atoi(env));
@@ -306,6 +321,16 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
     attn_split_.partials = attn_partials_.get<float>();
     attn_split_.counters = attn_counters_.get<int>();
     description_ += fmt::format(", decode attention in {}-key chunks", cuda::kAttentionSplitKeys);
+  }
+  if (fusion_ & (kFuseAttentionIn | kFuseGatingIn)) {
+    // Chunks of at least 16 keys (phases.cuh: kMinChunkKeys), at most 1,024 per head.
+    in_chunks_ = std::min(1024, (n_ctx_ + 15) / 16);
+    const size_t words = 256 + (c.n_head + 63) / 64 * 64;
+    in_scratch_ = DeviceBuffer(words * 4 + static_cast<size_t>(c.n_head) * in_chunks_ *
+                                               (c.head_dim + 2) * sizeof(float));
+    check(cudaMemset(in_scratch_.get(), 0, in_scratch_.bytes()), "cudaMemset");
+    if (fusion_ & kFuseAttentionIn) description_ += ", attention in o's kernel";
+    if (fusion_ & kFuseGatingIn) description_ += ", gating in down's kernel";
   }
   check(cudaMallocHost(reinterpret_cast<void**>(&host_x_), B * E * 4), "cudaMallocHost");
   check(cudaMallocHost(reinterpret_cast<void**>(&host_pos_), sizeof(int)), "cudaMallocHost");
@@ -525,10 +550,38 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     ra.v_cache = v_cache_.get<float>() + l * layer_cache;
     if (!(fuse & kFuseRope)) cuda::rope_and_store(ra, n, stream_);
     const auto [att_q, att_d] = q8_unless(gemm, {L.wo});
-    cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
-                    pos_.get<int>(), n, att, stream_, att_q, att_d,
-                    fuse & kFuseRope ? &ra : nullptr,
-                    n == 1 && attn_split_.n_splits > 0 ? &attn_split_ : nullptr);
+    // Attention and o in one kernel (kFuseAttentionIn), or the attention kernel.
+    bool attended = false;
+    if ((fuse & kFuseAttentionIn) && (fuse & kFuseRope) && !(fuse & kFuseNorm) && uses_q8(L.wo)) {
+      cuda::DecodeAttentionIn in;
+      in.qkv = qkv;
+      in.bq = L.bq;
+      in.bk = L.bk;
+      in.bv = L.bv;
+      in.k_cache = ra.k_cache;
+      in.v_cache = ra.v_cache;
+      in.cos_sin = ra.cos_sin;
+      in.pos0 = ra.pos0;
+      in.n_head = c.n_head;
+      in.n_head_kv = c.n_head_kv;
+      in.head_dim = c.head_dim;
+      in.n_rot = c.n_rot;
+      in.neox = ra.neox;
+      in.partials = in_partials();
+      in.counters = in_counters();
+      in.max_chunks = in_chunks_;
+      in.barrier = in_barrier(0);
+      in.q = att_q;
+      in.d = att_d;
+      attended = cuda::matmul_q8_attention_in(L.wo.type, L.wo.w, L.wo.rows, L.wo.cols, in, x, true,
+                                              stream_);
+    }
+    if (!attended) {
+      cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
+                      pos_.get<int>(), n, att, stream_, att_q, att_d,
+                      fuse & kFuseRope ? &ra : nullptr,
+                      n == 1 && attn_split_.n_splits > 0 ? &attn_split_ : nullptr);
+    }
     // Output projection + residual, then the FFN norm (or gate|up's prologue computes it).
     const cuda::Q8NormIn ffn_in{x, L.ffn_norm, c.norm_eps};
     const bool ffn_norm_in = !(fuse & kFuseNorm) && norm_in(L.gate_up, n);
@@ -542,8 +595,10 @@ void CudaSession::forward(int n, int first_out, int n_out) {
       cuda::matmul_q8(L.wo.type, L.wo.w, L.wo.rows, L.wo.cols, xq_.get<int8_t>(), xd_.get<float>(),
                       1, x, E, true, stream_, &e);
     } else {
-      gemm_input(gemm, att, Q, n, Q);
-      product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
+      if (!attended) {
+        gemm_input(gemm, att, Q, n, Q);
+        product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
+      }
       if (!ffn_norm_in) {
         auto [xq, xd] = q8_unless(gemm, L.gate_up);
         cuda::rms_norm(x, L.ffn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
@@ -553,6 +608,12 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     const int8_t* down_q = xq_.get<int8_t>();
     const float* down_d = xd_.get<float>();
     const bool gelu = c.activation == Activation::GeluTanh;
+    bool gating_in = false;
+    auto gate_kernel = [&] {
+      auto [xq, xd] = q8_unless(gemm, {L.w_down});
+      cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F), gelu, stream_, xq,
+                             xd);
+    };
     if ((fuse & kFuseGate) && L.gated && L.gate_up.size() == 1 && uses_q8(L.gate_up[0])) {
       const DeviceMatrix& m = L.gate_up[0];
       cuda::Q8Epilogue e;
@@ -581,9 +642,9 @@ void CudaSession::forward(int n, int first_out, int n_out) {
           matmul(m, xn, E, n, gu + m.out_offset, 2 * F, false, nullptr, nullptr,
                  ffn_norm_in ? &ffn_in : nullptr);
       }
-      auto [xq, xd] = q8_unless(gemm, {L.w_down});
-      cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F), gelu, stream_, xq,
-                             xd);
+      // The gating inside down's kernel (kFuseGatingIn, below), or a kernel of its own.
+      gating_in = (fuse & kFuseGatingIn) && !(fuse & kFuseNorm) && L.gated && uses_q8(L.w_down);
+      if (!gating_in) gate_kernel();
     }
     // Down projection + residual, then the next norm (the next layer's, or the output norm).
     const bool last = l + 1 == c.n_layer;
@@ -599,8 +660,23 @@ void CudaSession::forward(int n, int first_out, int n_out) {
                       E, true, stream_, &e);
       normed = true;
     } else {
-      gemm_input(gemm, gu, 2 * F, n, F);
-      product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
+      if (gating_in) {
+        cuda::DecodeGatingIn in;
+        in.gate = gu;
+        in.up = gu + F;
+        in.n = F;
+        in.gelu = gelu;
+        in.barrier = in_barrier(1);
+        in.q = xq_.get<int8_t>();
+        in.d = xd_.get<float>();
+        gating_in = cuda::matmul_q8_gating_in(L.w_down.type, L.w_down.w, L.w_down.rows,
+                                              L.w_down.cols, in, x, true, stream_);
+        if (!gating_in) gate_kernel();
+      }
+      if (!gating_in) {
+        gemm_input(gemm, gu, 2 * F, n, F);
+        product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
+      }
       normed = false;
     }
   }

@@ -95,13 +95,7 @@ __device__ inline void gate_epilogue(const MvArgs& a, int64_t i, float g, float 
   const int lane = threadIdx.x % kWarp;
   int done = 0;
   if (lane == 0) {
-    float act;
-    if (a.gelu) {
-      act = 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g)));
-    } else {
-      act = g / (1.0f + expf(-g));
-    }
-    a.y[i] = act * u;
+    a.y[i] = gate_activation(g, a.gelu != 0) * u;
     if (a.q != nullptr) {
       __threadfence();
       done = atomicAdd(a.counters + 1 + i / 32, 1) == 31;

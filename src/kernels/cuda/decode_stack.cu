@@ -24,9 +24,9 @@
 #include <type_traits>
 #include <utility>
 
-#include "kernels/cuda/attend.cuh"
 #include "kernels/cuda/decode_body.cuh"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/phases.cuh"
 #include "kernels/cuda/q8_items.h"
 #include "kernels/cuda/schedule.h"
 
@@ -37,8 +37,6 @@ namespace {
 using namespace decode;
 
 constexpr int kSetK = 0, kSetQ80 = 1;  // DecodeStack::type_set_
-constexpr int kMinChunkKeys = 16;      // keys per attention item at least
-constexpr int kKeys = 4;               // keys per warp step: independent loads and reductions
 
 struct Product {
   View v;
@@ -57,49 +55,16 @@ struct KernelArgs {
   const LayerRecord* layers;
   int n_layer;
   int64_t n_embd, n_ff;
-  int n_head, n_head_kv, n_rot, neox, gelu;
+  int gelu;
   float eps;
   float* x;
-  float* qkv;
-  const float* cos_sin;
-  const int* pos0;
-  int8_t* att_q;
-  float* att_d;
+  float* qkv;              // attn.qkv, written by the q|k|v phase
+  DecodeAttentionIn attn;  // all but the layer's biases and caches, which each layer sets
   float* gu;
   int8_t* gu_q;
   float* gu_d;
-  float* partials;  // n_head * max_chunks * (head_dim + 2)
-  int* counters;    // n_head, zero between phases
-  int max_chunks;
   unsigned* barrier;  // arrivals at [0], the generation kGenerationWord words on (own line)
   int skip;           // measurement only (SQUISH_CUDA_STACK_SKIP): phases that only meet
-};
-
-// Every block of the grid (all resident at once: the grid is sized by occupancy) meets here;
-// what any block wrote before it is visible in L2 after it. The last block to arrive resets the
-// count and then moves the generation on, which releases the others.
-// The arrival count and the generation sit on different 128-byte lines: 500-odd blocks poll the
-// generation while the others' atomics hit the count.
-constexpr int kGenerationWord = 64;
-struct GridBarrier {
-  unsigned* words;
-  __device__ void operator()() const {
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      volatile unsigned* generation = words + kGenerationWord;
-      const unsigned g = *generation;  // before arriving: the last arrival changes it
-      __threadfence();
-      if (atomicAdd(words, 1u) == gridDim.x - 1) {
-        atomicExch(words, 0u);
-        __threadfence();
-        atomicAdd(words + kGenerationWord, 1u);
-      } else {
-        while (*generation == g) __nanosleep(32);
-      }
-      __threadfence();
-    }
-    __syncthreads();
-  }
 };
 
 // Calls f with Q4K or Q6K (kSetK) or Q80 for a matrix's type.
@@ -144,6 +109,12 @@ __device__ __noinline__ void product_phase_call(const MvArgs& args, int block, i
   product_phase<T, kNormIn, kGateOut, kCopyIn>(a, block, blocks, bar);
 }
 
+// The attention phase as a function of its own, with registers allocated for it alone.
+template <int kPer>
+__device__ __noinline__ void attention_phase_call(const DecodeAttentionIn& p, GridBarrier bar) {
+  attention_phase<kPer>(p, bar);
+}
+
 __device__ __forceinline__ MvArgs product_args(const Product& p, int64_t cols, float* y) {
   MvArgs a = {};
   a.v = p.v;
@@ -152,192 +123,6 @@ __device__ __forceinline__ MvArgs product_args(const Product& p, int64_t cols, f
   a.y = y;
   a.ldy = p.rows;
   return a;
-}
-
-// RoPE of one head held kPer values per lane (dimension lane + 32 e in register e), with the
-// arithmetic of rope_store_kernel. neox: n_rot == head_dim (the host checks), so the pair
-// (i, i + n_rot / 2) is registers e and e + kPer / 2 of one lane; otherwise (2i, 2i + 1) are
-// neighbouring lanes.
-template <int kPer>
-__device__ __forceinline__ void rope_lanes(float (&v)[kPer], const float* cs, int n_rot, bool neox,
-                                           int lane) {
-  const int half = n_rot / 2;
-  if (neox) {
-#pragma unroll
-    for (int e = 0; e < kPer / 2; ++e) {
-      const int i = lane + kWarp * e;
-      const float c = cs[i], sn = cs[half + i];
-      const float x0 = v[e], x1 = v[e + kPer / 2];
-      v[e] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));
-      v[e + kPer / 2] = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
-    }
-    return;
-  }
-#pragma unroll
-  for (int e = 0; e < kPer; ++e) {
-    const int d = lane + kWarp * e;
-    const float other = __shfl_xor_sync(kFull, v[e], 1);
-    if (d < n_rot) {
-      const float c = cs[d / 2], sn = cs[half + d / 2];
-      v[e] = (d & 1) == 0 ? __fsub_rn(__fmul_rn(v[e], c), __fmul_rn(other, sn))
-                          : __fadd_rn(__fmul_rn(other, sn), __fmul_rn(v[e], c));
-    }
-  }
-}
-
-// Head row h's kPer values per lane from q|k|v (+ bias), through L2.
-template <int kPer>
-__device__ __forceinline__ void load_head(const float* row, const float* bias, int lane,
-                                          float (&v)[kPer]) {
-#pragma unroll
-  for (int e = 0; e < kPer; ++e) {
-    v[e] = __ldcg(row + lane + kWarp * e);
-    if (bias != nullptr) v[e] += bias[lane + kWarp * e];
-  }
-}
-
-// The attention output of head h in 8-bit form: group e of the head is register e of the lanes.
-template <int kPer>
-__device__ __forceinline__ void store_head_q8(const KernelArgs& s, int h, const float (&o)[kPer]) {
-  constexpr int D = kPer * kWarp;
-#pragma unroll
-  for (int e = 0; e < kPer; ++e)
-    store_q8_group(o[e], s.att_q + h * D + kWarp * e, s.att_d + h * kPer + e);
-}
-
-// One (head, chunk) item: online softmax over keys [k0, k1) of the head's kv head; the key at the
-// position comes from q|k|v (rotated here; the first q head of its kv head stores it and its
-// value in the caches, which no one reads before the next launch). With one chunk the warp
-// writes the output; otherwise its partial state, and the head's last warp merges them.
-template <int kPer>
-__device__ void attention_item(const KernelArgs& s, const LayerRecord& L, int h, int c,
-                               const KeyChunks& chunks, int pos, int lane) {
-  constexpr int D = kPer * kWarp;
-  const int group = s.n_head / s.n_head_kv, kvh = h / group;
-  const int Q = s.n_head * D, KV = s.n_head_kv * D;
-  float q[kPer];
-  load_head(s.qkv + h * D, L.bq != nullptr ? L.bq + h * D : nullptr, lane, q);
-  rope_lanes(q, s.cos_sin, s.n_rot, s.neox != 0, lane);
-  const float scale = rsqrtf(static_cast<float>(D));
-#pragma unroll
-  for (int e = 0; e < kPer; ++e) q[e] *= scale;
-  const int n_chunks = chunks.count;
-  const int k0 = chunks.begin(c), k1 = chunks.begin(c + 1), past_end = min(k1, pos);
-  float m = -FLT_MAX, l = 0.0f, acc[kPer];
-#pragma unroll
-  for (int e = 0; e < kPer; ++e) acc[e] = 0.0f;
-  attend::keys<kPer, kKeys>(q, kPer, L.k_cache + kvh * D + lane, L.v_cache + kvh * D + lane, KV, k0,
-                            past_end, kKeys, m, l, acc);
-  if (k0 <= pos && pos < k1) {
-    float kc[kPer], vc[kPer];
-    load_head(s.qkv + Q + kvh * D, L.bk != nullptr ? L.bk + kvh * D : nullptr, lane, kc);
-    load_head(s.qkv + Q + KV + kvh * D, L.bv != nullptr ? L.bv + kvh * D : nullptr, lane, vc);
-    rope_lanes(kc, s.cos_sin, s.n_rot, s.neox != 0, lane);
-    if (h % group == 0) {
-      float* kd = L.k_cache + static_cast<int64_t>(pos) * KV + kvh * D + lane;
-      float* vd = L.v_cache + static_cast<int64_t>(pos) * KV + kvh * D + lane;
-#pragma unroll
-      for (int e = 0; e < kPer; ++e) {
-        kd[kWarp * e] = kc[e];
-        vd[kWarp * e] = vc[e];
-      }
-    }
-    float sc = 0.0f;
-#pragma unroll
-    for (int e = 0; e < kPer; ++e) sc += q[e] * kc[e];
-    sc = warp_sum(sc);
-    const float m_new = fmaxf(m, sc), corr = expf(m - m_new), p = expf(sc - m_new);
-    l = l * corr + p;
-#pragma unroll
-    for (int e = 0; e < kPer; ++e) acc[e] = acc[e] * corr + p * vc[e];
-    m = m_new;
-  }
-  if (n_chunks == 1) {
-    const float inv = 1.0f / l;
-#pragma unroll
-    for (int e = 0; e < kPer; ++e) acc[e] *= inv;
-    store_head_q8(s, h, acc);
-    return;
-  }
-  float* part = s.partials + (static_cast<int64_t>(h) * s.max_chunks + c) * (D + 2);
-  if (lane == 0) {
-    part[0] = m;
-    part[1] = l;
-  }
-#pragma unroll
-  for (int e = 0; e < kPer; ++e) part[2 + kWarp * e + lane] = acc[e];
-  __threadfence();
-  int last = 0;
-  if (lane == 0) last = atomicAdd(s.counters + h, 1) == n_chunks - 1;
-  if (!__shfl_sync(kFull, last, 0)) return;
-  __threadfence();
-  const float* parts = s.partials + static_cast<int64_t>(h) * s.max_chunks * (D + 2);
-  float gmax = -FLT_MAX;
-  for (int k = lane; k < n_chunks; k += kWarp) gmax = fmaxf(gmax, __ldcg(parts + k * (D + 2)));
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o >>= 1) gmax = fmaxf(gmax, __shfl_xor_sync(kFull, gmax, o));
-  float gsum = 0.0f;
-  for (int k = lane; k < n_chunks; k += kWarp) {
-    const float* pk = parts + k * (D + 2);
-    gsum += __ldcg(pk + 1) * expf(__ldcg(pk) - gmax);
-  }
-  gsum = warp_sum(gsum);
-  float o[kPer];
-#pragma unroll
-  for (int e = 0; e < kPer; ++e) o[e] = 0.0f;
-  for (int k = 0; k < n_chunks; ++k) {
-    const float* pk = parts + k * (D + 2);
-    const float w = expf(__ldcg(pk) - gmax);
-#pragma unroll
-    for (int e = 0; e < kPer; ++e) o[e] += __ldcg(pk + 2 + kWarp * e + lane) * w;
-  }
-  const float inv = 1.0f / gsum;
-#pragma unroll
-  for (int e = 0; e < kPer; ++e) o[e] *= inv;
-  store_head_q8(s, h, o);
-  if (lane == 0) s.counters[h] = 0;  // ready for the next layer
-}
-
-// Phase 2: the context split into chunks of at least kMinChunkKeys keys, as many per head as the
-// grid has warps for (at most max_chunks), so that a long context spreads over the whole GPU.
-template <int kPer>
-__device__ __noinline__ void attention_phase(const KernelArgs& s, const LayerRecord& L,
-                                             GridBarrier bar) {
-  const int lane = threadIdx.x % kWarp;
-  const int warps = static_cast<int>(gridDim.x) * kWarps;
-  const int warp = static_cast<int>(blockIdx.x) * kWarps + static_cast<int>(threadIdx.x) / kWarp;
-  const int pos = *s.pos0;  // written before the launch
-  const int n_keys = pos + 1;
-  const KeyChunks chunks = key_chunks(n_keys, s.max_chunks, kMinChunkKeys);
-  const int n_chunks = chunks.count;
-  // The cached keys and values of this warp's first item, written by earlier launches, are
-  // fetched into L2 while the warp waits for q|k|v.
-  if (warp < s.n_head * n_chunks) {
-    constexpr int kLines = kPer * kWarp * 4 / 128;  // 128-byte lines per head row
-    const int h = warp / n_chunks, k0 = chunks.begin(warp % n_chunks);
-    const int kvh = h / (s.n_head / s.n_head_kv), KV = s.n_head_kv * kPer * kWarp;
-    const int rows = max(0, min(chunks.begin(warp % n_chunks + 1), pos) - k0);
-    for (int i = lane; i < rows * kLines; i += kWarp) {
-      const int64_t at =
-          static_cast<int64_t>(k0 + i / kLines) * KV + kvh * kPer * kWarp + (i % kLines) * 32;
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(L.k_cache + at));
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(L.v_cache + at));
-    }
-  }
-  bar();
-  for (int item = warp; item < s.n_head * n_chunks; item += warps)
-    attention_item<kPer>(s, L, item / n_chunks, item % n_chunks, chunks, pos, lane);
-}
-
-// Phase 5: the gating output in 8-bit form, one warp per group of 32.
-__device__ __noinline__ void quantize_phase(const KernelArgs& s, GridBarrier bar) {
-  bar();
-  const int lane = threadIdx.x % kWarp;
-  const int warps = static_cast<int>(gridDim.x) * kWarps;
-  const int warp = static_cast<int>(blockIdx.x) * kWarps + static_cast<int>(threadIdx.x) / kWarp;
-  for (int g = warp; g < s.n_ff / 32; g += warps) {
-    store_q8_group(__ldcg(s.gu + g * 32 + lane), s.gu_q + g * 32, s.gu_d + g);
-  }
 }
 
 template <int kSet, int kPer, int kMinBlocks, bool kInlinePhases>
@@ -356,7 +141,7 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
   using No = std::false_type;
   const GridBarrier bar{s.barrier};
   const int block = static_cast<int>(blockIdx.x), blocks = static_cast<int>(gridDim.x);
-  const int64_t E = s.n_embd, Qd = static_cast<int64_t>(s.n_head) * kPer * kWarp;
+  const int64_t E = s.n_embd, Qd = static_cast<int64_t>(s.attn.n_head) * kPer * kWarp;
   for (int layer = 0; layer < s.n_layer; ++layer) {
     const LayerRecord& L = s.layers[layer];
     // 1. [q | k | v] of RMSNorm(x).
@@ -379,15 +164,21 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
     if (s.skip & 2) {
       bar();
     } else {
-      attention_phase<kPer>(s, L, bar);
+      DecodeAttentionIn p = s.attn;
+      p.bq = L.bq;
+      p.bk = L.bk;
+      p.bv = L.bv;
+      p.k_cache = L.k_cache;
+      p.v_cache = L.v_cache;
+      attention_phase_call<kPer>(p, bar);
     }
     // 3. x += o(attention).
     if (s.skip & 4) {
       bar();
     } else {
       MvArgs a = product_args(L.o, Qd, s.x);
-      a.xq = s.att_q;
-      a.xd = s.att_d;
+      a.xq = s.attn.q;
+      a.xd = s.attn.d;
       a.accumulate = 1;
       with_type<kSet>(L.o.type,
                       [&](auto t) { product(t, No{}, No{}, Yes{}, a, block, blocks, bar); });
@@ -409,7 +200,13 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
     if (s.skip & 16) {
       bar();
     } else {
-      quantize_phase(s, bar);
+      bar();
+      DecodeGatingIn g;
+      g.gate = s.gu;
+      g.n = s.n_ff;
+      g.q = s.gu_q;
+      g.d = s.gu_d;
+      gating_phase(g);
     }
     // 6. x += down(...).
     if (s.skip & 32) {
@@ -432,23 +229,6 @@ auto stack_kernel(bool inline_phases) {
   constexpr int kMin = kSet == kSetK ? 4 : 6;
   return inline_phases ? decode_stack_kernel<kSet, kPer, kMin, true>
                        : decode_stack_kernel<kSet, kPer, kMin, false>;
-}
-
-template <class F>
-bool with_head_size(int head_dim, F&& f) {
-  switch (head_dim) {
-    case 64:
-      f(std::integral_constant<int, 2>{});
-      return true;
-    case 128:
-      f(std::integral_constant<int, 4>{});
-      return true;
-    case 256:
-      f(std::integral_constant<int, 8>{});
-      return true;
-    default:
-      return false;
-  }
 }
 
 size_t align256(size_t n) {
@@ -475,10 +255,10 @@ size_t scratch_layout(const StackShape& c, int max_chunks, uint8_t* base, Kernel
   uint8_t* gu_d = take(F / 32 * 4);
   if (a != nullptr) {
     a->barrier = reinterpret_cast<unsigned*>(barrier);
-    a->counters = reinterpret_cast<int*>(counters);
-    a->partials = reinterpret_cast<float*>(partials);
-    a->att_q = reinterpret_cast<int8_t*>(att_q);
-    a->att_d = reinterpret_cast<float*>(att_d);
+    a->attn.counters = reinterpret_cast<int*>(counters);
+    a->attn.partials = reinterpret_cast<float*>(partials);
+    a->attn.q = reinterpret_cast<int8_t*>(att_q);
+    a->attn.d = reinterpret_cast<float*>(att_d);
     a->gu = reinterpret_cast<float*>(gu);
     a->gu_q = reinterpret_cast<int8_t*>(gu_q);
     a->gu_d = reinterpret_cast<float*>(gu_d);
@@ -626,17 +406,19 @@ void DecodeStack::run(float* x, float* qkv, const float* cos_sin, const int* pos
   a.n_layer = n_layer_;
   a.n_embd = c.n_embd;
   a.n_ff = c.n_ff;
-  a.n_head = c.n_head;
-  a.n_head_kv = c.n_head_kv;
-  a.n_rot = c.n_rot;
-  a.neox = c.neox ? 1 : 0;
+  a.attn.n_head = c.n_head;
+  a.attn.n_head_kv = c.n_head_kv;
+  a.attn.head_dim = c.head_dim;
+  a.attn.n_rot = c.n_rot;
+  a.attn.neox = c.neox;
   a.gelu = c.gelu ? 1 : 0;
   a.eps = c.eps;
   a.x = x;
   a.qkv = qkv;
-  a.cos_sin = cos_sin;
-  a.pos0 = pos0;
-  a.max_chunks = max_chunks_;
+  a.attn.qkv = qkv;
+  a.attn.cos_sin = cos_sin;
+  a.attn.pos0 = pos0;
+  a.attn.max_chunks = max_chunks_;
   scratch_layout(c, max_chunks_, static_cast<uint8_t*>(scratch_), &a);
   static const int skip = [] {
     const char* env = std::getenv("SQUISH_CUDA_STACK_SKIP");

@@ -787,14 +787,7 @@ __global__ void gated_activation_kernel(float* gate, int64_t ld_gate, const floa
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;  // n % 32 == 0 when q is set: whole warps return together
   float* g = gate + t * ld_gate + i;
-  const float u = up[t * ld_up + i], x = *g;
-  float a;
-  if (gelu) {
-    a = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-  } else {
-    a = x / (1.0f + expf(-x));
-  }
-  const float v = a * u;
+  const float v = gate_activation(*g, gelu) * up[t * ld_up + i];
   *g = v;
   if (q != nullptr) {
     const int64_t at = static_cast<int64_t>(t) * n + i;

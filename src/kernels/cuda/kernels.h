@@ -82,6 +82,52 @@ struct Q8Product {
 bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols,
                             const Q8NormIn& in, bool accumulate, cudaStream_t stream);
 
+// One-token products whose kernel first makes its own 8-bit input with every warp of its
+// persistent grid, meets a grid barrier, then copies the input into each block's shared memory
+// (kernels_q8.cu). Saves the kernel that would make the input and its dependent launch. The grid
+// is sized by occupancy, so all of it is resident at once; barrier: 128 zeroed words of its own,
+// left ready for the next launch. The input's width (the product's cols) must be a multiple of
+// 128. False (nothing launched) for a weight type without 8-bit kernels or a shape not covered.
+//
+// The input is one token's attention (o's input): RoPE of q and of the new k in registers, k and v
+// stored at the position, and (head, chunk of keys) items over all warps, merged per head by the
+// warp that finishes last (flash-decoding), with the arithmetic of attention() up to the order of
+// the sums. head_dim 64, 128 or 256; neox needs n_rot == head_dim.
+struct DecodeAttentionIn {
+  const float* qkv = nullptr;  // [q | k | v] of the token, before bias and RoPE
+  const float *bq = nullptr, *bk = nullptr, *bv = nullptr;  // may be null
+  float *k_cache = nullptr, *v_cache = nullptr;             // [position][n_head_kv * head_dim]
+  const float* cos_sin = nullptr;  // the position's n_rot / 2 cosines then sines
+  const int* pos0 = nullptr;       // device scalar: the token's position
+  int n_head = 0, n_head_kv = 0, head_dim = 0, n_rot = 0;
+  bool neox = false;
+  // n_head * max_chunks * (head_dim + 2) floats, n_head ints (zero before and after): the
+  // chunks' partial softmax states and per head counters. max_chunks >= 1; fewer are used when
+  // the grid has fewer warps per head.
+  float* partials = nullptr;
+  int* counters = nullptr;
+  int max_chunks = 0;
+  unsigned* barrier = nullptr;
+  int8_t* q = nullptr;  // the output's 8-bit form: n_head * head_dim codes, / 32 scales
+  float* d = nullptr;
+};
+bool matmul_q8_attention_in(DType type, const void* w, int64_t rows, int64_t cols,
+                            const DecodeAttentionIn& in, float* y, bool accumulate,
+                            cudaStream_t stream);
+// The input is act(gate) * up (n values, SiLU or tanh-approximated GELU; up null: gate as is),
+// with gated_activation's arithmetic; its 8-bit form also lands in q, d.
+struct DecodeGatingIn {
+  const float* gate = nullptr;
+  const float* up = nullptr;
+  int64_t n = 0;
+  bool gelu = false;
+  unsigned* barrier = nullptr;
+  int8_t* q = nullptr;
+  float* d = nullptr;
+};
+bool matmul_q8_gating_in(DType type, const void* w, int64_t rows, int64_t cols,
+                         const DecodeGatingIn& in, float* y, bool accumulate, cudaStream_t stream);
+
 // One-token kernel choice for matmul_q8 / matmul_q8_norm_in (tests, tuning): variant -1 is each
 // type's default, 0..4 as SQUISH_CUDA_DECODE (kernels_q8.cu); max_blocks > 0 caps the persistent
 // grid (so that warps walk many rows), 0 sizes it by occupancy. Not thread-safe: set it before

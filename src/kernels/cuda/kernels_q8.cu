@@ -26,6 +26,7 @@
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/layout.h"
+#include "kernels/cuda/phases.cuh"
 #include "kernels/cuda/pipeline.h"
 #include "kernels/cuda/q8_items.h"
 #include "kernels/cuda/schedule.h"
@@ -451,6 +452,104 @@ bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols
     });
   });
   return launched;
+}
+
+// ---- One-token products that make their own input (kernels.h: matmul_q8_attention_in, ...) ----
+
+namespace {
+
+// decode_body's wait for matmul_q8_attention_in: the attention over every warp of the grid (its
+// wait for q|k|v inside, after an L2 prefetch of the cached keys), then the grid barrier after
+// which the kCopyIn prologue reads the attention's 8-bit output.
+template <int kPer>
+struct AttentionFirst {
+  DecodeAttentionIn p;
+  __device__ void operator()() const {
+    attention_phase<kPer>(p, PdlWait{});
+    GridBarrier{p.barrier}();
+  }
+};
+
+// ... and for matmul_q8_gating_in: the gating's 8-bit form, one group of 32 per warp.
+struct GatingFirst {
+  DecodeGatingIn g;
+  __device__ void operator()() const {
+    pdl_wait();
+    gating_phase(g);
+    GridBarrier{g.barrier}();
+  }
+};
+
+template <class T, int R, int kMinBlocks, class First>
+__global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
+    mv_q8_decode_input_kernel(const MvArgs a, const First first) {
+  decode_body<T, R, false, false, true, First>(a, blockIdx.x, gridDim.x, first);
+}
+
+// The persistent grid (rows and blocks per SM as the type's one-token kernel on it) as large as
+// fits at once, which the grid barrier needs, then balanced. make_first(blocks) gives the
+// prologue for that many blocks.
+template <class T, class MakeFirst>
+void launch_with_input(const void* w, int64_t rows, int64_t cols, const int8_t* q, const float* d,
+                       float* y, bool accumulate, cudaStream_t stream, MakeFirst make_first) {
+  constexpr int R = T::kPersistentRows;
+  constexpr int kMin = R == 2 ? T::kPersistentBlocks : T::kDecodeBlocks;
+  using First = decltype(make_first(int64_t{1}));
+  auto kernel = mv_q8_decode_input_kernel<T, R, kMin, First>;
+  MvArgs a = {};
+  a.v = view_of<T>(w, rows, cols);
+  a.rows = rows;
+  a.cols = cols;
+  a.xq = q;
+  a.xd = d;
+  a.y = y;
+  a.ldy = rows;
+  a.accumulate = accumulate ? 1 : 0;
+  const size_t smem = input_smem_bytes(cols);
+  const int64_t blocks = balanced_blocks((rows + R - 1) / R, persistent_blocks(kernel, smem));
+  detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kWarps), smem,
+                      stream, a, make_first(blocks));
+}
+
+// kCopyIn copies the input in 16-byte pieces of codes and of scales: 128 columns at a time.
+bool input_fits(DType type, int64_t cols) {
+  return matmul_q8_supported(type, cols) && cols % 128 == 0;
+}
+
+}  // namespace
+
+bool matmul_q8_attention_in(DType type, const void* w, int64_t rows, int64_t cols,
+                            const DecodeAttentionIn& in, float* y, bool accumulate,
+                            cudaStream_t stream) {
+  if (!input_fits(type, cols) || cols != static_cast<int64_t>(in.n_head) * in.head_dim ||
+      in.n_head_kv <= 0 || in.n_head % in.n_head_kv != 0 || in.max_chunks < 1 ||
+      in.n_rot % 2 != 0 || in.n_rot > in.head_dim || (in.neox && in.n_rot != in.head_dim))
+    return false;
+  bool launched = false;
+  with_head_size(in.head_dim, [&](auto per) {
+    with_q8_type(type, [&](auto t) {
+      launch_with_input<decltype(t)>(
+          w, rows, cols, in.q, in.d, y, accumulate, stream, [&](int64_t blocks) {
+            AttentionFirst<decltype(per)::value> f{in};
+            // As many chunks per head as the grid has warps for.
+            const int64_t per_head = blocks * kWarps / in.n_head;
+            if (per_head < f.p.max_chunks)
+              f.p.max_chunks = static_cast<int>(std::max<int64_t>(1, per_head));
+            return f;
+          });
+      launched = true;
+    });
+  });
+  return launched;
+}
+
+bool matmul_q8_gating_in(DType type, const void* w, int64_t rows, int64_t cols,
+                         const DecodeGatingIn& in, float* y, bool accumulate, cudaStream_t stream) {
+  if (!input_fits(type, cols) || in.n != cols) return false;
+  return with_q8_type(type, [&](auto t) {
+    launch_with_input<decltype(t)>(w, rows, cols, in.q, in.d, y, accumulate, stream,
+                                   [&](int64_t) { return GatingFirst{in}; });
+  });
 }
 
 void set_decode_options(int variant, int max_blocks) {
