@@ -205,7 +205,7 @@ class CudaSession final : public DeviceSession {
   // words, then the attention's per head counters, then its partial softmax states for up to
   // in_chunks_ chunks per head.
   DeviceBuffer in_scratch_;
-  int in_chunks_ = 0;
+  int in_chunks_ = 0, in_chunk_keys_ = 16;
   unsigned* in_barrier(int i) const { return in_scratch_.get<unsigned>() + 128 * i; }
   int* in_counters() const { return reinterpret_cast<int*>(in_scratch_.get<unsigned>() + 256); }
   float* in_partials() const {
@@ -323,8 +323,11 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
     description_ += fmt::format(", decode attention in {}-key chunks", cuda::kAttentionSplitKeys);
   }
   if (fusion_ & (kFuseAttentionIn | kFuseGatingIn)) {
-    // Chunks of at least 16 keys (phases.cuh: kMinChunkKeys), at most 1,024 per head.
-    in_chunks_ = std::min(1024, (n_ctx_ + 15) / 16);
+    // Chunks of at least in_chunk_keys_ keys (SQUISH_CUDA_ATTN_CHUNK_KEYS, default 16), at most
+    // 1,024 per head.
+    if (const char* env = std::getenv("SQUISH_CUDA_ATTN_CHUNK_KEYS"))
+      in_chunk_keys_ = std::max(1, std::atoi(env));
+    in_chunks_ = std::min(1024, (n_ctx_ + in_chunk_keys_ - 1) / in_chunk_keys_);
     const size_t words = 256 + (c.n_head + 63) / 64 * 64;
     in_scratch_ = DeviceBuffer(words * 4 + static_cast<size_t>(c.n_head) * in_chunks_ *
                                                (c.head_dim + 2) * sizeof(float));
@@ -570,6 +573,7 @@ void CudaSession::forward(int n, int first_out, int n_out) {
       in.partials = in_partials();
       in.counters = in_counters();
       in.max_chunks = in_chunks_;
+      in.min_chunk_keys = in_chunk_keys_;
       in.barrier = in_barrier(0);
       in.q = att_q;
       in.d = att_d;

@@ -107,6 +107,7 @@ struct DecodeAttentionIn {
   float* partials = nullptr;
   int* counters = nullptr;
   int max_chunks = 0;
+  int min_chunk_keys = 16;  // keys per chunk at least (fewer chunks for short contexts)
   unsigned* barrier = nullptr;
   int8_t* q = nullptr;  // the output's 8-bit form: n_head * head_dim codes, / 32 scales
   float* d = nullptr;

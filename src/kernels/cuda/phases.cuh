@@ -19,8 +19,7 @@
 
 namespace squish::cuda::decode {
 
-inline constexpr int kMinChunkKeys = 16;  // keys per attention item at least
-inline constexpr int kKeys = 4;           // keys per warp step: independent loads and reductions
+inline constexpr int kKeys = 4;  // keys per warp step: independent loads and reductions
 
 // Every block of the grid (all resident at once: the grid is sized by occupancy) meets here;
 // what any block wrote before it is visible in L2 after it. The last block to arrive resets the
@@ -193,7 +192,7 @@ __device__ void attention_item(const DecodeAttentionIn& p, int h, int c, const K
   if (lane == 0) p.counters[h] = 0;  // ready for the next layer
 }
 
-// The context split into chunks of at least kMinChunkKeys keys, as many per head as the grid has
+// The context split into chunks of at least p.min_chunk_keys keys, as many per head as the grid has
 // warps for (at most p.max_chunks), so that a long context spreads over the whole GPU. wait():
 // where q|k|v becomes readable (a grid barrier, or the dependent launch's wait). Inlined: in o's
 // kernel a call would save the preloaded weights' registers to local memory (ptxas: 170-390
@@ -205,7 +204,7 @@ __device__ __forceinline__ void attention_phase(const DecodeAttentionIn& p, Wait
   const int warp = static_cast<int>(blockIdx.x) * kWarps + static_cast<int>(threadIdx.x) / kWarp;
   const int pos = *p.pos0;  // written before the launch
   const int n_keys = pos + 1;
-  const KeyChunks chunks = key_chunks(n_keys, p.max_chunks, kMinChunkKeys);
+  const KeyChunks chunks = key_chunks(n_keys, p.max_chunks, p.min_chunk_keys);
   const int n_chunks = chunks.count;
   // The cached keys and values of this warp's first item, written by earlier launches, are
   // fetched into L2 while the warp waits for q|k|v.
