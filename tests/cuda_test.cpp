@@ -986,30 +986,38 @@ TEST(CudaModel, DecodeStackMatchesKernelChainOnKQuants) {
   unsetenv("SQUISH_CUDA_STACK_INLINE");
 }
 // The products that make their own input (SQUISH_CUDA_FUSE 32: attention inside o's kernel, 64:
-// the gating inside down's; kernels.h: matmul_q8_attention_in, matmul_q8_gating_in), against the
-// CPU at a short context and at one of 300 tokens (many key chunks per head, merged): Q8_0, where
-// every layer takes them, and Q4_K_M, whose Q5_0 matrices fall back to the chain's kernels.
+// the gating inside down's; kernels.h: matmul_q8_attention_in, matmul_q8_gating_in) and the
+// attention at the end of q|k|v's kernel (128), against the CPU at a short context and at one of
+// 300 tokens (many key chunks per head, merged): Q8_0, where every layer takes them, and
+// Q4_K_M, whose Q5_0 matrices fall back to the chain's kernels.
 TEST(CudaModel, LlamaMatchesCpuWithInputKernels) {
   SKIP_WITHOUT_GPU();
-  setenv("SQUISH_CUDA_FUSE", "124", 1);  // 28 (the default) + 32 + 64
-  const std::string path = model_file("gcide-llama-16M-Q8_0.gguf");
-  if (std::filesystem::exists(path)) {
-    auto model = load_model(path);
-    SessionOptions opts;
-    opts.device = Device::Cuda;
-    const std::string d = Session(*model, opts).device_session()->description();
-    EXPECT_NE(d.find("attention in o's kernel, gating in down's kernel"), std::string::npos) << d;
+  const std::pair<const char*, const char*> cases[] = {
+      {"124", "attention in o's kernel, gating in down's kernel"},       // 28 + 32 + 64
+      {"220", "attention in q|k|v's kernel, gating in down's kernel"}};  // 28 + 64 + 128
+  for (const auto& [fuse, described] : cases) {
+    SCOPED_TRACE(fuse);
+    setenv("SQUISH_CUDA_FUSE", fuse, 1);
+    const std::string path = model_file("gcide-llama-16M-Q8_0.gguf");
+    if (std::filesystem::exists(path)) {
+      auto model = load_model(path);
+      SessionOptions opts;
+      opts.device = Device::Cuda;
+      const std::string d = Session(*model, opts).device_session()->description();
+      EXPECT_NE(d.find(described), std::string::npos) << d;
+    }
+    compare_model("gcide-llama-16M-Q8_0.gguf");
+    compare_model("gcide-llama-16M-Q8_0.gguf", 300, 320);
+    compare_model("gcide-llama-16M-Q4_K_M.gguf");
   }
-  compare_model("gcide-llama-16M-Q8_0.gguf");
-  compare_model("gcide-llama-16M-Q8_0.gguf", 300, 320);
-  compare_model("gcide-llama-16M-Q4_K_M.gguf");
   unsetenv("SQUISH_CUDA_FUSE");
 }
 // Against the kernel chain on squish synth's tiny-k shape (Q4_K / Q6_K, head_dim 128, grouped kv
 // heads). The gating inside down's kernel computes what the gating kernel and down's kernel did,
 // in the same order (down runs the same decode body, reading its input from shared memory), so
 // the logits agree to rounding noise at most; with the attention inside o's kernel they differ
-// in the order of the attention's sums (chunks of other lengths): relative RMS below 1e-3.
+// in the order of the attention's sums (chunks of other lengths), as with the attention at the end
+// of q|k|v's kernel: relative RMS below 1e-3.
 TEST(CudaModel, InputKernelsMatchKernelChainOnKQuants) {
   SKIP_WITHOUT_GPU();
   const std::string path = model_file("synth-tiny-k-Q4_K_M.gguf");
@@ -1022,6 +1030,7 @@ TEST(CudaModel, InputKernelsMatchKernelChainOnKQuants) {
   compare_with_chain(*model, opts, "SQUISH_CUDA_FUSE", "92", "gating in down's kernel", 1e-6);
   compare_with_chain(*model, opts, "SQUISH_CUDA_FUSE", "60", "attention in o's kernel", 1e-3);
   compare_with_chain(*model, opts, "SQUISH_CUDA_FUSE", "124", "attention in o's kernel", 1e-3);
+  compare_with_chain(*model, opts, "SQUISH_CUDA_FUSE", "220", "attention in q|k|v's kernel", 1e-3);
 }
 TEST(CudaModel, Qwen2Q4KMMatchesCpu) {
   SKIP_WITHOUT_GPU();

@@ -128,9 +128,10 @@ class CudaSession final : public DeviceSession {
   // With norm set: the product's input is RMSNorm(x) (matmul_q8_norm_in); x, xq, xd unused.
   void matmul(const DeviceMatrix& m, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
               bool accumulate, const int8_t* xq = nullptr, const float* xd = nullptr,
-              const cuda::Q8NormIn* norm = nullptr) {
+              const cuda::Q8NormIn* norm = nullptr, const cuda::DecodeAttentionIn* then = nullptr) {
     if (norm != nullptr) {
-      cuda::matmul_q8_norm_in(m.type, m.w, m.rows, m.cols, *norm, y, accumulate, stream_);
+      cuda::matmul_q8_norm_in(m.type, m.w, m.rows, m.cols, *norm, y, accumulate, stream_, nullptr,
+                              then);
     } else if (uses_q8(m)) {
       cuda::matmul_q8(m.type, m.w, m.rows, m.cols, xq != nullptr ? xq : xq_.get<int8_t>(),
                       xd != nullptr ? xd : xd_.get<float>(), n, y, ldy, accumulate, stream_);
@@ -193,21 +194,21 @@ class CudaSession final : public DeviceSession {
   // of different types in one launch, 32 attention inside o's kernel (with 4, its RoPE and KV
   // store too), 64 the gating inside down's kernel (without 2): each of these two product
   // kernels first makes its own input with all of its warps, then meets a grid barrier
-  // (kernels.h: matmul_q8_attention_in, matmul_q8_gating_in). Default 28 (4 + 8 + 16): with the
-  // one-pass prologue
-  // it measured 368.9 tok/s against 333.1 for 4 on the H100 (Q4_K_M Llama-3-8B shape; Q8_0
-  // 264.1 vs 262.4); the norm's serial last block (1) costs more than the kernel it saves
-  // (docs/cuda.md).
+  // (kernels.h: matmul_q8_attention_in, matmul_q8_gating_in); 128 (with 4 and 8) attention at the
+  // end of q|k|v's kernel, after a grid barrier (matmul_q8_norm_in's then; 32 is then unused).
+  // Default 28 (4 + 8 + 16): with the one-pass prologue it measured 368.9 tok/s against 333.1 for 4
+  // on the H100 (Q4_K_M Llama-3-8B shape; Q8_0 264.1 vs 262.4); the norm's serial last block (1)
+  // costs more than the kernel it saves (docs/cuda.md).
   int fusion_ = kFuseRope | kFuseNormIn | kFusePair;
   static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16,
-                       kFuseAttentionIn = 32, kFuseGatingIn = 64;
-  // The two kernels' shared scratch (kFuseAttentionIn, kFuseGatingIn): their grid barriers'
-  // words, then the attention's per head counters, then its partial softmax states for up to
-  // in_chunks_ chunks per head.
+                       kFuseAttentionIn = 32, kFuseGatingIn = 64, kFuseAttentionOut = 128;
+  // The barrier kernels' shared scratch (kFuseAttentionIn, kFuseGatingIn, kFuseAttentionOut):
+  // their grid barriers' words (128 each), then the attention's per head counters, then its
+  // partial softmax states for up to in_chunks_ chunks per head.
   DeviceBuffer in_scratch_;
   int in_chunks_ = 0, in_chunk_keys_ = 16;
   unsigned* in_barrier(int i) const { return in_scratch_.get<unsigned>() + 128 * i; }
-  int* in_counters() const { return reinterpret_cast<int*>(in_scratch_.get<unsigned>() + 256); }
+  int* in_counters() const { return reinterpret_cast<int*>(in_scratch_.get<unsigned>() + 384); }
   float* in_partials() const {
     return reinterpret_cast<float*>(in_counters() + ((c_.n_head + 63) / 64) * 64);
   }
@@ -242,7 +243,7 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   if (const char* env = std::getenv("SQUISH_CUDA_GRAPHS")) use_graphs_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_Q8")) use_q8_ = std::strcmp(env, "0") != 0;
-  if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 127;
+  if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 255;
   if (const char* env = std::getenv("SQUISH_CUDA_GEMM")) gemm_on_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_GEMM_MIN"))
     gemm_min_ = std::max(2, std::atoi(env));
@@ -322,17 +323,21 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
     attn_split_.counters = attn_counters_.get<int>();
     description_ += fmt::format(", decode attention in {}-key chunks", cuda::kAttentionSplitKeys);
   }
-  if (fusion_ & (kFuseAttentionIn | kFuseGatingIn)) {
+  if (fusion_ & (kFuseAttentionIn | kFuseGatingIn | kFuseAttentionOut)) {
     // Chunks of at least in_chunk_keys_ keys (SQUISH_CUDA_ATTN_CHUNK_KEYS, default 16), at most
     // 1,024 per head.
     if (const char* env = std::getenv("SQUISH_CUDA_ATTN_CHUNK_KEYS"))
       in_chunk_keys_ = std::max(1, std::atoi(env));
     in_chunks_ = std::min(1024, (n_ctx_ + in_chunk_keys_ - 1) / in_chunk_keys_);
-    const size_t words = 256 + (c.n_head + 63) / 64 * 64;
+    const size_t words = 384 + (c.n_head + 63) / 64 * 64;
     in_scratch_ = DeviceBuffer(words * 4 + static_cast<size_t>(c.n_head) * in_chunks_ *
                                                (c.head_dim + 2) * sizeof(float));
     check(cudaMemset(in_scratch_.get(), 0, in_scratch_.bytes()), "cudaMemset");
-    if (fusion_ & kFuseAttentionIn) description_ += ", attention in o's kernel";
+    if (fusion_ & kFuseAttentionOut) {
+      description_ += ", attention in q|k|v's kernel";
+    } else if (fusion_ & kFuseAttentionIn) {
+      description_ += ", attention in o's kernel";
+    }
     if (fusion_ & kFuseGatingIn) description_ += ", gating in down's kernel";
   }
   check(cudaMallocHost(reinterpret_cast<void**>(&host_x_), B * E * 4), "cudaMallocHost");
@@ -514,26 +519,12 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     const DeviceLayer& L = layers_[l];
     const cuda::Q8NormIn attn_in{x, L.attn_norm, c.norm_eps};
     const bool attn_norm_in = !normed && norm_in(L.qkv, n);
+    bool o_done = false;  // o's product ran with the attention (kFuseAttentionIn)
     if (!normed && !attn_norm_in) {
       auto [xq, xd] = q8_unless(gemm, L.qkv);
       cuda::rms_norm(x, L.attn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
     }
     cuda::set_programmatic_launch(use_pdl_);
-    // [q | k] and v of different types: one launch (kFusePair), else one per product.
-    const bool paired = attn_norm_in && (fuse & kFusePair) && L.qkv.size() == 2 &&
-                        cuda::matmul_q8_norm_in_pair(
-                            {L.qkv[0].type, L.qkv[0].w, L.qkv[0].rows, qkv + L.qkv[0].out_offset},
-                            {L.qkv[1].type, L.qkv[1].w, L.qkv[1].rows, qkv + L.qkv[1].out_offset},
-                            E, attn_in, false, stream_);
-    if (gemm) {
-      gemm_input(true, xn, E, n, E);
-      for (const DeviceMatrix& m : L.qkv)
-        product(true, m, xn, E, n, qkv + m.out_offset, qkv_ld_, false);
-    } else if (!paired) {
-      for (const DeviceMatrix& m : L.qkv)
-        matmul(m, xn, E, n, qkv + m.out_offset, qkv_ld_, false, nullptr, nullptr,
-               attn_norm_in ? &attn_in : nullptr);
-    }
     cuda::RopeArgs ra;
     ra.q = qkv;
     ra.k = qkv + Q;
@@ -551,34 +542,66 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     ra.pos0 = pos_.get<int>();
     ra.k_cache = k_cache_.get<float>() + l * layer_cache;
     ra.v_cache = v_cache_.get<float>() + l * layer_cache;
-    if (!(fuse & kFuseRope)) cuda::rope_and_store(ra, n, stream_);
     const auto [att_q, att_d] = q8_unless(gemm, {L.wo});
+    // One token's attention as items over all warps of a product kernel (kFuseAttentionOut: at the
+    // end of q|k|v's, kFuseAttentionIn: at the start of o's), with RoPE and the KV store.
+    cuda::DecodeAttentionIn items;
+    const bool itemized = (fuse & (kFuseAttentionIn | kFuseAttentionOut)) && (fuse & kFuseRope) &&
+                          !(fuse & kFuseNorm) && uses_q8(L.wo);
+    if (itemized) {
+      items.qkv = qkv;
+      items.bq = L.bq;
+      items.bk = L.bk;
+      items.bv = L.bv;
+      items.k_cache = ra.k_cache;
+      items.v_cache = ra.v_cache;
+      items.cos_sin = ra.cos_sin;
+      items.pos0 = ra.pos0;
+      items.n_head = c.n_head;
+      items.n_head_kv = c.n_head_kv;
+      items.head_dim = c.head_dim;
+      items.n_rot = c.n_rot;
+      items.neox = ra.neox;
+      items.partials = in_partials();
+      items.counters = in_counters();
+      items.max_chunks = in_chunks_;
+      items.min_chunk_keys = in_chunk_keys_;
+      items.q = att_q;
+      items.d = att_d;
+    }
+    const bool after_qkv = itemized && (fuse & kFuseAttentionOut) && attn_norm_in &&
+                           cuda::decode_attention_supported(items) &&
+                           (L.qkv.size() == 1 || (L.qkv.size() == 2 && (fuse & kFusePair)));
+    const cuda::DecodeAttentionIn* then = nullptr;
+    if (after_qkv) {
+      items.barrier = in_barrier(2);
+      then = &items;
+    }
+    // [q | k] and v of different types: one launch (kFusePair), else one per product.
+    const bool paired = attn_norm_in && (fuse & kFusePair) && L.qkv.size() == 2 &&
+                        cuda::matmul_q8_norm_in_pair(
+                            {L.qkv[0].type, L.qkv[0].w, L.qkv[0].rows, qkv + L.qkv[0].out_offset},
+                            {L.qkv[1].type, L.qkv[1].w, L.qkv[1].rows, qkv + L.qkv[1].out_offset},
+                            E, attn_in, false, stream_, then);
+    if (gemm) {
+      gemm_input(true, xn, E, n, E);
+      for (const DeviceMatrix& m : L.qkv)
+        product(true, m, xn, E, n, qkv + m.out_offset, qkv_ld_, false);
+    } else if (!paired) {
+      // The attention after q|k|v only after a single product's kernel.
+      if (L.qkv.size() != 1) then = nullptr;
+      for (const DeviceMatrix& m : L.qkv)
+        matmul(m, xn, E, n, qkv + m.out_offset, qkv_ld_, false, nullptr, nullptr,
+               attn_norm_in ? &attn_in : nullptr, then);
+    }
+    bool attended = then != nullptr;
+    if (!(fuse & kFuseRope)) cuda::rope_and_store(ra, n, stream_);
     // Attention and o in one kernel (kFuseAttentionIn), or the attention kernel.
-    bool attended = false;
-    if ((fuse & kFuseAttentionIn) && (fuse & kFuseRope) && !(fuse & kFuseNorm) && uses_q8(L.wo)) {
-      cuda::DecodeAttentionIn in;
-      in.qkv = qkv;
-      in.bq = L.bq;
-      in.bk = L.bk;
-      in.bv = L.bv;
-      in.k_cache = ra.k_cache;
-      in.v_cache = ra.v_cache;
-      in.cos_sin = ra.cos_sin;
-      in.pos0 = ra.pos0;
-      in.n_head = c.n_head;
-      in.n_head_kv = c.n_head_kv;
-      in.head_dim = c.head_dim;
-      in.n_rot = c.n_rot;
-      in.neox = ra.neox;
-      in.partials = in_partials();
-      in.counters = in_counters();
-      in.max_chunks = in_chunks_;
-      in.min_chunk_keys = in_chunk_keys_;
-      in.barrier = in_barrier(0);
-      in.q = att_q;
-      in.d = att_d;
-      attended = cuda::matmul_q8_attention_in(L.wo.type, L.wo.w, L.wo.rows, L.wo.cols, in, x, true,
-                                              stream_);
+    if (!attended && itemized && (fuse & kFuseAttentionIn)) {
+      items.barrier = in_barrier(0);
+      attended = cuda::matmul_q8_attention_in(L.wo.type, L.wo.w, L.wo.rows, L.wo.cols, items, x,
+                                              true, stream_);
+      if (attended) o_done = true;
     }
     if (!attended) {
       cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
@@ -599,7 +622,7 @@ void CudaSession::forward(int n, int first_out, int n_out) {
       cuda::matmul_q8(L.wo.type, L.wo.w, L.wo.rows, L.wo.cols, xq_.get<int8_t>(), xd_.get<float>(),
                       1, x, E, true, stream_, &e);
     } else {
-      if (!attended) {
+      if (!o_done) {
         gemm_input(gemm, att, Q, n, Q);
         product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
       }

@@ -116,6 +116,12 @@ struct PdlWait {
   __device__ void operator()() const { pdl_wait(); }
 };
 
+// What a decode body does after its last row, called by every thread (decode_body's `after`):
+// nothing, or kernels_q8.cu's attention after the q|k|v product.
+struct NoAfter {
+  __device__ void operator()() const {}
+};
+
 // Decode (one token) on a persistent grid: warp w of W takes row groups w, w + W, ... and walks
 // the flat sequence of (group, step) pairs, loading two steps ahead of its math also across row
 // boundaries, so a warp's loads never drain between rows and no block is launched after the
@@ -129,9 +135,9 @@ struct PdlWait {
 // among the n_blocks that share the product (all of the grid, or its part in
 // mv_q8_decode_pair_kernel).
 template <class T, int R, bool kNormIn, bool kGateOut = false, bool kCopyIn = false,
-          class Wait = PdlWait>
+          class Wait = PdlWait, class After = NoAfter>
 __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks,
-                                            Wait wait = {}) {
+                                            Wait wait = {}, After after = {}) {
   static_assert(!kGateOut || R == 2, "the gate epilogue pairs a gate row with an up row");
   static_assert(!(kNormIn && kCopyIn), "one prologue makes the input");
   // kNormIn or kCopyIn: the input's a.cols codes, then its a.cols / 32 scales
@@ -284,6 +290,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
       math(buf1);
     }
   });
+  after();
 }
 
 }  // namespace squish::cuda::decode

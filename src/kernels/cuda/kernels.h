@@ -66,13 +66,18 @@ struct Q8NormIn {
 // With gate set (gate->gate true; q, d, counters as for matmul_q8's epilogue): the matrix is
 // [gate rows | up rows] and y[i] = act(gate_i) * up_i for i < rows / 2, as matmul_q8's gating
 // epilogue computes it (the persistent kernel, two rows per warp; accumulate ignored).
+// With then set (not with gate; decode_attention_supported(*then)): y is the token's [q | k | v],
+// and after a grid barrier every warp of the kernel goes on to its attention, as
+// matmul_q8_attention_in computes it (below), with the output's 8-bit form in then->q, then->d.
+struct DecodeAttentionIn;
 void matmul_q8_norm_in(DType type, const void* w, int64_t rows, int64_t cols, const Q8NormIn& in,
                        float* y, bool accumulate, cudaStream_t stream,
-                       const Q8Epilogue* gate = nullptr);
+                       const Q8Epilogue* gate = nullptr, const DecodeAttentionIn* then = nullptr);
 
 // Two one-token products of the same normed input in one launch (a layer's [q | k] and v when
 // their weight types differ), each as matmul_q8_norm_in would compute it; y of each: its rows
-// outputs. False (nothing launched) when the types are equal or lack 8-bit kernels.
+// outputs; then as for matmul_q8_norm_in. False (nothing launched) when the types are equal or
+// lack 8-bit kernels.
 struct Q8Product {
   DType type;
   const void* w;
@@ -80,7 +85,8 @@ struct Q8Product {
   float* y;
 };
 bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols,
-                            const Q8NormIn& in, bool accumulate, cudaStream_t stream);
+                            const Q8NormIn& in, bool accumulate, cudaStream_t stream,
+                            const DecodeAttentionIn* then = nullptr);
 
 // One-token products whose kernel first makes its own 8-bit input with every warp of its
 // persistent grid, meets a grid barrier, then copies the input into each block's shared memory
@@ -112,6 +118,8 @@ struct DecodeAttentionIn {
   int8_t* q = nullptr;  // the output's 8-bit form: n_head * head_dim codes, / 32 scales
   float* d = nullptr;
 };
+// Whether the attention items take this shape (head size, grouping, RoPE).
+bool decode_attention_supported(const DecodeAttentionIn& in);
 bool matmul_q8_attention_in(DType type, const void* w, int64_t rows, int64_t cols,
                             const DecodeAttentionIn& in, float* y, bool accumulate,
                             cudaStream_t stream);
