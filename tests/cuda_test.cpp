@@ -905,29 +905,6 @@ TEST(CudaModel, LlamaMatchesCpuWithEveryFusion) {
   }
   unsetenv("SQUISH_CUDA_FUSE");
 }
-// The decoder stack in one persistent kernel (SQUISH_CUDA_STACK=1, decode_stack.h; read when the
-// session is made), which must really have run: the session says so in its description.
-void expect_stack(const Session& s, bool on) {
-  const std::string d = s.device_session()->description();
-  EXPECT_EQ(d.find("decoder stack in one kernel") != std::string::npos, on) << d;
-}
-// Against the CPU on a real model: Q8_0 (the 16M models' Q4_K_M files have Q5_0 matrices, which
-// the stack does not take), at a short context and at one of 300 tokens (many key chunks per
-// head, merged).
-TEST(CudaModel, DecodeStackMatchesCpu) {
-  SKIP_WITHOUT_GPU();
-  setenv("SQUISH_CUDA_STACK", "1", 1);
-  const std::string path = model_file("gcide-llama-16M-Q8_0.gguf");
-  if (std::filesystem::exists(path)) {
-    auto model = load_model(path);
-    SessionOptions opts;
-    opts.device = Device::Cuda;
-    expect_stack(Session(*model, opts), true);
-  }
-  compare_model("gcide-llama-16M-Q8_0.gguf");
-  compare_model("gcide-llama-16M-Q8_0.gguf", 300, 320);
-  unsetenv("SQUISH_CUDA_STACK");
-}
 // Decode logits of the kernel chain and of a session made with the environment variable
 // name=value (read when a session is made), which must say `described` in its description,
 // after the same 40-token prefill: at the first steps and the last ones of 270, up to a relative
@@ -964,27 +941,6 @@ void compare_with_chain(const Model& model, const SessionOptions& opts, const ch
     EXPECT_LE(std::sqrt(err2 / ref2), max_rel) << "token " << i;
   }
 }
-// Against the kernel chain, on a random-weight model of squish synth's tiny-k shape (every matrix
-// Q4_K or Q6_K, head_dim 128, grouped kv heads; bench/cuda_pack.sh makes it): decode logits of
-// both sessions after the same prefill, at 40 and 300 tokens of context, with the stack's
-// phases as calls and inlined. The two differ only in summation order (attention's chunks):
-// relative RMS below 1e-3.
-TEST(CudaModel, DecodeStackMatchesKernelChainOnKQuants) {
-  SKIP_WITHOUT_GPU();
-  const std::string path = model_file("synth-tiny-k-Q4_K_M.gguf");
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found (SQUISH_CUDA_MODELS)";
-  auto model = load_model(path);
-  SessionOptions opts;
-  opts.n_ctx = 320;
-  opts.n_batch = 32;
-  opts.device = Device::Cuda;
-  for (const char* inlined : {"0", "1"}) {  // the stack's phases as calls, then inlined
-    SCOPED_TRACE(testing::Message() << "SQUISH_CUDA_STACK_INLINE=" << inlined);
-    setenv("SQUISH_CUDA_STACK_INLINE", inlined, 1);
-    compare_with_chain(*model, opts, "SQUISH_CUDA_STACK", "1", "decoder stack in one kernel", 1e-3);
-  }
-  unsetenv("SQUISH_CUDA_STACK_INLINE");
-}
 // The products that make their own input (SQUISH_CUDA_FUSE 32: attention inside o's kernel, 64:
 // the gating inside down's; kernels.h: matmul_q8_attention_in, matmul_q8_gating_in) and the
 // attention at the end of q|k|v's kernel (128), against the CPU at a short context and at one of
@@ -1012,12 +968,13 @@ TEST(CudaModel, LlamaMatchesCpuWithInputKernels) {
   }
   unsetenv("SQUISH_CUDA_FUSE");
 }
-// Against the kernel chain on squish synth's tiny-k shape (Q4_K / Q6_K, head_dim 128, grouped kv
-// heads). The gating inside down's kernel computes what the gating kernel and down's kernel did,
-// in the same order (down runs the same decode body, reading its input from shared memory), so
-// the logits agree to rounding noise at most; with the attention inside o's kernel they differ
-// in the order of the attention's sums (chunks of other lengths), as with the attention at the end
-// of q|k|v's kernel: relative RMS below 1e-3.
+// Against the kernel chain on squish synth's tiny-k shape (every matrix Q4_K or Q6_K, head_dim
+// 128, grouped kv heads; bench/cuda_pack.sh makes it), at 40 and 300 tokens of context. The gating
+// inside down's kernel computes what the gating kernel and down's kernel did, in the same order
+// (down runs the same decode body, reading its input from shared memory), so the logits agree to
+// rounding noise at most; with the attention inside o's kernel they differ in the order of the
+// attention's sums (chunks of other lengths), as with the attention at the end of q|k|v's kernel:
+// relative RMS below 1e-3.
 TEST(CudaModel, InputKernelsMatchKernelChainOnKQuants) {
   SKIP_WITHOUT_GPU();
   const std::string path = model_file("synth-tiny-k-Q4_K_M.gguf");

@@ -20,7 +20,6 @@
 
 #include "core/error.h"
 #include "kernels/cpu/matmul.h"
-#include "kernels/cuda/decode_stack.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/kernels.h"
 #include "model/model.h"
@@ -220,10 +219,6 @@ class CudaSession final : public DeviceSession {
   int gemm_min_ = 32;
   bool gemm_tried_ = false;
   std::unique_ptr<cuda::PrefillGemm> gemm_;
-  // SQUISH_CUDA_STACK=1: one-token passes run the decoder stack in one persistent kernel
-  // (decode_stack.h) when the model's weights allow it; null otherwise.
-  std::unique_ptr<cuda::DecodeStack> stack_;
-  void make_stack();
 };
 
 CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
@@ -345,55 +340,6 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   check(cudaMallocHost(reinterpret_cast<void**>(&host_logits_), static_cast<size_t>(c.n_vocab) * 4),
         "cudaMallocHost");
   row_.resize(E);
-  const char* stack_env = std::getenv("SQUISH_CUDA_STACK");
-  if (stack_env != nullptr && std::strcmp(stack_env, "1") == 0) make_stack();
-}
-
-void CudaSession::make_stack() {
-  const ModelConfig& c = c_;
-  if (!use_q8_) return;
-  cuda::StackShape shape;
-  shape.n_embd = c.n_embd;
-  shape.n_ff = c.n_ff;
-  shape.n_head = c.n_head;
-  shape.n_head_kv = c.n_head_kv;
-  shape.head_dim = c.head_dim;
-  shape.n_rot = c.n_rot;
-  shape.neox = c.rope_style == RopeStyle::Neox;
-  shape.gelu = c.activation == Activation::GeluTanh;
-  shape.eps = c.norm_eps;
-  auto matrix = [&](const DeviceMatrix& m) {
-    return uses_q8(m) ? cuda::StackMatrix{m.type, m.w, m.rows} : cuda::StackMatrix{};
-  };
-  std::vector<cuda::StackLayer> layers;
-  const size_t layer_cache = static_cast<size_t>(n_ctx_) * c.kv_dim();
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    const DeviceLayer& L = layers_[l];
-    if (!L.gated || L.gate_up.size() != 1 || L.qkv.size() > 2) {
-      description_ += "; decoder stack kernel: not for this layer structure";
-      return;
-    }
-    cuda::StackLayer s;
-    for (size_t i = 0; i < L.qkv.size(); ++i) s.qkv[i] = matrix(L.qkv[i]);
-    s.o = matrix(L.wo);
-    s.gate_up = matrix(L.gate_up[0]);
-    s.down = matrix(L.w_down);
-    s.attn_norm = L.attn_norm;
-    s.ffn_norm = L.ffn_norm;
-    s.bq = L.bq;
-    s.bk = L.bk;
-    s.bv = L.bv;
-    s.k_cache = k_cache_.get<float>() + l * layer_cache;
-    s.v_cache = v_cache_.get<float>() + l * layer_cache;
-    layers.push_back(s);
-  }
-  auto stack = std::make_unique<cuda::DecodeStack>(shape, layers);
-  if (!stack->ok()) {
-    description_ += "; decoder stack kernel: not used (" + stack->why_not() + ")";
-    return;
-  }
-  description_ += "; " + stack->description();
-  stack_ = std::move(stack);
 }
 
 CudaSession::~CudaSession() {
@@ -510,12 +456,7 @@ void CudaSession::forward(int n, int first_out, int n_out) {
   };
   // The first kernel follows the uploads (copies, not kernels): launched plainly.
   cuda::set_programmatic_launch(false);
-  const bool stack = n == 1 && stack_ != nullptr;
-  if (stack) {
-    stack_->run(x, qkv, rope_.get<float>(), pos_.get<int>(), stream_);
-    cuda::set_programmatic_launch(use_pdl_);
-  }
-  for (int l = 0; l < (stack ? 0 : c.n_layer); ++l) {
+  for (int l = 0; l < c.n_layer; ++l) {
     const DeviceLayer& L = layers_[l];
     const cuda::Q8NormIn attn_in{x, L.attn_norm, c.norm_eps};
     const bool attn_norm_in = !normed && norm_in(L.qkv, n);

@@ -1,8 +1,8 @@
-// Work that every warp of a persistent decode grid shares between grid barriers: the grid barrier
+// Work that every warp of a persistent decode grid shares, around a grid barrier: the barrier
 // itself, one token's attention as (head, chunk of keys) items over all warps, and the gating's
-// 8-bit form as one group of 32 per warp. Used by the decoder-stack kernel (decode_stack.cu) as
-// phases of its layer loop, and by the product kernels that make their own input
-// (kernels_q8.cu: matmul_q8_attention_in, matmul_q8_gating_in).
+// 8-bit form as one group of 32 per warp. kernels_q8.cu runs them inside product kernels: the
+// attention at the end of q|k|v's kernel or at the start of o's, the gating at the start of
+// down's (kernels.h: matmul_q8_norm_in's then, matmul_q8_attention_in, matmul_q8_gating_in).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -23,7 +23,10 @@ inline constexpr int kKeys = 4;  // keys per warp step: independent loads and re
 
 // Every block of the grid (all resident at once: the grid is sized by occupancy) meets here;
 // what any block wrote before it is visible in L2 after it. The last block to arrive resets the
-// count and then moves the generation on, which releases the others.
+// count and then moves the generation on, which releases the others. Launched dependently, the
+// blocks become resident as the previous kernel's leave, and the next kernel starts only once all
+// of them have started (griddepcontrol.launch_dependents waits for every block), so no block waits
+// here for one that cannot run.
 // The arrival count and the generation sit on different 128-byte lines: 500-odd blocks poll the
 // generation while the others' atomics hit the count.
 inline constexpr int kGenerationWord = 64;  // kernels.h: 128 words per barrier
@@ -189,7 +192,7 @@ __device__ void attention_item(const DecodeAttentionIn& p, int h, int c, const K
 #pragma unroll
   for (int e = 0; e < kPer; ++e) o[e] *= inv;
   store_head_q8(p, h, o);
-  if (lane == 0) p.counters[h] = 0;  // ready for the next layer
+  if (lane == 0) p.counters[h] = 0;  // ready for the next use
 }
 
 // The context split into chunks of at least p.min_chunk_keys keys, as many per head as the grid has
