@@ -905,17 +905,18 @@ TEST(CudaModel, LlamaMatchesCpuWithEveryFusion) {
   }
   unsetenv("SQUISH_CUDA_FUSE");
 }
-// Decode logits of the kernel chain and of a session made with the environment variable
-// name=value (read when a session is made), which must say `described` in its description,
-// after the same 40-token prefill: at the first steps and the last ones of 270, up to a relative
-// RMS of max_rel.
-void compare_with_chain(const Model& model, const SessionOptions& opts, const char* name,
-                        const char* value, const char* described, double max_rel) {
-  SCOPED_TRACE(testing::Message() << name << "=" << value);
+// Decode logits of the kernel chain (SQUISH_CUDA_FUSE=28: no kernel with a grid barrier) and of a
+// session made with SQUISH_CUDA_FUSE=fuse (read when a session is made), which must say
+// `described` in its description, after the same 40-token prefill: at the first steps and the
+// last ones of 270, up to a relative RMS of max_rel.
+void compare_with_chain(const Model& model, const SessionOptions& opts, const char* fuse,
+                        const char* described, double max_rel) {
+  SCOPED_TRACE(testing::Message() << "SQUISH_CUDA_FUSE=" << fuse);
+  setenv("SQUISH_CUDA_FUSE", "28", 1);
   Session chain(model, opts);
-  setenv(name, value, 1);
+  setenv("SQUISH_CUDA_FUSE", fuse, 1);
   Session other(model, opts);
-  unsetenv(name);
+  unsetenv("SQUISH_CUDA_FUSE");
   auto says = [&](const Session& s) {
     return s.device_session()->description().find(described) != std::string::npos;
   };
@@ -984,10 +985,11 @@ TEST(CudaModel, InputKernelsMatchKernelChainOnKQuants) {
   opts.n_ctx = 320;
   opts.n_batch = 32;
   opts.device = Device::Cuda;
-  compare_with_chain(*model, opts, "SQUISH_CUDA_FUSE", "92", "gating in down's kernel", 1e-6);
-  compare_with_chain(*model, opts, "SQUISH_CUDA_FUSE", "60", "attention in o's kernel", 1e-3);
-  compare_with_chain(*model, opts, "SQUISH_CUDA_FUSE", "124", "attention in o's kernel", 1e-3);
-  compare_with_chain(*model, opts, "SQUISH_CUDA_FUSE", "220", "attention in q|k|v's kernel", 1e-3);
+  compare_with_chain(*model, opts, "92", "gating in down's kernel", 1e-6);
+  compare_with_chain(*model, opts, "60", "attention in o's kernel", 1e-3);
+  compare_with_chain(*model, opts, "124", "attention in o's kernel", 1e-3);
+  compare_with_chain(*model, opts, "156", "attention in q|k|v's kernel", 1e-3);
+  compare_with_chain(*model, opts, "220", "attention in q|k|v's kernel", 1e-3);
 }
 TEST(CudaModel, Qwen2Q4KMMatchesCpu) {
   SKIP_WITHOUT_GPU();

@@ -195,9 +195,11 @@ class CudaSession final : public DeviceSession {
   // kernels first makes its own input with all of its warps, then meets a grid barrier
   // (kernels.h: matmul_q8_attention_in, matmul_q8_gating_in); 128 (with 4 and 8) attention at the
   // end of q|k|v's kernel, after a grid barrier (matmul_q8_norm_in's then; 32 is then unused).
-  // Default 28 (4 + 8 + 16): with the one-pass prologue it measured 368.9 tok/s against 333.1 for 4
-  // on the H100 (Q4_K_M Llama-3-8B shape; Q8_0 264.1 vs 262.4); the norm's serial last block (1)
-  // costs more than the kernel it saves (docs/cuda.md).
+  // Default 28 (4 + 8 + 16) plus 64, or plus 128 when every o and down matrix is Q8_0. 28: with
+  // the one-pass prologue it measured 368.9 tok/s against 333.1 for 4 on the H100 (Q4_K_M
+  // Llama-3-8B shape; Q8_0 264.1 vs 262.4); the norm's serial last block (1) costs more than the
+  // kernel it saves. On top of 28 (H100, tg128, docs/cuda.md ninth slice): Q4_K_M 404.4 with 64,
+  // 383.4 with 128, 378.1 with both, 384.3 without; Q8_0 278.3, 282.8, 271.2 and 275.2.
   int fusion_ = kFuseRope | kFuseNormIn | kFusePair;
   static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16,
                        kFuseAttentionIn = 32, kFuseGatingIn = 64, kFuseAttentionOut = 128;
@@ -238,6 +240,12 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   if (const char* env = std::getenv("SQUISH_CUDA_GRAPHS")) use_graphs_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_Q8")) use_q8_ = std::strcmp(env, "0") != 0;
+  bool q8_0_model = !model.layers.empty();  // every o and down matrix Q8_0: see fusion_
+  for (const LayerWeights& L : model.layers) {
+    q8_0_model = q8_0_model && L.wo != nullptr && L.wo->type == DType::Q8_0 &&
+                 L.w_down != nullptr && L.w_down->type == DType::Q8_0;
+  }
+  fusion_ |= q8_0_model ? kFuseAttentionOut : kFuseGatingIn;
   if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 255;
   if (const char* env = std::getenv("SQUISH_CUDA_GEMM")) gemm_on_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_GEMM_MIN"))
