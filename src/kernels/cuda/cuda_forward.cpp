@@ -190,11 +190,12 @@ class CudaSession final : public DeviceSession {
   // end, 2 the gating into gate|up's end (with 8: the persistent kernel from the norm prologue to
   // the gating, no gating kernel), 4 RoPE + KV store into attention, 8 RMSNorm into the next
   // products' prologue (each block recomputes it; 1 takes precedence), 16 with 8: [q | k] and v
-  // of different types in one launch, 32 attention inside o's kernel (with 4, its RoPE and KV
-  // store too), 64 the gating inside down's kernel (without 2): each of these two product
-  // kernels first makes its own input with all of its warps, then meets a grid barrier
-  // (kernels.h: matmul_q8_attention_in, matmul_q8_gating_in); 128 (with 4 and 8) attention at the
-  // end of q|k|v's kernel, after a grid barrier (matmul_q8_norm_in's then; 32 is then unused).
+  // of different types in one launch, 64 the gating inside down's kernel (without 2: it first
+  // makes its own input with all of its warps, then meets a grid barrier; kernels.h:
+  // matmul_q8_gating_in), 128 (with 4 and 8) attention at the end of q|k|v's kernel, after a grid
+  // barrier (matmul_q8_norm_in's then; kernels.h: DecodeAttentionIn). 32 is unused: attention
+  // at the start of o's kernel measured 396.6 / 259.8 against 385.6 / 277.6 (Q4_K_M / Q8_0), and
+  // 386.5 / 248.4 with 64 (docs/cuda.md, ninth slice).
   // Default 28 (4 + 8 + 16) plus 64, or plus 128 when every o and down matrix is Q8_0. 28: with
   // the one-pass prologue it measured 368.9 tok/s against 333.1 for 4 on the H100 (Q4_K_M
   // Llama-3-8B shape; Q8_0 264.1 vs 262.4); the norm's serial last block (1) costs more than the
@@ -202,14 +203,14 @@ class CudaSession final : public DeviceSession {
   // 383.4 with 128, 378.1 with both, 384.3 without; Q8_0 278.3, 282.8, 271.2 and 275.2.
   int fusion_ = kFuseRope | kFuseNormIn | kFusePair;
   static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16,
-                       kFuseAttentionIn = 32, kFuseGatingIn = 64, kFuseAttentionOut = 128;
-  // The barrier kernels' shared scratch (kFuseAttentionIn, kFuseGatingIn, kFuseAttentionOut):
-  // their grid barriers' words (128 each), then the attention's per head counters, then its
-  // partial softmax states for up to in_chunks_ chunks per head.
+                       kFuseGatingIn = 64, kFuseAttentionOut = 128;
+  // The barrier kernels' scratch (kFuseGatingIn, kFuseAttentionOut): their grid barriers' words
+  // (128 each), then the attention's per head counters, then its partial softmax states for up
+  // to in_chunks_ chunks per head.
   DeviceBuffer in_scratch_;
   int in_chunks_ = 0, in_chunk_keys_ = 16;
   unsigned* in_barrier(int i) const { return in_scratch_.get<unsigned>() + 128 * i; }
-  int* in_counters() const { return reinterpret_cast<int*>(in_scratch_.get<unsigned>() + 384); }
+  int* in_counters() const { return reinterpret_cast<int*>(in_scratch_.get<unsigned>() + 256); }
   float* in_partials() const {
     return reinterpret_cast<float*>(in_counters() + ((c_.n_head + 63) / 64) * 64);
   }
@@ -326,21 +327,17 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
     attn_split_.counters = attn_counters_.get<int>();
     description_ += fmt::format(", decode attention in {}-key chunks", cuda::kAttentionSplitKeys);
   }
-  if (fusion_ & (kFuseAttentionIn | kFuseGatingIn | kFuseAttentionOut)) {
+  if (fusion_ & (kFuseGatingIn | kFuseAttentionOut)) {
     // Chunks of at least in_chunk_keys_ keys (SQUISH_CUDA_ATTN_CHUNK_KEYS, default 16), at most
     // 1,024 per head.
     if (const char* env = std::getenv("SQUISH_CUDA_ATTN_CHUNK_KEYS"))
       in_chunk_keys_ = std::max(1, std::atoi(env));
     in_chunks_ = std::min(1024, (n_ctx_ + in_chunk_keys_ - 1) / in_chunk_keys_);
-    const size_t words = 384 + (c.n_head + 63) / 64 * 64;
+    const size_t words = 256 + (c.n_head + 63) / 64 * 64;
     in_scratch_ = DeviceBuffer(words * 4 + static_cast<size_t>(c.n_head) * in_chunks_ *
                                                (c.head_dim + 2) * sizeof(float));
     check(cudaMemset(in_scratch_.get(), 0, in_scratch_.bytes()), "cudaMemset");
-    if (fusion_ & kFuseAttentionOut) {
-      description_ += ", attention in q|k|v's kernel";
-    } else if (fusion_ & kFuseAttentionIn) {
-      description_ += ", attention in o's kernel";
-    }
+    if (fusion_ & kFuseAttentionOut) description_ += ", attention in q|k|v's kernel";
     if (fusion_ & kFuseGatingIn) description_ += ", gating in down's kernel";
   }
   check(cudaMallocHost(reinterpret_cast<void**>(&host_x_), B * E * 4), "cudaMallocHost");
@@ -468,7 +465,6 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     const DeviceLayer& L = layers_[l];
     const cuda::Q8NormIn attn_in{x, L.attn_norm, c.norm_eps};
     const bool attn_norm_in = !normed && norm_in(L.qkv, n);
-    bool o_done = false;  // o's product ran with the attention (kFuseAttentionIn)
     if (!normed && !attn_norm_in) {
       auto [xq, xd] = q8_unless(gemm, L.qkv);
       cuda::rms_norm(x, L.attn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
@@ -492,12 +488,13 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     ra.k_cache = k_cache_.get<float>() + l * layer_cache;
     ra.v_cache = v_cache_.get<float>() + l * layer_cache;
     const auto [att_q, att_d] = q8_unless(gemm, {L.wo});
-    // One token's attention as items over all warps of a product kernel (kFuseAttentionOut: at the
-    // end of q|k|v's, kFuseAttentionIn: at the start of o's), with RoPE and the KV store.
+    // One token's attention as items over all warps of q|k|v's kernel, at its end
+    // (kFuseAttentionOut), with RoPE and the KV store: when o reads 8-bit input and q|k|v is one
+    // kernel with the norm prologue.
     cuda::DecodeAttentionIn items;
-    const bool itemized = (fuse & (kFuseAttentionIn | kFuseAttentionOut)) && (fuse & kFuseRope) &&
-                          !(fuse & kFuseNorm) && uses_q8(L.wo);
-    if (itemized) {
+    const cuda::DecodeAttentionIn* then = nullptr;
+    if ((fuse & kFuseAttentionOut) && (fuse & kFuseRope) && !(fuse & kFuseNorm) && attn_norm_in &&
+        uses_q8(L.wo) && (L.qkv.size() == 1 || (L.qkv.size() == 2 && (fuse & kFusePair)))) {
       items.qkv = qkv;
       items.bq = L.bq;
       items.bk = L.bk;
@@ -515,16 +512,10 @@ void CudaSession::forward(int n, int first_out, int n_out) {
       items.counters = in_counters();
       items.max_chunks = in_chunks_;
       items.min_chunk_keys = in_chunk_keys_;
+      items.barrier = in_barrier(1);
       items.q = att_q;
       items.d = att_d;
-    }
-    const bool after_qkv = itemized && (fuse & kFuseAttentionOut) && attn_norm_in &&
-                           cuda::decode_attention_supported(items) &&
-                           (L.qkv.size() == 1 || (L.qkv.size() == 2 && (fuse & kFusePair)));
-    const cuda::DecodeAttentionIn* then = nullptr;
-    if (after_qkv) {
-      items.barrier = in_barrier(2);
-      then = &items;
+      if (cuda::decode_attention_supported(items)) then = &items;
     }
     // [q | k] and v of different types: one launch (kFusePair), else one per product.
     const bool paired = attn_norm_in && (fuse & kFusePair) && L.qkv.size() == 2 &&
@@ -545,13 +536,6 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     }
     bool attended = then != nullptr;
     if (!(fuse & kFuseRope)) cuda::rope_and_store(ra, n, stream_);
-    // Attention and o in one kernel (kFuseAttentionIn), or the attention kernel.
-    if (!attended && itemized && (fuse & kFuseAttentionIn)) {
-      items.barrier = in_barrier(0);
-      attended = cuda::matmul_q8_attention_in(L.wo.type, L.wo.w, L.wo.rows, L.wo.cols, items, x,
-                                              true, stream_);
-      if (attended) o_done = true;
-    }
     if (!attended) {
       cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
                       pos_.get<int>(), n, att, stream_, att_q, att_d,
@@ -571,10 +555,8 @@ void CudaSession::forward(int n, int first_out, int n_out) {
       cuda::matmul_q8(L.wo.type, L.wo.w, L.wo.rows, L.wo.cols, xq_.get<int8_t>(), xd_.get<float>(),
                       1, x, E, true, stream_, &e);
     } else {
-      if (!o_done) {
-        gemm_input(gemm, att, Q, n, Q);
-        product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
-      }
+      gemm_input(gemm, att, Q, n, Q);
+      product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
       if (!ffn_norm_in) {
         auto [xq, xd] = q8_unless(gemm, L.gate_up);
         cuda::rms_norm(x, L.ffn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
@@ -642,7 +624,7 @@ void CudaSession::forward(int n, int first_out, int n_out) {
         in.up = gu + F;
         in.n = F;
         in.gelu = gelu;
-        in.barrier = in_barrier(1);
+        in.barrier = in_barrier(0);
         in.q = xq_.get<int8_t>();
         in.d = xd_.get<float>();
         gating_in = cuda::matmul_q8_gating_in(L.w_down.type, L.w_down.w, L.w_down.rows,

@@ -67,8 +67,8 @@ struct Q8NormIn {
 // [gate rows | up rows] and y[i] = act(gate_i) * up_i for i < rows / 2, as matmul_q8's gating
 // epilogue computes it (the persistent kernel, two rows per warp; accumulate ignored).
 // With then set (not with gate; decode_attention_supported(*then)): y is the token's [q | k | v],
-// and after a grid barrier every warp of the kernel goes on to its attention, as
-// matmul_q8_attention_in computes it (below), with the output's 8-bit form in then->q, then->d.
+// and after a grid barrier every warp of the kernel goes on to its attention (DecodeAttentionIn,
+// below), with the output's 8-bit form in then->q, then->d.
 struct DecodeAttentionIn;
 void matmul_q8_norm_in(DType type, const void* w, int64_t rows, int64_t cols, const Q8NormIn& in,
                        float* y, bool accumulate, cudaStream_t stream,
@@ -88,17 +88,13 @@ bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols
                             const Q8NormIn& in, bool accumulate, cudaStream_t stream,
                             const DecodeAttentionIn* then = nullptr);
 
-// One-token products whose kernel first makes its own 8-bit input with every warp of its
-// persistent grid, meets a grid barrier, then copies the input into each block's shared memory
-// (kernels_q8.cu). Saves the kernel that would make the input and its dependent launch. The grid
-// is sized by occupancy, so all of it is resident at once; barrier: 128 zeroed words of its own,
-// left ready for the next launch. The input's width (the product's cols) must be a multiple of
-// 128. False (nothing launched) for a weight type without 8-bit kernels or a shape not covered.
-//
-// The input is one token's attention (o's input): RoPE of q and of the new k in registers, k and v
-// stored at the position, and (head, chunk of keys) items over all warps, merged per head by the
-// warp that finishes last (flash-decoding), with the arithmetic of attention() up to the order of
-// the sums. head_dim 64, 128 or 256; neox needs n_rot == head_dim.
+// One token's attention as items over every warp of a persistent product kernel (kernels_q8.cu:
+// at the end of q|k|v's kernel, matmul_q8_norm_in's `then`): after a grid barrier, RoPE of q and
+// of the new k in registers, k and v stored at the position, and (head, chunk of keys) items over
+// all warps, merged per head by the warp that finishes last (flash-decoding), with the arithmetic
+// of attention() up to the order of the sums. head_dim 64, 128 or 256; neox needs n_rot ==
+// head_dim. The grid is sized by occupancy, so all of it is resident at once; barrier: 128 zeroed
+// words of its own, left ready for the next launch.
 struct DecodeAttentionIn {
   const float* qkv = nullptr;  // [q | k | v] of the token, before bias and RoPE
   const float *bq = nullptr, *bk = nullptr, *bv = nullptr;  // may be null
@@ -120,11 +116,13 @@ struct DecodeAttentionIn {
 };
 // Whether the attention items take this shape (head size, grouping, RoPE).
 bool decode_attention_supported(const DecodeAttentionIn& in);
-bool matmul_q8_attention_in(DType type, const void* w, int64_t rows, int64_t cols,
-                            const DecodeAttentionIn& in, float* y, bool accumulate,
-                            cudaStream_t stream);
-// The input is act(gate) * up (n values, SiLU or tanh-approximated GELU; up null: gate as is),
-// with gated_activation's arithmetic; its 8-bit form also lands in q, d.
+
+// A one-token product whose kernel first makes its own 8-bit input, act(gate) * up (n values,
+// SiLU or tanh-approximated GELU; up null: gate as is, with gated_activation's arithmetic), with
+// every warp of its persistent grid, into q, d; meets a grid barrier (barrier as above); then
+// copies the input into each block's shared memory. Saves the gating kernel and its dependent
+// launch. The input's width (the product's cols) must be a multiple of 128. False (nothing
+// launched) for a weight type without 8-bit kernels or a shape not covered.
 struct DecodeGatingIn {
   const float* gate = nullptr;
   const float* up = nullptr;

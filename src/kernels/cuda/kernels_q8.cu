@@ -41,19 +41,8 @@ using detail::pdl_wait;
 using namespace q8;      // View, Q4K, Q6K, Q80, view_of and the per-lane loads
 using namespace decode;  // kWarp, kWarps, MvArgs, decode_body and its helpers
 
-// decode_body's wait for matmul_q8_attention_in: the attention over every warp of the grid (its
-// wait for q|k|v inside, after an L2 prefetch of the cached keys), then the grid barrier after
-// which the kCopyIn prologue reads the attention's 8-bit output.
-template <int kPer>
-struct AttentionFirst {
-  DecodeAttentionIn p;
-  __device__ void operator()() const {
-    attention_phase<kPer>(p, PdlWait{});
-    GridBarrier{p.barrier}();
-  }
-};
-
-// ... and for matmul_q8_gating_in: the gating's 8-bit form, one group of 32 per warp.
+// decode_body's wait for matmul_q8_gating_in: the gating's 8-bit form, one group of 32 per warp,
+// then the grid barrier after which the kCopyIn prologue reads it.
 struct GatingFirst {
   DecodeGatingIn g;
   __device__ void operator()() const {
@@ -524,7 +513,7 @@ bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols
   return launched;
 }
 
-// ---- One-token products that make their own input (kernels.h: matmul_q8_attention_in, ...) ----
+// ---- One-token products that make their own input (kernels.h: matmul_q8_gating_in) ----
 
 namespace {
 
@@ -570,25 +559,6 @@ bool decode_attention_supported(const DecodeAttentionIn& in) {
   return (in.head_dim == 64 || in.head_dim == 128 || in.head_dim == 256) && in.n_head_kv > 0 &&
          in.n_head % in.n_head_kv == 0 && in.max_chunks >= 1 && in.min_chunk_keys >= 1 &&
          in.n_rot % 2 == 0 && in.n_rot <= in.head_dim && (!in.neox || in.n_rot == in.head_dim);
-}
-
-bool matmul_q8_attention_in(DType type, const void* w, int64_t rows, int64_t cols,
-                            const DecodeAttentionIn& in, float* y, bool accumulate,
-                            cudaStream_t stream) {
-  if (!input_fits(type, cols) || cols != static_cast<int64_t>(in.n_head) * in.head_dim ||
-      !decode_attention_supported(in))
-    return false;
-  bool launched = false;
-  with_head_size(in.head_dim, [&](auto per) {
-    with_q8_type(type, [&](auto t) {
-      launch_with_input<decltype(t)>(
-          w, rows, cols, in.q, in.d, y, accumulate, stream, [&](int64_t blocks) {
-            return AttentionFirst<decltype(per)::value>{for_grid(in, blocks)};
-          });
-      launched = true;
-    });
-  });
-  return launched;
 }
 
 bool matmul_q8_gating_in(DType type, const void* w, int64_t rows, int64_t cols,

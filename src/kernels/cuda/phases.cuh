@@ -1,8 +1,8 @@
 // Work that every warp of a persistent decode grid shares, around a grid barrier: the barrier
 // itself, one token's attention as (head, chunk of keys) items over all warps, and the gating's
 // 8-bit form as one group of 32 per warp. kernels_q8.cu runs them inside product kernels: the
-// attention at the end of q|k|v's kernel or at the start of o's, the gating at the start of
-// down's (kernels.h: matmul_q8_norm_in's then, matmul_q8_attention_in, matmul_q8_gating_in).
+// attention at the end of q|k|v's kernel, the gating at the start of down's (kernels.h:
+// matmul_q8_norm_in's then, matmul_q8_gating_in).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -197,9 +197,8 @@ __device__ void attention_item(const DecodeAttentionIn& p, int h, int c, const K
 
 // The context split into chunks of at least p.min_chunk_keys keys, as many per head as the grid has
 // warps for (at most p.max_chunks), so that a long context spreads over the whole GPU. wait():
-// where q|k|v becomes readable (a grid barrier, or the dependent launch's wait). Inlined: in o's
-// kernel a call would save the preloaded weights' registers to local memory (ptxas: 170-390
-// bytes a thread) and the phase itself would spill more than inlined.
+// where q|k|v becomes readable (a grid barrier). Inlined into the product kernel, after its rows,
+// when the weights' registers are free.
 template <int kPer, class Wait>
 __device__ __forceinline__ void attention_phase(const DecodeAttentionIn& p, Wait wait) {
   const int lane = threadIdx.x % kWarp;
