@@ -33,8 +33,9 @@ REPS=${REPS:-3}
 WORK=${WORK:-/tmp/squish-synth}
 DIR=$(mktemp -d)
 tar xJf "$ARCHIVE" -C "$DIR"
-MODELS_TAR=$(dirname "$ARCHIVE")/squish-cuda-models.tar
-[ -f "$MODELS_TAR" ] && tar xf "$MODELS_TAR" -C "$DIR"
+for MODELS_TAR in "$(dirname "$ARCHIVE")"/squish-cuda-models.tar{,.xz}; do  # cuda_pack.sh MODELS_XZ
+  [ -f "$MODELS_TAR" ] && tar xf "$MODELS_TAR" -C "$DIR"
+done
 export LD_LIBRARY_PATH=$DIR/lib
 SQ=$DIR/bin/squish
 mkdir -p "$OUT" "$WORK"
