@@ -64,7 +64,7 @@ if [ "${TESTS:-1}" = 1 ]; then
   SAN=${SAN:-$(command -v compute-sanitizer || true)}
   if [ "${SANITIZE:-1}" = 1 ] && [ -n "$SAN" ]; then
     SQUISH_CUDA_MODELS=$DIR/models $TO "$SAN" --tool memcheck --error-exitcode 9 \
-      "$DIR/bin/squish_cuda_tests" --gtest_filter='*CudaMatmul*:*CudaPrefillGemm*:CudaKernels*:CudaModel.Llama*Q4*:CudaModel.LlamaMatchesCpuWithBarrierKernels' \
+      "$DIR/bin/squish_cuda_tests" --gtest_filter='*CudaMatmul*:*CudaPrefillGemm*:CudaKernels*:CudaModel.Llama*Q4*:CudaModel.LlamaMatchesCpuWithSplitDecodeAttention' \
       > "$OUT/sanitizer.txt" 2>&1
     echo "compute-sanitizer memcheck: rc $?; $(grep -c 'Invalid' "$OUT/sanitizer.txt") invalid accesses" |
       tee -a "$OUT/summary.txt"

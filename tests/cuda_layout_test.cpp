@@ -308,32 +308,5 @@ TEST(CudaSchedule, SplitBlocksFollowsTheBytes) {
   EXPECT_EQ(cuda::split_blocks(2, 5.0, 1.0), 1);
 }
 
-// The decode attention's key chunks: cover keys [0, n_keys) in order, none empty, lengths within
-// one of each other, at most max_chunks and at most one per min_keys keys, and all max_chunks
-// when the context is that long.
-TEST(CudaSchedule, KeyChunksCoverTheContext) {
-  for (int n_keys = 1; n_keys <= 5000; n_keys += n_keys < 300 ? 1 : 97) {
-    for (int max_chunks : {1, 8, 66, 528}) {
-      SCOPED_TRACE(testing::Message() << n_keys << " keys, at most " << max_chunks << " chunks");
-      const cuda::KeyChunks c = cuda::key_chunks(n_keys, max_chunks, 16);
-      ASSERT_GE(c.count, 1);
-      EXPECT_LE(c.count, max_chunks);
-      EXPECT_LE(c.count, (n_keys + 15) / 16);
-      if (n_keys >= 16 * max_chunks) {
-        EXPECT_EQ(c.count, max_chunks);
-      }
-      EXPECT_EQ(c.begin(0), 0);
-      EXPECT_EQ(c.begin(c.count), n_keys);
-      int shortest = n_keys, longest = 0;
-      for (int k = 0; k < c.count; ++k) {
-        shortest = std::min(shortest, c.begin(k + 1) - c.begin(k));
-        longest = std::max(longest, c.begin(k + 1) - c.begin(k));
-      }
-      EXPECT_GE(shortest, 1);
-      EXPECT_LE(longest - shortest, 1);
-    }
-  }
-}
-
 }  // namespace
 }  // namespace squish

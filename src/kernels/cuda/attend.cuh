@@ -1,5 +1,5 @@
-// One warp's online softmax over a run of cached keys, shared by the decode attention kernels
-// (kernels.cu: attention_kernel; decode_stack.cu: the stack's attention items). Device code only.
+// One warp's online softmax over a run of cached keys (kernels.cu: attention_kernel). Device code
+// only.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -127,10 +127,9 @@ class CudaSession final : public DeviceSession {
   // With norm set: the product's input is RMSNorm(x) (matmul_q8_norm_in); x, xq, xd unused.
   void matmul(const DeviceMatrix& m, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
               bool accumulate, const int8_t* xq = nullptr, const float* xd = nullptr,
-              const cuda::Q8NormIn* norm = nullptr, const cuda::DecodeAttentionIn* then = nullptr) {
+              const cuda::Q8NormIn* norm = nullptr) {
     if (norm != nullptr) {
-      cuda::matmul_q8_norm_in(m.type, m.w, m.rows, m.cols, *norm, y, accumulate, stream_, nullptr,
-                              then);
+      cuda::matmul_q8_norm_in(m.type, m.w, m.rows, m.cols, *norm, y, accumulate, stream_);
     } else if (uses_q8(m)) {
       cuda::matmul_q8(m.type, m.w, m.rows, m.cols, xq != nullptr ? xq : xq_.get<int8_t>(),
                       xd != nullptr ? xd : xd_.get<float>(), n, y, ldy, accumulate, stream_);
@@ -183,37 +182,27 @@ class CudaSession final : public DeviceSession {
   float* host_rope_ = nullptr;  // pinned: RoPE cos/sin of the step's positions  // pinned: one row
                                 // of logits comes back at full PCIe speed
   std::vector<float> row_;
-  cudaGraphExec_t decode_graph_ = nullptr;
+  // Decode steps replay a captured graph, one per count of attention chunks holding keys at the
+  // step's position (index 1 without the split): the split attention kernel launches only those
+  // chunks' blocks, and at one chunk the kernel of one block per head, whose 16 warps take the
+  // keys twice as fast as the split kernel's 8. Launching every chunk of the context cost 8 % of
+  // a Llama-3-8B Q4_K_M token at 513 tokens of context against 129 (H100, docs/cuda.md).
+  std::vector<cudaGraphExec_t> decode_graphs_;
+  int step_chunks_ = 1;  // for the pass being made: see decode_graphs_
   bool use_graphs_ = true;
   bool use_q8_ = true;  // SQUISH_CUDA_Q8=0: F32 activations for every product
   // One-token passes fuse (SQUISH_CUDA_FUSE, a bit mask): 1 RMSNorm into the residual products'
   // end, 2 the gating into gate|up's end (with 8: the persistent kernel from the norm prologue to
   // the gating, no gating kernel), 4 RoPE + KV store into attention, 8 RMSNorm into the next
   // products' prologue (each block recomputes it; 1 takes precedence), 16 with 8: [q | k] and v
-  // of different types in one launch, 64 the gating inside down's kernel (without 2: it first
-  // makes its own input with all of its warps, then meets a grid barrier; kernels.h:
-  // matmul_q8_gating_in), 128 (with 4 and 8) attention at the end of q|k|v's kernel, after a grid
-  // barrier (matmul_q8_norm_in's then; kernels.h: DecodeAttentionIn). 32 is unused: attention
-  // at the start of o's kernel measured 396.6 / 259.8 against 385.6 / 277.6 (Q4_K_M / Q8_0), and
-  // 386.5 / 248.4 with 64 (docs/cuda.md, ninth slice).
-  // Default 28 (4 + 8 + 16) plus 64, or plus 128 when every o and down matrix is Q8_0. 28: with
-  // the one-pass prologue it measured 368.9 tok/s against 333.1 for 4 on the H100 (Q4_K_M
-  // Llama-3-8B shape; Q8_0 264.1 vs 262.4); the norm's serial last block (1) costs more than the
-  // kernel it saves. On top of 28 (H100, tg128, docs/cuda.md ninth slice): Q4_K_M 404.4 with 64,
-  // 383.4 with 128, 378.1 with both, 384.3 without; Q8_0 278.3, 282.8, 271.2 and 275.2.
+  // of different types in one launch. Default 28 (4 + 8 + 16): with the one-pass prologue it
+  // measured 368.9 tok/s against 333.1 for 4 on the H100 (Q4_K_M Llama-3-8B shape; Q8_0 264.1 vs
+  // 262.4); the norm's serial last block (1) costs more than the kernel it saves. Kernels that
+  // meet a grid barrier to make their own input (the gating inside down's, the attention at the
+  // end of q|k|v's or the start of o's) measured slower than this chain (docs/cuda.md, ninth
+  // slice) and were removed.
   int fusion_ = kFuseRope | kFuseNormIn | kFusePair;
-  static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16,
-                       kFuseGatingIn = 64, kFuseAttentionOut = 128;
-  // The barrier kernels' scratch (kFuseGatingIn, kFuseAttentionOut): their grid barriers' words
-  // (128 each), then the attention's per head counters, then its partial softmax states for up
-  // to in_chunks_ chunks per head.
-  DeviceBuffer in_scratch_;
-  int in_chunks_ = 0, in_chunk_keys_ = 16;
-  unsigned* in_barrier(int i) const { return in_scratch_.get<unsigned>() + 128 * i; }
-  int* in_counters() const { return reinterpret_cast<int*>(in_scratch_.get<unsigned>() + 256); }
-  float* in_partials() const {
-    return reinterpret_cast<float*>(in_counters() + ((c_.n_head + 63) / 64) * 64);
-  }
+  static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16;
   bool use_pdl_ = false;  // programmatic dependent launch (sm_90+; SQUISH_CUDA_PDL=0 turns it off)
   // Passes of at least gemm_min_ tokens run their products through cuBLAS (SQUISH_CUDA_GEMM=0
   // turns it off, SQUISH_CUDA_GEMM_MIN sets the bound, at least 2); gemm_ is made on first use
@@ -241,13 +230,7 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   if (const char* env = std::getenv("SQUISH_CUDA_GRAPHS")) use_graphs_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_Q8")) use_q8_ = std::strcmp(env, "0") != 0;
-  bool q8_0_model = !model.layers.empty();  // every o and down matrix Q8_0: see fusion_
-  for (const LayerWeights& L : model.layers) {
-    q8_0_model = q8_0_model && L.wo != nullptr && L.wo->type == DType::Q8_0 &&
-                 L.w_down != nullptr && L.w_down->type == DType::Q8_0;
-  }
-  fusion_ |= q8_0_model ? kFuseAttentionOut : kFuseGatingIn;
-  if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 255;
+  if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 31;
   if (const char* env = std::getenv("SQUISH_CUDA_GEMM")) gemm_on_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_GEMM_MIN"))
     gemm_min_ = std::max(2, std::atoi(env));
@@ -327,19 +310,6 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
     attn_split_.counters = attn_counters_.get<int>();
     description_ += fmt::format(", decode attention in {}-key chunks", cuda::kAttentionSplitKeys);
   }
-  if (fusion_ & (kFuseGatingIn | kFuseAttentionOut)) {
-    // Chunks of at least in_chunk_keys_ keys (SQUISH_CUDA_ATTN_CHUNK_KEYS, default 16), at most
-    // 1,024 per head.
-    if (const char* env = std::getenv("SQUISH_CUDA_ATTN_CHUNK_KEYS"))
-      in_chunk_keys_ = std::max(1, std::atoi(env));
-    in_chunks_ = std::min(1024, (n_ctx_ + in_chunk_keys_ - 1) / in_chunk_keys_);
-    const size_t words = 256 + (c.n_head + 63) / 64 * 64;
-    in_scratch_ = DeviceBuffer(words * 4 + static_cast<size_t>(c.n_head) * in_chunks_ *
-                                               (c.head_dim + 2) * sizeof(float));
-    check(cudaMemset(in_scratch_.get(), 0, in_scratch_.bytes()), "cudaMemset");
-    if (fusion_ & kFuseAttentionOut) description_ += ", attention in q|k|v's kernel";
-    if (fusion_ & kFuseGatingIn) description_ += ", gating in down's kernel";
-  }
   check(cudaMallocHost(reinterpret_cast<void**>(&host_x_), B * E * 4), "cudaMallocHost");
   check(cudaMallocHost(reinterpret_cast<void**>(&host_pos_), sizeof(int)), "cudaMallocHost");
   check(cudaMallocHost(reinterpret_cast<void**>(&host_logits_), static_cast<size_t>(c.n_vocab) * 4),
@@ -349,7 +319,9 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
 
 CudaSession::~CudaSession() {
   gemm_.reset();  // its cuBLAS handle is bound to stream_
-  if (decode_graph_ != nullptr) cudaGraphExecDestroy(decode_graph_);
+  for (cudaGraphExec_t g : decode_graphs_) {
+    if (g != nullptr) cudaGraphExecDestroy(g);
+  }
   if (host_x_ != nullptr) cudaFreeHost(host_x_);
   if (host_pos_ != nullptr) cudaFreeHost(host_pos_);
   if (host_logits_ != nullptr) cudaFreeHost(host_logits_);
@@ -461,6 +433,8 @@ void CudaSession::forward(int n, int first_out, int n_out) {
   };
   // The first kernel follows the uploads (copies, not kernels): launched plainly.
   cuda::set_programmatic_launch(false);
+  cuda::AttentionSplit split = attn_split_;  // one token: the chunks holding keys
+  split.grid_chunks = step_chunks_;
   for (int l = 0; l < c.n_layer; ++l) {
     const DeviceLayer& L = layers_[l];
     const cuda::Q8NormIn attn_in{x, L.attn_norm, c.norm_eps};
@@ -470,6 +444,21 @@ void CudaSession::forward(int n, int first_out, int n_out) {
       cuda::rms_norm(x, L.attn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
     }
     cuda::set_programmatic_launch(use_pdl_);
+    // [q | k] and v of different types: one launch (kFusePair), else one per product.
+    const bool paired = attn_norm_in && (fuse & kFusePair) && L.qkv.size() == 2 &&
+                        cuda::matmul_q8_norm_in_pair(
+                            {L.qkv[0].type, L.qkv[0].w, L.qkv[0].rows, qkv + L.qkv[0].out_offset},
+                            {L.qkv[1].type, L.qkv[1].w, L.qkv[1].rows, qkv + L.qkv[1].out_offset},
+                            E, attn_in, false, stream_);
+    if (gemm) {
+      gemm_input(true, xn, E, n, E);
+      for (const DeviceMatrix& m : L.qkv)
+        product(true, m, xn, E, n, qkv + m.out_offset, qkv_ld_, false);
+    } else if (!paired) {
+      for (const DeviceMatrix& m : L.qkv)
+        matmul(m, xn, E, n, qkv + m.out_offset, qkv_ld_, false, nullptr, nullptr,
+               attn_norm_in ? &attn_in : nullptr);
+    }
     cuda::RopeArgs ra;
     ra.q = qkv;
     ra.k = qkv + Q;
@@ -487,61 +476,12 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     ra.pos0 = pos_.get<int>();
     ra.k_cache = k_cache_.get<float>() + l * layer_cache;
     ra.v_cache = v_cache_.get<float>() + l * layer_cache;
-    const auto [att_q, att_d] = q8_unless(gemm, {L.wo});
-    // One token's attention as items over all warps of q|k|v's kernel, at its end
-    // (kFuseAttentionOut), with RoPE and the KV store: when o reads 8-bit input and q|k|v is one
-    // kernel with the norm prologue.
-    cuda::DecodeAttentionIn items;
-    const cuda::DecodeAttentionIn* then = nullptr;
-    if ((fuse & kFuseAttentionOut) && (fuse & kFuseRope) && !(fuse & kFuseNorm) && attn_norm_in &&
-        uses_q8(L.wo) && (L.qkv.size() == 1 || (L.qkv.size() == 2 && (fuse & kFusePair)))) {
-      items.qkv = qkv;
-      items.bq = L.bq;
-      items.bk = L.bk;
-      items.bv = L.bv;
-      items.k_cache = ra.k_cache;
-      items.v_cache = ra.v_cache;
-      items.cos_sin = ra.cos_sin;
-      items.pos0 = ra.pos0;
-      items.n_head = c.n_head;
-      items.n_head_kv = c.n_head_kv;
-      items.head_dim = c.head_dim;
-      items.n_rot = c.n_rot;
-      items.neox = ra.neox;
-      items.partials = in_partials();
-      items.counters = in_counters();
-      items.max_chunks = in_chunks_;
-      items.min_chunk_keys = in_chunk_keys_;
-      items.barrier = in_barrier(1);
-      items.q = att_q;
-      items.d = att_d;
-      if (cuda::decode_attention_supported(items)) then = &items;
-    }
-    // [q | k] and v of different types: one launch (kFusePair), else one per product.
-    const bool paired = attn_norm_in && (fuse & kFusePair) && L.qkv.size() == 2 &&
-                        cuda::matmul_q8_norm_in_pair(
-                            {L.qkv[0].type, L.qkv[0].w, L.qkv[0].rows, qkv + L.qkv[0].out_offset},
-                            {L.qkv[1].type, L.qkv[1].w, L.qkv[1].rows, qkv + L.qkv[1].out_offset},
-                            E, attn_in, false, stream_, then);
-    if (gemm) {
-      gemm_input(true, xn, E, n, E);
-      for (const DeviceMatrix& m : L.qkv)
-        product(true, m, xn, E, n, qkv + m.out_offset, qkv_ld_, false);
-    } else if (!paired) {
-      // The attention after q|k|v only after a single product's kernel.
-      if (L.qkv.size() != 1) then = nullptr;
-      for (const DeviceMatrix& m : L.qkv)
-        matmul(m, xn, E, n, qkv + m.out_offset, qkv_ld_, false, nullptr, nullptr,
-               attn_norm_in ? &attn_in : nullptr, then);
-    }
-    bool attended = then != nullptr;
     if (!(fuse & kFuseRope)) cuda::rope_and_store(ra, n, stream_);
-    if (!attended) {
-      cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
-                      pos_.get<int>(), n, att, stream_, att_q, att_d,
-                      fuse & kFuseRope ? &ra : nullptr,
-                      n == 1 && attn_split_.n_splits > 0 ? &attn_split_ : nullptr);
-    }
+    const auto [att_q, att_d] = q8_unless(gemm, {L.wo});
+    cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
+                    pos_.get<int>(), n, att, stream_, att_q, att_d,
+                    fuse & kFuseRope ? &ra : nullptr,
+                    n == 1 && step_chunks_ > 1 ? &split : nullptr);
     // Output projection + residual, then the FFN norm (or gate|up's prologue computes it).
     const cuda::Q8NormIn ffn_in{x, L.ffn_norm, c.norm_eps};
     const bool ffn_norm_in = !(fuse & kFuseNorm) && norm_in(L.gate_up, n);
@@ -566,12 +506,6 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     const int8_t* down_q = xq_.get<int8_t>();
     const float* down_d = xd_.get<float>();
     const bool gelu = c.activation == Activation::GeluTanh;
-    bool gating_in = false;
-    auto gate_kernel = [&] {
-      auto [xq, xd] = q8_unless(gemm, {L.w_down});
-      cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F), gelu, stream_, xq,
-                             xd);
-    };
     if ((fuse & kFuseGate) && L.gated && L.gate_up.size() == 1 && uses_q8(L.gate_up[0])) {
       const DeviceMatrix& m = L.gate_up[0];
       cuda::Q8Epilogue e;
@@ -600,9 +534,9 @@ void CudaSession::forward(int n, int first_out, int n_out) {
           matmul(m, xn, E, n, gu + m.out_offset, 2 * F, false, nullptr, nullptr,
                  ffn_norm_in ? &ffn_in : nullptr);
       }
-      // The gating inside down's kernel (kFuseGatingIn, below), or a kernel of its own.
-      gating_in = (fuse & kFuseGatingIn) && !(fuse & kFuseNorm) && L.gated && uses_q8(L.w_down);
-      if (!gating_in) gate_kernel();
+      auto [xq, xd] = q8_unless(gemm, {L.w_down});
+      cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F), gelu, stream_, xq,
+                             xd);
     }
     // Down projection + residual, then the next norm (the next layer's, or the output norm).
     const bool last = l + 1 == c.n_layer;
@@ -618,23 +552,8 @@ void CudaSession::forward(int n, int first_out, int n_out) {
                       E, true, stream_, &e);
       normed = true;
     } else {
-      if (gating_in) {
-        cuda::DecodeGatingIn in;
-        in.gate = gu;
-        in.up = gu + F;
-        in.n = F;
-        in.gelu = gelu;
-        in.barrier = in_barrier(0);
-        in.q = xq_.get<int8_t>();
-        in.d = xd_.get<float>();
-        gating_in = cuda::matmul_q8_gating_in(L.w_down.type, L.w_down.w, L.w_down.rows,
-                                              L.w_down.cols, in, x, true, stream_);
-        if (!gating_in) gate_kernel();
-      }
-      if (!gating_in) {
-        gemm_input(gemm, gu, 2 * F, n, F);
-        product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
-      }
+      gemm_input(gemm, gu, 2 * F, n, F);
+      product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
       normed = false;
     }
   }
@@ -696,16 +615,23 @@ void CudaSession::eval(const int32_t* tokens, int n, int pos0, bool all_logits, 
           "upload position");
     const int n_out = all_logits ? nb : (last ? 1 : 0);
     const int first_out = all_logits ? 0 : nb - 1;
+    step_chunks_ = 1;
+    if (nb == 1 && attn_split_.n_splits > 0) {
+      step_chunks_ = (pos0 + done) / cuda::kAttentionSplitKeys + 1;  // the keys 0 .. position
+    }
     if (nb == 1 && n_out == 1 && use_graphs_) {
-      if (decode_graph_ == nullptr) {
+      if (decode_graphs_.size() <= static_cast<size_t>(step_chunks_))
+        decode_graphs_.resize(step_chunks_ + 1, nullptr);
+      cudaGraphExec_t& exec = decode_graphs_[step_chunks_];
+      if (exec == nullptr) {
         cudaGraph_t graph = nullptr;
         check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "graph capture");
         forward(1, 0, 1);
         check(cudaStreamEndCapture(stream_, &graph), "graph capture");
-        check(cudaGraphInstantiate(&decode_graph_, graph, 0), "graph instantiate");
+        check(cudaGraphInstantiate(&exec, graph, 0), "graph instantiate");
         cudaGraphDestroy(graph);
       }
-      check(cudaGraphLaunch(decode_graph_, stream_), "graph launch");
+      check(cudaGraphLaunch(exec, stream_), "graph launch");
     } else {
       forward(nb, first_out, n_out);
     }

@@ -1,7 +1,6 @@
-// The one-token mat-vec body shared by the decode kernels (kernels_q8.cu) and the persistent
-// decoder-stack kernel (decode_stack.cu): a warp's walk over its row groups with two steps of
-// weights in flight, the optional RMSNorm prologue and gating epilogue, and their helpers. Device
-// code only; each including file gets its own copy.
+// The one-token mat-vec body of the persistent decode kernels (kernels_q8.cu): a warp's walk over
+// its row groups with two steps of weights in flight, the optional RMSNorm prologue and gating
+// epilogue, and their helpers. Device code only.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -64,7 +63,7 @@ struct MvArgs {
   int gelu;
 };
 
-// Dynamic shared memory of a decode body with kNormIn or kCopyIn: the input's cols codes, then
+// Dynamic shared memory of a decode body with kNormIn: the input's cols codes, then
 // its cols / 32 F32 scales.
 __host__ __device__ constexpr size_t input_smem_bytes(int64_t cols) {
   return static_cast<size_t>(cols) + static_cast<size_t>(cols / 32) * 4;
@@ -109,19 +108,6 @@ __device__ inline void gate_epilogue(const MvArgs& a, int64_t i, float g, float 
   if (lane == 0) a.counters[1 + i / 32] = 0;
 }
 
-// The point where a decode body waits for the work before it: the kernel before it on the stream
-// (programmatic dependent launch), or the phase before it in decode_stack.cu (a grid barrier).
-// Called once by every thread, after its first steps of weights are loaded.
-struct PdlWait {
-  __device__ void operator()() const { pdl_wait(); }
-};
-
-// What a decode body does after its last row, called by every thread (decode_body's `after`):
-// nothing, or kernels_q8.cu's attention after the q|k|v product.
-struct NoAfter {
-  __device__ void operator()() const {}
-};
-
 // Decode (one token) on a persistent grid: warp w of W takes row groups w, w + W, ... and walks
 // the flat sequence of (group, step) pairs, loading two steps ahead of its math also across row
 // boundaries, so a warp's loads never drain between rows and no block is launched after the
@@ -134,13 +120,10 @@ struct NoAfter {
 // the 16 KB norm, which costs less than a dependent launch). block / n_blocks: this block's index
 // among the n_blocks that share the product (all of the grid, or its part in
 // mv_q8_decode_pair_kernel).
-template <class T, int R, bool kNormIn, bool kGateOut = false, bool kCopyIn = false,
-          class Wait = PdlWait, class After = NoAfter>
-__device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks,
-                                            Wait wait = {}, After after = {}) {
+template <class T, int R, bool kNormIn, bool kGateOut = false>
+__device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks) {
   static_assert(!kGateOut || R == 2, "the gate epilogue pairs a gate row with an up row");
-  static_assert(!(kNormIn && kCopyIn), "one prologue makes the input");
-  // kNormIn or kCopyIn: the input's a.cols codes, then its a.cols / 32 scales
+  // kNormIn: the input's a.cols codes, then its a.cols / 32 scales
   extern __shared__ int4 s_act[];
   pdl_launch_dependents();
   const int lane = threadIdx.x % kWarp;
@@ -185,36 +168,9 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     advance(load_at);
   };
   two_buffer_preload(total, load_next);
-  wait();
+  pdl_wait();  // after the first steps of weights are loaded
   const int8_t* xq = a.xq;
   const float* xd = a.xd;
-  if constexpr (kCopyIn) {
-    // The 8-bit input a.xq, a.xd copied through L2 into shared memory: in decode_stack.cu's
-    // kernel other blocks wrote it during this launch, so it must not come through L1 (not
-    // coherent across SMs), and every warp then reads it from shared memory.
-    constexpr int kCopyChunk = 8;
-    int4* sq = s_act;
-    const int n_codes = static_cast<int>(a.cols / 16),
-              n_all = n_codes + static_cast<int>(a.cols / 128);
-    const int4* gq = reinterpret_cast<const int4*>(a.xq);
-    const int4* gd = reinterpret_cast<const int4*>(a.xd);
-    for (int base = 0; base < n_all; base += kCopyChunk * kWarp * kWarps) {
-      int4 v[kCopyChunk];
-#pragma unroll
-      for (int c = 0; c < kCopyChunk; ++c) {
-        const int i = base + c * kWarp * kWarps + threadIdx.x;
-        if (i < n_all) v[c] = __ldcg(i < n_codes ? gq + i : gd + (i - n_codes));
-      }
-#pragma unroll
-      for (int c = 0; c < kCopyChunk; ++c) {
-        const int i = base + c * kWarp * kWarps + threadIdx.x;
-        if (i < n_all) sq[i] = v[c];
-      }
-    }
-    __syncthreads();
-    xq = reinterpret_cast<const int8_t*>(sq);
-    xd = reinterpret_cast<const float*>(sq + n_codes);
-  }
   if constexpr (kNormIn) {
     // One pass: every thread loads kNormChunk float4s of x and of the weight at once (one L2
     // round trip per chunk; a loop of dependent loads cost ~10 us per block on the H200),
@@ -260,7 +216,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
   auto math = [&](const typename T::Raw(&cur)[R]) {
     const int it = math_at.k * kWarp + lane;
     if (it < n_items) {
-      const typename T::Act x = T::template load_act < kNormIn || kCopyIn > (xq, xd, it);
+      const typename T::Act x = T::template load_act<kNormIn>(xq, xd, it);
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) acc[rr] += T::dot(cur[rr], x, it);
     }
@@ -276,7 +232,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
         const int64_t r = math_at.group * R + rr;
         if (lane == 0 && r < a.rows) {
           float* out = a.y + r;
-          *out = a.accumulate ? __ldcg(out) + sum : sum;  // L2: see kCopyIn
+          *out = a.accumulate ? *out + sum : sum;
         }
         acc[rr] = 0.0f;
       }
@@ -290,7 +246,6 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
       math(buf1);
     }
   });
-  after();
 }
 
 }  // namespace squish::cuda::decode

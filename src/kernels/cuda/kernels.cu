@@ -928,7 +928,8 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
     return env != nullptr && std::atoi(env) == 16 ? 16 : 8;
   }();
   if (n_tokens == 1 && split != nullptr) {
-    const auto chunks = static_cast<unsigned>(split->n_splits);
+    const auto chunks =
+        static_cast<unsigned>(split->grid_chunks > 0 ? split->grid_chunks : split->n_splits);
     if (split_warps == 16) return go(attention_kernel<16, true>, 16, chunks);
     return go(attention_kernel<8, true>, 8, chunks);
   }

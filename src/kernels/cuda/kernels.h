@@ -66,18 +66,13 @@ struct Q8NormIn {
 // With gate set (gate->gate true; q, d, counters as for matmul_q8's epilogue): the matrix is
 // [gate rows | up rows] and y[i] = act(gate_i) * up_i for i < rows / 2, as matmul_q8's gating
 // epilogue computes it (the persistent kernel, two rows per warp; accumulate ignored).
-// With then set (not with gate; decode_attention_supported(*then)): y is the token's [q | k | v],
-// and after a grid barrier every warp of the kernel goes on to its attention (DecodeAttentionIn,
-// below), with the output's 8-bit form in then->q, then->d.
-struct DecodeAttentionIn;
 void matmul_q8_norm_in(DType type, const void* w, int64_t rows, int64_t cols, const Q8NormIn& in,
                        float* y, bool accumulate, cudaStream_t stream,
-                       const Q8Epilogue* gate = nullptr, const DecodeAttentionIn* then = nullptr);
+                       const Q8Epilogue* gate = nullptr);
 
 // Two one-token products of the same normed input in one launch (a layer's [q | k] and v when
 // their weight types differ), each as matmul_q8_norm_in would compute it; y of each: its rows
-// outputs; then as for matmul_q8_norm_in. False (nothing launched) when the types are equal or
-// lack 8-bit kernels.
+// outputs. False (nothing launched) when the types are equal or lack 8-bit kernels.
 struct Q8Product {
   DType type;
   const void* w;
@@ -85,55 +80,7 @@ struct Q8Product {
   float* y;
 };
 bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols,
-                            const Q8NormIn& in, bool accumulate, cudaStream_t stream,
-                            const DecodeAttentionIn* then = nullptr);
-
-// One token's attention as items over every warp of a persistent product kernel (kernels_q8.cu:
-// at the end of q|k|v's kernel, matmul_q8_norm_in's `then`): after a grid barrier, RoPE of q and
-// of the new k in registers, k and v stored at the position, and (head, chunk of keys) items over
-// all warps, merged per head by the warp that finishes last (flash-decoding), with the arithmetic
-// of attention() up to the order of the sums. head_dim 64, 128 or 256; neox needs n_rot ==
-// head_dim. The grid is sized by occupancy, so all of it is resident at once; barrier: 128 zeroed
-// words of its own, left ready for the next launch.
-struct DecodeAttentionIn {
-  const float* qkv = nullptr;  // [q | k | v] of the token, before bias and RoPE
-  const float *bq = nullptr, *bk = nullptr, *bv = nullptr;  // may be null
-  float *k_cache = nullptr, *v_cache = nullptr;             // [position][n_head_kv * head_dim]
-  const float* cos_sin = nullptr;  // the position's n_rot / 2 cosines then sines
-  const int* pos0 = nullptr;       // device scalar: the token's position
-  int n_head = 0, n_head_kv = 0, head_dim = 0, n_rot = 0;
-  bool neox = false;
-  // n_head * max_chunks * (head_dim + 2) floats, n_head ints (zero before and after): the
-  // chunks' partial softmax states and per head counters. max_chunks >= 1; fewer are used when
-  // the grid has fewer warps per head.
-  float* partials = nullptr;
-  int* counters = nullptr;
-  int max_chunks = 0;
-  int min_chunk_keys = 16;  // keys per chunk at least (fewer chunks for short contexts)
-  unsigned* barrier = nullptr;
-  int8_t* q = nullptr;  // the output's 8-bit form: n_head * head_dim codes, / 32 scales
-  float* d = nullptr;
-};
-// Whether the attention items take this shape (head size, grouping, RoPE).
-bool decode_attention_supported(const DecodeAttentionIn& in);
-
-// A one-token product whose kernel first makes its own 8-bit input, act(gate) * up (n values,
-// SiLU or tanh-approximated GELU; up null: gate as is, with gated_activation's arithmetic), with
-// every warp of its persistent grid, into q, d; meets a grid barrier (barrier as above); then
-// copies the input into each block's shared memory. Saves the gating kernel and its dependent
-// launch. The input's width (the product's cols) must be a multiple of 128. False (nothing
-// launched) for a weight type without 8-bit kernels or a shape not covered.
-struct DecodeGatingIn {
-  const float* gate = nullptr;
-  const float* up = nullptr;
-  int64_t n = 0;
-  bool gelu = false;
-  unsigned* barrier = nullptr;
-  int8_t* q = nullptr;
-  float* d = nullptr;
-};
-bool matmul_q8_gating_in(DType type, const void* w, int64_t rows, int64_t cols,
-                         const DecodeGatingIn& in, float* y, bool accumulate, cudaStream_t stream);
+                            const Q8NormIn& in, bool accumulate, cudaStream_t stream);
 
 // One-token kernel choice for matmul_q8 / matmul_q8_norm_in (tests, tuning): variant -1 is each
 // type's default, 0..4 as SQUISH_CUDA_DECODE (kernels_q8.cu); max_blocks > 0 caps the persistent
@@ -185,10 +132,13 @@ void rope_and_store(const RopeArgs& a, int n_tokens, cudaStream_t stream);
 // partials: n_head * n_splits * (head_dim + 2) floats; counters: n_head ints, zero before and
 // after.
 constexpr int kAttentionSplitKeys = 256;
+// grid_chunks > 0: only that many blocks per head are launched, the chunks holding keys at this
+// position (a captured graph per count; blocks past the position would only cost their launch).
 struct AttentionSplit {
   float* partials = nullptr;
   int* counters = nullptr;
   int n_splits = 0;
+  int grid_chunks = 0;
 };
 void attention(const float* q, int64_t ldq, const float* k_cache, const float* v_cache, int n_head,
                int n_head_kv, int head_dim, const int* pos0, int n_tokens, float* out,

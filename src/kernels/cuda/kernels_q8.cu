@@ -26,7 +26,6 @@
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/layout.h"
-#include "kernels/cuda/phases.cuh"
 #include "kernels/cuda/pipeline.h"
 #include "kernels/cuda/q8_items.h"
 #include "kernels/cuda/schedule.h"
@@ -40,33 +39,6 @@ using detail::pdl_launch_dependents;
 using detail::pdl_wait;
 using namespace q8;      // View, Q4K, Q6K, Q80, view_of and the per-lane loads
 using namespace decode;  // kWarp, kWarps, MvArgs, decode_body and its helpers
-
-// decode_body's wait for matmul_q8_gating_in: the gating's 8-bit form, one group of 32 per warp,
-// then the grid barrier after which the kCopyIn prologue reads it.
-struct GatingFirst {
-  DecodeGatingIn g;
-  __device__ void operator()() const {
-    pdl_wait();
-    gating_phase(g);
-    GridBarrier{g.barrier}();
-  }
-};
-
-// decode_body's `after` for matmul_q8_norm_in(_pair) with `then`: the attention over every warp of
-// the grid, whose grid barrier (after an L2 prefetch of the cached keys) makes q|k|v readable.
-template <int kPer>
-struct AttentionAfter {
-  DecodeAttentionIn p;
-  __device__ void operator()() const { attention_phase<kPer>(p, GridBarrier{p.barrier}); }
-};
-
-// The attention's work for a grid of `blocks` blocks: as many key chunks per head as it has warps
-// for (at most p.max_chunks).
-DecodeAttentionIn for_grid(DecodeAttentionIn p, int64_t blocks) {
-  const int64_t per_head = blocks * kWarps / p.n_head;
-  if (per_head < p.max_chunks) p.max_chunks = static_cast<int>(std::max<int64_t>(1, per_head));
-  return p;
-}
 
 constexpr int kRowSplit = 4;  // warps per row for prefill rows of at least kSplitCols columns
 constexpr int64_t kSplitCols = 8192;
@@ -202,25 +174,21 @@ void launch_mv(const MvArgs& a, int64_t groups, cudaStream_t stream) {
          stream, a);
 }
 
-template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false,
-          class After = NoAfter>
-__global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
-    mv_q8_decode_kernel(const MvArgs a, const After after) {
-  decode_body<T, R, kNormIn, kGateOut, false, PdlWait, After>(a, blockIdx.x, gridDim.x, {}, after);
+template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
+__global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_decode_kernel(const MvArgs a) {
+  decode_body<T, R, kNormIn, kGateOut>(a, blockIdx.x, gridDim.x);
 }
 
 // Two products of one normed input in one launch, of different weight types (a Q4_K_M layer's
 // [q | k] in Q4_K and v in Q6_K): the first blocks_a blocks run a, the others b (a block-uniform
 // branch, so each part's prologue may use barriers). Saves a launch and a second norm prologue.
-template <class TA, class TB, int kMinBlocks, class After>
+template <class TA, class TB, int kMinBlocks>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
-    mv_q8_decode_pair_kernel(const MvArgs a, const MvArgs b, unsigned blocks_a, const After after) {
+    mv_q8_decode_pair_kernel(const MvArgs a, const MvArgs b, unsigned blocks_a) {
   if (blockIdx.x < blocks_a) {
-    decode_body<TA, TA::kPersistentRows, true, false, false, PdlWait, After>(a, blockIdx.x,
-                                                                             blocks_a, {}, after);
+    decode_body<TA, TA::kPersistentRows, true>(a, blockIdx.x, blocks_a);
   } else {
-    decode_body<TB, TB::kPersistentRows, true, false, false, PdlWait, After>(
-        b, blockIdx.x - blocks_a, gridDim.x - blocks_a, {}, after);
+    decode_body<TB, TB::kPersistentRows, true>(b, blockIdx.x - blocks_a, gridDim.x - blocks_a);
   }
 }
 
@@ -262,29 +230,21 @@ int64_t balanced_blocks(int64_t groups, int64_t max_blocks) {
   return cuda::balanced_blocks(groups, max_blocks, kWarps);
 }
 
-// make_after(blocks) gives the work after the product for a grid of that many blocks (NoAfter by
-// default; attention_after).
-template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false,
-          class MakeAfter = NoAfter (*)(int64_t)>
-void launch_decode(
-    const MvArgs& a, cudaStream_t stream,
-    MakeAfter make_after = [](int64_t) { return NoAfter{}; }) {
-  using After = decltype(make_after(int64_t{1}));
-  auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut, After>;
+template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
+void launch_decode(const MvArgs& a, cudaStream_t stream) {
+  auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut>;
   const size_t smem = kNormIn ? input_smem_bytes(a.cols) : 0;
   const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
   const int64_t blocks = balanced_blocks(groups, persistent_blocks(kernel, smem));
   detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kWarps), smem,
-                      stream, a, make_after(blocks));
+                      stream, a);
 }
 
 // The grid split between the two products by weight bytes (each part then balanced).
-template <class TA, class TB, class MakeAfter>
-void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream,
-                        MakeAfter make_after) {
+template <class TA, class TB>
+void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
   constexpr int kMin = std::min(TA::kPersistentBlocks, TB::kPersistentBlocks);
-  using After = decltype(make_after(int64_t{1}));
-  auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin, After>;
+  auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin>;
   const size_t smem = input_smem_bytes(a.cols);
   const int64_t max_blocks = std::max<int64_t>(2, persistent_blocks(kernel, smem));
   const double bytes_a = static_cast<double>(a.rows) * a.v.nb * TA::kBlockBytes;
@@ -295,8 +255,7 @@ void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream,
   const int64_t blocks_b =
       balanced_blocks((b.rows + TB::kPersistentRows - 1) / TB::kPersistentRows, max_blocks - max_a);
   detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks_a + blocks_b)),
-                      dim3(kWarp * kWarps), smem, stream, a, b, static_cast<unsigned>(blocks_a),
-                      make_after(blocks_a + blocks_b));
+                      dim3(kWarp * kWarps), smem, stream, a, b, static_cast<unsigned>(blocks_a));
 }
 
 // One-token kernel variants: 0 two rows per warp, no register cap; 1 two rows with the cap; 2 one
@@ -410,22 +369,10 @@ bool matmul_q8_supported(DType type, int64_t cols) {
 
 namespace {
 
-// Calls f with make_after for launch_decode(_pair): NoAfter without `then`, else the attention
-// after the product (a head size it is compiled for: decode_attention_supported).
-template <class F>
-void with_after(const DecodeAttentionIn* then, F&& f) {
-  if (then == nullptr) return f([](int64_t) { return NoAfter{}; });
-  with_head_size(then->head_dim, [&](auto per) {
-    f([then](int64_t blocks) {
-      return AttentionAfter<decltype(per)::value>{for_grid(*then, blocks)};
-    });
-  });
-}
-
 template <class T>
 void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8NormIn& in,
-                             float* y, bool accumulate, cudaStream_t stream, const Q8Epilogue* gate,
-                             const DecodeAttentionIn* then) {
+                             float* y, bool accumulate, cudaStream_t stream,
+                             const Q8Epilogue* gate) {
   MvArgs a = {};
   a.v = view_of<T>(w, rows, cols);
   a.rows = rows;
@@ -448,22 +395,19 @@ void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8
     return;
   }
   const int v = decode_variant<T>();
-  with_after(then, [&](auto make_after) {
-    if (v == 2 || v == 4) {
-      launch_decode<T, 1, T::kDecodeBlocks, true>(a, stream, make_after);
-    } else {
-      launch_decode<T, 2, T::kPersistentBlocks, true>(a, stream, make_after);
-    }
-  });
+  if (v == 2 || v == 4) {
+    launch_decode<T, 1, T::kDecodeBlocks, true>(a, stream);
+  } else {
+    launch_decode<T, 2, T::kPersistentBlocks, true>(a, stream);
+  }
 }
 
 }  // namespace
 
 void matmul_q8_norm_in(DType type, const void* w, int64_t rows, int64_t cols, const Q8NormIn& in,
-                       float* y, bool accumulate, cudaStream_t stream, const Q8Epilogue* gate,
-                       const DecodeAttentionIn* then) {
+                       float* y, bool accumulate, cudaStream_t stream, const Q8Epilogue* gate) {
   with_q8_type(type, [&](auto t) {
-    matmul_q8_norm_in_typed<decltype(t)>(w, rows, cols, in, y, accumulate, stream, gate, then);
+    matmul_q8_norm_in_typed<decltype(t)>(w, rows, cols, in, y, accumulate, stream, gate);
   });
 }
 
@@ -486,88 +430,27 @@ MvArgs norm_in_args(const View& v, int64_t rows, int64_t cols, const Q8NormIn& i
 
 template <class TA, class TB>
 void launch_pair_typed(const Q8Product& pa, const Q8Product& pb, int64_t cols, const Q8NormIn& in,
-                       bool accumulate, cudaStream_t stream, const DecodeAttentionIn* then) {
-  with_after(then, [&](auto make_after) {
-    launch_decode_pair<TA, TB>(
-        norm_in_args(view_of<TA>(pa.w, pa.rows, cols), pa.rows, cols, in, pa.y, accumulate),
-        norm_in_args(view_of<TB>(pb.w, pb.rows, cols), pb.rows, cols, in, pb.y, accumulate), stream,
-        make_after);
-  });
+                       bool accumulate, cudaStream_t stream) {
+  launch_decode_pair<TA, TB>(
+      norm_in_args(view_of<TA>(pa.w, pa.rows, cols), pa.rows, cols, in, pa.y, accumulate),
+      norm_in_args(view_of<TB>(pb.w, pb.rows, cols), pb.rows, cols, in, pb.y, accumulate), stream);
 }
 
 }  // namespace
 
 bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols,
-                            const Q8NormIn& in, bool accumulate, cudaStream_t stream,
-                            const DecodeAttentionIn* then) {
+                            const Q8NormIn& in, bool accumulate, cudaStream_t stream) {
   if (!matmul_q8_supported(a.type, cols) || !matmul_q8_supported(b.type, cols)) return false;
   bool launched = false;  // only for two different types: equal ones are one matrix
   with_q8_type(a.type, [&](auto ta) {
     with_q8_type(b.type, [&](auto tb) {
       if constexpr (!std::is_same_v<decltype(ta), decltype(tb)>) {
-        launch_pair_typed<decltype(ta), decltype(tb)>(a, b, cols, in, accumulate, stream, then);
+        launch_pair_typed<decltype(ta), decltype(tb)>(a, b, cols, in, accumulate, stream);
         launched = true;
       }
     });
   });
   return launched;
-}
-
-// ---- One-token products that make their own input (kernels.h: matmul_q8_gating_in) ----
-
-namespace {
-
-template <class T, int R, int kMinBlocks, class First>
-__global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
-    mv_q8_decode_input_kernel(const MvArgs a, const First first) {
-  decode_body<T, R, false, false, true, First>(a, blockIdx.x, gridDim.x, first);
-}
-
-// The persistent grid (rows and blocks per SM as the type's one-token kernel on it) as large as
-// fits at once, which the grid barrier needs, then balanced. make_first(blocks) gives the
-// prologue for that many blocks.
-template <class T, class MakeFirst>
-void launch_with_input(const void* w, int64_t rows, int64_t cols, const int8_t* q, const float* d,
-                       float* y, bool accumulate, cudaStream_t stream, MakeFirst make_first) {
-  constexpr int R = T::kPersistentRows;
-  constexpr int kMin = R == 2 ? T::kPersistentBlocks : T::kDecodeBlocks;
-  using First = decltype(make_first(int64_t{1}));
-  auto kernel = mv_q8_decode_input_kernel<T, R, kMin, First>;
-  MvArgs a = {};
-  a.v = view_of<T>(w, rows, cols);
-  a.rows = rows;
-  a.cols = cols;
-  a.xq = q;
-  a.xd = d;
-  a.y = y;
-  a.ldy = rows;
-  a.accumulate = accumulate ? 1 : 0;
-  const size_t smem = input_smem_bytes(cols);
-  const int64_t blocks = balanced_blocks((rows + R - 1) / R, persistent_blocks(kernel, smem));
-  detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kWarps), smem,
-                      stream, a, make_first(blocks));
-}
-
-// kCopyIn copies the input in 16-byte pieces of codes and of scales: 128 columns at a time.
-bool input_fits(DType type, int64_t cols) {
-  return matmul_q8_supported(type, cols) && cols % 128 == 0;
-}
-
-}  // namespace
-
-bool decode_attention_supported(const DecodeAttentionIn& in) {
-  return (in.head_dim == 64 || in.head_dim == 128 || in.head_dim == 256) && in.n_head_kv > 0 &&
-         in.n_head % in.n_head_kv == 0 && in.max_chunks >= 1 && in.min_chunk_keys >= 1 &&
-         in.n_rot % 2 == 0 && in.n_rot <= in.head_dim && (!in.neox || in.n_rot == in.head_dim);
-}
-
-bool matmul_q8_gating_in(DType type, const void* w, int64_t rows, int64_t cols,
-                         const DecodeGatingIn& in, float* y, bool accumulate, cudaStream_t stream) {
-  if (!input_fits(type, cols) || in.n != cols) return false;
-  return with_q8_type(type, [&](auto t) {
-    launch_with_input<decltype(t)>(w, rows, cols, in.q, in.d, y, accumulate, stream,
-                                   [&](int64_t) { return GatingFirst{in}; });
-  });
 }
 
 void set_decode_options(int variant, int max_blocks) {

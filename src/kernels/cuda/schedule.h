@@ -1,4 +1,4 @@
-// How the persistent decode kernels divide work among warps (kernels_q8.cu, decode_stack.cu),
+// How the persistent decode kernels divide work among warps (kernels_q8.cu),
 // kept apart from the kernels so the CPU test suite checks it (tests/cuda_layout_test.cpp).
 #pragma once
 
@@ -24,22 +24,6 @@ SQUISH_HOST_DEVICE int64_t balanced_blocks(int64_t groups, int64_t max_blocks,
 SQUISH_HOST_DEVICE int64_t split_blocks(int64_t blocks, double bytes_a, double bytes_b) {
   const int64_t a = static_cast<int64_t>(blocks * bytes_a / (bytes_a + bytes_b) + 0.5);
   return a < 1 ? 1 : a > blocks - 1 ? blocks - 1 : a;
-}
-
-// One token's attention over n_keys keys split into `count` chunks of consecutive keys, one
-// (head, chunk) item per warp: at most max_chunks chunks and at most one per min_keys keys; their
-// lengths differ by one at most, so none is empty. Chunk c is keys [begin(c), begin(c + 1)).
-struct KeyChunks {
-  int n_keys, count;
-  SQUISH_HOST_DEVICE int begin(int c) const {
-    return static_cast<int>(static_cast<int64_t>(c) * n_keys / count);
-  }
-};
-SQUISH_HOST_DEVICE KeyChunks key_chunks(int n_keys, int max_chunks, int min_keys) {
-  int count = (n_keys + min_keys - 1) / min_keys;
-  if (count > max_chunks) count = max_chunks;
-  if (count < 1) count = 1;
-  return {n_keys, count};
 }
 
 }  // namespace squish::cuda
