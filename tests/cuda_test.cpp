@@ -815,7 +815,8 @@ std::string model_file(const std::string& name) {
 }
 
 // n_prefill tokens at once (with every row's logits), then 8 decode steps, in a context of n_ctx.
-void compare_model(const std::string& name, int n_prefill = 40, int n_ctx = 128) {
+void compare_model(const std::string& name, int n_prefill = 40, int n_ctx = 128,
+                   double min_agree = 0.9) {
   const std::string path = model_file(name);
   if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found (SQUISH_CUDA_MODELS)";
   auto model = load_model(path);
@@ -858,7 +859,7 @@ void compare_model(const std::string& name, int n_prefill = 40, int n_ctx = 128)
   std::printf("%s: RMS(gpu - cpu) / RMS(cpu) = %.4f, top-1 agreement %d / %d\n", name.c_str(), rel,
               agree, rows);
   EXPECT_LT(rel, 0.05);
-  EXPECT_GE(agree, rows * 9 / 10);
+  EXPECT_GE(agree, rows * min_agree);
 }
 
 TEST(CudaModel, LlamaQ4KMMatchesCpu) {
@@ -886,6 +887,15 @@ TEST(CudaModel, LlamaMatchesCpuWithSplitDecodeAttention) {
   compare_model("gcide-llama-16M-Q4_K_M.gguf", 250, 600);
   compare_model("gcide-llama-16M-Q4_K_M.gguf", 508, 600);
   unsetenv("SQUISH_CUDA_ATTN_SPLIT");
+}
+// A model whose every matrix is Q4_K or Q6_K (squish synth --shape tiny-k, random weights, head_dim
+// 128, grouped kv heads; bench/cuda_pack.sh packs it): the K-quant decode kernels, [q | k] and v
+// of two types in one launch, and decode across the split attention's chunk counts. Random
+// logits lie closer together than a trained model's, so fewer top-1 choices must agree.
+TEST(CudaModel, KQuantModelMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  compare_model("synth-tiny-k-Q4_K_M.gguf", 40, 128, 0.75);
+  compare_model("synth-tiny-k-Q4_K_M.gguf", 250, 512, 0.75);  // the shape's whole context
 }
 TEST(CudaModel, LlamaMatchesCpuWithTiledPrefillAttention) {
   SKIP_WITHOUT_GPU();
