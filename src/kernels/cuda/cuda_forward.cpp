@@ -99,7 +99,8 @@ class CudaSession final : public DeviceSession {
   const float* upload_f32(const TensorInfo& t);
   DeviceMatrix upload_matrix(const TensorInfo* t);
   FusedProduct upload_fused(std::initializer_list<const TensorInfo*> parts);
-  void forward(int n, int first_out, int n_out);
+  // chunks: for one token, the attention chunks holding keys (decode_graphs_); 1 otherwise.
+  void forward(int n, int first_out, int n_out, int chunks);
   // Products whose weights have an 8-bit-activation kernel read xq_/xd_, which the kernel
   // producing their input (RMSNorm, attention, gating) fills as well when one of its consumers
   // needs it: q8(consumers) gives the pointers to pass, null when none does. Their weights are
@@ -188,7 +189,6 @@ class CudaSession final : public DeviceSession {
   // keys twice as fast as the split kernel's 8. Launching every chunk of the context cost 8 % of
   // a Llama-3-8B Q4_K_M token at 513 tokens of context against 129 (H100, docs/cuda.md).
   std::vector<cudaGraphExec_t> decode_graphs_;
-  int step_chunks_ = 1;  // for the pass being made: see decode_graphs_
   bool use_graphs_ = true;
   bool use_q8_ = true;  // SQUISH_CUDA_Q8=0: F32 activations for every product
   // One-token passes fuse (SQUISH_CUDA_FUSE, a bit mask): 1 RMSNorm into the residual products'
@@ -411,7 +411,7 @@ bool CudaSession::use_gemm(int n) {
   return gemm_ != nullptr;
 }
 
-void CudaSession::forward(int n, int first_out, int n_out) {
+void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
   const ModelConfig& c = c_;
   const int64_t E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff;
   float* x = x_.get<float>();
@@ -434,7 +434,7 @@ void CudaSession::forward(int n, int first_out, int n_out) {
   // The first kernel follows the uploads (copies, not kernels): launched plainly.
   cuda::set_programmatic_launch(false);
   cuda::AttentionSplit split = attn_split_;  // one token: the chunks holding keys
-  split.grid_chunks = step_chunks_;
+  split.grid_chunks = chunks;
   for (int l = 0; l < c.n_layer; ++l) {
     const DeviceLayer& L = layers_[l];
     const cuda::Q8NormIn attn_in{x, L.attn_norm, c.norm_eps};
@@ -480,8 +480,7 @@ void CudaSession::forward(int n, int first_out, int n_out) {
     const auto [att_q, att_d] = q8_unless(gemm, {L.wo});
     cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
                     pos_.get<int>(), n, att, stream_, att_q, att_d,
-                    fuse & kFuseRope ? &ra : nullptr,
-                    n == 1 && step_chunks_ > 1 ? &split : nullptr);
+                    fuse & kFuseRope ? &ra : nullptr, n == 1 && chunks > 1 ? &split : nullptr);
     // Output projection + residual, then the FFN norm (or gate|up's prologue computes it).
     const cuda::Q8NormIn ffn_in{x, L.ffn_norm, c.norm_eps};
     const bool ffn_norm_in = !(fuse & kFuseNorm) && norm_in(L.gate_up, n);
@@ -615,25 +614,24 @@ void CudaSession::eval(const int32_t* tokens, int n, int pos0, bool all_logits, 
           "upload position");
     const int n_out = all_logits ? nb : (last ? 1 : 0);
     const int first_out = all_logits ? 0 : nb - 1;
-    step_chunks_ = 1;
-    if (nb == 1 && attn_split_.n_splits > 0) {
-      step_chunks_ = (pos0 + done) / cuda::kAttentionSplitKeys + 1;  // the keys 0 .. position
-    }
+    const int chunks = nb == 1 && attn_split_.n_splits > 0
+                           ? (pos0 + done) / cuda::kAttentionSplitKeys + 1  // keys 0 .. position
+                           : 1;
     if (nb == 1 && n_out == 1 && use_graphs_) {
-      if (decode_graphs_.size() <= static_cast<size_t>(step_chunks_))
-        decode_graphs_.resize(step_chunks_ + 1, nullptr);
-      cudaGraphExec_t& exec = decode_graphs_[step_chunks_];
+      if (decode_graphs_.size() <= static_cast<size_t>(chunks))
+        decode_graphs_.resize(chunks + 1, nullptr);
+      cudaGraphExec_t& exec = decode_graphs_[chunks];
       if (exec == nullptr) {
         cudaGraph_t graph = nullptr;
         check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "graph capture");
-        forward(1, 0, 1);
+        forward(1, 0, 1, chunks);
         check(cudaStreamEndCapture(stream_, &graph), "graph capture");
         check(cudaGraphInstantiate(&exec, graph, 0), "graph instantiate");
         cudaGraphDestroy(graph);
       }
       check(cudaGraphLaunch(exec, stream_), "graph launch");
     } else {
-      forward(nb, first_out, n_out);
+      forward(nb, first_out, n_out, chunks);
     }
     check(cudaGetLastError(), "kernel launch");
     float* dst = logits + (all_logits ? static_cast<size_t>(done) * V : 0);
