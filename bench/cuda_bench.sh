@@ -23,7 +23,8 @@
 # hands back at most 8 files), DEPTHS (e.g. "4096": also tg64 after that many tokens of context,
 # with SQUISH_CUDA_ATTN_SPLIT=0 and 1), SASS (1: cuobjdump's SASS of the kernels whose mangled names match
 # SASS_MATCH, an extended regex, default the Q4_K two-row decode kernel with the norm prologue and
-# the Q8_0 one-row kernel, in sass.txt, with an opcode count per kernel in summary.txt).
+# the Q8_0 one-row kernel, in sass.txt, with an opcode count per kernel in summary.txt), TEST_ENV
+# (settings for the test binary's run, joined by commas, e.g. SQUISH_CUDA_L2PF=63).
 set -uo pipefail
 ARCHIVE=${1:-build-cuda/carry/squish-cuda.tar.xz}
 OUT=${2:-${OUT:-/tmp/squish-cuda-out}}
@@ -55,9 +56,12 @@ elif [ -z "${LLAMA_BENCH:-}" ] && [ -n "${LLAMA_SRC:-}" ]; then
   LLAMA_BUILD_PID=$!
   LLAMA_BENCH=/tmp/llama-cuda/llama.cpp/build/bin/llama-bench
 fi
+TEST_ENV=${TEST_ENV:-}
 if [ "${TESTS:-1}" = 1 ]; then
   t0=$(date +%s%N)
-  SQUISH_CUDA_MODELS=$DIR/models $TO "$DIR/bin/squish_cuda_tests" > "$OUT/cuda_tests.txt" 2>&1
+  # shellcheck disable=SC2086
+  env SQUISH_CUDA_MODELS=$DIR/models ${TEST_ENV//,/ } $TO "$DIR/bin/squish_cuda_tests" \
+    > "$OUT/cuda_tests.txt" 2>&1
   echo "squish_cuda_tests: rc $? in $(ms "$t0") ms" | tee -a "$OUT/summary.txt"
   grep -E "^\[  (PASSED|FAILED) |RMS\(gpu|FAILED" "$OUT/cuda_tests.txt" | tee -a "$OUT/summary.txt"
   SAN=$(ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
