@@ -18,7 +18,8 @@
 # LLAMA_XZ (instead of both: the packed binary, or the prefix of its parts,
 # from such a run), PROFILE (1: nsys GPU time per kernel over 32 decoded tokens,
 # kernels-SHAPE-TYPE.txt), NCU (1: Nsight Compute on NCU_COUNT kernels after NCU_SKIP,
-# ncu-SHAPE-TYPE.txt; only the types in NCU_TYPES when set), LLAMA_REPS (llama-bench -r, REPS),
+# ncu-SHAPE-TYPE.txt; only the types in NCU_TYPES when set; NCU_CLOCK: ncu's --clock-control,
+# default none, the clocks the timed runs get, where ncu's own default locks the base clock), LLAMA_REPS (llama-bench -r, REPS),
 # BUNDLE (1: the text results but summary.txt end in OUT/results.tgz, since the GPU machine
 # hands back at most 8 files), DEPTHS (e.g. "4096": also tg64 after that many tokens of context,
 # with SQUISH_CUDA_ATTN_SPLIT=0 and 1), SASS (1: cuobjdump's SASS of the kernels whose mangled names match
@@ -167,7 +168,9 @@ for shape in $SHAPES; do
       # DRAM throughput of each (SpeedOfLight).
       NCUB=$(ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
       if [ -n "$NCUB" ]; then
+        # shellcheck disable=SC2086
         $TO "$NCUB" --section SpeedOfLight --section LaunchStats --section Occupancy \
+          --clock-control "${NCU_CLOCK:-none}" \
           --launch-skip "${NCU_SKIP:-300}" \
           --launch-count "${NCU_COUNT:-10}" "$SQ" bench "$f" --device cuda -p 0 -n 2 -r 1 \
           > "$OUT/ncu-$shape-$type.txt" 2>&1

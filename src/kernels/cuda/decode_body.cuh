@@ -62,8 +62,8 @@ struct MvArgs {
   float* d;
   int* counters;
   int gelu;
-  // kGateOut (its warps walk several row groups): when the load cursor enters a group, the group
-  // `ahead` groups further along the warp's walk is prefetched into L2 (0: none).
+  // kGateOut or kNormIn (gate|up's warps walk several row groups): when the load cursor enters a
+  // group, the group `ahead` groups further along the warp's walk is prefetched into L2 (0: none).
   int ahead;
 };
 
@@ -167,7 +167,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
   typename T::Raw buf0[R], buf1[R];
   Cursor load_at{first, 0}, math_at{first, 0};
   auto load_next = [&](auto b) {  // b: Buffer0 or Buffer1
-    if constexpr (kGateOut) {
+    if constexpr (kGateOut || kNormIn) {
       if (a.ahead > 0 && load_at.k == 0 && lane < 2 * R) {
         const int64_t g = load_at.group + a.ahead * warps;
         const int64_t bytes = a.v.nb * (lane % 2 == 0 ? T::kCode : T::kMeta);

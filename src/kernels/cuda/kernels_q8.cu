@@ -228,8 +228,9 @@ int64_t persistent_blocks(Kernel kernel, size_t smem) {
   return max_blocks;
 }
 
-// How many row groups ahead gate|up's warps prefetch their next rows into L2 (MvArgs::ahead;
-// SQUISH_CUDA_AHEAD, read once; default 0).
+// How many row groups ahead the warps of products with the norm prologue (gate|up, q|k|v, the
+// output head) prefetch their next rows into L2 (MvArgs::ahead; SQUISH_CUDA_AHEAD, read once;
+// default 0).
 int gate_prefetch_ahead() {
   static const int ahead = [] {
     const char* env = std::getenv("SQUISH_CUDA_AHEAD");
@@ -404,13 +405,13 @@ void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8
   a.norm_x = in.x;
   a.norm_weight = in.weight;
   a.eps = in.eps;
+  a.ahead = gate_prefetch_ahead();
   if (gate != nullptr) {  // two rows per warp: a gate row and its up row
     a.pair = rows / 2;
     a.gelu = gate->gelu ? 1 : 0;
     a.q = gate->q;
     a.d = gate->d;
     a.counters = gate->counters;
-    a.ahead = gate_prefetch_ahead();
     // Q8_0 runs one row per warp elsewhere; with two, 8 blocks per SM would spill.
     constexpr int kBlocks = T::kPersistentRows == 2 ? T::kPersistentBlocks : 6;
     launch_decode<T, 2, kBlocks, true, true>(a, stream);
@@ -447,6 +448,7 @@ MvArgs norm_in_args(const View& v, int64_t rows, int64_t cols, const Q8NormIn& i
   a.norm_x = in.x;
   a.norm_weight = in.weight;
   a.eps = in.eps;
+  a.ahead = gate_prefetch_ahead();
   return a;
 }
 
