@@ -204,15 +204,6 @@ class CudaSession final : public DeviceSession {
   int fusion_ = kFuseRope | kFuseNormIn | kFusePair;
   static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16;
   bool use_pdl_ = false;  // programmatic dependent launch (sm_90+; SQUISH_CUDA_PDL=0 turns it off)
-  // One-token passes: kernels that prefetch a later product's weights into L2 (cuda::L2Prefetch),
-  // a bit mask (SQUISH_CUDA_L2PF): 1 attention prefetches o, 2 o prefetches gate|up's first rows,
-  // 4 the gating prefetches the head of every row of down, 8 down prefetches the next layer's
-  // q|k|v, 16 q|k|v's kernel prefetches o, 32 attention prefetches gate|up's first rows. At most
-  // l2_prefetch_bytes_ per kernel (SQUISH_CUDA_L2PF_MB).
-  int l2_prefetch_ = 0;
-  int64_t l2_prefetch_bytes_ = int64_t{16} << 20;
-  static constexpr int kPfAttnO = 1, kPfOGateUp = 2, kPfGateDown = 4, kPfDownQkv = 8,
-                       kPfQkvO = 16, kPfAttnGateUp = 32;
   // Passes of at least gemm_min_ tokens run their products through cuBLAS (SQUISH_CUDA_GEMM=0
   // turns it off, SQUISH_CUDA_GEMM_MIN sets the bound, at least 2); gemm_ is made on first use
   // and stays null when cuBLAS cannot be loaded (the mat-vec kernels then).
@@ -246,14 +237,8 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   use_pdl_ = prop.major >= 9;
   if (const char* env = std::getenv("SQUISH_CUDA_PDL"))
     use_pdl_ = use_pdl_ && std::strcmp(env, "0") != 0;
-  if (const char* env = std::getenv("SQUISH_CUDA_L2PF")) l2_prefetch_ = std::atoi(env) & 63;
-  if (const char* env = std::getenv("SQUISH_CUDA_L2PF_MB"))
-    l2_prefetch_bytes_ = std::max<int64_t>(1, std::atoll(env)) << 20;
   description_ += fmt::format("; {} activations, fused {}, {}{}", use_q8_ ? "8-bit" : "F32",
                               fusion_, use_pdl_ ? "PDL" : "no PDL", use_graphs_ ? ", graphs" : "");
-  if (l2_prefetch_ != 0)
-    description_ += fmt::format(", L2 prefetch {} (up to {} MiB)", l2_prefetch_,
-                                l2_prefetch_bytes_ >> 20);
   if (gemm_on_) description_ += fmt::format(", cuBLAS prefill from {} tokens", gemm_min_);
 
   // Check every matrix before uploading anything (one line naming the tensor).
@@ -450,41 +435,6 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
   cuda::set_programmatic_launch(false);
   cuda::AttentionSplit split = attn_split_;  // one token: the chunks holding keys
   split.grid_chunks = chunks;
-  // L2 prefetch (l2_prefetch_): the ranges of one kernel, set before its launch, cleared after.
-  const int pf = n == 1 ? l2_prefetch_ : 0;
-  const int64_t pf_budget = l2_prefetch_bytes_;
-  auto pf_rows = [&](cuda::L2Prefetch& p, const DeviceMatrix& m, int64_t row0, int64_t rows,
-                     double fraction) {
-    if (uses_q8(m)) cuda::add_l2_prefetch(p, m.type, m.w, m.rows, m.cols, row0, rows, fraction);
-  };
-  auto matrix_bytes = [](const DeviceMatrix& m) {
-    return static_cast<int64_t>(row_bytes(m.type, m.cols)) * m.rows;
-  };
-  // A matrix's first rows up to the budget; [gate | up]: as many of each half (the persistent
-  // kernel's first warps read gate row g with up row g).
-  auto pf_first_rows = [&](cuda::L2Prefetch& p, const DeviceMatrix& m, bool halves) {
-    const int64_t rb = static_cast<int64_t>(row_bytes(m.type, m.cols));
-    const int64_t half = halves ? m.rows / 2 : m.rows;
-    const int64_t k = std::min(half, pf_budget / (halves ? 2 * rb : rb));
-    if (k <= 0) return;
-    pf_rows(p, m, 0, k, 1.0);
-    if (halves) pf_rows(p, m, half, k, 1.0);
-  };
-  auto pf_gate_up = [&](cuda::L2Prefetch& p, const DeviceLayer& L) {
-    if (L.gate_up.size() == 1) pf_first_rows(p, L.gate_up[0], L.gated);
-  };
-  // Every row's head, as the persistent kernel's warps walk their rows in steps together.
-  auto pf_row_heads = [&](cuda::L2Prefetch& p, const FusedProduct& ms) {
-    int64_t bytes = 0;
-    for (const DeviceMatrix& m : ms) bytes += matrix_bytes(m);
-    const double f = bytes > 0 ? std::min(1.0, static_cast<double>(pf_budget) / bytes) : 0.0;
-    for (const DeviceMatrix& m : ms) pf_rows(p, m, 0, m.rows, f);
-  };
-  auto pf_set = [&](int bits, auto&& fill) {
-    cuda::L2Prefetch p;
-    if (pf & bits) fill(p);
-    cuda::set_l2_prefetch(p);
-  };
   for (int l = 0; l < c.n_layer; ++l) {
     const DeviceLayer& L = layers_[l];
     const cuda::Q8NormIn attn_in{x, L.attn_norm, c.norm_eps};
@@ -494,7 +444,6 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
       cuda::rms_norm(x, L.attn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
     }
     cuda::set_programmatic_launch(use_pdl_);
-    pf_set(kPfQkvO, [&](cuda::L2Prefetch& p) { pf_first_rows(p, L.wo, false); });
     // [q | k] and v of different types: one launch (kFusePair), else one per product.
     const bool paired = attn_norm_in && (fuse & kFusePair) && L.qkv.size() == 2 &&
                         cuda::matmul_q8_norm_in_pair(
@@ -527,17 +476,11 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
     ra.pos0 = pos_.get<int>();
     ra.k_cache = k_cache_.get<float>() + l * layer_cache;
     ra.v_cache = v_cache_.get<float>() + l * layer_cache;
-    cuda::set_l2_prefetch({});
     if (!(fuse & kFuseRope)) cuda::rope_and_store(ra, n, stream_);
     const auto [att_q, att_d] = q8_unless(gemm, {L.wo});
-    pf_set(kPfAttnO | kPfAttnGateUp, [&](cuda::L2Prefetch& p) {
-      if (pf & kPfAttnO) pf_first_rows(p, L.wo, false);
-      if (pf & kPfAttnGateUp) pf_gate_up(p, L);
-    });
     cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
                     pos_.get<int>(), n, att, stream_, att_q, att_d,
                     fuse & kFuseRope ? &ra : nullptr, n == 1 && chunks > 1 ? &split : nullptr);
-    cuda::set_l2_prefetch({});
     // Output projection + residual, then the FFN norm (or gate|up's prologue computes it).
     const cuda::Q8NormIn ffn_in{x, L.ffn_norm, c.norm_eps};
     const bool ffn_norm_in = !(fuse & kFuseNorm) && norm_in(L.gate_up, n);
@@ -552,9 +495,7 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
                       1, x, E, true, stream_, &e);
     } else {
       gemm_input(gemm, att, Q, n, Q);
-      pf_set(kPfOGateUp, [&](cuda::L2Prefetch& p) { pf_gate_up(p, L); });
       product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
-      cuda::set_l2_prefetch({});
       if (!ffn_norm_in) {
         auto [xq, xd] = q8_unless(gemm, L.gate_up);
         cuda::rms_norm(x, L.ffn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
@@ -593,10 +534,8 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
                  ffn_norm_in ? &ffn_in : nullptr);
       }
       auto [xq, xd] = q8_unless(gemm, {L.w_down});
-      pf_set(kPfGateDown, [&](cuda::L2Prefetch& p) { pf_row_heads(p, {L.w_down}); });
       cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F), gelu, stream_, xq,
                              xd);
-      cuda::set_l2_prefetch({});
     }
     // Down projection + residual, then the next norm (the next layer's, or the output norm).
     const bool last = l + 1 == c.n_layer;
@@ -613,11 +552,7 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
       normed = true;
     } else {
       gemm_input(gemm, gu, 2 * F, n, F);
-      pf_set(kPfDownQkv, [&](cuda::L2Prefetch& p) {
-        if (!last) pf_row_heads(p, layers_[l + 1].qkv);
-      });
       product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
-      cuda::set_l2_prefetch({});
       normed = false;
     }
   }

@@ -10,7 +10,6 @@
 
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/pipeline.h"
-#include "kernels/cuda/prefetch.cuh"
 #include "kernels/cuda/q8_items.h"
 #include "kernels/cuda/quantize.cuh"
 
@@ -62,9 +61,6 @@ struct MvArgs {
   float* d;
   int* counters;
   int gelu;
-  // kGateOut or kNormIn (gate|up's warps walk several row groups): when the load cursor enters a
-  // group, the group `ahead` groups further along the warp's walk is prefetched into L2 (0: none).
-  int ahead;
 };
 
 // Dynamic shared memory of a decode body with kNormIn: the input's cols codes, then
@@ -123,16 +119,13 @@ __device__ inline void gate_epilogue(const MvArgs& a, int64_t i, float g, float 
 // the block reads its activations (saves the norm kernel and its launch gap; each block recomputes
 // the 16 KB norm, which costs less than a dependent launch). block / n_blocks: this block's index
 // among the n_blocks that share the product (all of the grid, or its part in
-// mv_q8_decode_pair_kernel). kPrefetch: a later product's weights (L2Prefetch), requested by
-// the whole grid first (a separate instantiation: the call made the kernels without it spill).
-template <class T, int R, bool kNormIn, bool kGateOut = false, bool kPrefetch = false>
-__device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks,
-                                            const L2Prefetch& prefetch) {
+// mv_q8_decode_pair_kernel).
+template <class T, int R, bool kNormIn, bool kGateOut = false>
+__device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks) {
   static_assert(!kGateOut || R == 2, "the gate epilogue pairs a gate row with an up row");
   // kNormIn: the input's a.cols codes, then its a.cols / 32 scales
   extern __shared__ int4 s_act[];
   pdl_launch_dependents();
-  if constexpr (kPrefetch) detail::issue_l2_prefetch(prefetch);
   const int lane = threadIdx.x % kWarp;
   const int64_t warps = n_blocks * kWarps;
   const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
@@ -167,17 +160,6 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
   typename T::Raw buf0[R], buf1[R];
   Cursor load_at{first, 0}, math_at{first, 0};
   auto load_next = [&](auto b) {  // b: Buffer0 or Buffer1
-    if constexpr (kGateOut || kNormIn) {
-      if (a.ahead > 0 && load_at.k == 0 && lane < 2 * R) {
-        const int64_t g = load_at.group + a.ahead * warps;
-        const int64_t bytes = a.v.nb * (lane % 2 == 0 ? T::kCode : T::kMeta);
-        if (g < groups && bytes % 16 == 0) {  // lane 2rr: row rr's codes, 2rr + 1: its scales
-          const int64_t r = row_of(g, lane / 2);
-          detail::prefetch_l2((lane % 2 == 0 ? a.v.codes : a.v.meta) + r * bytes,
-                              static_cast<uint32_t>(bytes));
-        }
-      }
-    }
     if constexpr (decltype(b)::value == 0) {
       load_step(load_at, buf0);
     } else {

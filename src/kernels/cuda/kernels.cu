@@ -14,7 +14,6 @@
 #include "kernels/cuda/dequant.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/prefetch.cuh"
 #include "kernels/cuda/quantize.cuh"
 #include "quant/blocks.h"
 
@@ -24,7 +23,6 @@ namespace detail {
 
 namespace {
 thread_local bool g_programmatic_launch = false;
-thread_local L2Prefetch g_l2_prefetch;
 }  // namespace
 
 bool programmatic_launch() {
@@ -502,9 +500,8 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
     attention_kernel(const float* __restrict__ q, int64_t ldq, float* k_cache, float* v_cache,
                      int n_head, int n_head_kv, int D, const int* pos0, float* __restrict__ out,
                      int8_t* out_q, float* out_d, RopeArgs rope, int fuse_rope,
-                     AttentionSplit split, L2Prefetch prefetch) {
+                     AttentionSplit split) {
   pdl_launch_dependents();
-  detail::issue_l2_prefetch(prefetch);
   pdl_wait();
   constexpr int kMaxPer = kMaxHeadDim / kWarp;
   __shared__ float s_m[kAttnWarps], s_l[kAttnWarps];
@@ -783,10 +780,8 @@ __global__ void __launch_bounds__(kWarp* kTileWarps)
 // One thread per value; 256-thread blocks start at multiples of 256, so each warp holds one
 // group of 32 for the optional 8-bit output (q rows at q + t * n, scales at d + t * n / 32).
 __global__ void gated_activation_kernel(float* gate, int64_t ld_gate, const float* up,
-                                        int64_t ld_up, int n, bool gelu, int8_t* q, float* d,
-                                        L2Prefetch prefetch) {
+                                        int64_t ld_up, int n, bool gelu, int8_t* q, float* d) {
   pdl_launch_dependents();
-  detail::issue_l2_prefetch(prefetch);
   pdl_wait();
   const int t = blockIdx.y;
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -920,12 +915,10 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
     return w == 8 || w == 32 ? w : 16;
   }();
   const AttentionSplit none = {};
-  const L2Prefetch prefetch = n_tokens == 1 ? l2_prefetch() : L2Prefetch{};
   auto go = [&](auto kernel, int warps, unsigned blocks_y) {
     launch(kernel, dim3(n_head, blocks_y), dim3(kWarp * warps), stream, q, ldq,
            const_cast<float*>(k_cache), const_cast<float*>(v_cache), n_head, n_head_kv, head_dim,
-           pos0, out, out_q, out_d, r, rope != nullptr ? 1 : 0, split != nullptr ? *split : none,
-           prefetch);
+           pos0, out, out_q, out_d, r, rope != nullptr ? 1 : 0, split != nullptr ? *split : none);
   };
   // The split kernel has n_head * n_splits blocks: 8 warps (80 registers) fit 3 blocks per SM,
   // 16 warps one (H100, tg64 at 4,096 tokens of Llama-3-8B Q4_K_M: 203.9 vs 186.0 tok/s);
@@ -962,18 +955,10 @@ void set_programmatic_launch(bool on) {
   detail::g_programmatic_launch = on;
 }
 
-void set_l2_prefetch(const L2Prefetch& p) {
-  detail::g_l2_prefetch = p;
-}
-
-const L2Prefetch& l2_prefetch() {
-  return detail::g_l2_prefetch;
-}
-
 void gated_activation(float* gate, int64_t ld_gate, const float* up, int64_t ld_up, int n_tokens,
                       int n, bool gelu, cudaStream_t stream, int8_t* q, float* d) {
   launch(gated_activation_kernel, dim3((n + 255) / 256, n_tokens), dim3(256), stream, gate, ld_gate,
-         up, ld_up, n, gelu, q, d, n_tokens == 1 ? l2_prefetch() : L2Prefetch{});
+         up, ld_up, n, gelu, q, d);
 }
 
 void argmax(const float* x, int n, int* out, cudaStream_t stream) {

@@ -88,33 +88,6 @@ bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols
 // launching.
 void set_decode_options(int variant, int max_blocks);
 
-// Weights a one-token kernel asks L2 to fetch at its start, for a product that runs after it.
-// Decode is a chain of kernels in which some read no weights (attention, the gating) and the
-// products' first and last moments leave DRAM idle; prefetching the next product's first rows
-// there keeps DRAM busy, and that product then finds them in L2 (50 MB on the H100). Each range
-// is `count` rows of `bytes` bytes, `stride` bytes apart (base, bytes and stride multiples of 16).
-struct L2Prefetch {
-  static constexpr int kMaxRanges = 8;
-  struct Range {
-    const uint8_t* base;
-    int64_t stride;
-    int64_t bytes;
-    int64_t count;
-  };
-  Range ranges[kMaxRanges];
-  int n = 0;
-};
-// Appends rows [row0, row0 + n_rows) of a matrix in repack_q8's layout: the first
-// `row_fraction` (0..1] of each row's codes and scales (1: whole rows, as one range each).
-// False, with nothing appended, for a type without 8-bit kernels or when p is full.
-bool add_l2_prefetch(L2Prefetch& p, DType type, const void* w, int64_t rows, int64_t cols,
-                     int64_t row0, int64_t n_rows, double row_fraction);
-// The ranges the one-token kernels launched from this host thread prefetch from now on (the
-// persistent products, their pairs, attention and the gating; n = 0: none). The session sets them
-// before a kernel and clears them after it. Not for other threads' launches.
-void set_l2_prefetch(const L2Prefetch& p);
-const L2Prefetch& l2_prefetch();
-
 // Launches on this host thread from now on use programmatic dependent launch (sm_90): a kernel
 // may start while the previous one on its stream drains and waits for it before touching its
 // outputs (kernels/cuda/launch.cuh). Off by default; the session turns it on between the first

@@ -174,24 +174,21 @@ void launch_mv(const MvArgs& a, int64_t groups, cudaStream_t stream) {
          stream, a);
 }
 
-template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut, bool kPrefetch>
-__global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
-    mv_q8_decode_kernel(const MvArgs a, const L2Prefetch prefetch) {
-  decode_body<T, R, kNormIn, kGateOut, kPrefetch>(a, blockIdx.x, gridDim.x, prefetch);
+template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
+__global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_decode_kernel(const MvArgs a) {
+  decode_body<T, R, kNormIn, kGateOut>(a, blockIdx.x, gridDim.x);
 }
 
 // Two products of one normed input in one launch, of different weight types (a Q4_K_M layer's
 // [q | k] in Q4_K and v in Q6_K): the first blocks_a blocks run a, the others b (a block-uniform
 // branch, so each part's prologue may use barriers). Saves a launch and a second norm prologue.
-template <class TA, class TB, int kMinBlocks, bool kPrefetch>
+template <class TA, class TB, int kMinBlocks>
 __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
-    mv_q8_decode_pair_kernel(const MvArgs a, const MvArgs b, unsigned blocks_a,
-                             const L2Prefetch prefetch) {
+    mv_q8_decode_pair_kernel(const MvArgs a, const MvArgs b, unsigned blocks_a) {
   if (blockIdx.x < blocks_a) {
-    decode_body<TA, TA::kPersistentRows, true, false, kPrefetch>(a, blockIdx.x, blocks_a, prefetch);
+    decode_body<TA, TA::kPersistentRows, true>(a, blockIdx.x, blocks_a);
   } else {
-    decode_body<TB, TB::kPersistentRows, true, false, kPrefetch>(b, blockIdx.x - blocks_a,
-                                                                 gridDim.x - blocks_a, prefetch);
+    decode_body<TB, TB::kPersistentRows, true>(b, blockIdx.x - blocks_a, gridDim.x - blocks_a);
   }
 }
 
@@ -228,17 +225,6 @@ int64_t persistent_blocks(Kernel kernel, size_t smem) {
   return max_blocks;
 }
 
-// How many row groups ahead the warps of products with the norm prologue (gate|up, q|k|v, the
-// output head) prefetch their next rows into L2 (MvArgs::ahead; SQUISH_CUDA_AHEAD, read once;
-// default 0).
-int gate_prefetch_ahead() {
-  static const int ahead = [] {
-    const char* env = std::getenv("SQUISH_CUDA_AHEAD");
-    return env != nullptr ? std::max(0, std::min(8, std::atoi(env))) : 0;
-  }();
-  return ahead;
-}
-
 // Blocks (at most max_blocks) for `groups` row groups (schedule.h).
 int64_t balanced_blocks(int64_t groups, int64_t max_blocks) {
   return cuda::balanced_blocks(groups, max_blocks, kWarps);
@@ -246,26 +232,19 @@ int64_t balanced_blocks(int64_t groups, int64_t max_blocks) {
 
 template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
 void launch_decode(const MvArgs& a, cudaStream_t stream) {
-  auto go = [&](auto kernel) {
-    const size_t smem = kNormIn ? input_smem_bytes(a.cols) : 0;
-    const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
-    const int64_t blocks = balanced_blocks(groups, persistent_blocks(kernel, smem));
-    detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kWarps), smem,
-                        stream, a, l2_prefetch());
-  };
-  // The session's prefetch policy never gives gate|up's gating kernel ranges (cuda_forward.cpp).
-  if constexpr (!kGateOut) {
-    if (l2_prefetch().n > 0) return go(mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, false, true>);
-  }
-  go(mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut, false>);
+  auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut>;
+  const size_t smem = kNormIn ? input_smem_bytes(a.cols) : 0;
+  const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
+  const int64_t blocks = balanced_blocks(groups, persistent_blocks(kernel, smem));
+  detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kWarps), smem,
+                      stream, a);
 }
 
 // The grid split between the two products by weight bytes (each part then balanced).
 template <class TA, class TB>
 void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
   constexpr int kMin = std::min(TA::kPersistentBlocks, TB::kPersistentBlocks);
-  auto kernel = l2_prefetch().n > 0 ? mv_q8_decode_pair_kernel<TA, TB, kMin, true>
-                                    : mv_q8_decode_pair_kernel<TA, TB, kMin, false>;
+  auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin>;
   const size_t smem = input_smem_bytes(a.cols);
   const int64_t max_blocks = std::max<int64_t>(2, persistent_blocks(kernel, smem));
   const double bytes_a = static_cast<double>(a.rows) * a.v.nb * TA::kBlockBytes;
@@ -276,8 +255,7 @@ void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
   const int64_t blocks_b =
       balanced_blocks((b.rows + TB::kPersistentRows - 1) / TB::kPersistentRows, max_blocks - max_a);
   detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks_a + blocks_b)),
-                      dim3(kWarp * kWarps), smem, stream, a, b, static_cast<unsigned>(blocks_a),
-                      l2_prefetch());
+                      dim3(kWarp * kWarps), smem, stream, a, b, static_cast<unsigned>(blocks_a));
 }
 
 // One-token kernel variants: 0 two rows per warp, no register cap; 1 two rows with the cap; 2 one
@@ -405,7 +383,6 @@ void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8
   a.norm_x = in.x;
   a.norm_weight = in.weight;
   a.eps = in.eps;
-  a.ahead = gate_prefetch_ahead();
   if (gate != nullptr) {  // two rows per warp: a gate row and its up row
     a.pair = rows / 2;
     a.gelu = gate->gelu ? 1 : 0;
@@ -448,7 +425,6 @@ MvArgs norm_in_args(const View& v, int64_t rows, int64_t cols, const Q8NormIn& i
   a.norm_x = in.x;
   a.norm_weight = in.weight;
   a.eps = in.eps;
-  a.ahead = gate_prefetch_ahead();
   return a;
 }
 
@@ -475,30 +451,6 @@ bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols
     });
   });
   return launched;
-}
-
-bool add_l2_prefetch(L2Prefetch& p, DType type, const void* w, int64_t rows, int64_t cols,
-                     int64_t row0, int64_t n_rows, double row_fraction) {
-  if (!matmul_q8_supported(type, cols) || row0 < 0 || n_rows <= 0 || row0 + n_rows > rows ||
-      p.n + 2 > L2Prefetch::kMaxRanges)
-    return false;
-  const double f = row_fraction < 1.0 ? row_fraction : 1.0;
-  with_q8_type(type, [&](auto t) {
-    using T = decltype(t);
-    const View v = view_of<T>(w, rows, cols);
-    // Codes, then scales (Q6_K's super-block scales, 2 bytes a block, are left to the product).
-    for (const auto& [base, row] : {std::pair{v.codes, v.nb * T::kCode},
-                                    std::pair{v.meta, v.nb * T::kMeta}}) {
-      const int64_t head = f >= 1.0 ? row : static_cast<int64_t>(f * row) / 16 * 16;
-      if (head < 16 || row % 16 != 0) continue;
-      if (head == row) {
-        p.ranges[p.n++] = {base + row0 * row, row * n_rows, row * n_rows, 1};
-      } else {
-        p.ranges[p.n++] = {base + row0 * row, row, head, n_rows};
-      }
-    }
-  });
-  return true;
 }
 
 void set_decode_options(int variant, int max_blocks) {
