@@ -8,7 +8,8 @@
 # WORK (synth files, /tmp/squish-synth), BENCH_ARGS (extra `squish bench` flags), VARIANTS (1:
 # also decode with each of SQUISH_CUDA_FUSE=0, SQUISH_CUDA_PDL=0, SQUISH_CUDA_Q8=0,
 # SQUISH_CUDA_GRAPHS=0; VARIANT_LIST replaces that list; an entry may set several variables joined
-# by commas, e.g. SQUISH_CUDA_FUSE=4,SQUISH_CUDA_DECODE=5), PP_VARIANT_LIST (prefill only: pp512
+# by commas, e.g. SQUISH_CUDA_FUSE=4,SQUISH_CUDA_DECODE=5; VARIANT_ARGS: their `squish bench`
+# tests, default "-p 0 -n 128"), PP_VARIANT_LIST (prefill only: pp512
 # with each of these settings, e.g. "SQUISH_CUDA_GEMM=0" for the mat-vec prefill), LLAMA_BENCH (llama.cpp's CUDA llama-bench: run on the same files,
 # `-ngl 99 -p 512 -n 128 -fa F` for F in LLAMA_FA ("1"), cuBLAS from LLAMA_LIBS
 # (/usr/local/cuda/lib64), and the squish / llama.cpp ratios printed), LLAMA_SRC (instead of
@@ -125,7 +126,8 @@ for shape in $SHAPES; do
       # Decode without the 8-bit-activation kernels, and without CUDA graphs.
       for v in ${VARIANT_LIST:-SQUISH_CUDA_FUSE=0 SQUISH_CUDA_PDL=0 SQUISH_CUDA_Q8=0 SQUISH_CUDA_GRAPHS=0}; do
         vf=$OUT/bench-$shape-$type-${v//=/_}.txt
-        env ${v//,/ } $TO "$SQ" bench "$f" --device cuda -p 0 -n 128 -r 2 > "$vf" 2>&1
+        # shellcheck disable=SC2086
+        env ${v//,/ } $TO "$SQ" bench "$f" --device cuda ${VARIANT_ARGS:--p 0 -n 128} -r 2 > "$vf" 2>&1
         echo "bench $shape $type with $v: rc $?" | tee -a "$OUT/summary.txt"
         grep -E "tg128|roofline" "$vf" | tee -a "$OUT/summary.txt"
       done

@@ -474,7 +474,6 @@ __global__ void rope_store_kernel(RopeArgs a) {
   }
 }
 
-constexpr int kAttnKeys = 4;  // keys per warp per step: independent loads and reductions overlap
 constexpr int kSplitKeys = kAttentionSplitKeys;  // keys per block of the split decode (kernels.h)
 constexpr int kMaxHeadDim = 256;
 
@@ -495,7 +494,11 @@ constexpr int kMaxHeadDim = 256;
 // split.partials, and the last of a head's active blocks to finish (counted in
 // split.counters[h], reset by it) merges them into the output. With fuse_rope only the block
 // whose chunk holds the position stores its k and v (every block rotates its own q).
-template <int kAttnWarps, bool kSplit = false>
+//
+// kPer: registers per lane for a head's dimensions (4: head_dim <= 128, 8: <= 256); a warp takes
+// 32 / kPer keys per trip through the cache (their loads in flight together), so a short head
+// needs half the dependent trips of a long one.
+template <int kAttnWarps, bool kSplit = false, int kPer = 8>
 __global__ void __launch_bounds__(kWarp* kAttnWarps)
     attention_kernel(const float* __restrict__ q, int64_t ldq, float* k_cache, float* v_cache,
                      int n_head, int n_head_kv, int D, const int* pos0, float* __restrict__ out,
@@ -503,10 +506,11 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
                      AttentionSplit split) {
   pdl_launch_dependents();
   pdl_wait();
-  constexpr int kMaxPer = kMaxHeadDim / kWarp;
+  constexpr int kAttnKeys = 32 / kPer;  // keys per warp per trip
+  static_assert(kPer * kWarp <= kMaxHeadDim, "kPer: at most kMaxHeadDim / 32");
   __shared__ float s_m[kAttnWarps], s_l[kAttnWarps];
-  __shared__ float s_acc[kAttnWarps][kMaxHeadDim];
-  __shared__ float s_q[kMaxHeadDim], s_k[kMaxHeadDim];
+  __shared__ float s_acc[kAttnWarps][kPer * kWarp];
+  __shared__ float s_q[kPer * kWarp];
   const int h = blockIdx.x, t = kSplit ? 0 : blockIdx.y;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int per = D / kWarp;
@@ -521,39 +525,51 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
   if (kSplit && key_begin >= n_keys) return;  // block-uniform: a chunk past the position
   const bool owns_pos = !kSplit || n_keys - 1 < key_end;
   if (fuse_rope) {
-    const int pos = *pos0;
-    for (int e = threadIdx.x; e < D; e += blockDim.x) {
-      float qe = rope.q[h * D + e], ke = rope.k[kvh * D + e], ve = rope.v[kvh * D + e];
-      if (rope.bq != nullptr) {
-        qe += rope.bq[h * D + e];
-        ke += rope.bk[kvh * D + e];
-        ve += rope.bv[kvh * D + e];
+    // One pass, one barrier: thread i < half rotates pair i of q and of k from its own loads
+    // (with the bias, rope_store_kernel's arithmetic), threads past it copy the dimensions past
+    // n_rot, and every thread e < D stores v. All loads are independent, so they overlap.
+    const int pos = n_keys - 1;
+    const int half = rope.n_rot / 2, tail = D - rope.n_rot;
+    const bool bias = rope.bq != nullptr;
+    float* kc = k_cache + static_cast<int64_t>(pos) * KV + kvh * D;
+    for (int i = threadIdx.x; i < half + tail; i += blockDim.x) {
+      if (i < half) {
+        const int ia = rope.neox ? i : 2 * i, ib = rope.neox ? i + half : 2 * i + 1;
+        const float c = rope.cos_sin[i], sn = rope.cos_sin[half + i];
+        float q0 = rope.q[h * D + ia], q1 = rope.q[h * D + ib];
+        float k0 = rope.k[kvh * D + ia], k1 = rope.k[kvh * D + ib];
+        if (bias) {
+          q0 += rope.bq[h * D + ia];
+          q1 += rope.bq[h * D + ib];
+          k0 += rope.bk[kvh * D + ia];
+          k1 += rope.bk[kvh * D + ib];
+        }
+        s_q[ia] = __fsub_rn(__fmul_rn(q0, c), __fmul_rn(q1, sn));
+        s_q[ib] = __fadd_rn(__fmul_rn(q0, sn), __fmul_rn(q1, c));
+        if (owns_pos) {
+          kc[ia] = __fsub_rn(__fmul_rn(k0, c), __fmul_rn(k1, sn));
+          kc[ib] = __fadd_rn(__fmul_rn(k0, sn), __fmul_rn(k1, c));
+        }
+      } else {
+        const int e = rope.n_rot + i - half;
+        const float qe = rope.q[h * D + e], ke = rope.k[kvh * D + e];
+        s_q[e] = bias ? qe + rope.bq[h * D + e] : qe;
+        if (owns_pos) kc[e] = bias ? ke + rope.bk[kvh * D + e] : ke;
       }
-      s_q[e] = qe;
-      s_k[e] = ke;
-      if (owns_pos) v_cache[static_cast<int64_t>(pos) * KV + kvh * D + e] = ve;
     }
-    __syncthreads();
-    const int half = rope.n_rot / 2;
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-      const int ia = rope.neox ? i : 2 * i, ib = rope.neox ? i + half : 2 * i + 1;
-      const float c = rope.cos_sin[i], sn = rope.cos_sin[half + i];
-      const float q0 = s_q[ia], q1 = s_q[ib], k0 = s_k[ia], k1 = s_k[ib];
-      s_q[ia] = __fsub_rn(__fmul_rn(q0, c), __fmul_rn(q1, sn));
-      s_q[ib] = __fadd_rn(__fmul_rn(q0, sn), __fmul_rn(q1, c));
-      s_k[ia] = __fsub_rn(__fmul_rn(k0, c), __fmul_rn(k1, sn));
-      s_k[ib] = __fadd_rn(__fmul_rn(k0, sn), __fmul_rn(k1, c));
-    }
-    __syncthreads();
     if (owns_pos) {
-      for (int e = threadIdx.x; e < D; e += blockDim.x)
-        k_cache[static_cast<int64_t>(pos) * KV + kvh * D + e] = s_k[e];
+      for (int e = threadIdx.x; e < D; e += blockDim.x) {
+        const float ve = rope.v[kvh * D + e];
+        v_cache[static_cast<int64_t>(pos) * KV + kvh * D + e] = bias ? ve + rope.bv[kvh * D + e] : ve;
+      }
     }
+    // The keys below read this block's stores of k and v (global memory, the block's own
+    // writes: visible after the barrier).
     __syncthreads();
   }
-  float qv[kMaxPer], acc[kMaxPer];
+  float qv[kPer], acc[kPer];
 #pragma unroll
-  for (int e = 0; e < kMaxPer; ++e) {
+  for (int e = 0; e < kPer; ++e) {
     const int dim = lane + kWarp * e;
     qv[e] = e < per ? (fuse_rope ? s_q[dim] : q[t * ldq + h * D + dim]) * scale : 0.0f;
     acc[e] = 0.0f;
@@ -561,14 +577,14 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
   float m = -FLT_MAX, l = 0.0f;
   const float* kbase = k_cache + kvh * D + lane;
   const float* vbase = v_cache + kvh * D + lane;
-  attend::keys<kMaxPer, kAttnKeys>(qv, per, kbase, vbase, KV, key_begin + warp * kAttnKeys, key_end,
+  attend::keys<kPer, kAttnKeys>(qv, per, kbase, vbase, KV, key_begin + warp * kAttnKeys, key_end,
                                    kAttnWarps * kAttnKeys, m, l, acc);
   if (lane == 0) {
     s_m[warp] = m;
     s_l[warp] = l;
   }
 #pragma unroll
-  for (int e = 0; e < kMaxPer; ++e)
+  for (int e = 0; e < kPer; ++e)
     if (e < per) s_acc[warp][lane + kWarp * e] = acc[e];
   __syncthreads();
   float mx = -FLT_MAX;
@@ -927,11 +943,22 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
     const char* env = std::getenv("SQUISH_CUDA_ATTN_SPLIT_WARPS");
     return env != nullptr && std::atoi(env) == 16 ? 16 : 8;
   }();
+  // Heads of at most 128 dimensions take the kernels with 4 registers per lane (8 keys a trip);
+  // SQUISH_CUDA_ATTN_PER8=1 (read once) keeps the 8-register ones (4 keys a trip) for measuring.
+  static const bool force_per8 = [] {
+    const char* env = std::getenv("SQUISH_CUDA_ATTN_PER8");
+    return env != nullptr && std::strcmp(env, "1") == 0;
+  }();
+  const bool per4 = head_dim <= 4 * kWarp && !force_per8;
   if (n_tokens == 1 && split != nullptr) {
     const auto chunks =
         static_cast<unsigned>(split->grid_chunks > 0 ? split->grid_chunks : split->n_splits);
-    if (split_warps == 16) return go(attention_kernel<16, true>, 16, chunks);
-    return go(attention_kernel<8, true>, 8, chunks);
+    if (split_warps == 16) {
+      return per4 ? go(attention_kernel<16, true, 4>, 16, chunks)
+                  : go(attention_kernel<16, true, 8>, 16, chunks);
+    }
+    return per4 ? go(attention_kernel<8, true, 4>, 8, chunks)
+                : go(attention_kernel<8, true, 8>, 8, chunks);
   }
   if (n_tokens > 1 && rope == nullptr && g_attention_tiled && head_dim <= kTileMaxDim) {
     detail::launch_smem(
@@ -942,9 +969,15 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
   }
   const int warps = n_tokens == 1 ? decode_warps : 8;
   const auto blocks_y = static_cast<unsigned>(n_tokens);
-  if (warps == 32) return go(attention_kernel<32>, 32, blocks_y);
-  if (warps == 16) return go(attention_kernel<16>, 16, blocks_y);
-  go(attention_kernel<8>, 8, blocks_y);
+  if (warps == 32) {
+    return per4 ? go(attention_kernel<32, false, 4>, 32, blocks_y)
+                : go(attention_kernel<32, false, 8>, 32, blocks_y);
+  }
+  if (warps == 16) {
+    return per4 ? go(attention_kernel<16, false, 4>, 16, blocks_y)
+                : go(attention_kernel<16, false, 8>, 16, blocks_y);
+  }
+  per4 ? go(attention_kernel<8, false, 4>, 8, blocks_y) : go(attention_kernel<8, false, 8>, 8, blocks_y);
 }
 
 void set_attention_options(int tiled_prefill) {
