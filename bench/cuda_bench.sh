@@ -23,7 +23,7 @@
 # default none, the clocks the timed runs get, where ncu's own default locks the base clock), LLAMA_REPS (llama-bench -r, REPS),
 # BUNDLE (1: the text results but summary.txt end in OUT/results.tgz, since the GPU machine
 # hands back at most 8 files), DEPTHS (e.g. "4096": also tg64 after that many tokens of context,
-# with SQUISH_CUDA_ATTN_SPLIT=0 and 1), SASS (1: cuobjdump's SASS of the kernels whose mangled names match
+# with SQUISH_CUDA_ATTN_SPLIT=0 and 1, or each entry of DEPTH_VARIANT_LIST), SASS (1: cuobjdump's SASS of the kernels whose mangled names match
 # SASS_MATCH, an extended regex, default the Q4_K two-row decode kernel with the norm prologue and
 # the Q8_0 one-row kernel, in sass.txt, with an opcode count per kernel in summary.txt), TEST_ENV
 # (settings for the test binary's run, joined by commas, e.g. SQUISH_CUDA_L2PF=63).
@@ -140,9 +140,10 @@ for shape in $SHAPES; do
     done
     for d in ${DEPTHS:-}; do
       # Decode after d tokens of context, with the default attention and split over the context.
-      for v in SQUISH_CUDA_ATTN_SPLIT=0 SQUISH_CUDA_ATTN_SPLIT=1; do
+      for v in ${DEPTH_VARIANT_LIST:-SQUISH_CUDA_ATTN_SPLIT=0 SQUISH_CUDA_ATTN_SPLIT=1}; do
         vf=$OUT/bench-$shape-$type-d$d-${v//=/_}.txt
-        env $v $TO "$SQ" bench "$f" --device cuda -p 0 -n 64 -d "$d" -r 2 > "$vf" 2>&1
+        # shellcheck disable=SC2086
+        env ${v//,/ } $TO "$SQ" bench "$f" --device cuda -p 0 -n 64 -d "$d" -r 2 > "$vf" 2>&1
         echo "bench $shape $type tg64 @ d$d with $v: rc $?" | tee -a "$OUT/summary.txt"
         grep -E "tg64" "$vf" | tee -a "$OUT/summary.txt"
       done
