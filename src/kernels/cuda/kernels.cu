@@ -936,12 +936,14 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
            const_cast<float*>(k_cache), const_cast<float*>(v_cache), n_head, n_head_kv, head_dim,
            pos0, out, out_q, out_d, r, rope != nullptr ? 1 : 0, split != nullptr ? *split : none);
   };
-  // The split kernel has n_head * n_splits blocks: 8 warps (80 registers) fit 3 blocks per SM,
-  // 16 warps one (H100, tg64 at 4,096 tokens of Llama-3-8B Q4_K_M: 203.9 vs 186.0 tok/s);
-  // SQUISH_CUDA_ATTN_SPLIT_WARPS=16 for measuring.
-  static const int split_warps = [] {
+  // Warps per block of the split kernel (n_head blocks per chunk of keys): 16 with 4 registers a
+  // lane (H100, tg64 at 4,096 tokens of Llama-3-8B Q4_K_M: 298.1 against 249.2 tok/s for 8; equal
+  // at 513-640 tokens), 8 with 8 registers a lane (80 registers: 3 blocks per SM, where 16 warps
+  // fit one; 203.9 against 186.0 tok/s). SQUISH_CUDA_ATTN_SPLIT_WARPS=8|16 (read once) sets it.
+  static const int split_warps_env = [] {
     const char* env = std::getenv("SQUISH_CUDA_ATTN_SPLIT_WARPS");
-    return env != nullptr && std::atoi(env) == 16 ? 16 : 8;
+    const int w = env != nullptr ? std::atoi(env) : 0;
+    return w == 8 || w == 16 ? w : 0;
   }();
   // Heads of at most 128 dimensions take the kernels with 4 registers per lane (8 keys a trip);
   // SQUISH_CUDA_ATTN_PER8=1 (read once) keeps the 8-register ones (4 keys a trip) for measuring.
@@ -950,6 +952,7 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
     return env != nullptr && std::strcmp(env, "1") == 0;
   }();
   const bool per4 = head_dim <= 4 * kWarp && !force_per8;
+  const int split_warps = split_warps_env != 0 ? split_warps_env : per4 ? 16 : 8;
   if (n_tokens == 1 && split != nullptr) {
     const auto chunks =
         static_cast<unsigned>(split->grid_chunks > 0 ? split->grid_chunks : split->n_splits);
