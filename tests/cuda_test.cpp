@@ -668,16 +668,18 @@ TEST(CudaKernels, AttentionMatchesSoftmaxReference) {
 // third; chunks past the position in the grid; the caches' new rows equal, the output within
 // 1e-5 (another summation order) and its 8-bit form as quantize_activations_q8 makes it, the
 // counters back at zero.
+// Heads of 128 dimensions (4 registers a lane, 16 warps a split block) and of 256 (8 and 8).
 TEST(CudaKernels, SplitDecodeAttentionMatchesOneBlockPerHead) {
   SKIP_WITHOUT_GPU();
-  const int H = 8, HKV = 2, D = 128, n_rot = 128, n_ctx = 1200;
-  const int Q = H * D, KV = HKV * D, ld = Q + 2 * KV;
-  const int n_splits = (n_ctx + cuda::kAttentionSplitKeys - 1) / cuda::kAttentionSplitKeys;
-  const std::vector<float> cache = random_floats(n_ctx * KV, 82);
-  Dev<float> partials(H * n_splits * (D + 2));
-  Dev<int> counters(std::vector<int>(H, 0));
-  for (int pos0 : {255, 256, 700}) {
-    SCOPED_TRACE(pos0);
+  for (const auto& [D, pos0] : std::vector<std::pair<int, int>>{
+           {128, 255}, {128, 256}, {128, 700}, {256, 256}, {256, 700}}) {
+    SCOPED_TRACE(testing::Message() << "D " << D << " pos0 " << pos0);
+    const int H = 8, HKV = 2, n_rot = D, n_ctx = 1200;
+    const int Q = H * D, KV = HKV * D, ld = Q + 2 * KV;
+    const int n_splits = (n_ctx + cuda::kAttentionSplitKeys - 1) / cuda::kAttentionSplitKeys;
+    const std::vector<float> cache = random_floats(n_ctx * KV, 82);
+    Dev<float> partials(H * n_splits * (D + 2));
+    Dev<int> counters(std::vector<int>(H, 0));
     const std::vector<float> qkv = random_floats(ld, 81 + pos0);
     std::vector<float> table(n_rot);
     for (int i = 0; i < n_rot / 2; ++i) {
@@ -713,10 +715,16 @@ TEST(CudaKernels, SplitDecodeAttentionMatchesOneBlockPerHead) {
   }
 }
 
+// Heads of 128 dimensions, all rotated or the first 64 (a tail copied as is), and of 256.
 TEST(CudaKernels, AttentionWithFusedRopeMatchesSeparateKernels) {
   SKIP_WITHOUT_GPU();
-  for (bool neox : {false, true}) {
-    const int H = 8, HKV = 2, D = 128, n_rot = 128, pos0 = 37, n_ctx = 64;
+  for (const auto& [neox, D, n_rot] : std::vector<std::tuple<bool, int, int>>{{false, 128, 128},
+                                                                              {true, 128, 128},
+                                                                              {false, 128, 64},
+                                                                              {true, 128, 64},
+                                                                              {true, 256, 256}}) {
+    SCOPED_TRACE(testing::Message() << "neox " << neox << " D " << D << " n_rot " << n_rot);
+    const int H = 8, HKV = 2, pos0 = 37, n_ctx = 64;
     const int Q = H * D, KV = HKV * D, ld = Q + 2 * KV;
     const std::vector<float> qkv = random_floats(ld, 61), cache = random_floats(n_ctx * KV, 62);
     const std::vector<float> bias = random_floats(ld, 63);

@@ -560,7 +560,8 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
     if (owns_pos) {
       for (int e = threadIdx.x; e < D; e += blockDim.x) {
         const float ve = rope.v[kvh * D + e];
-        v_cache[static_cast<int64_t>(pos) * KV + kvh * D + e] = bias ? ve + rope.bv[kvh * D + e] : ve;
+        v_cache[static_cast<int64_t>(pos) * KV + kvh * D + e] =
+            bias ? ve + rope.bv[kvh * D + e] : ve;
       }
     }
     // The keys below read this block's stores of k and v (global memory, the block's own
@@ -578,7 +579,7 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
   const float* kbase = k_cache + kvh * D + lane;
   const float* vbase = v_cache + kvh * D + lane;
   attend::keys<kPer, kAttnKeys>(qv, per, kbase, vbase, KV, key_begin + warp * kAttnKeys, key_end,
-                                   kAttnWarps * kAttnKeys, m, l, acc);
+                                kAttnWarps * kAttnKeys, m, l, acc);
   if (lane == 0) {
     s_m[warp] = m;
     s_l[warp] = l;
@@ -980,7 +981,8 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
     return per4 ? go(attention_kernel<16, false, 4>, 16, blocks_y)
                 : go(attention_kernel<16, false, 8>, 16, blocks_y);
   }
-  per4 ? go(attention_kernel<8, false, 4>, 8, blocks_y) : go(attention_kernel<8, false, 8>, 8, blocks_y);
+  per4 ? go(attention_kernel<8, false, 4>, 8, blocks_y)
+       : go(attention_kernel<8, false, 8>, 8, blocks_y);
 }
 
 void set_attention_options(int tiled_prefill) {
