@@ -477,8 +477,8 @@ __global__ void rope_store_kernel(RopeArgs a) {
 constexpr int kSplitKeys = kAttentionSplitKeys;  // keys per block of the split decode (kernels.h)
 constexpr int kMaxHeadDim = 256;
 
-// One block per (head, query token): warp w takes keys w*4 .. w*4+3, then every 32nd group of
-// four; lanes hold head_dim / 32 dimensions each. Each warp keeps an online softmax (running
+// One block per (head, query token): warp w takes keys w*K .. w*K+K-1 (K = 32 / kPer, below),
+// then every kAttnWarps-th group of K; lanes hold head_dim / 32 dimensions each. Each warp keeps an online softmax (running
 // max, sum and weighted values); the warps' partial results are merged at the end. With q8 set,
 // the output row is also written in 8-bit form (groups of 32 = one warp's dimensions).
 // With fuse_rope (one token), the block first does rope_store_kernel's work for its head: q
@@ -488,7 +488,8 @@ constexpr int kMaxHeadDim = 256;
 //
 // kSplit (one token; AttentionSplit, the default past 256 tokens of context): block (h, c) takes
 // keys [c * kSplitKeys, (c + 1) * kSplitKeys) only, so a long context spreads over many blocks
-// instead of one per head (4,096 keys: 16 blocks per head of 4 trips each, not one block of 64).
+// instead of one per head (4,096 keys, head_dim 128, 16 warps: 16 blocks per head of 2 trips
+// each, not one block of 32).
 // Chunks past the position exit at once; while one chunk is active its block writes the output
 // as above; past that, each active block writes its softmax state (max, sum, weighted values) to
 // split.partials, and the last of a head's active blocks to finish (counted in
