@@ -478,13 +478,13 @@ constexpr int kSplitKeys = kAttentionSplitKeys;  // keys per block of the split 
 constexpr int kMaxHeadDim = 256;
 
 // One block per (head, query token): warp w takes keys w*K .. w*K+K-1 (K = 32 / kPer, below),
-// then every kAttnWarps-th group of K; lanes hold head_dim / 32 dimensions each. Each warp keeps an online softmax (running
-// max, sum and weighted values); the warps' partial results are merged at the end. With q8 set,
-// the output row is also written in 8-bit form (groups of 32 = one warp's dimensions).
-// With fuse_rope (one token), the block first does rope_store_kernel's work for its head: q
-// rotated into shared memory, its kv head's k (rotated) and v stored at the position. Blocks of
-// the same kv head store the same values; each reads back only after its own store. The caches
-// are therefore read without __restrict__ (no read-only path for memory this kernel writes).
+// then every kAttnWarps-th group of K; lanes hold head_dim / 32 dimensions each. Each warp keeps an
+// online softmax (running max, sum and weighted values); the warps' partial results are merged at
+// the end. With q8 set, the output row is also written in 8-bit form (groups of 32 = one warp's
+// dimensions). With fuse_rope (one token), the block first does rope_store_kernel's work for its
+// head: q rotated into shared memory, its kv head's k (rotated) and v stored at the position.
+// Blocks of the same kv head store the same values; each reads back only after its own store. The
+// caches are therefore read without __restrict__ (no read-only path for memory this kernel writes).
 //
 // kSplit (one token; AttentionSplit, the default past 256 tokens of context): block (h, c) takes
 // keys [c * kSplitKeys, (c + 1) * kSplitKeys) only, so a long context spreads over many blocks
