@@ -26,7 +26,7 @@
 # with SQUISH_CUDA_ATTN_SPLIT=0 and 1, or each entry of DEPTH_VARIANT_LIST), SASS (1: cuobjdump's SASS of the kernels whose mangled names match
 # SASS_MATCH, an extended regex, default the Q4_K two-row decode kernel with the norm prologue and
 # the Q8_0 one-row kernel, in sass.txt, with an opcode count per kernel in summary.txt), TEST_ENV
-# (settings for the test binary's run, joined by commas, e.g. SQUISH_CUDA_L2PF=63).
+# (settings for the test binary's run, joined by commas, e.g. SQUISH_CUDA_ATTN_PER8=1).
 set -uo pipefail
 ARCHIVE=${1:-build-cuda/carry/squish-cuda.tar.xz}
 OUT=${2:-${OUT:-/tmp/squish-cuda-out}}

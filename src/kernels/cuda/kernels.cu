@@ -438,6 +438,15 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __rest
   }
 }
 
+// The rotation of pair (x0, x1) by the angle with cosine c and sine s, written to *a and *b:
+// rope_store_kernel and the attention's fused prologue use it, so their results are the same bits
+// (explicit roundings: no fused multiply-add).
+__device__ __forceinline__ void rotate_pair(float x0, float x1, float c, float s, float* a,
+                                            float* b) {
+  *a = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+  *b = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+}
+
 __global__ void rope_store_kernel(RopeArgs a) {
   pdl_launch_dependents();
   pdl_wait();
@@ -462,8 +471,7 @@ __global__ void rope_store_kernel(RopeArgs a) {
     const float* cs = a.cos_sin + static_cast<int64_t>(t) * 2 * half;
     const float c = cs[i], s = cs[half + i];
     const float x0 = head[ia], x1 = head[ib];
-    head[ia] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
-    head[ib] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+    rotate_pair(x0, x1, c, s, head + ia, head + ib);
   }
   __syncthreads();
   float* kc = a.k_cache + static_cast<int64_t>(pos) * KV;
@@ -545,12 +553,8 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
           k0 += rope.bk[kvh * D + ia];
           k1 += rope.bk[kvh * D + ib];
         }
-        s_q[ia] = __fsub_rn(__fmul_rn(q0, c), __fmul_rn(q1, sn));
-        s_q[ib] = __fadd_rn(__fmul_rn(q0, sn), __fmul_rn(q1, c));
-        if (owns_pos) {
-          kc[ia] = __fsub_rn(__fmul_rn(k0, c), __fmul_rn(k1, sn));
-          kc[ib] = __fadd_rn(__fmul_rn(k0, sn), __fmul_rn(k1, c));
-        }
+        rotate_pair(q0, q1, c, sn, s_q + ia, s_q + ib);
+        if (owns_pos) rotate_pair(k0, k1, c, sn, kc + ia, kc + ib);
       } else {
         const int e = rope.n_rot + i - half;
         const float qe = rope.q[h * D + e], ke = rope.k[kvh * D + e];
@@ -955,15 +959,21 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
   }();
   const bool per4 = head_dim <= 4 * kWarp && !force_per8;
   const int split_warps = split_warps_env != 0 ? split_warps_env : per4 ? 16 : 8;
+  // k4, k8: one kernel's kPer = 4 and 8 instantiations.
+  auto go_per = [&](auto k4, auto k8, int warps, unsigned blocks_y) {
+    if (per4) {
+      go(k4, warps, blocks_y);
+    } else {
+      go(k8, warps, blocks_y);
+    }
+  };
   if (n_tokens == 1 && split != nullptr) {
     const auto chunks =
         static_cast<unsigned>(split->grid_chunks > 0 ? split->grid_chunks : split->n_splits);
     if (split_warps == 16) {
-      return per4 ? go(attention_kernel<16, true, 4>, 16, chunks)
-                  : go(attention_kernel<16, true, 8>, 16, chunks);
+      return go_per(attention_kernel<16, true, 4>, attention_kernel<16, true, 8>, 16, chunks);
     }
-    return per4 ? go(attention_kernel<8, true, 4>, 8, chunks)
-                : go(attention_kernel<8, true, 8>, 8, chunks);
+    return go_per(attention_kernel<8, true, 4>, attention_kernel<8, true, 8>, 8, chunks);
   }
   if (n_tokens > 1 && rope == nullptr && g_attention_tiled && head_dim <= kTileMaxDim) {
     detail::launch_smem(
@@ -975,15 +985,12 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
   const int warps = n_tokens == 1 ? decode_warps : 8;
   const auto blocks_y = static_cast<unsigned>(n_tokens);
   if (warps == 32) {
-    return per4 ? go(attention_kernel<32, false, 4>, 32, blocks_y)
-                : go(attention_kernel<32, false, 8>, 32, blocks_y);
+    return go_per(attention_kernel<32, false, 4>, attention_kernel<32, false, 8>, 32, blocks_y);
   }
   if (warps == 16) {
-    return per4 ? go(attention_kernel<16, false, 4>, 16, blocks_y)
-                : go(attention_kernel<16, false, 8>, 16, blocks_y);
+    return go_per(attention_kernel<16, false, 4>, attention_kernel<16, false, 8>, 16, blocks_y);
   }
-  per4 ? go(attention_kernel<8, false, 4>, 8, blocks_y)
-       : go(attention_kernel<8, false, 8>, 8, blocks_y);
+  go_per(attention_kernel<8, false, 4>, attention_kernel<8, false, 8>, 8, blocks_y);
 }
 
 void set_attention_options(int tiled_prefill) {
