@@ -174,8 +174,9 @@ bool allowed_entry(const std::string& name) {
   return name == "model.gguf" || name == "model.gguf.manifest.json" || name == "model.gguf.work";
 }
 
-// `trials` kills of `job` at seeded random moments over [0, 1.1 x duration]. Every run writes
-// the same path (the manifest records it), in a folder emptied between trials.
+// `trials` kills of `job` at seeded random moments over [0, 1.1 x duration] (and, for a resumable
+// job, one more as soon as its checkpoint exists). Every run writes the same path (the manifest
+// records it), in a folder emptied between trials.
 void kill_and_resume(const Job& job, const test::TempDir& tmp, int trials, uint32_t seed) {
   const std::string dir = tmp.file("run"), out = dir + "/model.gguf", work = out + ".work";
   fs::create_directory(dir);
@@ -188,7 +189,8 @@ void kill_and_resume(const Job& job, const test::TempDir& tmp, int trials, uint3
   std::mt19937 rng(seed);
   std::uniform_real_distribution<double> when(0.0, 1.1 * duration);
   int resumed = 0, killed_with_new_output = 0;
-  for (int trial = 0; trial < trials; ++trial) {
+  const int runs = trials + (job.resume_file.empty() ? 0 : 1);  // + the kill at a checkpoint
+  for (int trial = 0; trial < runs; ++trial) {
     SCOPED_TRACE(job.label + " trial " + std::to_string(trial));
     fs::remove_all(dir);
     fs::create_directory(dir);
@@ -196,10 +198,21 @@ void kill_and_resume(const Job& job, const test::TempDir& tmp, int trials, uint3
     if (had_previous) test::write_bytes(out, previous_bytes);
     std::vector<std::string> args = job.args;
     args.insert(args.end(), {"-o", out});
-    const double kill_at = when(rng);
+    // A resumable job gets one more trial, killed as soon as its checkpoint exists, so that at
+    // least one kill lands after a checkpoint however the machine's load stretches the runs
+    // (random moments alone missed every checkpoint in one CI run: 8 of 12 kills came first).
+    const bool at_checkpoint = trial == trials;
+    double kill_at = when(rng);
     {
       Child c(args, tmp.file("killed.log"));
-      std::this_thread::sleep_for(std::chrono::duration<double>(kill_at));
+      if (at_checkpoint) {
+        const auto t0 = Clock::now();
+        while (!fs::exists(work + "/" + job.resume_file) && seconds_since(t0) < 60)
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        kill_at = seconds_since(t0);
+      } else {
+        std::this_thread::sleep_for(std::chrono::duration<double>(kill_at));
+      }
       c.signal(SIGKILL);
       c.wait(30);
     }
@@ -234,7 +247,7 @@ void kill_and_resume(const Job& job, const test::TempDir& tmp, int trials, uint3
   std::printf(
       "[ kill     ] %s: %d trials over %.2f s runs; %d killed after finishing, %d resumed "
       "from a work folder\n",
-      job.label.c_str(), trials, duration, killed_with_new_output, resumed);
+      job.label.c_str(), runs, duration, killed_with_new_output, resumed);
   if (!job.resume_file.empty()) {
     EXPECT_GT(resumed, 0) << "no kill landed after a checkpoint";
   }
