@@ -15,6 +15,7 @@
 #include "core/dtype.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/quant_k.h"
+#include "kernels/cuda/dequant.cuh"
 #include "kernels/cuda/layout.h"
 #include "kernels/cuda/pipeline.h"
 #include "kernels/cuda/q8_items.h"
@@ -214,6 +215,55 @@ TEST(CudaLaneMath, DequantizedGroupsMatchTheCpu) {
   check_dequantize_groups<cuda::q8::Q4K>(DType::Q4_K);
   check_dequantize_groups<cuda::q8::Q6K>(DType::Q6_K);
   check_dequantize_groups<cuda::q8::Q80>(DType::Q8_0);
+}
+
+// The GGUF-layout group decoding of every type the GPU holds unrepacked (dequant.cuh: the F16
+// copies of the prefill GEMM; the same field offsets as matvec.cu's kernels) gives
+// convert_row_to_f32's values exactly: 3 rows of 2304 columns (9 super-blocks) of each type.
+TEST(CudaLaneMath, GgufGroupsMatchTheCpu) {
+  constexpr int64_t kRows = 3, kCols = 2304;
+  std::mt19937 rng(8);
+  std::normal_distribution<float> weight(0.0f, 0.05f);
+  std::vector<float> f(kRows * kCols), want(kCols), got(kCols);
+  for (float& v : f) v = weight(rng);
+  int types = 0;
+  for (int id = 0; id <= static_cast<int>(DType::BF16); ++id) {
+    const auto type = static_cast<DType>(id);
+    const bool has = cuda::dequant::with_gguf_type(type, [&](auto t) {
+      using T = decltype(t);
+      SCOPED_TRACE(dtype_name(type));
+      const size_t stride = row_bytes(type, kCols);
+      ASSERT_EQ(stride, static_cast<size_t>(kCols / T::kElems * T::kBytes));
+      std::vector<uint8_t> w(stride * kRows);
+      for (int64_t r = 0; r < kRows; ++r) {
+        uint8_t* dst = w.data() + r * stride;
+        const float* src = f.data() + r * kCols;
+        if (type == DType::F32) {
+          std::memcpy(dst, src, kCols * 4);
+        } else if (type == DType::F16 || type == DType::BF16) {
+          for (int64_t i = 0; i < kCols; ++i) {
+            const uint16_t h = type == DType::F16 ? fp32_to_fp16(src[i]) : fp32_to_bf16(src[i]);
+            std::memcpy(dst + 2 * i, &h, 2);
+          }
+        } else {
+          quant_traits(type)->quantize(src, dst, kCols, nullptr);
+        }
+      }
+      for (int64_t r = 0; r < kRows; ++r) {
+        const uint8_t* row = w.data() + r * stride;
+        convert_row_to_f32(type, row, want.data(), kCols);
+        for (int64_t g = 0; g < kCols / 32; ++g) {
+          constexpr int kGroups = T::kElems / 32;
+          T::group(row + g / kGroups * T::kBytes, static_cast<int>(g % kGroups),
+                   got.data() + g * 32);
+        }
+        for (int64_t i = 0; i < kCols; ++i)
+          ASSERT_EQ(got[i], want[i]) << "row " << r << " at " << i;
+      }
+    });
+    types += has;
+  }
+  EXPECT_EQ(types, 15);  // F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K..Q6_K, IQ4_XS
 }
 
 TEST(CudaLaneMath, EveryTypeMatchesTheDequantizedProduct) {

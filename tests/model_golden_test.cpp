@@ -11,11 +11,52 @@
 #include "export/gguf_export.h"
 #include "kernels/cpu/matmul.h"
 #include "model/model.h"
+#include "quant/quant.h"
 #include "runtime/session.h"
 #include "test_util.h"
 
 namespace squish {
 namespace {
+
+// A quantized matrix made owned F32 (the CUDA tests' float reference model) holds exactly its
+// dequantized values; a type without a dequantizer is a one-line error naming the tensor.
+TEST(Model, MakeOwnedF32DequantizesQuantizedTensors) {
+  constexpr int64_t kRows = 3, kCols = 512;
+  std::vector<float> f(kRows * kCols);
+  for (size_t i = 0; i < f.size(); ++i) f[i] = std::sin(0.37f * static_cast<float>(i)) * 0.05f;
+  for (DType type : {DType::Q3_K, DType::IQ4_XS, DType::Q8_0}) {
+    SCOPED_TRACE(dtype_name(type));
+    const size_t stride = row_bytes(type, kCols);
+    std::vector<uint8_t> w(stride * kRows);
+    for (int64_t r = 0; r < kRows; ++r)
+      quant_traits(type)->quantize(f.data() + r * kCols, w.data() + r * stride, kCols, nullptr);
+    Model m;
+    m.path = "mem.gguf";
+    m.add_tensor({"blk.0.ffn_down.weight", type, {kRows, kCols}, w.data(), w.size()});
+    m.make_owned_f32("blk.0.ffn_down.weight");
+    const TensorInfo* t = m.find("blk.0.ffn_down.weight");
+    ASSERT_NE(t, nullptr);
+    ASSERT_EQ(t->type, DType::F32);
+    std::vector<float> want(kCols);
+    for (int64_t r = 0; r < kRows; ++r) {
+      convert_row_to_f32(type, w.data() + r * stride, want.data(), kCols);
+      for (int64_t i = 0; i < kCols; ++i)
+        ASSERT_EQ(static_cast<const float*>(t->data)[r * kCols + i], want[i]) << r << " " << i;
+    }
+  }
+  Model m;
+  m.path = "mem.gguf";
+  const int32_t ints[4] = {1, 2, 3, 4};
+  m.add_tensor({"blk.0.ids", DType::I32, {4}, ints, sizeof ints});
+  try {
+    m.make_owned_f32("blk.0.ids");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mem.gguf: tensor 'blk.0.ids' has type I32"),
+              std::string::npos)
+        << e.what();
+  }
+}
 
 struct Golden {
   std::vector<int32_t> tokens;

@@ -63,8 +63,13 @@ void Model::make_owned_f32(const std::string& name, float offset) {
       for (int64_t i = 0; i < n; ++i)
         dst[i] = bf16_to_fp32(static_cast<const uint16_t*>(t.data)[i]);
       break;
-    default:
-      fail("{}: tensor '{}' has type {}, expected a float type", path, name, dtype_name(t.type));
+    default: {
+      const QuantTraits* q = quant_traits(t.type);
+      if (q == nullptr)
+        fail("{}: tensor '{}' has type {}, which cannot be converted to F32", path, name,
+             dtype_name(t.type));
+      q->dequantize(t.data, dst, n);  // whole blocks: the loader checked the row length
+    }
   }
   if (offset != 0.0f) {
     for (int64_t i = 0; i < n; ++i) dst[i] += offset;

@@ -55,8 +55,8 @@ class Model {
   // Internal: used by the loaders.
   void add_tensor(TensorInfo t);
   void keep_alive(std::shared_ptr<void> owner) { owners_.push_back(std::move(owner)); }
-  // Converts a small tensor to owned F32 (optionally adding `offset` to each element) and replaces
-  // the registered view with it.
+  // Converts a tensor (float or quantized) to owned F32, optionally adding `offset` to each
+  // element, and replaces the registered view with it (bind_and_validate then rebinds layers).
   void make_owned_f32(const std::string& name, float offset = 0.0f);
   // Resolves layer pointers and checks every shape against the config.
   void bind_and_validate();

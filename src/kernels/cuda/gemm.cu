@@ -23,84 +23,7 @@ namespace {
 
 std::atomic<int64_t> g_products{0};
 
-// ---- Dequantize kernels: one thread per group of 32 weights ----
-
-// Each GGUF type: kElems weights in kBytes; group(b, g, v) writes group g of block b.
-struct GgF32 {
-  static constexpr int kElems = 32, kBytes = 128;
-  __device__ static void group(const uint8_t* b, int, float* v) {
-#pragma unroll
-    for (int l = 0; l < 32; ++l) v[l] = reinterpret_cast<const float*>(b)[l];
-  }
-};
-template <bool kBF16>
-struct GgHalf {
-  static constexpr int kElems = 32, kBytes = 64;
-  __device__ static void group(const uint8_t* b, int, float* v) {
-    const auto* h = reinterpret_cast<const uint16_t*>(b);
-#pragma unroll
-    for (int l = 0; l < 32; ++l) {
-      v[l] = kBF16 ? __uint_as_float(static_cast<uint32_t>(h[l]) << 16)
-                   : __half2float(__ushort_as_half(h[l]));
-    }
-  }
-};
-struct GgQ4_0 {
-  static constexpr int kElems = 32, kBytes = 18;
-  __device__ static void group(const uint8_t* b, int, float* v) {
-    dequant::legacy<false, false>(dequant::f16_at(b), 0, nullptr, b + 2, v);
-  }
-};
-struct GgQ4_1 {
-  static constexpr int kElems = 32, kBytes = 20;
-  __device__ static void group(const uint8_t* b, int, float* v) {
-    dequant::legacy<true, false>(dequant::f16_at(b), dequant::f16_at(b + 2), nullptr, b + 4, v);
-  }
-};
-struct GgQ5_0 {
-  static constexpr int kElems = 32, kBytes = 22;
-  __device__ static void group(const uint8_t* b, int, float* v) {
-    dequant::legacy<false, true>(dequant::f16_at(b), 0, b + 2, b + 6, v);
-  }
-};
-struct GgQ5_1 {
-  static constexpr int kElems = 32, kBytes = 24;
-  __device__ static void group(const uint8_t* b, int, float* v) {
-    dequant::legacy<true, true>(dequant::f16_at(b), dequant::f16_at(b + 2), b + 4, b + 8, v);
-  }
-};
-struct GgQ8_0 {
-  static constexpr int kElems = 32, kBytes = 34;
-  __device__ static void group(const uint8_t* b, int, float* v) {
-    dequant::q8_0(dequant::f16_at(b), b + 2, v);
-  }
-};
-struct GgIQ4_NL {
-  static constexpr int kElems = 32, kBytes = 18;
-  __device__ static void group(const uint8_t* b, int, float* v) {
-    dequant::iq4_nl(dequant::f16_at(b), b + 2, v);
-  }
-};
-struct GgQ4_K {  // d, dmin, scales[12], qs[128]
-  static constexpr int kElems = 256, kBytes = 144;
-  __device__ static void group(const uint8_t* b, int g, float* v) {
-    dequant::k_quant_4_5<false>(b, nullptr, b + 16, g, v);
-  }
-};
-struct GgQ5_K {  // d, dmin, scales[12], qh[32], qs[128]
-  static constexpr int kElems = 256, kBytes = 176;
-  __device__ static void group(const uint8_t* b, int g, float* v) {
-    dequant::k_quant_4_5<true>(b, b + 16, b + 48, g, v);
-  }
-};
-struct GgQ6_K {  // ql[128], qh[64], scales[16], d
-  static constexpr int kElems = 256, kBytes = 210;
-  __device__ static void group(const uint8_t* b, int g, float* v) {
-    dequant::q6_k(b, b + 128, b + 192, dequant::f16_at(b + 208), g, v);
-  }
-};
-static_assert(sizeof(block_q4_K) == GgQ4_K::kBytes && sizeof(block_q5_K) == GgQ5_K::kBytes &&
-              sizeof(block_q6_K) == GgQ6_K::kBytes && sizeof(block_q5_1) == GgQ5_1::kBytes);
+// ---- Dequantize kernels: one thread per group of 32 weights (dequant.cuh's Gg structs) ----
 
 template <class T>
 __global__ void dequantize_f16_kernel(const uint8_t* w, int64_t cols, int64_t row0, int64_t n_rows,
@@ -118,12 +41,11 @@ __global__ void dequantize_f16_kernel(const uint8_t* w, int64_t cols, int64_t ro
 }
 
 template <class T>
-bool dequantize_typed(const void* w, int64_t cols, int64_t row0, int64_t n_rows, __half* out,
+void dequantize_typed(const void* w, int64_t cols, int64_t row0, int64_t n_rows, __half* out,
                       cudaStream_t stream) {
   const int64_t threads = n_rows * (cols / 32);
   dequantize_f16_kernel<T><<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(
       static_cast<const uint8_t*>(w), cols, row0, n_rows, out);
-  return true;
 }
 
 __global__ void convert_to_f16_kernel(const float* x, int64_t ldx, int n_tokens, int64_t cols,
@@ -207,34 +129,8 @@ const Blas* load_blas() {
 
 bool dequantize_f16(DType type, const void* w, int64_t cols, int64_t row0, int64_t n_rows,
                     __half* out, cudaStream_t stream) {
-  switch (type) {
-    case DType::F32:
-      return dequantize_typed<GgF32>(w, cols, row0, n_rows, out, stream);
-    case DType::F16:
-      return dequantize_typed<GgHalf<false>>(w, cols, row0, n_rows, out, stream);
-    case DType::BF16:
-      return dequantize_typed<GgHalf<true>>(w, cols, row0, n_rows, out, stream);
-    case DType::Q4_0:
-      return dequantize_typed<GgQ4_0>(w, cols, row0, n_rows, out, stream);
-    case DType::Q4_1:
-      return dequantize_typed<GgQ4_1>(w, cols, row0, n_rows, out, stream);
-    case DType::Q5_0:
-      return dequantize_typed<GgQ5_0>(w, cols, row0, n_rows, out, stream);
-    case DType::Q5_1:
-      return dequantize_typed<GgQ5_1>(w, cols, row0, n_rows, out, stream);
-    case DType::Q8_0:
-      return dequantize_typed<GgQ8_0>(w, cols, row0, n_rows, out, stream);
-    case DType::IQ4_NL:
-      return dequantize_typed<GgIQ4_NL>(w, cols, row0, n_rows, out, stream);
-    case DType::Q4_K:
-      return dequantize_typed<GgQ4_K>(w, cols, row0, n_rows, out, stream);
-    case DType::Q5_K:
-      return dequantize_typed<GgQ5_K>(w, cols, row0, n_rows, out, stream);
-    case DType::Q6_K:
-      return dequantize_typed<GgQ6_K>(w, cols, row0, n_rows, out, stream);
-    default:
-      return false;
-  }
+  return dequant::with_gguf_type(
+      type, [&](auto t) { dequantize_typed<decltype(t)>(w, cols, row0, n_rows, out, stream); });
 }
 
 void convert_to_f16(const float* x, int64_t ldx, int n_tokens, int64_t cols, __half* out,
