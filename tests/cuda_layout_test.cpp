@@ -92,8 +92,9 @@ TEST(CudaLayout, RepackPutsEveryBlockFieldInPlace) {
   };
   const Case cases[] = {
       {DType::Q4_K, 256 * 9, 16, 128, 0, 16, 0, 0},  // 36 items per row: a partial second step
-      {DType::Q6_K, 256 * 3, 0, 192, 192, 16, 208, 2},
-      {DType::Q8_0, 32 * 45, 2, 32, 0, 2, 0, 0},
+      {DType::Q6_K, 256 * 3, 0, 192, 192, 16, 208, 2}, {DType::Q8_0, 32 * 45, 2, 32, 0, 2, 0, 0},
+      {DType::Q2_K, 256 * 17, 16, 64, 0, 16, 80, 4},  // 34 items per row
+      {DType::Q3_K, 256 * 3, 32, 96, 96, 12, 108, 2},  {DType::IQ4_XS, 256 * 9, 8, 128, 0, 8, 0, 0},
   };
   constexpr int64_t kRows = 5;
   for (const Case& c : cases) {
@@ -113,6 +114,9 @@ TEST(CudaLayout, RepackPutsEveryBlockFieldInPlace) {
       const uint8_t* b = src.data() + i * block_bytes;
       if (c.type == DType::Q6_K) {
         ASSERT_EQ(std::memcmp(codes + i * c.code, b + c.code_at, c.code), 0) << "block " << i;
+      } else if (c.type == DType::Q3_K) {  // qs, then hmask (the block's first 32 bytes)
+        ASSERT_EQ(std::memcmp(codes + i * c.code, b + c.code_at, 64), 0) << "block " << i;
+        ASSERT_EQ(std::memcmp(codes + i * c.code + 64, b, 32), 0) << "block " << i;
       } else {
         for (int k = 0; k < items; ++k) {
           const int it = static_cast<int>(i % nb) * items + k;
@@ -215,6 +219,9 @@ TEST(CudaLaneMath, DequantizedGroupsMatchTheCpu) {
   check_dequantize_groups<cuda::q8::Q4K>(DType::Q4_K);
   check_dequantize_groups<cuda::q8::Q6K>(DType::Q6_K);
   check_dequantize_groups<cuda::q8::Q80>(DType::Q8_0);
+  check_dequantize_groups<cuda::q8::Q2K>(DType::Q2_K);
+  check_dequantize_groups<cuda::q8::Q3K>(DType::Q3_K);
+  check_dequantize_groups<cuda::q8::IQ4XS>(DType::IQ4_XS);
 }
 
 // The GGUF-layout group decoding of every type the GPU holds unrepacked (dequant.cuh: the F16
@@ -270,6 +277,9 @@ TEST(CudaLaneMath, EveryTypeMatchesTheDequantizedProduct) {
   check_lane_dots<cuda::q8::Q4K>(DType::Q4_K);
   check_lane_dots<cuda::q8::Q6K>(DType::Q6_K);
   check_lane_dots<cuda::q8::Q80>(DType::Q8_0);
+  check_lane_dots<cuda::q8::Q2K>(DType::Q2_K);
+  check_lane_dots<cuda::q8::Q3K>(DType::Q3_K);
+  check_lane_dots<cuda::q8::IQ4XS>(DType::IQ4_XS);
 }
 
 // Every step is loaded once, into a free buffer, before its math reads it from that buffer, in

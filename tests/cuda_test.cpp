@@ -208,7 +208,8 @@ TEST_P(CudaMatmulQ8, MatchesReferenceOnQuantizedActivations) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8,
-                         testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0),
+                         testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K,
+                                         DType::Q3_K, DType::IQ4_XS),
                          [](const testing::TestParamInfo<DType>& p) {
                            return std::string(dtype_name(p.param));
                          });
@@ -335,7 +336,8 @@ TEST_P(CudaMatmulQ8Epilogue, NormAndGatingMatchSeparateKernels) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8Epilogue,
-                         testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0),
+                         testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K,
+                                         DType::Q3_K, DType::IQ4_XS),
                          [](const testing::TestParamInfo<DType>& p) {
                            return std::string(dtype_name(p.param));
                          });
@@ -522,7 +524,8 @@ TEST(CudaKernels, NormInPairMatchesNormThenProducts) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8NormIn,
-                         testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0),
+                         testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K,
+                                         DType::Q3_K, DType::IQ4_XS),
                          [](const testing::TestParamInfo<DType>& p) {
                            return std::string(dtype_name(p.param));
                          });
@@ -1045,7 +1048,8 @@ INSTANTIATE_TEST_SUITE_P(Types, CudaPrefillGemm,
 
 TEST(CudaPrefillGemmRepacked, MatchesCpuReference) {
   SKIP_WITHOUT_GPU();
-  for (DType type : {DType::Q4_K, DType::Q6_K, DType::Q8_0}) {
+  for (DType type :
+       {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::IQ4_XS}) {
     ASSERT_TRUE(cuda::matmul_q8_supported(type, 768));
     check_prefill_gemm(type, true, 67, 768, cuda::kGemmScratchBytes);
     check_prefill_gemm(type, true, 67, 768, 20 * 768 * 2);

@@ -126,11 +126,11 @@ SQUISH_HOST_DEVICE void q6_k(const uint8_t* ql, const uint8_t* qh, const uint8_t
 
 // Q2_K: scales[16] (4-bit scale | 4-bit min << 4 per 16 elements), qs[64], then d, dmin. Group g:
 // half h = g / 4, shift 2 (g % 4): elements 128 h + 32 (g % 4) + l are bits shift of qs[32 h + l],
-// with scale byte 8 h + 2 (g % 4) + l / 16; value (d * scale) * code - dmin * min.
-SQUISH_HOST_DEVICE void q2_k(const uint8_t* scales, const uint8_t* qs, float d, float dmin, int g,
+// with scale byte 8 h + 2 (g % 4) + l / 16; value (d * scale) * code - dmin * min. q: the half's
+// 32 bytes, qs + 32 h.
+SQUISH_HOST_DEVICE void q2_k(const uint8_t* scales, const uint8_t* q, float d, float dmin, int g,
                              float* v) {
   const int h = g / 4, shift = 2 * (g % 4);
-  const uint8_t* q = qs + 32 * h;
   SQUISH_UNROLL
   for (int part = 0; part < 2; ++part) {
     const int sc = scales[8 * h + 2 * (g % 4) + part];
@@ -234,7 +234,7 @@ struct GgIQ4_NL {
 struct GgQ2_K {  // scales[16], qs[64], d, dmin
   static constexpr int kElems = 256, kBytes = 84;
   SQUISH_HOST_DEVICE static void group(const uint8_t* b, int g, float* v) {
-    q2_k(b, b + 16, f16_at(b + 80), f16_at(b + 82), g, v);
+    q2_k(b, b + 16 + 32 * (g / 4), f16_at(b + 80), f16_at(b + 82), g, v);
   }
 };
 struct GgQ3_K {  // hmask[32], qs[64], scales[12], d

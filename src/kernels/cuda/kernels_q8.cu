@@ -359,8 +359,11 @@ bool matmul_q8_supported(DType type, int64_t cols) {
   switch (type) {
     case DType::Q8_0:
       return cols % 32 == 0;
+    case DType::Q2_K:
+    case DType::Q3_K:
     case DType::Q4_K:
     case DType::Q6_K:
+    case DType::IQ4_XS:
       return cols % 256 == 0;
     default:
       return false;
@@ -428,6 +431,14 @@ MvArgs norm_in_args(const View& v, int64_t rows, int64_t cols, const Q8NormIn& i
   return a;
 }
 
+// with_q8_type for the pairable types only, so that only their pairs are compiled.
+template <class F>
+void with_q8_pair_type(DType type, F&& f) {
+  if (type == DType::Q4_K) f(Q4K{});
+  if (type == DType::Q6_K) f(Q6K{});
+  if (type == DType::Q8_0) f(Q80{});
+}
+
 template <class TA, class TB>
 void launch_pair_typed(const Q8Product& pa, const Q8Product& pb, int64_t cols, const Q8NormIn& in,
                        bool accumulate, cudaStream_t stream) {
@@ -441,9 +452,13 @@ void launch_pair_typed(const Q8Product& pa, const Q8Product& pb, int64_t cols, c
 bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols,
                             const Q8NormIn& in, bool accumulate, cudaStream_t stream) {
   if (!matmul_q8_supported(a.type, cols) || !matmul_q8_supported(b.type, cols)) return false;
-  bool launched = false;  // only for two different types: equal ones are one matrix
-  with_q8_type(a.type, [&](auto ta) {
-    with_q8_type(b.type, [&](auto tb) {
+  // Only for two different types (equal ones are one matrix) of a Q4_K_M or Q8_0 file's: each
+  // pair is a kernel of its own, and the other mixes' [q | k] and v run as two launches.
+  auto pairable = [](DType t) { return t == DType::Q4_K || t == DType::Q6_K || t == DType::Q8_0; };
+  if (!pairable(a.type) || !pairable(b.type)) return false;
+  bool launched = false;
+  with_q8_pair_type(a.type, [&](auto ta) {
+    with_q8_pair_type(b.type, [&](auto tb) {
       if constexpr (!std::is_same_v<decltype(ta), decltype(tb)>) {
         launch_pair_typed<decltype(ta), decltype(tb)>(a, b, cols, in, accumulate, stream);
         launched = true;

@@ -26,6 +26,15 @@ bool host_layout(DType type, HostLayout& l) {
     case DType::Q8_0:  // d | qs[32]
       l = {32, 34, 2, 32, 0, 2, 0, 0};
       return true;
+    case DType::Q2_K:  // scales[16] | qs[64] | d, dmin
+      l = {256, 84, 16, 64, 0, 16, 80, 4};
+      return true;
+    case DType::Q3_K:  // hmask[32] qs[64] (codes: qs, then hmask) | scales[12] | d
+      l = {256, 110, 32, 96, 96, 12, 108, 2};
+      return true;
+    case DType::IQ4_XS:  // d, scales_h, scales_l[4] | qs[128]
+      l = {256, 136, 8, 128, 0, 8, 0, 0};
+      return true;
     default:
       return false;
   }
@@ -50,12 +59,16 @@ void repack_q8(DType type, const uint8_t* src, int64_t rows, int64_t cols, uint8
   uint8_t* codes = dst;
   uint8_t* meta = codes + n * l.code;
   uint8_t* meta2 = meta + n * l.meta;
-  // Q4_K and Q8_0 codes: 32-byte items (4 per Q4_K block, 1 per Q8_0 block), split halves.
+  // Q4_K, Q8_0, Q2_K and IQ4_XS codes: 32-byte items (4 per Q4_K / IQ4_XS block, 2 per Q2_K,
+  // 1 per Q8_0), split halves.
   const int items = l.code / 32;
   for (int64_t i = 0; i < n; ++i) {
     const uint8_t* b = src + i * l.bytes;
     if (type == DType::Q6_K) {  // its 16-byte loads already cover whole sectors
       std::memcpy(codes + i * l.code, b + l.code_at, l.code);
+    } else if (type == DType::Q3_K) {  // as Q6_K: qs[64], then hmask[32]
+      std::memcpy(codes + i * l.code, b + l.code_at, 64);
+      std::memcpy(codes + i * l.code + 64, b, 32);
     } else {
       const int64_t r = i / nb;
       for (int k = 0; k < items; ++k) {

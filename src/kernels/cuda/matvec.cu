@@ -12,6 +12,7 @@
 #include "kernels/cuda/dequant.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/q8_items.h"
 #include "quant/blocks.h"
 
 namespace squish::cuda {
@@ -211,24 +212,13 @@ struct TypeQ5_1 {  // 24 bytes: d, m, qh[4], 16 nibble bytes; value d * q + m
   }
 };
 
-// IQ4_NL's table entries of 4 codes (the low nibbles of c's bytes) as 4 signed bytes: two byte
-// permutes pick entries 0-7 and 8-15 of the table held in registers, and bit 3 of each code
-// chooses between them (a per-lane table lookup in constant memory serializes a warp).
-__device__ __forceinline__ uint32_t iq4_values(uint32_t c) {
-  constexpr uint32_t kT0 = 0xBFAD9881u, kT1 = 0xF6EADDCFu;  // -127 -104 -83 -65 | -49 -35 -22 -10
-  constexpr uint32_t kT2 = 0x26190D01u, kT3 = 0x71594535u;  // 1 13 25 38 | 53 69 89 113
-  const uint32_t low3 = c & 0x07070707u, t = low3 | (low3 >> 4);
-  const uint32_t selector = (t & 0xFFu) | ((t >> 8) & 0xFF00u);  // code of byte k in nibble k
-  const uint32_t upper = ((c >> 3) & 0x01010101u) * 0xFFu;
-  return (__byte_perm(kT0, kT1, selector) & ~upper) | (__byte_perm(kT2, kT3, selector) & upper);
-}
 // Sum of 16 nibble bytes' table values (low nibbles are elements 0..15, high 16..31) times x.
 __device__ __forceinline__ float iq4_dot(const uint32_t* qs, const float* x) {
   float s = 0;
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    const uint32_t lo = iq4_values(qs[k] & 0x0F0F0F0Fu),
-                   hi = iq4_values((qs[k] >> 4) & 0x0F0F0F0Fu);
+    const uint32_t lo = q8::iq4_values(qs[k] & 0x0F0F0F0Fu),
+                   hi = q8::iq4_values((qs[k] >> 4) & 0x0F0F0F0Fu);
     s += dot8_i8(lo, hi, ldx4(x + 4 * k), ldx4(x + 16 + 4 * k));
   }
   return s;

@@ -1,15 +1,17 @@
-// The per-lane pieces of the 8-bit-activation mat-vec kernels (kernels_q8.cu) for Q4_K, Q6_K
-// and Q8_0 in the repacked layout (layout.h): how a lane loads one item's codes and scales, the
-// activations they multiply, and their dot product. Host and device code: nvcc compiles them into
-// the kernels, the host compiler into the CPU test suite (tests/cuda_layout_test.cpp), where the
-// CUDA intrinsics they use are written out in plain C++ with the same integer results, so CI
-// checks every type's arithmetic against the CPU reference without a GPU.
+// The per-lane pieces of the 8-bit-activation mat-vec kernels (kernels_q8.cu) for Q4_K, Q6_K,
+// Q8_0, Q2_K, Q3_K and IQ4_XS in the repacked layout (layout.h): how a lane loads one item's codes
+// and scales, the activations they multiply, and their dot product. Host and device code: nvcc
+// compiles them into the kernels, the host compiler into the CPU test suite
+// (tests/cuda_layout_test.cpp), where the CUDA intrinsics they use are written out in plain C++
+// with the same integer results, so CI checks every type's arithmetic against the CPU reference
+// without a GPU.
 //
 // Activations are quantized per 32 elements: xq (int8 codes) and xd (F32 scale per 32).
 #pragma once
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "core/dtype.h"
 #include "kernels/cuda/layout.h"
@@ -58,6 +60,15 @@ SQUISH_HOST_DEVICE Int4 ldg4(const void* p) {
 #else
   Int4 v;
   std::memcpy(&v, p, sizeof v);
+  return v;
+#endif
+}
+SQUISH_HOST_DEVICE uint32_t ldg_u32(const uint8_t* p) {  // 4-byte aligned
+#if defined(__CUDA_ARCH__)
+  return __ldg(reinterpret_cast<const unsigned*>(p));
+#else
+  uint32_t v;
+  std::memcpy(&v, p, 4);
   return v;
 #endif
 }
@@ -120,6 +131,18 @@ SQUISH_HOST_DEVICE uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t selector)
 #endif
 }
 
+// IQ4_NL's table entries of 4 codes (the low nibbles of c's bytes) as 4 signed bytes: two byte
+// permutes pick entries 0-7 and 8-15 of the table held in registers, and bit 3 of each code
+// chooses between them (a lookup in memory would serialize a warp's lanes).
+SQUISH_HOST_DEVICE uint32_t iq4_values(uint32_t c) {
+  constexpr uint32_t kT0 = 0xBFAD9881u, kT1 = 0xF6EADDCFu;  // -127 -104 -83 -65 | -49 -35 -22 -10
+  constexpr uint32_t kT2 = 0x26190D01u, kT3 = 0x71594535u;  // 1 13 25 38 | 53 69 89 113
+  const uint32_t low3 = c & 0x07070707u, t = low3 | (low3 >> 4);
+  const uint32_t selector = (t & 0xFFu) | ((t >> 8) & 0xFF00u);  // code of byte k in nibble k
+  const uint32_t upper = ((c >> 3) & 0x01010101u) * 0xFFu;
+  return (byte_perm(kT0, kT1, selector) & ~upper) | (byte_perm(kT2, kT3, selector) & upper);
+}
+
 // Sum over the 8 code words c0, c1 masked with `mask` times the activation words a, b: codes as
 // signed bytes, or as unsigned ones (kUnsigned: dp4a_us).
 template <bool kUnsigned>
@@ -132,6 +155,10 @@ SQUISH_HOST_DEVICE int masked_dot(const Int4& c0, const Int4& c1, int mask, cons
   for (int k = 0; k < 8; ++k)
     acc = kUnsigned ? dp4a_us(c[k] & mask, x[k], acc) : dp4a(c[k] & mask, x[k], acc);
   return acc;
+}
+// Sum of the 16 signed bytes of a, each times the same byte of `times` (e.g. 0x04040404: 4 x).
+SQUISH_HOST_DEVICE int sum_bytes_times(const Int4& a, int times) {
+  return dp4a(a.w, times, dp4a(a.z, times, dp4a(a.y, times, dp4a(a.x, times, 0))));
 }
 SQUISH_HOST_DEVICE int sum_bytes(const Int4& a, int acc) {
   acc = dp4a(a.x, 0x01010101, acc);
@@ -330,6 +357,206 @@ struct Q80 {
   }
 };
 
+// Q3_K: item c (0..3) = half h = c / 2 (128 elements) and l = l0 .. l0 + 15, l0 = (c % 2) * 16:
+// the 16 bytes qs[32 h + l0 ..] (2-bit fields g = 0..3: elements 128 h + 32 g + l, scale
+// 8 h + 2 g + c % 2) and hmask[l0 ..] (their third bits, bits 4 h + g). Codes are stored whole
+// per block: qs[64] then hmask[32]; scales: the 12 packed bytes; meta2: d. The codes enter
+// __dp4a as 0..7 and the bias of 4 comes off through the activations' byte sums, as Q6_K's.
+struct Q3K {
+  static constexpr int kElems = 256, kItems = 4, kCode = 96, kMeta = 12, kMeta2 = 2;
+  static constexpr int kDecodeBlocks = 5;
+  static constexpr int kPersistentBlocks = 4;
+  static constexpr int kPersistentRows = 2;
+  static constexpr int kBlockBytes = 110;
+  static constexpr int kDecodeVariant = 3;
+  struct Raw {
+    Int4 q, hm;
+    uint32_t s0, s1, s2, d;  // the packed scale bytes 0-3, 4-7, 8-11; d
+  };
+  struct Act {
+    Int4 a[4];
+    float d[4];
+    int sum4[4];  // 4 * sum of each chunk's 16 activation bytes
+  };
+  SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
+    const int64_t blk = r * v.nb + it / kItems;
+    const int c = it % kItems, h = c >> 1, l0 = (c & 1) * 16;
+    const uint8_t* codes = v.codes + blk * kCode;
+    const uint8_t* m = v.meta + blk * kMeta;
+    Raw w;
+    w.q = ld_codes(codes + 32 * h + l0);
+    w.hm = ld_codes(codes + 64 + l0);
+    w.s0 = ldg_u32(m);
+    w.s1 = ldg_u32(m + 4);
+    w.s2 = ldg_u32(m + 8);
+    w.d = ldg_u16(v.meta2 + blk * kMeta2);
+    return w;
+  }
+  template <bool kShared = false>
+  SQUISH_HOST_DEVICE static Act load_act(const int8_t* xq, const float* xd, int it) {
+    const int b = it / kItems, c = it % kItems, h = c >> 1, l0 = (c & 1) * 16;
+    Act x;
+    SQUISH_UNROLL
+    for (int g = 0; g < 4; ++g) {
+      x.a[g] = act4<kShared>(xq + b * 256 + 128 * h + 32 * g + l0);
+      x.d[g] = act1<kShared>(xd + b * 8 + 4 * h + g);
+      x.sum4[g] = sum_bytes_times(x.a[g], 0x04040404);
+    }
+    return x;
+  }
+  SQUISH_HOST_DEVICE static float dot(const Raw& w, const Act& x, int it) {
+    const int c = it % kItems, h = c >> 1, p = c & 1;
+    const int q[4] = {w.q.x, w.q.y, w.q.z, w.q.w}, hm[4] = {w.hm.x, w.hm.y, w.hm.z, w.hm.w};
+    float acc = 0;
+    SQUISH_UNROLL
+    for (int g = 0; g < 4; ++g) {
+      const int a[4] = {x.a[g].x, x.a[g].y, x.a[g].z, x.a[g].w};
+      int s = -x.sum4[g];
+      SQUISH_UNROLL
+      for (int k = 0; k < 4; ++k) {
+        const int code =
+            ((q[k] >> (2 * g)) & 0x03030303) | (((hm[k] >> (4 * h + g)) & 0x01010101) << 2);
+        s = dp4a(code, a[k], s);
+      }
+      // Scale j = 8 h + 2 g + p: low 4 bits in nibble h of byte 2 g + p, high 2 bits at bit
+      // 2 (2 h + g / 2) of byte 8 + (2 g + p) % 4 (dequant.cuh: q3_scale).
+      const uint32_t lo_word = g < 2 ? w.s0 : w.s1;
+      const int lo = (lo_word >> (8 * ((2 * g + p) % 4) + 4 * h)) & 15;
+      const int hi = (w.s2 >> (8 * ((2 * g + p) % 4) + 2 * (2 * h + g / 2))) & 3;
+      acc += static_cast<float>((lo | hi << 4) - 32) * x.d[g] * s;
+    }
+    return h2f(w.d) * acc;
+  }
+};
+
+// Q2_K: item c (0..1) = half h = c (128 elements): the 32 bytes qs[32 h ..], as two 16-byte
+// halves (code_half_at: l = 0..15, then 16..31), whose 2-bit fields g = 0..3 are elements
+// 128 h + 32 g + l with scale / min byte 8 h + 2 g + l / 16. meta: scales[16]; meta2: d, dmin.
+struct Q2K {
+  static constexpr int kElems = 256, kItems = 2, kCode = 64, kMeta = 16, kMeta2 = 4;
+  static constexpr int kDecodeBlocks = 5;
+  static constexpr int kPersistentBlocks = 4;
+  static constexpr int kPersistentRows = 2;
+  static constexpr int kBlockBytes = 84;
+  static constexpr int kDecodeVariant = 3;
+  struct Raw {
+    Int4 c0, c1;
+    uint32_t s0, s1, dm;  // scale bytes 8 h .. 8 h + 7; d | dmin << 16
+  };
+  struct Act {
+    Int4 a[4][2];
+    float d[4];
+  };
+  SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
+    const int64_t blk = r * v.nb + it / kItems, n_items = v.nb * kItems;
+    const uint8_t* m = v.meta + blk * kMeta + 8 * (it % kItems);
+    Raw w;
+    w.c0 = ld_codes(v.codes + code_half_at(n_items, r, it, 0));
+    w.c1 = ld_codes(v.codes + code_half_at(n_items, r, it, 1));
+    w.s0 = ldg_u32(m);
+    w.s1 = ldg_u32(m + 4);
+    w.dm = ldg_u32(v.meta2 + blk * kMeta2);
+    return w;
+  }
+  template <bool kShared = false>
+  SQUISH_HOST_DEVICE static Act load_act(const int8_t* xq, const float* xd, int it) {
+    const int b = it / kItems, h = it % kItems;
+    Act x;
+    SQUISH_UNROLL
+    for (int g = 0; g < 4; ++g) {
+      const int8_t* p = xq + b * 256 + 128 * h + 32 * g;
+      x.a[g][0] = act4<kShared>(p);
+      x.a[g][1] = act4<kShared>(p + 16);
+      x.d[g] = act1<kShared>(xd + b * 8 + 4 * h + g);
+    }
+    return x;
+  }
+  SQUISH_HOST_DEVICE static float dot(const Raw& w, const Act& x, int) {
+    const int c[2][4] = {{w.c0.x, w.c0.y, w.c0.z, w.c0.w}, {w.c1.x, w.c1.y, w.c1.z, w.c1.w}};
+    float sum_scaled = 0, sum_min = 0;
+    SQUISH_UNROLL
+    for (int g = 0; g < 4; ++g) {
+      int qx = 0, mx = 0;
+      SQUISH_UNROLL
+      for (int p = 0; p < 2; ++p) {
+        const Int4& a = x.a[g][p];
+        const int av[4] = {a.x, a.y, a.z, a.w};
+        int s = 0;
+        SQUISH_UNROLL
+        for (int k = 0; k < 4; ++k) s = dp4a((c[p][k] >> (2 * g)) & 0x03030303, av[k], s);
+        const int sc = ((g < 2 ? w.s0 : w.s1) >> (8 * ((2 * g + p) % 4))) & 0xFF;
+        qx += (sc & 15) * s;
+        mx += (sc >> 4) * sum_bytes_times(a, 0x01010101);
+      }
+      sum_scaled += x.d[g] * qx;
+      sum_min += x.d[g] * mx;
+    }
+    return h2f(w.dm) * sum_scaled - h2f(w.dm >> 16) * sum_min;
+  }
+};
+
+// IQ4_XS: item s (0..3) = groups 2 s and 2 s + 1, their 16 code bytes each as the two halves of
+// code_half_at (byte j: element j, low nibble, and j + 16, high nibble; entries of IQ4_NL's
+// table); meta: the block's first 8 bytes (d, scales_h, scales_l[4]).
+struct IQ4XS {
+  static constexpr int kElems = 256, kItems = 4, kCode = 128, kMeta = 8, kMeta2 = 0;
+  static constexpr int kDecodeBlocks = 5;
+  static constexpr int kPersistentBlocks = 4;
+  static constexpr int kPersistentRows = 2;
+  static constexpr int kBlockBytes = 136;
+  static constexpr int kDecodeVariant = 3;
+  struct Raw {
+    Int4 c0, c1;
+    uint32_t m0, m1;  // d | scales_h << 16; scales_l
+  };
+  struct Act {
+    Int4 a0, a1, a2, a3;
+    float d0, d1;
+  };
+  SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
+    const int64_t blk = r * v.nb + it / kItems, n_items = v.nb * kItems;
+    Raw w;
+    w.c0 = ld_codes(v.codes + code_half_at(n_items, r, it, 0));
+    w.c1 = ld_codes(v.codes + code_half_at(n_items, r, it, 1));
+    w.m0 = ldg_u32(v.meta + blk * kMeta);
+    w.m1 = ldg_u32(v.meta + blk * kMeta + 4);
+    return w;
+  }
+  template <bool kShared = false>
+  SQUISH_HOST_DEVICE static Act load_act(const int8_t* xq, const float* xd, int it) {
+    const int b = it / kItems, s = it % kItems;
+    const int8_t* p = xq + b * 256 + s * 64;
+    Act x;
+    x.a0 = act4<kShared>(p);
+    x.a1 = act4<kShared>(p + 16);
+    x.a2 = act4<kShared>(p + 32);
+    x.a3 = act4<kShared>(p + 48);
+    x.d0 = act1<kShared>(xd + b * 8 + 2 * s);
+    x.d1 = act1<kShared>(xd + b * 8 + 2 * s + 1);
+    return x;
+  }
+  SQUISH_HOST_DEVICE static int group_dot(const Int4& c, const Int4& lo, const Int4& hi) {
+    const uint32_t q[4] = {static_cast<uint32_t>(c.x), static_cast<uint32_t>(c.y),
+                           static_cast<uint32_t>(c.z), static_cast<uint32_t>(c.w)};
+    const int a[4] = {lo.x, lo.y, lo.z, lo.w}, b[4] = {hi.x, hi.y, hi.z, hi.w};
+    int s = 0;
+    SQUISH_UNROLL
+    for (int k = 0; k < 4; ++k) {
+      s = dp4a(static_cast<int>(iq4_values(q[k] & 0x0F0F0F0Fu)), a[k], s);
+      s = dp4a(static_cast<int>(iq4_values((q[k] >> 4) & 0x0F0F0F0Fu)), b[k], s);
+    }
+    return s;
+  }
+  SQUISH_HOST_DEVICE static float dot(const Raw& w, const Act& x, int it) {
+    const int s = it % kItems;
+    const int sc0 = (((w.m1 >> (8 * s)) & 15) | ((w.m0 >> (16 + 4 * s)) & 3) << 4) - 32;
+    const int sc1 = (((w.m1 >> (8 * s + 4)) & 15) | ((w.m0 >> (18 + 4 * s)) & 3) << 4) - 32;
+    const float s0 = static_cast<float>(sc0 * group_dot(w.c0, x.a0, x.a1));
+    const float s1 = static_cast<float>(sc1 * group_dot(w.c1, x.a2, x.a3));
+    return h2f(w.m0) * (x.d0 * s0 + x.d1 * s1);
+  }
+};
+
 template <class T>
 View view_of(const void* w, int64_t rows, int64_t cols) {
   const int64_t nb = cols / T::kElems, n = rows * nb;
@@ -344,32 +571,40 @@ SQUISH_HOST_DEVICE void dequantize_group(const View& v, int64_t r, int64_t gi, f
   constexpr int kGroups = T::kElems / 32;
   const int64_t blk = r * v.nb + gi / kGroups;
   const int g = static_cast<int>(gi % kGroups);
-  if constexpr (T::kMeta2 > 0) {  // Q6_K: codes ql, qh; meta: scales; meta2: d
-    const uint8_t* c = v.codes + blk * T::kCode;
-    dequant::q6_k(c, c + 128, v.meta + blk * T::kMeta, dequant::f16_at(v.meta2 + blk * T::kMeta2),
-                  g, x);
-    return;
-  }
-  // Q4_K, Q8_0: the 32 code bytes of the item holding group g, from its two halves.
-  const int it = static_cast<int>(gi / kGroups) * T::kItems + g * T::kItems / kGroups;
-  Int4 item[2];
-  for (int h = 0; h < 2; ++h) item[h] = ldg4(v.codes + code_half_at(v.nb * T::kItems, r, it, h));
-  const uint8_t* q = reinterpret_cast<const uint8_t*>(item);
+  const uint8_t* c = v.codes + blk * T::kCode;  // whole-block codes (Q6_K, Q3_K)
   const uint8_t* m = v.meta + blk * T::kMeta;
-  if constexpr (T::kItems == 4) {  // Q4_K, meta: q4k_scale_words
-    const int s = g / 2, half = g % 2;
-    const uint32_t w = m[4 * s] | m[4 * s + 1] << 8 | m[4 * s + 2] << 16;
-    const uint8_t d[2] = {m[3], m[7]}, dmin[2] = {m[11], m[15]};
-    const int sc = (w >> (6 * half)) & 63, mn = (w >> (12 + 6 * half)) & 63;
-    dequant::affine_nibbles<false>(dequant::f16_at(d) * sc, dequant::f16_at(dmin) * mn, nullptr, q,
-                                   g, x);
-  } else {  // Q8_0, meta: d
-    dequant::q8_0(dequant::f16_at(m), q, x);
+  if constexpr (std::is_same_v<T, Q6K>) {  // codes ql, qh; meta: scales; meta2: d
+    dequant::q6_k(c, c + 128, m, dequant::f16_at(v.meta2 + blk * T::kMeta2), g, x);
+    return;
+  } else if constexpr (std::is_same_v<T, Q3K>) {  // codes qs, hmask; meta: scales; meta2: d
+    dequant::q3_k(c + 64, c, m, dequant::f16_at(v.meta2 + blk * T::kMeta2), g, x);
+    return;
+  } else {
+    // Q4_K, Q8_0, Q2_K, IQ4_XS: the 32 code bytes of the item holding group g, from its halves.
+    const int it = static_cast<int>(gi / kGroups) * T::kItems + g * T::kItems / kGroups;
+    Int4 item[2];
+    for (int h = 0; h < 2; ++h) item[h] = ldg4(v.codes + code_half_at(v.nb * T::kItems, r, it, h));
+    const uint8_t* q = reinterpret_cast<const uint8_t*>(item);
+    if constexpr (std::is_same_v<T, Q4K>) {  // meta: q4k_scale_words
+      const int s = g / 2, half = g % 2;
+      const uint32_t w = m[4 * s] | m[4 * s + 1] << 8 | m[4 * s + 2] << 16;
+      const uint8_t d[2] = {m[3], m[7]}, dmin[2] = {m[11], m[15]};
+      const int sc = (w >> (6 * half)) & 63, mn = (w >> (12 + 6 * half)) & 63;
+      dequant::affine_nibbles<false>(dequant::f16_at(d) * sc, dequant::f16_at(dmin) * mn, nullptr,
+                                     q, g, x);
+    } else if constexpr (std::is_same_v<T, Q2K>) {  // the item is half g / 4 of qs
+      const uint8_t* meta2 = v.meta2 + blk * T::kMeta2;
+      dequant::q2_k(m, q, dequant::f16_at(meta2), dequant::f16_at(meta2 + 2), g, x);
+    } else if constexpr (std::is_same_v<T, IQ4XS>) {  // meta: the block's first 8 bytes
+      dequant::iq4_nl(dequant::f16_at(m) * dequant::iq4_xs_scale(m, g), q + 16 * (g % 2), x);
+    } else {  // Q8_0, meta: d
+      dequant::q8_0(dequant::f16_at(m), q, x);
+    }
   }
 }
 
-// Calls f with a value of the repacked type's struct (Q4K, Q6K or Q80) for `type`; false for any
-// other type (the public entry points check matmul_q8_supported first).
+// Calls f with a value of the repacked type's struct (Q4K, Q6K, Q80, Q2K, Q3K or IQ4XS) for
+// `type`; false for any other type (the public entry points check matmul_q8_supported first).
 template <class F>
 bool with_q8_type(DType type, F&& f) {
   switch (type) {
@@ -381,6 +616,15 @@ bool with_q8_type(DType type, F&& f) {
       return true;
     case DType::Q8_0:
       f(Q80{});
+      return true;
+    case DType::Q2_K:
+      f(Q2K{});
+      return true;
+    case DType::Q3_K:
+      f(Q3K{});
+      return true;
+    case DType::IQ4_XS:
+      f(IQ4XS{});
       return true;
     default:
       return false;
