@@ -92,9 +92,12 @@ TEST(CudaLayout, RepackPutsEveryBlockFieldInPlace) {
   };
   const Case cases[] = {
       {DType::Q4_K, 256 * 9, 16, 128, 0, 16, 0, 0},  // 36 items per row: a partial second step
-      {DType::Q6_K, 256 * 3, 0, 192, 192, 16, 208, 2}, {DType::Q8_0, 32 * 45, 2, 32, 0, 2, 0, 0},
+      {DType::Q6_K, 256 * 3, 0, 192, 192, 16, 208, 2},
+      {DType::Q8_0, 32 * 45, 2, 32, 0, 2, 0, 0},
       {DType::Q2_K, 256 * 17, 16, 64, 0, 16, 80, 4},  // 34 items per row
-      {DType::Q3_K, 256 * 3, 32, 96, 96, 12, 108, 2},  {DType::IQ4_XS, 256 * 9, 8, 128, 0, 8, 0, 0},
+      {DType::Q5_K, 256 * 9, 48, 128, 0, 16, 16, 32},
+      {DType::Q3_K, 256 * 3, 32, 96, 96, 12, 108, 2},
+      {DType::IQ4_XS, 256 * 9, 8, 128, 0, 8, 0, 0},
   };
   constexpr int64_t kRows = 5;
   for (const Case& c : cases) {
@@ -122,19 +125,36 @@ TEST(CudaLayout, RepackPutsEveryBlockFieldInPlace) {
           const int it = static_cast<int>(i % nb) * items + k;
           for (int h = 0; h < 2; ++h) {
             const int64_t at = cuda::code_half_at(nb * items, i / nb, it, h);
-            ASSERT_EQ(std::memcmp(codes + at, b + c.code_at + 32 * k + 16 * h, 16), 0)
+            const uint8_t* in = b + c.code_at + 32 * k + 16 * h;
+            if (c.type == DType::IQ4_XS) {  // byte m: elements 2 m and 2 m + 1 of the group
+              for (int e = 0; e < 32; ++e) {
+                const int want = e < 16 ? in[e] & 15 : in[e - 16] >> 4;
+                ASSERT_EQ((codes[at + e / 2] >> (4 * (e % 2))) & 15, want)
+                    << "block " << i << " item " << k << " half " << h << " element " << e;
+              }
+              continue;
+            }
+            ASSERT_EQ(std::memcmp(codes + at, in, 16), 0)
                 << "block " << i << " item " << k << " half " << h;
           }
         }
       }
-      if (c.type == DType::Q4_K) {
+      if (c.type == DType::Q4_K || c.type == DType::Q5_K) {
         uint8_t words[16];
         cuda::q4k_scale_words(b, words);
         ASSERT_EQ(std::memcmp(meta + i * c.meta, words, 16), 0) << "block " << i;
       } else {
         ASSERT_EQ(std::memcmp(meta + i * c.meta, b + c.meta_at, c.meta), 0) << "block " << i;
       }
-      if (c.meta2 > 0) {
+      if (c.type == DType::Q5_K) {  // word w, bit l: bit w of qh[l]
+        for (int w = 0; w < 8; ++w) {
+          for (int l = 0; l < 32; ++l) {
+            ASSERT_EQ((meta2[i * c.meta2 + 4 * w + l / 8] >> (l % 8)) & 1,
+                      (b[c.meta2_at + l] >> w) & 1)
+                << "block " << i << " word " << w << " bit " << l;
+          }
+        }
+      } else if (c.meta2 > 0) {
         ASSERT_EQ(std::memcmp(meta2 + i * c.meta2, b + c.meta2_at, c.meta2), 0) << "block " << i;
       }
     }
@@ -220,6 +240,7 @@ TEST(CudaLaneMath, DequantizedGroupsMatchTheCpu) {
   check_dequantize_groups<cuda::q8::Q6K>(DType::Q6_K);
   check_dequantize_groups<cuda::q8::Q80>(DType::Q8_0);
   check_dequantize_groups<cuda::q8::Q2K>(DType::Q2_K);
+  check_dequantize_groups<cuda::q8::Q5K>(DType::Q5_K);
   check_dequantize_groups<cuda::q8::Q3K>(DType::Q3_K);
   check_dequantize_groups<cuda::q8::IQ4XS>(DType::IQ4_XS);
 }
@@ -278,6 +299,7 @@ TEST(CudaLaneMath, EveryTypeMatchesTheDequantizedProduct) {
   check_lane_dots<cuda::q8::Q6K>(DType::Q6_K);
   check_lane_dots<cuda::q8::Q80>(DType::Q8_0);
   check_lane_dots<cuda::q8::Q2K>(DType::Q2_K);
+  check_lane_dots<cuda::q8::Q5K>(DType::Q5_K);
   check_lane_dots<cuda::q8::Q3K>(DType::Q3_K);
   check_lane_dots<cuda::q8::IQ4XS>(DType::IQ4_XS);
 }

@@ -209,7 +209,7 @@ TEST_P(CudaMatmulQ8, MatchesReferenceOnQuantizedActivations) {
 
 INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8,
                          testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K,
-                                         DType::Q3_K, DType::IQ4_XS),
+                                         DType::Q3_K, DType::Q5_K, DType::IQ4_XS),
                          [](const testing::TestParamInfo<DType>& p) {
                            return std::string(dtype_name(p.param));
                          });
@@ -337,7 +337,7 @@ TEST_P(CudaMatmulQ8Epilogue, NormAndGatingMatchSeparateKernels) {
 
 INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8Epilogue,
                          testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K,
-                                         DType::Q3_K, DType::IQ4_XS),
+                                         DType::Q3_K, DType::Q5_K, DType::IQ4_XS),
                          [](const testing::TestParamInfo<DType>& p) {
                            return std::string(dtype_name(p.param));
                          });
@@ -525,7 +525,7 @@ TEST(CudaKernels, NormInPairMatchesNormThenProducts) {
 
 INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8NormIn,
                          testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K,
-                                         DType::Q3_K, DType::IQ4_XS),
+                                         DType::Q3_K, DType::Q5_K, DType::IQ4_XS),
                          [](const testing::TestParamInfo<DType>& p) {
                            return std::string(dtype_name(p.param));
                          });
@@ -1048,8 +1048,8 @@ INSTANTIATE_TEST_SUITE_P(Types, CudaPrefillGemm,
 
 TEST(CudaPrefillGemmRepacked, MatchesCpuReference) {
   SKIP_WITHOUT_GPU();
-  for (DType type :
-       {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::IQ4_XS}) {
+  for (DType type : {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q5_K,
+                     DType::IQ4_XS}) {
     ASSERT_TRUE(cuda::matmul_q8_supported(type, 768));
     check_prefill_gemm(type, true, 67, 768, cuda::kGemmScratchBytes);
     check_prefill_gemm(type, true, 67, 768, 20 * 768 * 2);

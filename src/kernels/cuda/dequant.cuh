@@ -67,6 +67,18 @@ SQUISH_HOST_DEVICE void iq4_nl(float d, const uint8_t* qs, float* v) {
   }
 }
 
+// As iq4_nl with the codes in element order: byte m holds elements 2 m (low nibble) and 2 m + 1
+// (the CUDA backend's repacked IQ4_XS, layout.h).
+SQUISH_HOST_DEVICE void iq4_nl_pairs(float d, const uint8_t* qs, float* v) {
+  constexpr int8_t kValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                  1,    13,   25,  38,  53,  69,  89,  113};
+  SQUISH_UNROLL
+  for (int m = 0; m < 16; ++m) {
+    v[2 * m] = d * kValues[qs[m] & 0xF];
+    v[2 * m + 1] = d * kValues[qs[m] >> 4];
+  }
+}
+
 // The 6-bit scale and min of sub-block j of Q4_K / Q5_K from their 12 packed bytes q (ggml's
 // get_scale_min_k4); also the GGUF-layout mat-vec kernels' (kernels.cu) decoding.
 template <class T>

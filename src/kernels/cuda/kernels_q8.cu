@@ -362,6 +362,7 @@ bool matmul_q8_supported(DType type, int64_t cols) {
     case DType::Q2_K:
     case DType::Q3_K:
     case DType::Q4_K:
+    case DType::Q5_K:
     case DType::Q6_K:
     case DType::IQ4_XS:
       return cols % 256 == 0;

@@ -20,6 +20,9 @@ bool host_layout(DType type, HostLayout& l) {
     case DType::Q4_K:  // d, dmin, scales[12] | qs[128]
       l = {256, 144, 16, 128, 0, 16, 0, 0};
       return true;
+    case DType::Q5_K:  // d, dmin, scales[12] | qh[32] (re-grouped) | qs[128]
+      l = {256, 176, 48, 128, 0, 16, 16, 32};
+      return true;
     case DType::Q6_K:  // ql[128] qh[64] | scales[16] | d
       l = {256, 210, 0, 192, 192, 16, 208, 2};
       return true;
@@ -52,6 +55,19 @@ void q4k_scale_words(const uint8_t* block, uint8_t* out) {
   }
 }
 
+void q5k_fifth_bits(const uint8_t* qh, uint8_t* out) {
+  for (int w = 0; w < 8; ++w) {  // item w / 2, low (even w) or high nibbles: bit w of qh[l]
+    uint32_t bits = 0;
+    for (int l = 0; l < 32; ++l) bits |= static_cast<uint32_t>((qh[l] >> w) & 1) << l;
+    for (int k = 0; k < 4; ++k) out[4 * w + k] = static_cast<uint8_t>(bits >> (8 * k));
+  }
+}
+
+void iq4_pairs(const uint8_t* qs, uint8_t* out) {
+  auto code = [&](int e) { return e < 16 ? qs[e] & 15 : qs[e - 16] >> 4; };
+  for (int m = 0; m < 16; ++m) out[m] = static_cast<uint8_t>(code(2 * m) | code(2 * m + 1) << 4);
+}
+
 void repack_q8(DType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst) {
   HostLayout l;
   if (!host_layout(type, l)) return;  // rejected by matmul_q8_supported
@@ -59,8 +75,8 @@ void repack_q8(DType type, const uint8_t* src, int64_t rows, int64_t cols, uint8
   uint8_t* codes = dst;
   uint8_t* meta = codes + n * l.code;
   uint8_t* meta2 = meta + n * l.meta;
-  // Q4_K, Q8_0, Q2_K and IQ4_XS codes: 32-byte items (4 per Q4_K / IQ4_XS block, 2 per Q2_K,
-  // 1 per Q8_0), split halves.
+  // Q4_K, Q5_K, Q8_0, Q2_K and IQ4_XS codes: 32-byte items (4 per Q4_K / Q5_K / IQ4_XS block, 2
+  // per Q2_K, 1 per Q8_0), split halves.
   const int items = l.code / 32;
   for (int64_t i = 0; i < n; ++i) {
     const uint8_t* b = src + i * l.bytes;
@@ -73,17 +89,27 @@ void repack_q8(DType type, const uint8_t* src, int64_t rows, int64_t cols, uint8
       const int64_t r = i / nb;
       for (int k = 0; k < items; ++k) {
         const int it = static_cast<int>(i % nb) * items + k;
-        for (int h = 0; h < 2; ++h)
-          std::memcpy(codes + code_half_at(nb * items, r, it, h), b + l.code_at + 32 * k + 16 * h,
-                      16);
+        for (int h = 0; h < 2; ++h) {
+          uint8_t* out = codes + code_half_at(nb * items, r, it, h);
+          const uint8_t* in = b + l.code_at + 32 * k + 16 * h;
+          if (type == DType::IQ4_XS) {
+            iq4_pairs(in, out);
+          } else {
+            std::memcpy(out, in, 16);
+          }
+        }
       }
     }
-    if (type == DType::Q4_K) {
+    if (type == DType::Q4_K || type == DType::Q5_K) {
       q4k_scale_words(b, meta + i * l.meta);
     } else {
       std::memcpy(meta + i * l.meta, b + l.meta_at, l.meta);
     }
-    if (l.meta2 > 0) std::memcpy(meta2 + i * l.meta2, b + l.meta2_at, l.meta2);
+    if (type == DType::Q5_K) {
+      q5k_fifth_bits(b + l.meta2_at, meta2 + i * l.meta2);
+    } else if (l.meta2 > 0) {
+      std::memcpy(meta2 + i * l.meta2, b + l.meta2_at, l.meta2);
+    }
   }
 }
 

@@ -217,8 +217,8 @@ __device__ __forceinline__ float iq4_dot(const uint32_t* qs, const float* x) {
   float s = 0;
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    const uint32_t lo = q8::iq4_values(qs[k] & 0x0F0F0F0Fu),
-                   hi = q8::iq4_values((qs[k] >> 4) & 0x0F0F0F0Fu);
+    const uint32_t lo = q8::iq4_byte_values(qs[k] & 0x0F0F0F0Fu),
+                   hi = q8::iq4_byte_values((qs[k] >> 4) & 0x0F0F0F0Fu);
     s += dot8_i8(lo, hi, ldx4(x + 4 * k), ldx4(x + 16 + 4 * k));
   }
   return s;

@@ -1,7 +1,7 @@
-// The per-lane pieces of the 8-bit-activation mat-vec kernels (kernels_q8.cu) for Q4_K, Q6_K,
-// Q8_0, Q2_K, Q3_K and IQ4_XS in the repacked layout (layout.h): how a lane loads one item's codes
-// and scales, the activations they multiply, and their dot product. Host and device code: nvcc
-// compiles them into the kernels, the host compiler into the CPU test suite
+// The per-lane pieces of the 8-bit-activation mat-vec kernels (kernels_q8.cu) for Q2_K, Q3_K,
+// Q4_K, Q5_K, Q6_K, Q8_0 and IQ4_XS in the repacked layout (layout.h): how a lane loads one item's
+// codes and scales, the activations they multiply, and their dot product. Host and device code:
+// nvcc compiles them into the kernels, the host compiler into the CPU test suite
 // (tests/cuda_layout_test.cpp), where the CUDA intrinsics they use are written out in plain C++
 // with the same integer results, so CI checks every type's arithmetic against the CPU reference
 // without a GPU.
@@ -131,16 +131,19 @@ SQUISH_HOST_DEVICE uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t selector)
 #endif
 }
 
-// IQ4_NL's table entries of 4 codes (the low nibbles of c's bytes) as 4 signed bytes: two byte
-// permutes pick entries 0-7 and 8-15 of the table held in registers, and bit 3 of each code
-// chooses between them (a lookup in memory would serialize a warp's lanes).
-SQUISH_HOST_DEVICE uint32_t iq4_values(uint32_t c) {
+// IQ4_NL's table entries of the codes in nibbles 0-3 of q (bits 16-31 ignored) as 4 signed bytes:
+// two byte permutes take entries 0-7 and 8-15 of the table held in registers (a selector's bit 3
+// is ignored), and a third picks between them by each code's bit 3 (a lookup in memory would
+// serialize a warp's lanes).
+SQUISH_HOST_DEVICE uint32_t iq4_values(uint32_t q) {
   constexpr uint32_t kT0 = 0xBFAD9881u, kT1 = 0xF6EADDCFu;  // -127 -104 -83 -65 | -49 -35 -22 -10
   constexpr uint32_t kT2 = 0x26190D01u, kT3 = 0x71594535u;  // 1 13 25 38 | 53 69 89 113
-  const uint32_t low3 = c & 0x07070707u, t = low3 | (low3 >> 4);
-  const uint32_t selector = (t & 0xFFu) | ((t >> 8) & 0xFF00u);  // code of byte k in nibble k
-  const uint32_t upper = ((c >> 3) & 0x01010101u) * 0xFFu;
-  return (byte_perm(kT0, kT1, selector) & ~upper) | (byte_perm(kT2, kT3, selector) & upper);
+  return byte_perm(byte_perm(kT0, kT1, q), byte_perm(kT2, kT3, q), 0x3210u | ((q & 0x8888u) >> 1));
+}
+// The same for 4 codes in the low nibbles of c's bytes (GGUF's IQ4 nibble order).
+SQUISH_HOST_DEVICE uint32_t iq4_byte_values(uint32_t c) {
+  const uint32_t t = c | (c >> 4);  // code of byte k in nibble k (c's high nibbles are 0)
+  return iq4_values((t & 0xFFu) | ((t >> 8) & 0xFF00u));
 }
 
 // Sum over the 8 code words c0, c1 masked with `mask` times the activation words a, b: codes as
@@ -234,6 +237,61 @@ struct Q4K {
     const int sl = masked_dot<false>(w.c0, w.c1, 0x0F0F0F0F, x.a0, x.a1);
     const int sh = masked_dot<true>(w.c0, w.c1, static_cast<int>(0xF0F0F0F0u), x.a2, x.a3);
     const float d0 = d * sc0, d1 = d * 0.0625f * sc1, m0d = dmin * m0, m1d = dmin * m1;
+    return x.d0 * (d0 * sl - m0d * x.s0) + x.d1 * (d1 * sh - m1d * x.s1);
+  }
+};
+
+// Q5_K: Q4_K's items, scales (q4k_scale_words) and activations, plus each code's fifth bit:
+// repack_q8 gathers item s's 64 of them (bits 2 s and 2 s + 1 of qh[0..31]) into two words in
+// meta2 (layout.h: q5k_fifth_bits), bit l of the first for element s*64 + l, of the second for
+// s*64 + 32 + l; fifth_bytes spreads 4 of them to bit 4 of 4 code bytes.
+struct Q5K {
+  static constexpr int kElems = 256, kItems = 4, kCode = 128, kMeta = 16, kMeta2 = 32;
+  static constexpr int kDecodeBlocks = 5;
+  static constexpr int kPersistentBlocks = 4;
+  static constexpr int kPersistentRows = 2;
+  static constexpr int kBlockBytes = 176;
+  static constexpr int kDecodeVariant = 3;
+  struct Raw {
+    Int4 c0, c1, m;
+    uint32_t h0, h1;  // fifth bits of the low-nibble and the high-nibble codes
+  };
+  using Act = Q4K::Act;
+  SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
+    const int64_t blk = r * v.nb + it / kItems, n_items = v.nb * kItems;
+    const uint8_t* h = v.meta2 + blk * kMeta2 + 8 * (it % kItems);
+    Raw w;
+    w.c0 = ld_codes(v.codes + code_half_at(n_items, r, it, 0));
+    w.c1 = ld_codes(v.codes + code_half_at(n_items, r, it, 1));
+    w.m = ldg4(v.meta + blk * kMeta);
+    w.h0 = ldg_u32(h);
+    w.h1 = ldg_u32(h + 4);
+    return w;
+  }
+  template <bool kShared = false>
+  SQUISH_HOST_DEVICE static Act load_act(const int8_t* xq, const float* xd, int it) {
+    return Q4K::load_act<kShared>(xq, xd, it);
+  }
+  // Bits 0-3 of b at bit 4 of bytes 0-3.
+  SQUISH_HOST_DEVICE static int fifth_bytes(uint32_t b) {
+    return static_cast<int>((((b & 15u) * 0x00204081u) & 0x01010101u) << 4);
+  }
+  SQUISH_HOST_DEVICE static float dot(const Raw& w, const Act& x, int it) {
+    const int s = it % kItems;
+    const uint32_t wx = w.m.x, wy = w.m.y, wz = w.m.z, ww = w.m.w;
+    const float d = h2f(byte_perm(wx, wy, 0x0073)), dmin = h2f(byte_perm(wz, ww, 0x0073));
+    const uint32_t v = s == 0 ? wx : s == 1 ? wy : s == 2 ? wz : ww;
+    const int sc0 = v & 63, sc1 = (v >> 6) & 63, m0 = (v >> 12) & 63, m1 = (v >> 18) & 63;
+    const int c[8] = {w.c0.x, w.c0.y, w.c0.z, w.c0.w, w.c1.x, w.c1.y, w.c1.z, w.c1.w};
+    const int lo[8] = {x.a0.x, x.a0.y, x.a0.z, x.a0.w, x.a1.x, x.a1.y, x.a1.z, x.a1.w};
+    const int hi[8] = {x.a2.x, x.a2.y, x.a2.z, x.a2.w, x.a3.x, x.a3.y, x.a3.z, x.a3.w};
+    int sl = 0, sh = 0;
+    SQUISH_UNROLL
+    for (int k = 0; k < 8; ++k) {  // word k: l = 4 k .. 4 k + 3
+      sl = dp4a((c[k] & 0x0F0F0F0F) | fifth_bytes(w.h0 >> (4 * k)), lo[k], sl);
+      sh = dp4a(((c[k] >> 4) & 0x0F0F0F0F) | fifth_bytes(w.h1 >> (4 * k)), hi[k], sh);
+    }
+    const float d0 = d * sc0, d1 = d * sc1, m0d = dmin * m0, m1d = dmin * m1;
     return x.d0 * (d0 * sl - m0d * x.s0) + x.d1 * (d1 * sh - m1d * x.s1);
   }
 };
@@ -495,9 +553,11 @@ struct Q2K {
   }
 };
 
-// IQ4_XS: item s (0..3) = groups 2 s and 2 s + 1, their 16 code bytes each as the two halves of
-// code_half_at (byte j: element j, low nibble, and j + 16, high nibble; entries of IQ4_NL's
-// table); meta: the block's first 8 bytes (d, scales_h, scales_l[4]).
+// IQ4_XS: item s (0..3) = groups 2 s and 2 s + 1, 16 code bytes each as the two halves of
+// code_half_at, re-ordered by repack_q8 (layout.h: iq4_pairs) so that byte m holds elements 2 m
+// (low nibble) and 2 m + 1: each code word is 8 consecutive elements, whose 4-bit codes index
+// IQ4_NL's table as byte-permute selectors directly (iq4_values); meta: the block's first 8
+// bytes (d, scales_h, scales_l[4]).
 struct IQ4XS {
   static constexpr int kElems = 256, kItems = 4, kCode = 128, kMeta = 8, kMeta2 = 0;
   static constexpr int kDecodeBlocks = 5;
@@ -535,15 +595,16 @@ struct IQ4XS {
     x.d1 = act1<kShared>(xd + b * 8 + 2 * s + 1);
     return x;
   }
+  // Sum over a group's 32 codes (word k: elements 8 k .. 8 k + 7) times its activations.
   SQUISH_HOST_DEVICE static int group_dot(const Int4& c, const Int4& lo, const Int4& hi) {
     const uint32_t q[4] = {static_cast<uint32_t>(c.x), static_cast<uint32_t>(c.y),
                            static_cast<uint32_t>(c.z), static_cast<uint32_t>(c.w)};
-    const int a[4] = {lo.x, lo.y, lo.z, lo.w}, b[4] = {hi.x, hi.y, hi.z, hi.w};
+    const int a[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
     int s = 0;
     SQUISH_UNROLL
     for (int k = 0; k < 4; ++k) {
-      s = dp4a(static_cast<int>(iq4_values(q[k] & 0x0F0F0F0Fu)), a[k], s);
-      s = dp4a(static_cast<int>(iq4_values((q[k] >> 4) & 0x0F0F0F0Fu)), b[k], s);
+      s = dp4a(static_cast<int>(iq4_values(q[k])), a[2 * k], s);
+      s = dp4a(static_cast<int>(iq4_values(q[k] >> 16)), a[2 * k + 1], s);
     }
     return s;
   }
@@ -592,18 +653,29 @@ SQUISH_HOST_DEVICE void dequantize_group(const View& v, int64_t r, int64_t gi, f
       const int sc = (w >> (6 * half)) & 63, mn = (w >> (12 + 6 * half)) & 63;
       dequant::affine_nibbles<false>(dequant::f16_at(d) * sc, dequant::f16_at(dmin) * mn, nullptr,
                                      q, g, x);
+    } else if constexpr (std::is_same_v<T, Q5K>) {  // as Q4_K, fifth bits from meta2
+      const int s = g / 2, half = g % 2;
+      const uint32_t w = m[4 * s] | m[4 * s + 1] << 8 | m[4 * s + 2] << 16;
+      const uint8_t d[2] = {m[3], m[7]}, dmin[2] = {m[11], m[15]};
+      const int sc = (w >> (6 * half)) & 63, mn = (w >> (12 + 6 * half)) & 63;
+      const uint8_t* hb = v.meta2 + blk * T::kMeta2 + 8 * s + 4 * half;
+      const uint32_t bits = hb[0] | hb[1] << 8 | hb[2] << 16 | static_cast<uint32_t>(hb[3]) << 24;
+      uint8_t qh[32];  // GGUF's qh as affine_nibbles reads it: element l's fifth bit at bit g
+      for (int l = 0; l < 32; ++l) qh[l] = static_cast<uint8_t>(((bits >> l) & 1) << g);
+      dequant::affine_nibbles<true>(dequant::f16_at(d) * sc, dequant::f16_at(dmin) * mn, qh, q, g,
+                                    x);
     } else if constexpr (std::is_same_v<T, Q2K>) {  // the item is half g / 4 of qs
       const uint8_t* meta2 = v.meta2 + blk * T::kMeta2;
       dequant::q2_k(m, q, dequant::f16_at(meta2), dequant::f16_at(meta2 + 2), g, x);
     } else if constexpr (std::is_same_v<T, IQ4XS>) {  // meta: the block's first 8 bytes
-      dequant::iq4_nl(dequant::f16_at(m) * dequant::iq4_xs_scale(m, g), q + 16 * (g % 2), x);
+      dequant::iq4_nl_pairs(dequant::f16_at(m) * dequant::iq4_xs_scale(m, g), q + 16 * (g % 2), x);
     } else {  // Q8_0, meta: d
       dequant::q8_0(dequant::f16_at(m), q, x);
     }
   }
 }
 
-// Calls f with a value of the repacked type's struct (Q4K, Q6K, Q80, Q2K, Q3K or IQ4XS) for
+// Calls f with a value of the repacked type's struct (Q4K, Q5K, Q6K, Q80, Q2K, Q3K, IQ4XS) for
 // `type`; false for any other type (the public entry points check matmul_q8_supported first).
 template <class F>
 bool with_q8_type(DType type, F&& f) {
@@ -619,6 +691,9 @@ bool with_q8_type(DType type, F&& f) {
       return true;
     case DType::Q2_K:
       f(Q2K{});
+      return true;
+    case DType::Q5_K:
+      f(Q5K{});
       return true;
     case DType::Q3_K:
       f(Q3K{});
