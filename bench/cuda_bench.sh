@@ -62,7 +62,7 @@ TEST_ENV=${TEST_ENV:-}
 if [ "${TESTS:-1}" = 1 ]; then
   # The lower-bit mixes of CudaModel.LowBitMixesMatchCpu, made here (a second each) rather than
   # carried: the archive's 64 MiB are nearly spent.
-  for mix in Q2_K Q3_K_M IQ4_XS; do
+  for mix in Q2_K Q3_K_M IQ4_XS Q4_0 Q5_1 IQ4_NL; do
     mkdir -p "$DIR/models"
     f=$DIR/models/synth-tiny-k-$mix.gguf
     [ -f "$f" ] || "$SQ" synth --shape tiny-k --type "$mix" -o "$f" > /dev/null 2>&1 ||

@@ -163,6 +163,60 @@ TEST(CudaLayout, RepackPutsEveryBlockFieldInPlace) {
   }
 }
 
+// The legacy 32-element types go in pairs of blocks: both blocks' codes as the halves of one item
+// (IQ4_NL's re-ordered by iq4_pairs), then d0, d1 (m0, m1), then qh0, qh1.
+TEST(CudaLayout, RepackPairsLegacyBlocks) {
+  struct Case {
+    DType type;
+    int qs_at, m_at, qh_at;  // in one GGUF block; -1: none
+  };
+  const Case cases[] = {{DType::Q4_0, 2, -1, -1},
+                        {DType::Q4_1, 4, 2, -1},
+                        {DType::Q5_0, 6, -1, 2},
+                        {DType::Q5_1, 8, 2, 4},
+                        {DType::IQ4_NL, 2, -1, -1}};
+  constexpr int64_t kRows = 3, kCols = 64 * 37;  // 37 items per row: a partial second step
+  for (const Case& c : cases) {
+    SCOPED_TRACE(dtype_name(c.type));
+    ASSERT_TRUE(cuda::q8::with_q8_type(c.type, [](auto) {}));
+    const size_t bytes = row_bytes(c.type, kCols) * kRows;
+    const std::vector<uint8_t> src = random_bytes(bytes, 9);
+    std::vector<uint8_t> dst(bytes, 0xEE);
+    cuda::repack_q8(c.type, src.data(), kRows, kCols, dst.data());
+    const int64_t nb = kCols / 64, n = kRows * nb;
+    const int gguf = static_cast<int>(bytes / (n * 2));
+    const int meta = c.m_at >= 0 ? 8 : 4, meta2 = c.qh_at >= 0 ? 8 : 0;
+    EXPECT_EQ(n * (32 + meta + meta2), static_cast<int64_t>(bytes));
+    const uint8_t* m = dst.data() + n * 32;
+    const uint8_t* m2 = m + n * meta;
+    for (int64_t i = 0; i < n; ++i) {
+      for (int h = 0; h < 2; ++h) {
+        const uint8_t* b = src.data() + (2 * i + h) * gguf;
+        const uint8_t* codes = dst.data() + cuda::code_half_at(nb, i / nb, i % nb, h);
+        uint8_t want[16];
+        if (c.type == DType::IQ4_NL) {
+          cuda::iq4_pairs(b + c.qs_at, want);
+        } else {
+          std::memcpy(want, b + c.qs_at, 16);
+        }
+        ASSERT_EQ(std::memcmp(codes, want, 16), 0) << "pair " << i << " block " << h;
+        ASSERT_EQ(std::memcmp(m + i * meta + 2 * h, b, 2), 0) << "pair " << i << " block " << h;
+        if (c.m_at >= 0) {
+          ASSERT_EQ(std::memcmp(m + i * meta + 4 + 2 * h, b + c.m_at, 2), 0);
+        }
+        if (c.qh_at >= 0) {
+          ASSERT_EQ(std::memcmp(m2 + i * meta2 + 4 * h, b + c.qh_at, 4), 0);
+        }
+      }
+    }
+  }
+  uint8_t qs[16], out[16];  // iq4_pairs: byte m = elements 2 m | 2 m + 1 << 4
+  for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>(j | (15 - j) << 4);
+  cuda::iq4_pairs(qs, out);
+  EXPECT_EQ(out[0], 0x10);  // elements 0 and 1: codes 0, 1
+  EXPECT_EQ(out[8], 0xEF);  // elements 16 and 17: codes 15, 14
+}
+
 // Each type's lane functions (load, load_act, dot) summed over every item of a row, on the CPU
 // with the intrinsics written out, against the dequantized weights times the dequantized 8-bit
 // activations in double; tolerance 2e-5 * sum |w x| + 1e-6, as the GPU tests. The weights come
@@ -241,6 +295,11 @@ TEST(CudaLaneMath, DequantizedGroupsMatchTheCpu) {
   check_dequantize_groups<cuda::q8::Q80>(DType::Q8_0);
   check_dequantize_groups<cuda::q8::Q2K>(DType::Q2_K);
   check_dequantize_groups<cuda::q8::Q5K>(DType::Q5_K);
+  check_dequantize_groups<cuda::q8::Q40>(DType::Q4_0);
+  check_dequantize_groups<cuda::q8::Q41>(DType::Q4_1);
+  check_dequantize_groups<cuda::q8::Q50>(DType::Q5_0);
+  check_dequantize_groups<cuda::q8::Q51>(DType::Q5_1);
+  check_dequantize_groups<cuda::q8::IQ4NL>(DType::IQ4_NL);
   check_dequantize_groups<cuda::q8::Q3K>(DType::Q3_K);
   check_dequantize_groups<cuda::q8::IQ4XS>(DType::IQ4_XS);
 }
@@ -300,6 +359,11 @@ TEST(CudaLaneMath, EveryTypeMatchesTheDequantizedProduct) {
   check_lane_dots<cuda::q8::Q80>(DType::Q8_0);
   check_lane_dots<cuda::q8::Q2K>(DType::Q2_K);
   check_lane_dots<cuda::q8::Q5K>(DType::Q5_K);
+  check_lane_dots<cuda::q8::Q40>(DType::Q4_0);
+  check_lane_dots<cuda::q8::Q41>(DType::Q4_1);
+  check_lane_dots<cuda::q8::Q50>(DType::Q5_0);
+  check_lane_dots<cuda::q8::Q51>(DType::Q5_1);
+  check_lane_dots<cuda::q8::IQ4NL>(DType::IQ4_NL);
   check_lane_dots<cuda::q8::Q3K>(DType::Q3_K);
   check_lane_dots<cuda::q8::IQ4XS>(DType::IQ4_XS);
 }

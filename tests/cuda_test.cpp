@@ -209,7 +209,8 @@ TEST_P(CudaMatmulQ8, MatchesReferenceOnQuantizedActivations) {
 
 INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8,
                          testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K,
-                                         DType::Q3_K, DType::Q5_K, DType::IQ4_XS),
+                                         DType::Q3_K, DType::Q5_K, DType::IQ4_XS, DType::Q4_0,
+                                         DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL),
                          [](const testing::TestParamInfo<DType>& p) {
                            return std::string(dtype_name(p.param));
                          });
@@ -337,7 +338,8 @@ TEST_P(CudaMatmulQ8Epilogue, NormAndGatingMatchSeparateKernels) {
 
 INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8Epilogue,
                          testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K,
-                                         DType::Q3_K, DType::Q5_K, DType::IQ4_XS),
+                                         DType::Q3_K, DType::Q5_K, DType::IQ4_XS, DType::Q4_0,
+                                         DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL),
                          [](const testing::TestParamInfo<DType>& p) {
                            return std::string(dtype_name(p.param));
                          });
@@ -525,7 +527,8 @@ TEST(CudaKernels, NormInPairMatchesNormThenProducts) {
 
 INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8NormIn,
                          testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K,
-                                         DType::Q3_K, DType::Q5_K, DType::IQ4_XS),
+                                         DType::Q3_K, DType::Q5_K, DType::IQ4_XS, DType::Q4_0,
+                                         DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL),
                          [](const testing::TestParamInfo<DType>& p) {
                            return std::string(dtype_name(p.param));
                          });
@@ -921,20 +924,21 @@ TEST(CudaModel, KQuantModelMatchesCpu) {
   compare_model("synth-tiny-k-Q4_K_M.gguf", 40, 128, 0.75);
   compare_model("synth-tiny-k-Q4_K_M.gguf", 250, 512, 0.75);  // the shape's whole context
 }
-// The lower-bit mixes (squish synth --shape tiny-k; bench/cuda_bench.sh makes them on the GPU
-// machine): Q2_K's Q2_K / Q3_K / Q4_K matrices, Q3_K_M's Q3_K / Q4_K / Q5_K and IQ4_XS's IQ4_XS,
-// each beside a Q6_K output, through the F32-activation kernels (decode) and cuBLAS (prefill),
-// against the same file on the CPU and against its dequantized weights. (On the CPU the IQ4_XS
-// file's own logits lie 0.0018 KLD from its dequantized weights', 86 % top-1: Q8_K activations
-// through a random model; Q3_K_M's lie 3e-6 KLD, 100 %. `squish eval` of each against its F32
-// `squish convert`, 2 windows of 128 tokens of gcide-calib.txt.)
+// The lower-bit and legacy mixes (squish synth --shape tiny-k; bench/cuda_bench.sh makes them on
+// the GPU machine): Q2_K's Q2_K / Q3_K / Q4_K matrices, Q3_K_M's Q3_K / Q4_K / Q5_K, IQ4_XS's,
+// Q4_0's, Q5_1's and IQ4_NL's, each beside a Q6_K output, through the 8-bit decode kernels and
+// cuBLAS prefill, against the same file on the CPU and against its weights dequantized to F32.
+// (On the CPU the IQ4_XS file's own logits lie 0.0018 KLD from its dequantized weights', 86 %
+// top-1: Q8_K activations through a random model, so the IQ4 files are compared with the latter
+// only; Q3_K_M's lie 3e-6 KLD, 100 %. `squish eval` of each against its F32 `squish convert`, 2
+// windows of 128 tokens of gcide-calib.txt.)
 TEST(CudaModel, LowBitMixesMatchCpu) {
   SKIP_WITHOUT_GPU();
-  for (const char* mix : {"Q2_K", "Q3_K_M", "IQ4_XS"}) {
+  for (const char* mix : {"Q2_K", "Q3_K_M", "IQ4_XS", "Q4_0", "Q5_1", "IQ4_NL"}) {
     SCOPED_TRACE(mix);
     const std::string name = std::string("synth-tiny-k-") + mix + ".gguf";
     compare_model(name, 40, 128, 0.75, true);
-    if (std::string(mix) != "IQ4_XS") compare_model(name, 40, 128, 0.75);
+    if (std::string(mix).rfind("IQ4", 0) != 0) compare_model(name, 40, 128, 0.75);
   }
 }
 TEST(CudaModel, LlamaMatchesCpuWithTiledPrefillAttention) {
@@ -1048,8 +1052,9 @@ INSTANTIATE_TEST_SUITE_P(Types, CudaPrefillGemm,
 
 TEST(CudaPrefillGemmRepacked, MatchesCpuReference) {
   SKIP_WITHOUT_GPU();
-  for (DType type : {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q5_K,
-                     DType::IQ4_XS}) {
+  for (DType type :
+       {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q5_K, DType::IQ4_XS,
+        DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL}) {
     ASSERT_TRUE(cuda::matmul_q8_supported(type, 768));
     check_prefill_gemm(type, true, 67, 768, cuda::kGemmScratchBytes);
     check_prefill_gemm(type, true, 67, 768, 20 * 768 * 2);

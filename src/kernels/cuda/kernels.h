@@ -30,7 +30,7 @@ void matmul(DType type, const void* w, int64_t rows, int64_t cols, const float* 
 // regrouped, so codes are read with aligned, coalesced 16-byte loads).
 void quantize_activations_q8(const float* x, int64_t ldx, int n_tokens, int64_t cols, int8_t* q,
                              float* d, cudaStream_t stream);
-bool matmul_q8_supported(DType type, int64_t cols);  // Q2_K-Q6_K, Q8_0, IQ4_XS
+bool matmul_q8_supported(DType type, int64_t cols);  // every quantized type squish writes
 
 // Work fused into a one-token product's end (matmul_q8 with n_tokens == 1), each saving a
 // kernel and its launch gap per layer. counters: device ints, zero before and after (at least

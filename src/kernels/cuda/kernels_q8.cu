@@ -359,6 +359,12 @@ bool matmul_q8_supported(DType type, int64_t cols) {
   switch (type) {
     case DType::Q8_0:
       return cols % 32 == 0;
+    case DType::Q4_0:  // in pairs of blocks (layout.h)
+    case DType::Q4_1:
+    case DType::Q5_0:
+    case DType::Q5_1:
+    case DType::IQ4_NL:
+      return cols % 64 == 0;
     case DType::Q2_K:
     case DType::Q3_K:
     case DType::Q4_K:

@@ -38,6 +38,20 @@ bool host_layout(DType type, HostLayout& l) {
     case DType::IQ4_XS:  // d, scales_h, scales_l[4] | qs[128]
       l = {256, 136, 8, 128, 0, 8, 0, 0};
       return true;
+    // Pairs of legacy blocks (repack_legacy): code_at is the qs offset in one GGUF block.
+    case DType::Q4_0:  // d | qs[16]
+    case DType::IQ4_NL:
+      l = {64, 36, 2, 32, 0, 4, 0, 0};
+      return true;
+    case DType::Q4_1:  // d, m | qs[16]
+      l = {64, 40, 4, 32, 0, 8, 0, 0};
+      return true;
+    case DType::Q5_0:  // d | qh[4] | qs[16]
+      l = {64, 44, 6, 32, 0, 4, 2, 8};
+      return true;
+    case DType::Q5_1:  // d, m | qh[4] | qs[16]
+      l = {64, 48, 8, 32, 0, 8, 4, 8};
+      return true;
     default:
       return false;
   }
@@ -78,6 +92,25 @@ void repack_q8(DType type, const uint8_t* src, int64_t rows, int64_t cols, uint8
   // Q4_K, Q5_K, Q8_0, Q2_K and IQ4_XS codes: 32-byte items (4 per Q4_K / Q5_K / IQ4_XS block, 2
   // per Q2_K, 1 per Q8_0), split halves.
   const int items = l.code / 32;
+  if (l.elems == 64) {  // legacy pairs: one 32-byte item each (layout.h)
+    const int gguf = l.bytes / 2;
+    const bool has_min = l.meta == 8;
+    for (int64_t i = 0; i < n; ++i) {
+      for (int h = 0; h < 2; ++h) {
+        const uint8_t* b = src + i * l.bytes + h * gguf;
+        uint8_t* out = codes + code_half_at(nb, i / nb, static_cast<int>(i % nb), h);
+        if (type == DType::IQ4_NL) {
+          iq4_pairs(b + l.code_at, out);
+        } else {
+          std::memcpy(out, b + l.code_at, 16);
+        }
+        std::memcpy(meta + i * l.meta + 2 * h, b, 2);                                  // d
+        if (has_min) std::memcpy(meta + i * l.meta + 4 + 2 * h, b + 2, 2);             // m
+        if (l.meta2 > 0) std::memcpy(meta2 + i * l.meta2 + 4 * h, b + l.meta2_at, 4);  // qh
+      }
+    }
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     const uint8_t* b = src + i * l.bytes;
     if (type == DType::Q6_K) {  // its 16-byte loads already cover whole sectors

@@ -1,11 +1,12 @@
 // The weight layout of the CUDA backend's 8-bit-activation kernels (kernels_q8.cu): repack_q8
-// regroups GGUF Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0 and IQ4_XS rows at upload, the same bytes in
+// regroups GGUF rows of every quantized type squish writes at upload, the same bytes in
 // other places (Q4_K's 16 scale bytes re-encoded). Host code (layout.cpp) built in every
 // configuration, so the CPU test suite checks it (tests/cuda_layout_test.cpp); code_half_at is
 // shared with the device code.
 //
 // A matrix of rows x nb blocks: every block's codes first (kCode bytes each, row-major), then
-// every block's scales (kMeta each), then, for Q2_K, Q3_K, Q5_K and Q6_K, kMeta2 more bytes:
+// every block's scales (kMeta each), then, for Q2_K, Q3_K, Q5_K, Q6_K, Q5_0 and Q5_1, kMeta2 more
+// bytes:
 //   Q4_K: codes = qs[128] (4 items of 32 bytes), scales = q4k_scale_words (16 bytes);
 //   Q5_K: codes = qs[128] as Q4_K's, scales = q4k_scale_words, then q5k_fifth_bits (32 bytes);
 //   Q6_K: codes = ql[128] qh[64], scales = scales[16], then d;
@@ -13,7 +14,10 @@
 //   Q2_K: codes = qs[64] (2 items of 32 bytes), scales = scales[16], then d, dmin (4 bytes);
 //   Q3_K: codes = qs[64] hmask[32], scales = the 12 packed bytes, then d;
 //   IQ4_XS: codes = qs[128] (4 items of 32 bytes, each group's 16 bytes in iq4_pairs order),
-//     scales = d, scales_h, scales_l[4] (8 bytes).
+//     scales = d, scales_h, scales_l[4] (8 bytes);
+//   Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL: blocks in pairs (64 elements): codes = both blocks' qs[16]
+//     (1 item, IQ4_NL's in iq4_pairs order), scales = d0, d1 (then m0, m1 for Q4_1 and Q5_1),
+//     then for Q5_0 and Q5_1 qh0, qh1 (8 bytes).
 #pragma once
 
 #include <cstdint>

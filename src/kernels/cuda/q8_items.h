@@ -618,6 +618,97 @@ struct IQ4XS {
   }
 };
 
+// The legacy 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) in pairs of GGUF blocks: item =
+// 64 elements, block 0's 16 code bytes and block 1's as the halves of code_half_at (byte j:
+// element j, low nibble, and j + 16; IQ4_NL's in iq4_pairs order), meta = d0, d1 (then m0, m1
+// for the types with a min), meta2 = qh0, qh1 (the fifth bits, bit j for element j). The codes
+// enter __dp4a as 0..15 (0..31 with the fifth bit); Q4_0's and Q5_0's bias of 8 or 16 and the
+// mins come off once per 32 through the activations' byte sums.
+template <DType kType>
+struct Legacy {
+  static constexpr bool kMin = kType == DType::Q4_1 || kType == DType::Q5_1;
+  static constexpr bool kFifth = kType == DType::Q5_0 || kType == DType::Q5_1;
+  static constexpr bool kIQ4 = kType == DType::IQ4_NL;
+  static constexpr int kBias = kMin || kIQ4 ? 0 : (kFifth ? 16 : 8);
+  static constexpr int kElems = 64, kItems = 1, kCode = 32, kMeta = kMin ? 8 : 4;
+  static constexpr int kMeta2 = kFifth ? 8 : 0;
+  static constexpr int kBlockBytes = 2 * (2 + (kMin ? 2 : 0) + (kFifth ? 4 : 0) + 16);
+  static constexpr int kDecodeBlocks = 6;
+  static constexpr int kPersistentBlocks = 5;
+  static constexpr int kPersistentRows = 2;
+  static constexpr int kDecodeVariant = 3;
+  struct Raw {
+    Int4 c0, c1;
+    uint32_t d, m, h0, h1;  // d0 | d1 << 16; m0 | m1 << 16; qh0; qh1
+  };
+  struct Act {
+    Int4 a0, a1, a2, a3;
+    float d0, d1;
+  };
+  SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
+    const int64_t blk = r * v.nb + it;
+    Raw w;
+    w.c0 = ld_codes(v.codes + code_half_at(v.nb, r, it, 0));
+    w.c1 = ld_codes(v.codes + code_half_at(v.nb, r, it, 1));
+    w.d = ldg_u32(v.meta + blk * kMeta);
+    w.m = kMin ? ldg_u32(v.meta + blk * kMeta + 4) : 0;
+    w.h0 = kFifth ? ldg_u32(v.meta2 + blk * kMeta2) : 0;
+    w.h1 = kFifth ? ldg_u32(v.meta2 + blk * kMeta2 + 4) : 0;
+    return w;
+  }
+  template <bool kShared = false>
+  SQUISH_HOST_DEVICE static Act load_act(const int8_t* xq, const float* xd, int it) {
+    const int8_t* p = xq + it * 64;
+    Act x;
+    x.a0 = act4<kShared>(p);
+    x.a1 = act4<kShared>(p + 16);
+    x.a2 = act4<kShared>(p + 32);
+    x.a3 = act4<kShared>(p + 48);
+    x.d0 = act1<kShared>(xd + 2 * it);
+    x.d1 = act1<kShared>(xd + 2 * it + 1);
+    return x;
+  }
+  // One GGUF block: sum of code * x over its 32 elements, times d, plus the bias or min term.
+  SQUISH_HOST_DEVICE static float block_dot(const Int4& c, uint32_t qh, const Int4& lo,
+                                            const Int4& hi, float d, float m) {
+    int s = 0;
+    if constexpr (kIQ4) {
+      s = IQ4XS::group_dot(c, lo, hi);
+    } else {
+      const int q[4] = {c.x, c.y, c.z, c.w};
+      const int a[4] = {lo.x, lo.y, lo.z, lo.w}, b[4] = {hi.x, hi.y, hi.z, hi.w};
+      SQUISH_UNROLL
+      for (int k = 0; k < 4; ++k) {
+        int cl = q[k] & 0x0F0F0F0F, ch = (q[k] >> 4) & 0x0F0F0F0F;
+        if constexpr (kFifth) {
+          cl |= Q5K::fifth_bytes(qh >> (4 * k));
+          ch |= Q5K::fifth_bytes(qh >> (16 + 4 * k));
+        }
+        s = dp4a(cl, a[k], s);
+        s = dp4a(ch, b[k], s);
+      }
+    }
+    if constexpr (kMin) return d * s + m * sum_bytes(hi, sum_bytes(lo, 0));
+    if constexpr (kBias > 0) return d * (s - kBias * sum_bytes(hi, sum_bytes(lo, 0)));
+    return d * s;
+  }
+  SQUISH_HOST_DEVICE static float dot(const Raw& w, const Act& x, int) {
+    const float m0 = kMin ? h2f(w.m) : 0.0f, m1 = kMin ? h2f(w.m >> 16) : 0.0f;
+    return x.d0 * block_dot(w.c0, w.h0, x.a0, x.a1, h2f(w.d), m0) +
+           x.d1 * block_dot(w.c1, w.h1, x.a2, x.a3, h2f(w.d >> 16), m1);
+  }
+};
+using Q40 = Legacy<DType::Q4_0>;
+using Q41 = Legacy<DType::Q4_1>;
+using Q50 = Legacy<DType::Q5_0>;
+using Q51 = Legacy<DType::Q5_1>;
+using IQ4NL = Legacy<DType::IQ4_NL>;
+
+template <class T>
+struct IsLegacy : std::false_type {};
+template <DType kType>
+struct IsLegacy<Legacy<kType>> : std::true_type {};
+
 template <class T>
 View view_of(const void* w, int64_t rows, int64_t cols) {
   const int64_t nb = cols / T::kElems, n = rows * nb;
@@ -646,7 +737,16 @@ SQUISH_HOST_DEVICE void dequantize_group(const View& v, int64_t r, int64_t gi, f
     Int4 item[2];
     for (int h = 0; h < 2; ++h) item[h] = ldg4(v.codes + code_half_at(v.nb * T::kItems, r, it, h));
     const uint8_t* q = reinterpret_cast<const uint8_t*>(item);
-    if constexpr (std::is_same_v<T, Q4K>) {  // meta: q4k_scale_words
+    if constexpr (IsLegacy<T>::value) {  // meta: d0, d1 (m0, m1); meta2: qh0, qh1
+      const float d = dequant::f16_at(m + 2 * g);
+      const float mn = T::kMin ? dequant::f16_at(m + 4 + 2 * g) : 0.0f;
+      const uint8_t* qh = T::kFifth ? v.meta2 + blk * T::kMeta2 + 4 * g : nullptr;
+      if constexpr (T::kIQ4) {
+        dequant::iq4_nl_pairs(d, q + 16 * g, x);
+      } else {
+        dequant::legacy<T::kMin, T::kFifth>(d, mn, qh, q + 16 * g, x);
+      }
+    } else if constexpr (std::is_same_v<T, Q4K>) {  // meta: q4k_scale_words
       const int s = g / 2, half = g % 2;
       const uint32_t w = m[4 * s] | m[4 * s + 1] << 8 | m[4 * s + 2] << 16;
       const uint8_t d[2] = {m[3], m[7]}, dmin[2] = {m[11], m[15]};
@@ -675,8 +775,9 @@ SQUISH_HOST_DEVICE void dequantize_group(const View& v, int64_t r, int64_t gi, f
   }
 }
 
-// Calls f with a value of the repacked type's struct (Q4K, Q5K, Q6K, Q80, Q2K, Q3K, IQ4XS) for
-// `type`; false for any other type (the public entry points check matmul_q8_supported first).
+// Calls f with a value of the repacked type's struct (Q4K, Q5K, Q6K, Q80, Q2K, Q3K, IQ4XS or a
+// Legacy) for `type`; false for any other type (the public entry points check matmul_q8_supported
+// first).
 template <class F>
 bool with_q8_type(DType type, F&& f) {
   switch (type) {
@@ -700,6 +801,21 @@ bool with_q8_type(DType type, F&& f) {
       return true;
     case DType::IQ4_XS:
       f(IQ4XS{});
+      return true;
+    case DType::Q4_0:
+      f(Q40{});
+      return true;
+    case DType::Q4_1:
+      f(Q41{});
+      return true;
+    case DType::Q5_0:
+      f(Q50{});
+      return true;
+    case DType::Q5_1:
+      f(Q51{});
+      return true;
+    case DType::IQ4_NL:
+      f(IQ4NL{});
       return true;
     default:
       return false;
