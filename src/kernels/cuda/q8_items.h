@@ -569,10 +569,7 @@ struct IQ4XS {
     Int4 c0, c1;
     uint32_t m0, m1;  // d | scales_h << 16; scales_l
   };
-  struct Act {
-    Int4 a0, a1, a2, a3;
-    float d0, d1;
-  };
+  using Act = Q4K::Act;  // its byte sums go unused (the compiler drops them)
   SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it / kItems, n_items = v.nb * kItems;
     Raw w;
@@ -584,16 +581,7 @@ struct IQ4XS {
   }
   template <bool kShared = false>
   SQUISH_HOST_DEVICE static Act load_act(const int8_t* xq, const float* xd, int it) {
-    const int b = it / kItems, s = it % kItems;
-    const int8_t* p = xq + b * 256 + s * 64;
-    Act x;
-    x.a0 = act4<kShared>(p);
-    x.a1 = act4<kShared>(p + 16);
-    x.a2 = act4<kShared>(p + 32);
-    x.a3 = act4<kShared>(p + 48);
-    x.d0 = act1<kShared>(xd + b * 8 + 2 * s);
-    x.d1 = act1<kShared>(xd + b * 8 + 2 * s + 1);
-    return x;
+    return Q4K::load_act<kShared>(xq, xd, it);
   }
   // Sum over a group's 32 codes (word k: elements 8 k .. 8 k + 7) times its activations.
   SQUISH_HOST_DEVICE static int group_dot(const Int4& c, const Int4& lo, const Int4& hi) {
