@@ -24,7 +24,7 @@ namespace squish::cuda {
 // held; false (nothing launched) for any other.
 bool dequantize_f16(DType type, const void* w, int64_t cols, int64_t row0, int64_t n_rows,
                     __half* out, cudaStream_t stream);
-// The same for a matrix in repack_q8's layout (Q4_K, Q6_K, Q8_0; kernels_q8.cu): the layout
+// The same for a matrix in repack_q8's layout (the quantized types; kernels_q8.cu): the layout
 // depends on the whole matrix's rows. False for any other type.
 bool dequantize_q8_f16(DType type, const void* w, int64_t rows, int64_t cols, int64_t row0,
                        int64_t n_rows, __half* out, cudaStream_t stream);

@@ -2,9 +2,9 @@
 // dequantize in registers: one warp per weight row, each lane takes 16-byte "items" of the row's
 // blocks (a Q4_K super-block is 8 items of 32 weights), multiplies them against F32 activations
 // read through L1, and the warp reduces at the end. A product over n tokens runs the same kernel
-// with 1-8 tokens per pass, so each weight is unpacked once per pass. (Q4_K, Q6_K and Q8_0 have
-// faster kernels against 8-bit activations in kernels_q8.cu; these serve every other type and
-// SQUISH_CUDA_Q8=0.)
+// with 1-8 tokens per pass, so each weight is unpacked once per pass. (Every quantized type has
+// faster kernels against 8-bit activations in kernels_q8.cu; these serve F32, F16, BF16, the
+// legacy types' rows of an odd count of 32-element blocks, and SQUISH_CUDA_Q8=0.)
 #include <cuda_fp16.h>
 
 #include <cstdint>
