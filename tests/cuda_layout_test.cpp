@@ -32,6 +32,33 @@ std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
   return v;
 }
 
+// rows x cols values f stored as `type`: F32, F16 and BF16 as they are, the quantized types
+// through their CPU quantizer (so scales are real ones).
+std::vector<uint8_t> encode_rows(DType type, const float* f, int64_t rows, int64_t cols) {
+  const size_t stride = row_bytes(type, cols);
+  std::vector<uint8_t> w(stride * rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* dst = w.data() + r * stride;
+    const float* src = f + r * cols;
+    if (type == DType::F32) {
+      std::memcpy(dst, src, cols * 4);
+    } else if (type == DType::F16 || type == DType::BF16) {
+      for (int64_t i = 0; i < cols; ++i) {
+        const uint16_t h = type == DType::F16 ? fp32_to_fp16(src[i]) : fp32_to_bf16(src[i]);
+        std::memcpy(dst + 2 * i, &h, 2);
+      }
+    } else {
+      quant_traits(type)->quantize(src, dst, cols, nullptr);
+    }
+  }
+  return w;
+}
+
+// The types of the 8-bit kernels (q8_items.h: with_q8_type).
+constexpr DType kQ8Types[] = {DType::Q4_K, DType::Q6_K,   DType::Q8_0, DType::Q2_K,
+                              DType::Q5_K, DType::Q4_0,   DType::Q4_1, DType::Q5_0,
+                              DType::Q5_1, DType::IQ4_NL, DType::Q3_K, DType::IQ4_XS};
+
 // Every byte of a matrix's code region is the target of exactly one 16-byte half, and the halves of
 // consecutive items of a step are 16 bytes apart (a warp's load reads one contiguous run) with an
 // item's second half m * 16 bytes after its first.
@@ -232,11 +259,10 @@ void check_lane_dots(DType type) {
   for (float& v : x) v = act(rng);
   std::fill(x.begin() + 64, x.begin() + 96, 0.0f);  // an all-zero group: d = 0
   const size_t stride = row_bytes(type, kCols);
-  std::vector<uint8_t> w(stride * kRows), packed(stride * kRows);
-  for (int64_t r = 0; r < kRows; ++r) {
-    quant_traits(type)->quantize(wf.data() + r * kCols, w.data() + r * stride, kCols, nullptr);
+  const std::vector<uint8_t> w = encode_rows(type, wf.data(), kRows, kCols);
+  std::vector<uint8_t> packed(w.size());
+  for (int64_t r = 0; r < kRows; ++r)
     convert_row_to_f32(type, w.data() + r * stride, wf.data() + r * kCols, kCols);
-  }
   cuda::repack_q8(type, w.data(), kRows, kCols, packed.data());
   std::vector<int8_t> xq(kCols);
   std::vector<float> xd(kCols / 32), xr(kCols);
@@ -276,9 +302,8 @@ void check_dequantize_groups(DType type) {
   std::vector<float> f(kRows * kCols), want(kCols), got(kCols);
   for (float& v : f) v = weight(rng);
   const size_t stride = row_bytes(type, kCols);
-  std::vector<uint8_t> w(stride * kRows), packed(stride * kRows);
-  for (int64_t r = 0; r < kRows; ++r)
-    quant_traits(type)->quantize(f.data() + r * kCols, w.data() + r * stride, kCols, nullptr);
+  const std::vector<uint8_t> w = encode_rows(type, f.data(), kRows, kCols);
+  std::vector<uint8_t> packed(w.size());
   cuda::repack_q8(type, w.data(), kRows, kCols, packed.data());
   const cuda::q8::View v = cuda::q8::view_of<T>(packed.data(), kRows, kCols);
   for (int64_t r = 0; r < kRows; ++r) {
@@ -290,18 +315,10 @@ void check_dequantize_groups(DType type) {
 }
 
 TEST(CudaLaneMath, DequantizedGroupsMatchTheCpu) {
-  check_dequantize_groups<cuda::q8::Q4K>(DType::Q4_K);
-  check_dequantize_groups<cuda::q8::Q6K>(DType::Q6_K);
-  check_dequantize_groups<cuda::q8::Q80>(DType::Q8_0);
-  check_dequantize_groups<cuda::q8::Q2K>(DType::Q2_K);
-  check_dequantize_groups<cuda::q8::Q5K>(DType::Q5_K);
-  check_dequantize_groups<cuda::q8::Q40>(DType::Q4_0);
-  check_dequantize_groups<cuda::q8::Q41>(DType::Q4_1);
-  check_dequantize_groups<cuda::q8::Q50>(DType::Q5_0);
-  check_dequantize_groups<cuda::q8::Q51>(DType::Q5_1);
-  check_dequantize_groups<cuda::q8::IQ4NL>(DType::IQ4_NL);
-  check_dequantize_groups<cuda::q8::Q3K>(DType::Q3_K);
-  check_dequantize_groups<cuda::q8::IQ4XS>(DType::IQ4_XS);
+  for (DType type : kQ8Types) {
+    ASSERT_TRUE(
+        cuda::q8::with_q8_type(type, [&](auto t) { check_dequantize_groups<decltype(t)>(type); }));
+  }
 }
 
 // The GGUF-layout group decoding of every type the GPU holds unrepacked (dequant.cuh: the F16
@@ -321,21 +338,7 @@ TEST(CudaLaneMath, GgufGroupsMatchTheCpu) {
       SCOPED_TRACE(dtype_name(type));
       const size_t stride = row_bytes(type, kCols);
       ASSERT_EQ(stride, static_cast<size_t>(kCols / T::kElems * T::kBytes));
-      std::vector<uint8_t> w(stride * kRows);
-      for (int64_t r = 0; r < kRows; ++r) {
-        uint8_t* dst = w.data() + r * stride;
-        const float* src = f.data() + r * kCols;
-        if (type == DType::F32) {
-          std::memcpy(dst, src, kCols * 4);
-        } else if (type == DType::F16 || type == DType::BF16) {
-          for (int64_t i = 0; i < kCols; ++i) {
-            const uint16_t h = type == DType::F16 ? fp32_to_fp16(src[i]) : fp32_to_bf16(src[i]);
-            std::memcpy(dst + 2 * i, &h, 2);
-          }
-        } else {
-          quant_traits(type)->quantize(src, dst, kCols, nullptr);
-        }
-      }
+      const std::vector<uint8_t> w = encode_rows(type, f.data(), kRows, kCols);
       for (int64_t r = 0; r < kRows; ++r) {
         const uint8_t* row = w.data() + r * stride;
         convert_row_to_f32(type, row, want.data(), kCols);
@@ -354,18 +357,9 @@ TEST(CudaLaneMath, GgufGroupsMatchTheCpu) {
 }
 
 TEST(CudaLaneMath, EveryTypeMatchesTheDequantizedProduct) {
-  check_lane_dots<cuda::q8::Q4K>(DType::Q4_K);
-  check_lane_dots<cuda::q8::Q6K>(DType::Q6_K);
-  check_lane_dots<cuda::q8::Q80>(DType::Q8_0);
-  check_lane_dots<cuda::q8::Q2K>(DType::Q2_K);
-  check_lane_dots<cuda::q8::Q5K>(DType::Q5_K);
-  check_lane_dots<cuda::q8::Q40>(DType::Q4_0);
-  check_lane_dots<cuda::q8::Q41>(DType::Q4_1);
-  check_lane_dots<cuda::q8::Q50>(DType::Q5_0);
-  check_lane_dots<cuda::q8::Q51>(DType::Q5_1);
-  check_lane_dots<cuda::q8::IQ4NL>(DType::IQ4_NL);
-  check_lane_dots<cuda::q8::Q3K>(DType::Q3_K);
-  check_lane_dots<cuda::q8::IQ4XS>(DType::IQ4_XS);
+  for (DType type : kQ8Types) {
+    ASSERT_TRUE(cuda::q8::with_q8_type(type, [&](auto t) { check_lane_dots<decltype(t)>(type); }));
+  }
 }
 
 // Every step is loaded once, into a free buffer, before its math reads it from that buffer, in

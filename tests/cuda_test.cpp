@@ -146,6 +146,11 @@ INSTANTIATE_TEST_SUITE_P(Types, CudaMatmul,
                            return std::string(dtype_name(p.param));
                          });
 
+// The types of the 8-bit kernels (kernels.h: matmul_q8_supported).
+const DType kQ8Types[] = {DType::Q4_K, DType::Q6_K, DType::Q8_0,   DType::Q2_K,
+                          DType::Q3_K, DType::Q5_K, DType::IQ4_XS, DType::Q4_0,
+                          DType::Q4_1, DType::Q5_0, DType::Q5_1,   DType::IQ4_NL};
+
 // 8-bit activations: the reference is the float product with the activations replaced by what
 // the quantizer keeps (per 32: d = amax / 127, q = round(x / d), x' = q * d), so only the
 // kernel's integer arithmetic and scale order are checked, at the float tolerance.
@@ -207,10 +212,7 @@ TEST_P(CudaMatmulQ8, MatchesReferenceOnQuantizedActivations) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8,
-                         testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K,
-                                         DType::Q3_K, DType::Q5_K, DType::IQ4_XS, DType::Q4_0,
-                                         DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL),
+INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8, testing::ValuesIn(kQ8Types),
                          [](const testing::TestParamInfo<DType>& p) {
                            return std::string(dtype_name(p.param));
                          });
@@ -336,10 +338,7 @@ TEST_P(CudaMatmulQ8Epilogue, NormAndGatingMatchSeparateKernels) {
   for (int v : counters.download()) EXPECT_EQ(v, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8Epilogue,
-                         testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K,
-                                         DType::Q3_K, DType::Q5_K, DType::IQ4_XS, DType::Q4_0,
-                                         DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL),
+INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8Epilogue, testing::ValuesIn(kQ8Types),
                          [](const testing::TestParamInfo<DType>& p) {
                            return std::string(dtype_name(p.param));
                          });
@@ -525,10 +524,7 @@ TEST(CudaKernels, NormInPairMatchesNormThenProducts) {
                                             nullptr));
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8NormIn,
-                         testing::Values(DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K,
-                                         DType::Q3_K, DType::Q5_K, DType::IQ4_XS, DType::Q4_0,
-                                         DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL),
+INSTANTIATE_TEST_SUITE_P(Types, CudaMatmulQ8NormIn, testing::ValuesIn(kQ8Types),
                          [](const testing::TestParamInfo<DType>& p) {
                            return std::string(dtype_name(p.param));
                          });
@@ -1052,9 +1048,7 @@ INSTANTIATE_TEST_SUITE_P(Types, CudaPrefillGemm,
 
 TEST(CudaPrefillGemmRepacked, MatchesCpuReference) {
   SKIP_WITHOUT_GPU();
-  for (DType type :
-       {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q5_K, DType::IQ4_XS,
-        DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL}) {
+  for (DType type : kQ8Types) {
     ASSERT_TRUE(cuda::matmul_q8_supported(type, 768));
     check_prefill_gemm(type, true, 67, 768, cuda::kGemmScratchBytes);
     check_prefill_gemm(type, true, 67, 768, 20 * 768 * 2);

@@ -226,18 +226,24 @@ struct Q4K {
     x.s1 = sum_bytes(x.a3, sum_bytes(x.a2, 0));
     return x;
   }
-  SQUISH_HOST_DEVICE static float dot(const Raw& w, const Act& x, int it) {
-    const int s = it % kItems;
-    const uint32_t wx = w.m.x, wy = w.m.y, wz = w.m.z, ww = w.m.w;
+  // Item s's sum from its integer sums over the low-nibble codes (sl) and the high-nibble ones
+  // (sh) times the activations: the scale words m (q4k_scale_words) give the scales and mins;
+  // high_unit is what one unit of sh is worth in codes (1/16 when the nibbles stay in place).
+  SQUISH_HOST_DEVICE static float scaled(const Int4& m, int s, int sl, int sh, float high_unit,
+                                         const Act& x) {
+    const uint32_t wx = m.x, wy = m.y, wz = m.z, ww = m.w;
     const float d = h2f(byte_perm(wx, wy, 0x0073)), dmin = h2f(byte_perm(wz, ww, 0x0073));
     const uint32_t v = s == 0 ? wx : s == 1 ? wy : s == 2 ? wz : ww;
     const int sc0 = v & 63, sc1 = (v >> 6) & 63, m0 = (v >> 12) & 63, m1 = (v >> 18) & 63;
+    const float d0 = d * sc0, d1 = d * high_unit * sc1, m0d = dmin * m0, m1d = dmin * m1;
+    return x.d0 * (d0 * sl - m0d * x.s0) + x.d1 * (d1 * sh - m1d * x.s1);
+  }
+  SQUISH_HOST_DEVICE static float dot(const Raw& w, const Act& x, int it) {
     // High nibbles are left in place (16 times the code, unsigned bytes): one AND per word instead
     // of a shift and an AND; the 1/16 goes into their scale.
     const int sl = masked_dot<false>(w.c0, w.c1, 0x0F0F0F0F, x.a0, x.a1);
     const int sh = masked_dot<true>(w.c0, w.c1, static_cast<int>(0xF0F0F0F0u), x.a2, x.a3);
-    const float d0 = d * sc0, d1 = d * 0.0625f * sc1, m0d = dmin * m0, m1d = dmin * m1;
-    return x.d0 * (d0 * sl - m0d * x.s0) + x.d1 * (d1 * sh - m1d * x.s1);
+    return scaled(w.m, it % kItems, sl, sh, 0.0625f, x);
   }
 };
 
@@ -277,11 +283,6 @@ struct Q5K {
     return static_cast<int>((((b & 15u) * 0x00204081u) & 0x01010101u) << 4);
   }
   SQUISH_HOST_DEVICE static float dot(const Raw& w, const Act& x, int it) {
-    const int s = it % kItems;
-    const uint32_t wx = w.m.x, wy = w.m.y, wz = w.m.z, ww = w.m.w;
-    const float d = h2f(byte_perm(wx, wy, 0x0073)), dmin = h2f(byte_perm(wz, ww, 0x0073));
-    const uint32_t v = s == 0 ? wx : s == 1 ? wy : s == 2 ? wz : ww;
-    const int sc0 = v & 63, sc1 = (v >> 6) & 63, m0 = (v >> 12) & 63, m1 = (v >> 18) & 63;
     const int c[8] = {w.c0.x, w.c0.y, w.c0.z, w.c0.w, w.c1.x, w.c1.y, w.c1.z, w.c1.w};
     const int lo[8] = {x.a0.x, x.a0.y, x.a0.z, x.a0.w, x.a1.x, x.a1.y, x.a1.z, x.a1.w};
     const int hi[8] = {x.a2.x, x.a2.y, x.a2.z, x.a2.w, x.a3.x, x.a3.y, x.a3.z, x.a3.w};
@@ -291,8 +292,7 @@ struct Q5K {
       sl = dp4a((c[k] & 0x0F0F0F0F) | fifth_bytes(w.h0 >> (4 * k)), lo[k], sl);
       sh = dp4a(((c[k] >> 4) & 0x0F0F0F0F) | fifth_bytes(w.h1 >> (4 * k)), hi[k], sh);
     }
-    const float d0 = d * sc0, d1 = d * sc1, m0d = dmin * m0, m1d = dmin * m1;
-    return x.d0 * (d0 * sl - m0d * x.s0) + x.d1 * (d1 * sh - m1d * x.s1);
+    return Q4K::scaled(w.m, it % kItems, sl, sh, 1.0f, x);
   }
 };
 
@@ -339,10 +339,7 @@ struct Q6K {
     for (int k = 0; k < 4; ++k) {
       x.q[k] = act4<kShared>(p + 32 * k);
       x.d[k] = act1<kShared>(xd + b * 8 + n * 4 + k);
-      int t = dp4a(x.q[k].x, 0x20202020, 0);
-      t = dp4a(x.q[k].y, 0x20202020, t);
-      t = dp4a(x.q[k].z, 0x20202020, t);
-      x.sum32[k] = dp4a(x.q[k].w, 0x20202020, t);
+      x.sum32[k] = sum_bytes_times(x.q[k], 0x20202020);
     }
     return x;
   }
@@ -504,6 +501,7 @@ struct Q2K {
   struct Act {
     Int4 a[4][2];
     float d[4];
+    int sum[4][2];  // sum of each 16 activation bytes (for the mins), once for all rows of a warp
   };
   SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it / kItems, n_items = v.nb * kItems;
@@ -526,6 +524,8 @@ struct Q2K {
       x.a[g][0] = act4<kShared>(p);
       x.a[g][1] = act4<kShared>(p + 16);
       x.d[g] = act1<kShared>(xd + b * 8 + 4 * h + g);
+      x.sum[g][0] = sum_bytes(x.a[g][0], 0);
+      x.sum[g][1] = sum_bytes(x.a[g][1], 0);
     }
     return x;
   }
@@ -544,7 +544,7 @@ struct Q2K {
         for (int k = 0; k < 4; ++k) s = dp4a((c[p][k] >> (2 * g)) & 0x03030303, av[k], s);
         const int sc = ((g < 2 ? w.s0 : w.s1) >> (8 * ((2 * g + p) % 4))) & 0xFF;
         qx += (sc & 15) * s;
-        mx += (sc >> 4) * sum_bytes_times(a, 0x01010101);
+        mx += (sc >> 4) * x.sum[g][p];
       }
       sum_scaled += x.d[g] * qx;
       sum_min += x.d[g] * mx;
@@ -629,10 +629,8 @@ struct Legacy {
     Int4 c0, c1;
     uint32_t d, m, h0, h1;  // d0 | d1 << 16; m0 | m1 << 16; qh0; qh1
   };
-  struct Act {
-    Int4 a0, a1, a2, a3;
-    float d0, d1;
-  };
+  // Q4_K's item of 64 activations is this one (its it * 64, 2 * it), with the byte sums per 32.
+  using Act = Q4K::Act;
   SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it;
     Raw w;
@@ -646,19 +644,12 @@ struct Legacy {
   }
   template <bool kShared = false>
   SQUISH_HOST_DEVICE static Act load_act(const int8_t* xq, const float* xd, int it) {
-    const int8_t* p = xq + it * 64;
-    Act x;
-    x.a0 = act4<kShared>(p);
-    x.a1 = act4<kShared>(p + 16);
-    x.a2 = act4<kShared>(p + 32);
-    x.a3 = act4<kShared>(p + 48);
-    x.d0 = act1<kShared>(xd + 2 * it);
-    x.d1 = act1<kShared>(xd + 2 * it + 1);
-    return x;
+    return Q4K::load_act<kShared>(xq, xd, it);
   }
-  // One GGUF block: sum of code * x over its 32 elements, times d, plus the bias or min term.
+  // One GGUF block: sum of code * x over its 32 elements, times d, plus the bias or min term
+  // (sum_x: the sum of the 32 activation bytes).
   SQUISH_HOST_DEVICE static float block_dot(const Int4& c, uint32_t qh, const Int4& lo,
-                                            const Int4& hi, float d, float m) {
+                                            const Int4& hi, int sum_x, float d, float m) {
     int s = 0;
     if constexpr (kIQ4) {
       s = IQ4XS::group_dot(c, lo, hi);
@@ -676,14 +667,14 @@ struct Legacy {
         s = dp4a(ch, b[k], s);
       }
     }
-    if constexpr (kMin) return d * s + m * sum_bytes(hi, sum_bytes(lo, 0));
-    if constexpr (kBias > 0) return d * (s - kBias * sum_bytes(hi, sum_bytes(lo, 0)));
+    if constexpr (kMin) return d * s + m * sum_x;
+    if constexpr (kBias > 0) return d * (s - kBias * sum_x);
     return d * s;
   }
   SQUISH_HOST_DEVICE static float dot(const Raw& w, const Act& x, int) {
     const float m0 = kMin ? h2f(w.m) : 0.0f, m1 = kMin ? h2f(w.m >> 16) : 0.0f;
-    return x.d0 * block_dot(w.c0, w.h0, x.a0, x.a1, h2f(w.d), m0) +
-           x.d1 * block_dot(w.c1, w.h1, x.a2, x.a3, h2f(w.d >> 16), m1);
+    return x.d0 * block_dot(w.c0, w.h0, x.a0, x.a1, x.s0, h2f(w.d), m0) +
+           x.d1 * block_dot(w.c1, w.h1, x.a2, x.a3, x.s1, h2f(w.d >> 16), m1);
   }
 };
 using Q40 = Legacy<DType::Q4_0>;
@@ -734,24 +725,21 @@ SQUISH_HOST_DEVICE void dequantize_group(const View& v, int64_t r, int64_t gi, f
       } else {
         dequant::legacy<T::kMin, T::kFifth>(d, mn, qh, q + 16 * g, x);
       }
-    } else if constexpr (std::is_same_v<T, Q4K>) {  // meta: q4k_scale_words
+    } else if constexpr (std::is_same_v<T, Q4K> || std::is_same_v<T, Q5K>) {
+      // meta: q4k_scale_words; Q5_K's fifth bits from meta2 (q5k_fifth_bits)
+      constexpr bool kFifth = std::is_same_v<T, Q5K>;
       const int s = g / 2, half = g % 2;
       const uint32_t w = m[4 * s] | m[4 * s + 1] << 8 | m[4 * s + 2] << 16;
       const uint8_t d[2] = {m[3], m[7]}, dmin[2] = {m[11], m[15]};
       const int sc = (w >> (6 * half)) & 63, mn = (w >> (12 + 6 * half)) & 63;
-      dequant::affine_nibbles<false>(dequant::f16_at(d) * sc, dequant::f16_at(dmin) * mn, nullptr,
-                                     q, g, x);
-    } else if constexpr (std::is_same_v<T, Q5K>) {  // as Q4_K, fifth bits from meta2
-      const int s = g / 2, half = g % 2;
-      const uint32_t w = m[4 * s] | m[4 * s + 1] << 8 | m[4 * s + 2] << 16;
-      const uint8_t d[2] = {m[3], m[7]}, dmin[2] = {m[11], m[15]};
-      const int sc = (w >> (6 * half)) & 63, mn = (w >> (12 + 6 * half)) & 63;
-      const uint8_t* hb = v.meta2 + blk * T::kMeta2 + 8 * s + 4 * half;
-      const uint32_t bits = hb[0] | hb[1] << 8 | hb[2] << 16 | static_cast<uint32_t>(hb[3]) << 24;
-      uint8_t qh[32];  // GGUF's qh as affine_nibbles reads it: element l's fifth bit at bit g
-      for (int l = 0; l < 32; ++l) qh[l] = static_cast<uint8_t>(((bits >> l) & 1) << g);
-      dequant::affine_nibbles<true>(dequant::f16_at(d) * sc, dequant::f16_at(dmin) * mn, qh, q, g,
-                                    x);
+      uint8_t qh[32] = {};  // GGUF's qh as affine_nibbles reads it: element l's fifth bit at bit g
+      if constexpr (kFifth) {
+        const uint8_t* hb = v.meta2 + blk * T::kMeta2 + 8 * s + 4 * half;
+        const uint32_t bits = hb[0] | hb[1] << 8 | hb[2] << 16 | static_cast<uint32_t>(hb[3]) << 24;
+        for (int l = 0; l < 32; ++l) qh[l] = static_cast<uint8_t>(((bits >> l) & 1) << g);
+      }
+      dequant::affine_nibbles<kFifth>(dequant::f16_at(d) * sc, dequant::f16_at(dmin) * mn, qh, q, g,
+                                      x);
     } else if constexpr (std::is_same_v<T, Q2K>) {  // the item is half g / 4 of qs
       const uint8_t* meta2 = v.meta2 + blk * T::kMeta2;
       dequant::q2_k(m, q, dequant::f16_at(meta2), dequant::f16_at(meta2 + 2), g, x);
