@@ -57,25 +57,28 @@ SQUISH_HOST_DEVICE void q8_0(float d, const uint8_t* qs, float* v) {
   for (int l = 0; l < 32; ++l) v[l] = d * static_cast<int8_t>(qs[l]);
 }
 
-SQUISH_HOST_DEVICE void iq4_nl(float d, const uint8_t* qs, float* v) {
+// IQ4_NL's (and IQ4_XS's) non-linear table: the value of 4-bit code c.
+SQUISH_HOST_DEVICE int iq4_value(int c) {
   constexpr int8_t kValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                   1,    13,   25,  38,  53,  69,  89,  113};
+  return kValues[c];
+}
+
+SQUISH_HOST_DEVICE void iq4_nl(float d, const uint8_t* qs, float* v) {
   SQUISH_UNROLL
   for (int l = 0; l < 16; ++l) {
-    v[l] = d * kValues[qs[l] & 0xF];
-    v[l + 16] = d * kValues[qs[l] >> 4];
+    v[l] = d * iq4_value(qs[l] & 0xF);
+    v[l + 16] = d * iq4_value(qs[l] >> 4);
   }
 }
 
 // As iq4_nl with the codes in element order: byte m holds elements 2 m (low nibble) and 2 m + 1
-// (the CUDA backend's repacked IQ4_XS, layout.h).
+// (the CUDA backend's repacked IQ4_XS and IQ4_NL, layout.h).
 SQUISH_HOST_DEVICE void iq4_nl_pairs(float d, const uint8_t* qs, float* v) {
-  constexpr int8_t kValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
-                                  1,    13,   25,  38,  53,  69,  89,  113};
   SQUISH_UNROLL
   for (int m = 0; m < 16; ++m) {
-    v[2 * m] = d * kValues[qs[m] & 0xF];
-    v[2 * m + 1] = d * kValues[qs[m] >> 4];
+    v[2 * m] = d * iq4_value(qs[m] & 0xF);
+    v[2 * m + 1] = d * iq4_value(qs[m] >> 4);
   }
 }
 
