@@ -20,7 +20,9 @@
 # from such a run), PROFILE (1: nsys GPU time per kernel over 32 decoded tokens,
 # kernels-SHAPE-TYPE.txt), NCU (1: Nsight Compute on NCU_COUNT kernels after NCU_SKIP,
 # ncu-SHAPE-TYPE.txt; only the types in NCU_TYPES when set; NCU_CLOCK: ncu's --clock-control,
-# default none, the clocks the timed runs get, where ncu's own default locks the base clock), LLAMA_REPS (llama-bench -r, REPS),
+# default none, the clocks the timed runs get, where ncu's own default locks the base clock;
+# NCU_SECTIONS: its sections, default "SpeedOfLight LaunchStats Occupancy"; NCU_ENV: settings for
+# its run, joined by commas), LLAMA_REPS (llama-bench -r, REPS),
 # BUNDLE (1: the text results but summary.txt end in OUT/results.tgz, since the GPU machine
 # hands back at most 8 files), DEPTHS (e.g. "4096": also tg64 after that many tokens of context,
 # with SQUISH_CUDA_ATTN_SPLIT=0 and 1, or each entry of DEPTH_VARIANT_LIST), SASS (1: cuobjdump's SASS of the kernels whose mangled names match
@@ -59,6 +61,7 @@ elif [ -z "${LLAMA_BENCH:-}" ] && [ -n "${LLAMA_SRC:-}" ]; then
   LLAMA_BENCH=/tmp/llama-cuda/llama.cpp/build/bin/llama-bench
 fi
 TEST_ENV=${TEST_ENV:-}
+NCU_ENV=${NCU_ENV:-}
 if [ "${TESTS:-1}" = 1 ]; then
   # The lower-bit mixes of CudaModel.LowBitMixesMatchCpu, made here (a second each) rather than
   # carried: the archive's 64 MiB are nearly spent.
@@ -179,8 +182,12 @@ for shape in $SHAPES; do
       # DRAM throughput of each (SpeedOfLight).
       NCUB=$(ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
       if [ -n "$NCUB" ]; then
+        NCU_SECTION_ARGS=()
+        for sec in ${NCU_SECTIONS:-SpeedOfLight LaunchStats Occupancy}; do
+          NCU_SECTION_ARGS+=(--section "$sec")
+        done
         # shellcheck disable=SC2086
-        $TO "$NCUB" --section SpeedOfLight --section LaunchStats --section Occupancy \
+        env ${NCU_ENV//,/ } $TO "$NCUB" "${NCU_SECTION_ARGS[@]}" \
           --clock-control "${NCU_CLOCK:-none}" \
           --launch-skip "${NCU_SKIP:-300}" \
           --launch-count "${NCU_COUNT:-10}" "$SQ" bench "$f" --device cuda -p 0 -n 2 -r 1 \
