@@ -21,6 +21,7 @@
 #include "kernels/cuda/q8_items.h"
 #include "kernels/cuda/schedule.h"
 #include "quant/quant.h"
+#include "weight_rows.h"
 
 namespace squish {
 namespace {
@@ -32,27 +33,7 @@ std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
   return v;
 }
 
-// rows x cols values f stored as `type`: F32, F16 and BF16 as they are, the quantized types
-// through their CPU quantizer (so scales are real ones).
-std::vector<uint8_t> encode_rows(DType type, const float* f, int64_t rows, int64_t cols) {
-  const size_t stride = row_bytes(type, cols);
-  std::vector<uint8_t> w(stride * rows);
-  for (int64_t r = 0; r < rows; ++r) {
-    uint8_t* dst = w.data() + r * stride;
-    const float* src = f + r * cols;
-    if (type == DType::F32) {
-      std::memcpy(dst, src, cols * 4);
-    } else if (type == DType::F16 || type == DType::BF16) {
-      for (int64_t i = 0; i < cols; ++i) {
-        const uint16_t h = type == DType::F16 ? fp32_to_fp16(src[i]) : fp32_to_bf16(src[i]);
-        std::memcpy(dst + 2 * i, &h, 2);
-      }
-    } else {
-      quant_traits(type)->quantize(src, dst, cols, nullptr);
-    }
-  }
-  return w;
-}
+using test::encode_rows;
 
 // The types of the 8-bit kernels (q8_items.h: with_q8_type).
 constexpr DType kQ8Types[] = {DType::Q4_K, DType::Q6_K,   DType::Q8_0, DType::Q2_K,
@@ -281,7 +262,11 @@ void check_lane_dots(DType type) {
   for (int64_t r = 0; r < kRows; ++r) {
     double got = 0, want = 0, mag = 0;
     for (int it = 0; it < n_items; ++it) {
-      got += T::dot(T::load(v, r, it), T::template load_act<false>(xq.data(), xd.data(), it), it);
+      const auto x = T::template load_act<false>(xq.data(), xd.data(), it);
+      const float lane = T::dot(T::load(v, r, it), x, it);
+      ASSERT_EQ(lane, T::dot(T::load(cuda::q8::row_view<T>(v, static_cast<int>(r)), 0, it), x, it))
+          << "row " << r << " item " << it << ": row_view reads other bytes";
+      got += lane;
     }
     for (int64_t i = 0; i < kCols; ++i) {
       want += static_cast<double>(wf[r * kCols + i]) * xr[i];

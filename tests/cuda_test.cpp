@@ -30,6 +30,7 @@
 #include "runtime/cuda_session.h"
 #include "runtime/session.h"
 #include "test_util.h"
+#include "weight_rows.h"
 
 namespace squish {
 namespace {
@@ -68,22 +69,7 @@ std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
 // Weight bytes of rows x cols in `type` made from Gaussian values (quantized where needed).
 std::vector<uint8_t> make_weights(DType type, int64_t rows, int64_t cols, uint32_t seed) {
   const std::vector<float> f = random_floats(rows * cols, seed, 0.05f);
-  const size_t stride = row_bytes(type, cols);
-  std::vector<uint8_t> w(stride * rows);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* src = f.data() + r * cols;
-    uint8_t* dst = w.data() + r * stride;
-    if (type == DType::F32) {
-      std::memcpy(dst, src, cols * 4);
-    } else if (type == DType::F16 || type == DType::BF16) {
-      auto* h = reinterpret_cast<uint16_t*>(dst);
-      for (int64_t i = 0; i < cols; ++i)
-        h[i] = type == DType::F16 ? fp32_to_fp16(src[i]) : fp32_to_bf16(src[i]);
-    } else {
-      quant_traits(type)->quantize(src, dst, cols, nullptr);
-    }
-  }
-  return w;
+  return test::encode_rows(type, f.data(), rows, cols);
 }
 
 // A kernel's fused 8-bit output (q, d) must equal quantize_activations_q8 of its float output.

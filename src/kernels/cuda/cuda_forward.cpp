@@ -246,6 +246,11 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
     if (t != nullptr && !cuda::matmul_supported(t->type, t->shape[1]))
       fail("{}: cuda: tensor {} of type {} with {} columns is not supported on the GPU yet",
            model.path, t->name, dtype_name(t->type), t->shape[1]);
+    // The kernels index rows and a row's bytes with 32-bit integers (q8_items.h: row_view).
+    constexpr int64_t kMaxDim = int64_t{1} << 28;
+    if (t != nullptr && (t->shape[0] > kMaxDim || t->shape[1] > kMaxDim))
+      fail("{}: cuda: tensor {} of {} x {} is too large for the GPU kernels (at most {} a side)",
+           model.path, t->name, t->shape[0], t->shape[1], kMaxDim);
   };
   for (const LayerWeights& L : model.layers) {
     for (const TensorInfo* t : {L.wq, L.wk, L.wv, L.wqkv, L.wo, L.w_gate, L.w_up, L.w_down})

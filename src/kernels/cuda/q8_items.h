@@ -695,6 +695,19 @@ View view_of(const void* w, int64_t rows, int64_t cols) {
   return {base, base + n * T::kCode, base + n * (T::kCode + T::kMeta), nb};
 }
 
+// Row r of v as a matrix of its own: load(row_view<T>(v, r), 0, it) reads what load(v, r, it)
+// does (every type's fields of row r start at r * nb blocks of each region; checked on the CPU),
+// with r's products taken once per row instead of once per load and in 32 bits (a row's bytes and
+// the row count fit an int: the session checks every matrix's shape at upload), where load's own
+// are 64-bit.
+template <class T>
+SQUISH_HOST_DEVICE View row_view(const View& v, int r) {
+  const int nb = static_cast<int>(v.nb);
+  return {v.codes + static_cast<int64_t>(r) * (nb * T::kCode),
+          v.meta + static_cast<int64_t>(r) * (nb * T::kMeta),
+          v.meta2 + static_cast<int64_t>(r) * (nb * T::kMeta2), v.nb};
+}
+
 // The 32 weights of group gi (of cols / 32) of row r, as float, from the repacked fields (the F16
 // copies of the prefill GEMM): decoded as dequant.cuh does for GGUF blocks.
 template <class T>
