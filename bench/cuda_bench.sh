@@ -23,6 +23,9 @@
 # default none, the clocks the timed runs get, where ncu's own default locks the base clock;
 # NCU_SECTIONS: its sections, default "SpeedOfLight LaunchStats Occupancy"; NCU_ENV: settings for
 # its run, joined by commas), LLAMA_REPS (llama-bench -r, REPS),
+# BASELINE (xz-compressed squish binaries of other builds, named by their files: decode with each
+# and with this archive's binary in turn, BASELINE_ROUNDS (2) rounds of VARIANT_ARGS,
+# BASELINE_ENV their settings),
 # BUNDLE (1: the text results but summary.txt end in OUT/results.tgz, since the GPU machine
 # hands back at most 8 files), DEPTHS (e.g. "4096": also tg64 after that many tokens of context,
 # with SQUISH_CUDA_ATTN_SPLIT=0 and 1, or each entry of DEPTH_VARIANT_LIST), SASS (1: cuobjdump's SASS of the kernels whose mangled names match
@@ -65,7 +68,7 @@ NCU_ENV=${NCU_ENV:-}
 if [ "${TESTS:-1}" = 1 ]; then
   # The lower-bit mixes of CudaModel.LowBitMixesMatchCpu, made here (a second each) rather than
   # carried: the archive's 64 MiB are nearly spent.
-  for mix in Q2_K Q3_K_M IQ4_XS Q4_0 Q5_1 IQ4_NL; do
+  for mix in Q4_K_M Q2_K Q3_K_M IQ4_XS Q4_0 Q5_1 IQ4_NL; do
     mkdir -p "$DIR/models"
     f=$DIR/models/synth-tiny-k-$mix.gguf
     [ -f "$f" ] || "$SQ" synth --shape tiny-k --type "$mix" -o "$f" > /dev/null 2>&1 ||
@@ -141,6 +144,27 @@ for shape in $SHAPES; do
         env ${v//,/ } $TO "$SQ" bench "$f" --device cuda ${VARIANT_ARGS:--p 0 -n 128} -r 2 > "$vf" 2>&1
         echo "bench $shape $type with $v: rc $?" | tee -a "$OUT/summary.txt"
         grep -E "tg128|roofline" "$vf" | tee -a "$OUT/summary.txt"
+      done
+    fi
+    if [ -n "${BASELINE:-}" ]; then
+      # The same decode with other builds' binaries, in turn with this one's (drift hits all).
+      for b in $BASELINE; do
+        name=$(basename "$b" .xz)
+        [ -x "/tmp/baseline-$name" ] || { xz -dc "$b" > "/tmp/baseline-$name" &&
+          chmod +x "/tmp/baseline-$name"; }
+      done
+      for round in $(seq "${BASELINE_ROUNDS:-2}"); do
+        for which in this $(for b in $BASELINE; do basename "$b" .xz; done); do
+          bin=$SQ
+          envs=
+          if [ "$which" != this ]; then bin=/tmp/baseline-$which; envs=${BASELINE_ENV:-}; fi
+          vf=$OUT/ab-$shape-$type-$which-$round.txt
+          # shellcheck disable=SC2086
+          env ${envs//,/ } $TO "$bin" bench "$f" --device cuda ${VARIANT_ARGS:--p 0 -n 128} -r 2 \
+            > "$vf" 2>&1
+          echo "ab $shape $type $which round $round: rc $? $(grep -oE '\| tg[0-9]+ +\| [0-9.]+' "$vf")" |
+            tee -a "$OUT/summary.txt"
+        done
       done
     fi
     for v in ${PP_VARIANT_LIST:-}; do

@@ -28,6 +28,15 @@ __device__ __forceinline__ float warp_sum(float v) {
   for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
   return v;
 }
+// The sums of a and of b over the warp in one butterfly: lanes 0-15 get a's, lanes 16-31 b's
+// (5 shuffles where two warp_sums take 10; a two-row warp ends each row group with it).
+__device__ __forceinline__ float warp_sum_pair(float a, float b) {
+  const bool low = (threadIdx.x & 16) == 0;
+  float v = (low ? a : b) + __shfl_xor_sync(kFull, low ? b : a, 16);
+#pragma unroll
+  for (int o = kWarp / 4; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+  return v;
+}
 // The sum of v over the whole block, returned to every thread. It has a barrier, so every
 // thread must call it; its shared slots are reused, so two calls need a barrier in between.
 __device__ __forceinline__ float block_sum(float v) {
@@ -154,7 +163,10 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     const int it = c.k * kWarp + lane;
     if (it < n_items) {
 #pragma unroll
-      for (int rr = 0; rr < R; ++rr) buf[rr] = T::load(a.v, row_of(c.group, rr), it);
+      for (int rr = 0; rr < R; ++rr) {
+        const int r = static_cast<int>(row_of(c.group, rr));
+        buf[rr] = T::load(row_view<T>(a.v, r), 0, it);
+      }
     }
   };
   typename T::Raw buf0[R], buf1[R];
@@ -221,8 +233,17 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
       for (int rr = 0; rr < R; ++rr) acc[rr] += T::dot(cur[rr], x, it);
     }
     if (kGateOut && math_at.k == steps - 1) {  // warp-uniform; every lane calls the epilogue
-      const float g = warp_sum(acc[0]), u = warp_sum(acc[R - 1]);
-      if (math_at.group < a.pair) gate_epilogue(a, math_at.group, g, u);
+      const float g = warp_sum_pair(acc[0], acc[R - 1]), u = __shfl_sync(kFull, g, 16);
+      if (math_at.group < a.pair) gate_epilogue(a, math_at.group, g, u);  // lane 0's g and u
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) acc[rr] = 0.0f;
+    } else if (R == 2 && math_at.k == steps - 1) {  // lane 0 stores row 2 g, lane 16 row 2 g + 1
+      const float sum = warp_sum_pair(acc[0], acc[R - 1]);
+      const int64_t r = math_at.group * R + (lane >> 4);
+      if ((lane & 15) == 0 && r < a.rows) {
+        float* out = a.y + r;
+        *out = a.accumulate ? *out + sum : sum;
+      }
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) acc[rr] = 0.0f;
     } else if (math_at.k == steps - 1) {  // the group's last step: warp-uniform
