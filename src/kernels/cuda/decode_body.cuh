@@ -232,31 +232,30 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) acc[rr] += T::dot(cur[rr], x, it);
     }
-    if (kGateOut && math_at.k == steps - 1) {  // warp-uniform; every lane calls the epilogue
-      const float g = warp_sum_pair(acc[0], acc[R - 1]), u = __shfl_sync(kFull, g, 16);
-      if (math_at.group < a.pair) gate_epilogue(a, math_at.group, g, u);  // lane 0's g and u
-#pragma unroll
-      for (int rr = 0; rr < R; ++rr) acc[rr] = 0.0f;
-    } else if (R == 2 && math_at.k == steps - 1) {  // lane 0 stores row 2 g, lane 16 row 2 g + 1
-      const float sum = warp_sum_pair(acc[0], acc[R - 1]);
-      const int64_t r = math_at.group * R + (lane >> 4);
-      if ((lane & 15) == 0 && r < a.rows) {
-        float* out = a.y + r;
-        *out = a.accumulate ? *out + sum : sum;
-      }
-#pragma unroll
-      for (int rr = 0; rr < R; ++rr) acc[rr] = 0.0f;
-    } else if (math_at.k == steps - 1) {  // the group's last step: warp-uniform
-#pragma unroll
-      for (int rr = 0; rr < R; ++rr) {
-        const float sum = warp_sum(acc[rr]);
-        const int64_t r = math_at.group * R + rr;
-        if (lane == 0 && r < a.rows) {
+    if (math_at.k == steps - 1) {  // the group's last step: warp-uniform, every lane takes part
+      auto store = [&](int64_t r, float sum) {
+        if (r < a.rows) {
           float* out = a.y + r;
           *out = a.accumulate ? *out + sum : sum;
         }
-        acc[rr] = 0.0f;
+      };
+      if constexpr (R == 2) {  // one butterfly: row 2 group's sum in lane 0, the next row's in 16
+        const float sum = warp_sum_pair(acc[0], acc[1]);
+        if constexpr (kGateOut) {
+          const float u = __shfl_sync(kFull, sum, 16);
+          if (math_at.group < a.pair) gate_epilogue(a, math_at.group, sum, u);  // lane 0's g, u
+        } else if ((lane & 15) == 0) {
+          store(math_at.group * 2 + (lane >> 4), sum);
+        }
+      } else {
+#pragma unroll
+        for (int rr = 0; rr < R; ++rr) {
+          const float sum = warp_sum(acc[rr]);
+          if (lane == 0) store(math_at.group * R + rr, sum);
+        }
       }
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) acc[rr] = 0.0f;
     }
     advance(math_at);
   };
