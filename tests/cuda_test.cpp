@@ -28,6 +28,7 @@
 #include "model/model.h"
 #include "quant/quant.h"
 #include "runtime/cuda_session.h"
+#include "runtime/sampler.h"
 #include "runtime/session.h"
 #include "test_util.h"
 #include "weight_rows.h"
@@ -797,6 +798,41 @@ TEST(CudaKernels, ArgmaxTakesFirstOfEqualMaxima) {
   EXPECT_EQ(out.download()[0], 77777);
 }
 
+// top_k_logits against the host sampler's top_candidates: the same k (value, id) pairs, bit for
+// bit, over rows with many equal values (ties ranked by id) and masked (-inf) entries, of one
+// 8,192-element slice, a slice and one element, and many.
+TEST(CudaKernels, TopKMatchesTheHostSamplersCandidates) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(21);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (int n : {5, 1000, 8192, 8193, 50000, 128256}) {
+    std::vector<float> x(n);
+    for (float& v : x) v = std::round(normal(rng) * 8.0f) / 8.0f;
+    x[n / 2] = -INFINITY;
+    x[n - 1] = 30.0f;
+    Dev<float> dx(x);
+    for (int k : {1, 5, 40, 256}) {
+      if (k > n) continue;
+      for (float temperature : {1.0f, 0.7f}) {
+        SCOPED_TRACE(testing::Message()
+                     << "n " << n << " k " << k << " temperature " << temperature);
+        Dev<char> scratch(cuda::top_k_scratch_bytes(n, k));
+        Dev<float> values(k);
+        Dev<int> ids(k);
+        cuda::top_k_logits(dx.p, n, temperature, k, scratch.p, values.p, ids.p, nullptr);
+        ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+        const std::vector<float> v = values.download();
+        const std::vector<int> id = ids.download();
+        std::vector<Candidate> got(k), want;
+        for (int i = 0; i < k; ++i) got[i] = {v[i], id[i]};
+        std::sort(got.begin(), got.end(), ranks_before);
+        top_candidates(x.data(), n, temperature, k, want);
+        ASSERT_EQ(got, want);
+      }
+    }
+  }
+}
+
 TEST(CudaKernels, ReadBandwidthIsMeasured) {
   SKIP_WITHOUT_GPU();
   const CudaBandwidth bw = measure_cuda_bandwidth(size_t{256} << 20, 3);
@@ -869,6 +905,50 @@ void compare_model(const std::string& name, int n_prefill = 40, int n_ctx = 128,
               agree, rows);
   EXPECT_LT(rel, 0.05);
   EXPECT_GE(agree, rows * min_agree);
+}
+
+// Sampling with the candidates selected on the device (Session::eval_top_k, Sampler::sample_top:
+// `squish run`'s path) draws the tokens that copying each row back and sampling it draws: two
+// sessions of one file, the same seed, a prompt and 24 steps.
+TEST(CudaModel, DeviceTopKSamplesAsTheCopiedRow) {
+  SKIP_WITHOUT_GPU();
+  const std::string path = model_file("gcide-llama-16M-Q4_K_M.gguf");
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found (SQUISH_CUDA_MODELS)";
+  auto model = load_model(path);
+  const int V = model->config.n_vocab;
+  SessionOptions o;
+  o.n_ctx = 96;
+  o.device = Device::Cuda;
+  Session copied(*model, o), selected(*model, o);
+  for (const SamplerOptions& so :
+       {SamplerOptions{0.9f, 40, 0.95f, 17}, SamplerOptions{1.5f, 256, 1.0f, 18}}) {
+    copied.reset();
+    selected.reset();
+    Sampler a(so), b(so);
+    std::vector<int32_t> prompt(6);
+    std::mt19937 rng(so.top_k);
+    for (auto& t : prompt) t = static_cast<int32_t>(rng() % V);
+    std::vector<float> logits;
+    std::vector<Candidate> candidates;
+    copied.eval(prompt.data(), 6, false, logits);
+    int32_t ta = a.sample(logits.data(), V);
+    ASSERT_TRUE(selected.eval_top_k(prompt.data(), 6, so.top_k, so.temperature, candidates));
+    int32_t tb = b.sample_top(candidates);
+    for (int step = 0; step < 24; ++step) {
+      ASSERT_EQ(ta, tb) << "top_k " << so.top_k << " step " << step;
+      copied.eval(&ta, 1, false, logits);
+      ta = a.sample(logits.data(), V);
+      ASSERT_TRUE(selected.eval_top_k(&tb, 1, so.top_k, so.temperature, candidates));
+      tb = b.sample_top(candidates);
+    }
+    EXPECT_EQ(selected.n_past(), copied.n_past());
+  }
+  std::vector<Candidate> candidates;
+  const int32_t token = 1;
+  EXPECT_FALSE(selected.eval_top_k(&token, 1, 257, 0.9f, candidates));  // above the device's 256
+  EXPECT_FALSE(selected.eval_top_k(&token, 1, 40, 0.0f, candidates));   // greedy
+  Session cpu(*model, SessionOptions{});
+  EXPECT_FALSE(cpu.eval_top_k(&token, 1, 40, 0.9f, candidates));
 }
 
 TEST(CudaModel, LlamaQ4KMMatchesCpu) {

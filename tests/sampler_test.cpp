@@ -1,7 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
+#include <stdexcept>
 #include <vector>
 
 #include "runtime/sampler.h"
@@ -54,6 +57,36 @@ TEST(Sampler, TemperatureMatchesSoftmax) {
   for (int i = 0; i < n; ++i) first += s.sample(logits.data(), 2) == 0;
   const double expected = 1.0 / (1.0 + std::exp(-2.0));  // logits / T = {2, 0}
   EXPECT_NEAR(first / static_cast<double>(n), expected, 0.01);
+}
+
+// The top-k candidates alone (as the GPU selects them, in any order) give the draws that the
+// whole row gives: same seed, same tokens, over rows with ties at the k-th place.
+TEST(Sampler, TopCandidatesSampleAsTheWholeRow) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  const int n = 3000;
+  std::vector<float> logits(n);
+  for (const SamplerOptions& o :
+       {SamplerOptions{0.8f, 40, 0.95f, 5}, SamplerOptions{1.3f, 1, 1.0f, 6},
+        SamplerOptions{0.5f, 256, 0.9f, 7}, SamplerOptions{2.0f, 7, 1.0f, 8}}) {
+    Sampler whole(o), top(o);
+    ASSERT_TRUE(top.samples_top_k(n));
+    std::vector<Candidate> candidates;
+    for (int step = 0; step < 60; ++step) {
+      for (float& v : logits) v = std::round(normal(rng) * 4.0f) / 4.0f;  // many equal values
+      top_candidates(logits.data(), n, o.temperature, o.top_k, candidates);
+      ASSERT_EQ(candidates.size(), static_cast<size_t>(o.top_k));
+      for (size_t i = 1; i < candidates.size(); ++i)
+        ASSERT_TRUE(ranks_before(candidates[i - 1], candidates[i]));
+      std::shuffle(candidates.begin(), candidates.end(), rng);
+      ASSERT_EQ(top.sample_top(candidates), whole.sample(logits.data(), n)) << "step " << step;
+    }
+  }
+  EXPECT_FALSE(Sampler({0.0f, 40, 0.95f, 1}).samples_top_k(n));  // greedy
+  EXPECT_FALSE(Sampler({1.0f, 0, 0.95f, 1}).samples_top_k(n));   // no top-k
+  EXPECT_FALSE(Sampler({1.0f, n, 0.95f, 1}).samples_top_k(n));   // the whole vocabulary
+  std::vector<Candidate> none;
+  EXPECT_THROW(Sampler({1.0f, 4, 1.0f, 1}).sample_top(none), std::invalid_argument);
 }
 
 }  // namespace

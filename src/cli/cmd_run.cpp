@@ -1,5 +1,7 @@
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -72,19 +74,31 @@ void register_run(CLI::App& app) {
     }
     Sampler sampler({a->temperature, a->top_k, a->top_p, a->seed});
     std::vector<float> logits;
+    std::vector<Candidate> candidates;
+    // On a device, a top-k sampler's candidates are selected there (the row stays on the GPU):
+    // the same draws, without copying and ranking the vocabulary on the host each token.
+    const int V = model->config.n_vocab;
+    const char* top_k_env = std::getenv("SQUISH_DEVICE_TOP_K");  // 0: sample the copied row
+    const bool device_top_k =
+        sampler.samples_top_k(V) && (top_k_env == nullptr || std::strcmp(top_k_env, "0") != 0);
+    auto step = [&](const int32_t* tokens, int n) {
+      if (device_top_k && session.eval_top_k(tokens, n, a->top_k, a->temperature, candidates))
+        return sampler.sample_top(candidates);
+      session.eval(tokens, n, false, logits);
+      return sampler.sample(logits.data(), V);
+    };
     std::printf("%s", a->prompt.c_str());
     std::fflush(stdout);
     const auto t0 = std::chrono::steady_clock::now();
-    session.eval(ids.data(), static_cast<int>(ids.size()), false, logits);
+    int32_t next = step(ids.data(), static_cast<int>(ids.size()));
     const auto t1 = std::chrono::steady_clock::now();
     int generated = 0;
     for (; generated < a->n_predict; ++generated) {
-      int32_t next = sampler.sample(logits.data(), model->config.n_vocab);
       if (!a->ignore_eos && tok.is_eog(next)) break;
       const std::string piece = tok.token_to_piece(next);
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
-      if (generated + 1 < a->n_predict) session.eval(&next, 1, false, logits);
+      if (generated + 1 < a->n_predict) next = step(&next, 1);
     }
     const auto t2 = std::chrono::steady_clock::now();
     std::printf("\n");

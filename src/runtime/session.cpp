@@ -153,7 +153,7 @@ void Session::product(const float* x, int n, int cols, const MatmulTarget* targe
   matmul_team(x, n, cols, targets, n_targets, scratch);
 }
 
-void Session::eval(const int32_t* tokens, int n, bool all_logits, std::vector<float>& logits) {
+void Session::check_tokens(const int32_t* tokens, int n) const {
   const int V = model_.config.n_vocab;
   if (n <= 0) fail("eval: no tokens");
   if (n_past_ + n > n_ctx_) {
@@ -164,6 +164,26 @@ void Session::eval(const int32_t* tokens, int n, bool all_logits, std::vector<fl
     if (tokens[i] < 0 || tokens[i] >= V)
       fail("token id {} is outside the vocabulary (0..{})", tokens[i], V - 1);
   }
+}
+
+bool Session::eval_top_k(const int32_t* tokens, int n, int k, float temperature,
+                         std::vector<Candidate>& candidates) {
+  if (device_ == nullptr || k < 1 || k > device_->max_top_k() || k > model_.config.n_vocab ||
+      !(temperature > 0.0f))
+    return false;
+  check_tokens(tokens, n);
+  std::vector<float> values(k);
+  std::vector<int32_t> ids(k);
+  device_->eval_top_k(tokens, n, n_past_, k, temperature, values.data(), ids.data());
+  n_past_ += n;
+  candidates.resize(k);
+  for (int i = 0; i < k; ++i) candidates[i] = {values[i], ids[i]};
+  return true;
+}
+
+void Session::eval(const int32_t* tokens, int n, bool all_logits, std::vector<float>& logits) {
+  const int V = model_.config.n_vocab;
+  check_tokens(tokens, n);
   logits.resize(static_cast<size_t>(all_logits ? n : 1) * V);
   if (device_ != nullptr) {
     device_->eval(tokens, n, n_past_, all_logits, logits.data());

@@ -14,6 +14,7 @@
 #include "kernels/cpu/w8a8.h"
 #include "model/model.h"
 #include "runtime/cuda_session.h"
+#include "runtime/sampler.h"
 
 namespace squish {
 
@@ -52,6 +53,12 @@ class Session {
   // Runs `tokens` at positions n_past() .. n_past()+n-1 and appends them to the cache.
   // all_logits: logits holds n rows of n_vocab; otherwise only the last token's row.
   void eval(const int32_t* tokens, int n, bool all_logits, std::vector<float>& logits);
+  // eval, with the last row's top k candidates (logit / temperature, id; in no particular order)
+  // selected on the device instead of its logits copied back: Sampler::sample_top draws from them
+  // what Sampler::sample draws from the row. False, with nothing run, where the session cannot
+  // (on the CPU, or k above the device's limit): then eval and sample the row.
+  bool eval_top_k(const int32_t* tokens, int n, int k, float temperature,
+                  std::vector<Candidate>& candidates);
   void reset() { n_past_ = 0; }
   // Drops cached positions >= n (for reusing a shared prefix).
   void truncate(int n) { n_past_ = n < n_past_ ? n : n_past_; }
@@ -73,6 +80,7 @@ class Session {
   }
 
  private:
+  void check_tokens(const int32_t* tokens, int n) const;  // one-line errors
   void eval_batch(const int32_t* tokens, int n, bool all_logits, float* logits);
   void attention(int layer, int n, int pos0);
   void observe(const TensorInfo& w, const float* x, int n) {

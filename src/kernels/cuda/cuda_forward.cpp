@@ -92,6 +92,9 @@ class CudaSession final : public DeviceSession {
   CudaSession(const Model& model, int n_ctx, int n_batch);
   ~CudaSession() override;
   void eval(const int32_t* tokens, int n, int pos0, bool all_logits, float* logits) override;
+  int max_top_k() const override { return kMaxTopK; }
+  void eval_top_k(const int32_t* tokens, int n, int pos0, int k, float temperature, float* values,
+                  int32_t* ids) override;
   std::string description() const override { return description_; }
   size_t weight_bytes() const override { return weight_bytes_; }
 
@@ -182,6 +185,10 @@ class CudaSession final : public DeviceSession {
   float* host_logits_ = nullptr;
   float* host_rope_ = nullptr;  // pinned: RoPE cos/sin of the step's positions  // pinned: one row
                                 // of logits comes back at full PCIe speed
+  // eval_top_k: a sampler's candidates selected on the device (cuda::top_k_logits), made at the
+  // first call: the kernels' scratch, then k values and k ids.
+  static constexpr int kMaxTopK = 256;
+  DeviceBuffer top_k_scratch_, top_k_out_;
   std::vector<float> row_;
   // Decode steps replay a captured graph, one per count of attention chunks holding keys at the
   // step's position (index 1 without the split): the split attention kernel launches only those
@@ -639,9 +646,11 @@ void CudaSession::eval(const int32_t* tokens, int n, int pos0, bool all_logits, 
       forward(nb, first_out, n_out, chunks);
     }
     check(cudaGetLastError(), "kernel launch");
-    float* dst = logits + (all_logits ? static_cast<size_t>(done) * V : 0);
-    const bool staged = n_out == 1;
-    if (n_out > 0) {
+    // logits null (eval_top_k): the last row stays on the device.
+    float* dst =
+        logits == nullptr ? nullptr : logits + (all_logits ? static_cast<size_t>(done) * V : 0);
+    const bool staged = n_out == 1 && dst != nullptr;
+    if (n_out > 0 && dst != nullptr) {
       check(cudaMemcpyAsync(staged ? host_logits_ : dst, logits_.get(),
                             static_cast<size_t>(n_out) * V * 4, cudaMemcpyDeviceToHost, stream_),
             "download logits");
@@ -649,6 +658,30 @@ void CudaSession::eval(const int32_t* tokens, int n, int pos0, bool all_logits, 
     check(cudaStreamSynchronize(stream_), "forward pass");
     if (staged) std::memcpy(dst, host_logits_, static_cast<size_t>(V) * 4);
   }
+}
+
+void CudaSession::eval_top_k(const int32_t* tokens, int n, int pos0, int k, float temperature,
+                             float* values, int32_t* ids) {
+  const int V = c_.n_vocab;
+  if (k < 1 || k > kMaxTopK || k > V || !(temperature > 0.0f))
+    fail("cuda: top-k {} at temperature {} cannot be selected on the device (1..{})", k,
+         temperature, std::min(kMaxTopK, V));
+  eval(tokens, n, pos0, false, nullptr);
+  if (top_k_out_.get() == nullptr) {
+    top_k_scratch_ = DeviceBuffer(cuda::top_k_scratch_bytes(V, kMaxTopK));
+    top_k_out_ = DeviceBuffer(static_cast<size_t>(kMaxTopK) * 8);
+  }
+  float* d_values = top_k_out_.get<float>();
+  int* d_ids = reinterpret_cast<int*>(d_values + kMaxTopK);
+  cuda::top_k_logits(logits_.get<float>(), V, temperature, k, top_k_scratch_.get(), d_values, d_ids,
+                     stream_);
+  check(cudaGetLastError(), "top-k launch");
+  check(cudaMemcpyAsync(values, d_values, static_cast<size_t>(k) * 4, cudaMemcpyDeviceToHost,
+                        stream_),
+        "download top-k values");
+  check(cudaMemcpyAsync(ids, d_ids, static_cast<size_t>(k) * 4, cudaMemcpyDeviceToHost, stream_),
+        "download top-k ids");
+  check(cudaStreamSynchronize(stream_), "top-k");
 }
 
 }  // namespace

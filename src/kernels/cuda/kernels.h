@@ -159,6 +159,14 @@ void gated_activation(float* gate, int64_t ld_gate, const float* up, int64_t ld_
 // Index of the largest of n values (the first one on ties), written to *out (device).
 void argmax(const float* x, int n, int* out, cudaStream_t stream);
 
+// The k largest of logits[i] / temperature, i < n (1 <= k <= n), ranked as the host sampler's
+// ranks_before (runtime/sampler.h: larger value, then lower id), written to values[0..k) and
+// ids[0..k) in no particular order (top_k.cu). scratch: top_k_scratch_bytes(n, k) of device
+// memory.
+size_t top_k_scratch_bytes(int n, int k);
+void top_k_logits(const float* logits, int n, float temperature, int k, void* scratch,
+                  float* values, int* ids, cudaStream_t stream);
+
 // Reads `bytes` from `buffer` (16-byte aligned) with 16-byte loads: the bandwidth roofline of a
 // weight-streaming kernel. sink receives a value so the reads are not optimised away.
 void read_buffer(const void* buffer, size_t bytes, unsigned* sink, cudaStream_t stream);
