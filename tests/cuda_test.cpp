@@ -943,6 +943,20 @@ TEST(CudaModel, DeviceTopKSamplesAsTheCopiedRow) {
     }
     EXPECT_EQ(selected.n_past(), copied.n_past());
   }
+  // Greedy (run's temperature 0): the top 1 at temperature 1 is the row's first maximum.
+  copied.reset();
+  selected.reset();
+  std::vector<float> logits;
+  std::vector<Candidate> top1;
+  int32_t ta = 3, tb = 3;
+  for (int step = 0; step < 16; ++step) {
+    copied.eval(&ta, 1, false, logits);
+    ta = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    ASSERT_TRUE(selected.eval_top_k(&tb, 1, 1, 1.0f, top1));
+    ASSERT_EQ(top1.size(), 1u);
+    tb = top1[0].second;
+    ASSERT_EQ(ta, tb) << "greedy step " << step;
+  }
   std::vector<Candidate> candidates;
   const int32_t token = 1;
   EXPECT_FALSE(selected.eval_top_k(&token, 1, 257, 0.9f, candidates));  // above the device's 256

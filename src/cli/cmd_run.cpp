@@ -76,13 +76,17 @@ void register_run(CLI::App& app) {
     std::vector<float> logits;
     std::vector<Candidate> candidates;
     // On a device, a top-k sampler's candidates are selected there (the row stays on the GPU):
-    // the same draws, without copying and ranking the vocabulary on the host each token.
+    // the same draws, without copying and ranking the vocabulary on the host each token. Greedy
+    // decoding is the top 1 at temperature 1 (ties to the lower id, as max_element).
     const int V = model->config.n_vocab;
     const char* top_k_env = std::getenv("SQUISH_DEVICE_TOP_K");  // 0: sample the copied row
-    const bool device_top_k =
-        sampler.samples_top_k(V) && (top_k_env == nullptr || std::strcmp(top_k_env, "0") != 0);
+    const bool on_device = top_k_env == nullptr || std::strcmp(top_k_env, "0") != 0;
+    const bool greedy = !(a->temperature > 0.0f);
     auto step = [&](const int32_t* tokens, int n) {
-      if (device_top_k && session.eval_top_k(tokens, n, a->top_k, a->temperature, candidates))
+      if (on_device && greedy && session.eval_top_k(tokens, n, 1, 1.0f, candidates))
+        return candidates[0].second;
+      if (on_device && sampler.samples_top_k(V) &&
+          session.eval_top_k(tokens, n, a->top_k, a->temperature, candidates))
         return sampler.sample_top(candidates);
       session.eval(tokens, n, false, logits);
       return sampler.sample(logits.data(), V);
