@@ -38,15 +38,13 @@ class DeviceSession {
   // Runs tokens at positions pos0 .. pos0+n-1 (appending them to the device KV cache); logits
   // receives n rows (all_logits) or the last row of n_vocab floats.
   virtual void eval(const int32_t* tokens, int n, int pos0, bool all_logits, float* logits) = 0;
-  // The largest top k this session selects on the device (eval_top_k), 0 for none.
-  virtual int max_top_k() const { return 0; }
+  // The largest top k this session selects on the device (eval_top_k).
+  virtual int max_top_k() const = 0;
   // Runs tokens as eval does, but keeps the last row of logits on the device and returns its k
   // (1 <= k <= max_top_k(), k <= n_vocab) highest-ranked logit / temperature values and their ids,
   // as runtime/sampler.h's top_candidates, in no particular order.
   virtual void eval_top_k(const int32_t* tokens, int n, int pos0, int k, float temperature,
-                          float* values, int32_t* ids) {
-    (void)tokens, (void)n, (void)pos0, (void)k, (void)temperature, (void)values, (void)ids;
-  }
+                          float* values, int32_t* ids) = 0;
   virtual std::string description() const = 0;  // e.g. "NVIDIA H100 80GB HBM3 (sm_90)"
   virtual size_t weight_bytes() const = 0;      // weights held on the device
 };

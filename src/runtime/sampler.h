@@ -40,7 +40,6 @@ class Sampler {
   bool samples_top_k(int n_vocab) const {
     return options_.temperature > 0.0f && options_.top_k > 0 && options_.top_k < n_vocab;
   }
-  const SamplerOptions& options() const { return options_; }
 
  private:
   int32_t sample_ranked(std::vector<Candidate>& candidates);  // sorted by ranks_before
