@@ -59,6 +59,74 @@ struct Dev {
   }
 };
 
+// v as a KV cache of `type` holds it (F16: each value rounded to nearest).
+std::vector<float> as_cached(std::vector<float> v, cuda::KvType type) {
+  if (type == cuda::KvType::F16) {
+    for (float& x : v) x = fp16_to_fp32(fp32_to_fp16(x));
+  }
+  return v;
+}
+
+// KV-cache values on the device in `type` (kernels.h: KvCache), uploaded and read back as F32.
+struct DevCache {
+  cuda::KvType type;
+  Dev<uint8_t> bytes;
+  DevCache(const std::vector<float>& v, cuda::KvType t)
+      : type(t), bytes(v.size() * cuda::kv_type_bytes(t)) {
+    std::vector<uint8_t> b(bytes.n);
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (t == cuda::KvType::F16) {
+        const uint16_t h = fp32_to_fp16(v[i]);
+        std::memcpy(b.data() + 2 * i, &h, 2);
+      } else {
+        std::memcpy(b.data() + 4 * i, &v[i], 4);
+      }
+    }
+    bytes.upload(b);
+  }
+  void* p() const { return bytes.p; }
+  std::vector<float> download() const {
+    const std::vector<uint8_t> b = bytes.download();
+    std::vector<float> v(b.size() / cuda::kv_type_bytes(type));
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (type == cuda::KvType::F16) {
+        uint16_t h;
+        std::memcpy(&h, b.data() + 2 * i, 2);
+        v[i] = fp16_to_fp32(h);
+      } else {
+        std::memcpy(&v[i], b.data() + 4 * i, 4);
+      }
+    }
+    return v;
+  }
+};
+constexpr cuda::KvType kKvTypes[] = {cuda::KvType::F32, cuda::KvType::F16};
+
+// RoPE + store arguments for one row per token of [q | k | v] at qkv (H q heads, HKV kv heads of D
+// dimensions; biases bq / bk / bv may be null), the caches kc / vc.
+cuda::RopeArgs rope_args(float* qkv, int H, int HKV, int D, int n_rot, bool neox, const float* bq,
+                         const float* bk, const float* bv, const float* table, const int* pos,
+                         const DevCache& kc, const DevCache& vc) {
+  const int Q = H * D, KV = HKV * D;
+  cuda::RopeArgs a{};
+  a.q = qkv;
+  a.k = qkv + Q;
+  a.v = qkv + Q + KV;
+  a.ld = Q + 2 * KV;
+  a.bq = bq;
+  a.bk = bk;
+  a.bv = bv;
+  a.n_head = H;
+  a.n_head_kv = HKV;
+  a.head_dim = D;
+  a.n_rot = n_rot;
+  a.neox = neox;
+  a.cos_sin = table;
+  a.pos0 = pos;
+  a.cache = {kc.p(), vc.p(), kc.type};
+  return a;
+}
+
 std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> dist(0.0f, scale);
@@ -542,67 +610,61 @@ TEST(CudaKernels, RmsNorm) {
   expect_fused_q8(dout.p, T, n, q.p, d.p);
 }
 
+// The caches in F32 and in F16 (each value rounded to nearest).
 TEST(CudaKernels, RopeBiasAndCacheStore) {
   SKIP_WITHOUT_GPU();
-  for (bool neox : {false, true}) {
-    for (bool bias : {false, true}) {
-      const int H = 4, HKV = 2, D = 64, n_rot = 32, T = 3, pos0 = 1000, n_ctx = 1100;
-      const int Q = H * D, KV = HKV * D, ld = Q + 2 * KV;
-      std::vector<double> inv_freq(n_rot / 2);
-      for (int i = 0; i < n_rot / 2; ++i) inv_freq[i] = std::pow(10000.0, -2.0 * i / n_rot);
-      const std::vector<float> qkv = random_floats(T * ld, 3);
-      const std::vector<float> bq = random_floats(Q, 4), bk = random_floats(KV, 5),
-                               bv = random_floats(KV, 6);
-      Dev<float> dqkv(qkv), dbq(bq), dbk(bk), dbv(bv), kc(n_ctx * KV), vc(n_ctx * KV);
-      std::vector<float> table(T * n_rot);  // per token: cos then sin of each pair's angle
-      for (int t = 0; t < T; ++t) {
-        for (int i = 0; i < n_rot / 2; ++i) {
-          const double angle = static_cast<double>(pos0 + t) * inv_freq[i];
-          table[t * n_rot + i] = static_cast<float>(std::cos(angle));
-          table[t * n_rot + n_rot / 2 + i] = static_cast<float>(std::sin(angle));
+  for (cuda::KvType kv : kKvTypes) {
+    for (bool neox : {false, true}) {
+      for (bool bias : {false, true}) {
+        const int H = 4, HKV = 2, D = 64, n_rot = 32, T = 3, pos0 = 1000, n_ctx = 1100;
+        const int Q = H * D, KV = HKV * D, ld = Q + 2 * KV;
+        std::vector<double> inv_freq(n_rot / 2);
+        for (int i = 0; i < n_rot / 2; ++i) inv_freq[i] = std::pow(10000.0, -2.0 * i / n_rot);
+        const std::vector<float> qkv = random_floats(T * ld, 3);
+        const std::vector<float> bq = random_floats(Q, 4), bk = random_floats(KV, 5),
+                                 bv = random_floats(KV, 6);
+        Dev<float> dqkv(qkv), dbq(bq), dbk(bk), dbv(bv);
+        const std::vector<float> zeros(n_ctx * KV, 0.0f);
+        DevCache kc(zeros, kv), vc(zeros, kv);
+        std::vector<float> table(T * n_rot);  // per token: cos then sin of each pair's angle
+        for (int t = 0; t < T; ++t) {
+          for (int i = 0; i < n_rot / 2; ++i) {
+            const double angle = static_cast<double>(pos0 + t) * inv_freq[i];
+            table[t * n_rot + i] = static_cast<float>(std::cos(angle));
+            table[t * n_rot + n_rot / 2 + i] = static_cast<float>(std::sin(angle));
+          }
         }
-      }
-      Dev<float> dtable(table);
-      Dev<int> dpos(std::vector<int>{pos0});
-      cuda::RopeArgs a{dqkv.p,
-                       dqkv.p + Q,
-                       dqkv.p + Q + KV,
-                       ld,
-                       bias ? dbq.p : nullptr,
-                       bias ? dbk.p : nullptr,
-                       bias ? dbv.p : nullptr,
-                       H,
-                       HKV,
-                       D,
-                       n_rot,
-                       neox,
-                       dtable.p,
-                       dpos.p,
-                       kc.p,
-                       vc.p};
-      cuda::rope_and_store(a, T, nullptr);
-      const std::vector<float> out = dqkv.download(), kcache = kc.download(),
-                               vcache = vc.download();
-      const RopeStyle style = neox ? RopeStyle::Neox : RopeStyle::Interleaved;
-      for (int t = 0; t < T; ++t) {
-        std::vector<float> ref(qkv.begin() + t * ld, qkv.begin() + (t + 1) * ld);
-        if (bias) {
-          for (int i = 0; i < Q; ++i) ref[i] += bq[i];
-          for (int i = 0; i < KV; ++i) ref[Q + i] += bk[i], ref[Q + KV + i] += bv[i];
-        }
-        std::vector<float> cs(n_rot / 2), sn(n_rot / 2);
-        for (int i = 0; i < n_rot / 2; ++i) {
-          const double angle = static_cast<double>(pos0 + t) * inv_freq[i];
-          cs[i] = static_cast<float>(std::cos(angle));
-          sn[i] = static_cast<float>(std::sin(angle));
-        }
-        for (int h = 0; h < H + HKV; ++h)
-          apply_rope(ref.data() + h * D, D, n_rot, style, cs.data(), sn.data());
-        for (int i = 0; i < ld; ++i)
-          ASSERT_NEAR(out[t * ld + i], ref[i], 1e-5f * (1 + std::fabs(ref[i]))) << i;
-        for (int i = 0; i < KV; ++i) {
-          ASSERT_EQ(kcache[(pos0 + t) * KV + i], out[t * ld + Q + i]);
-          ASSERT_EQ(vcache[(pos0 + t) * KV + i], out[t * ld + Q + KV + i]);
+        Dev<float> dtable(table);
+        Dev<int> dpos(std::vector<int>{pos0});
+        const cuda::RopeArgs a =
+            rope_args(dqkv.p, H, HKV, D, n_rot, neox, bias ? dbq.p : nullptr,
+                      bias ? dbk.p : nullptr, bias ? dbv.p : nullptr, dtable.p, dpos.p, kc, vc);
+        cuda::rope_and_store(a, T, nullptr);
+        const std::vector<float> out = dqkv.download(), kcache = kc.download(),
+                                 vcache = vc.download();
+        const RopeStyle style = neox ? RopeStyle::Neox : RopeStyle::Interleaved;
+        for (int t = 0; t < T; ++t) {
+          std::vector<float> ref(qkv.begin() + t * ld, qkv.begin() + (t + 1) * ld);
+          if (bias) {
+            for (int i = 0; i < Q; ++i) ref[i] += bq[i];
+            for (int i = 0; i < KV; ++i) ref[Q + i] += bk[i], ref[Q + KV + i] += bv[i];
+          }
+          std::vector<float> cs(n_rot / 2), sn(n_rot / 2);
+          for (int i = 0; i < n_rot / 2; ++i) {
+            const double angle = static_cast<double>(pos0 + t) * inv_freq[i];
+            cs[i] = static_cast<float>(std::cos(angle));
+            sn[i] = static_cast<float>(std::sin(angle));
+          }
+          for (int h = 0; h < H + HKV; ++h)
+            apply_rope(ref.data() + h * D, D, n_rot, style, cs.data(), sn.data());
+          for (int i = 0; i < ld; ++i)
+            ASSERT_NEAR(out[t * ld + i], ref[i], 1e-5f * (1 + std::fabs(ref[i]))) << i;
+          const std::vector<float> row =
+              as_cached(std::vector<float>(out.begin() + t * ld, out.begin() + (t + 1) * ld), kv);
+          for (int i = 0; i < KV; ++i) {
+            ASSERT_EQ(kcache[(pos0 + t) * KV + i], row[Q + i]);
+            ASSERT_EQ(vcache[(pos0 + t) * KV + i], row[Q + KV + i]);
+          }
         }
       }
     }
@@ -611,45 +673,51 @@ TEST(CudaKernels, RopeBiasAndCacheStore) {
 
 // Both prefill kernels (one block per query; tiles of 16 queries with keys through shared
 // memory: partial tiles of queries and of keys; past 128 dimensions the tiled setting falls back
-// to the per-query kernel), 1e-5.
+// to the per-query kernel), 1e-5; with F32 and F16 caches (the reference takes the values the
+// cache holds).
 TEST(CudaKernels, AttentionMatchesSoftmaxReference) {
   SKIP_WITHOUT_GPU();
   struct Reset {
     ~Reset() { cuda::set_attention_options(-1); }
   } reset;
-  for (const auto& [tiled, D, T] : std::vector<std::tuple<int, int, int>>{
-           {0, 64, 5}, {0, 128, 5}, {1, 64, 27}, {1, 128, 37}, {1, 128, 5}, {1, 256, 11}}) {
-    SCOPED_TRACE(testing::Message() << "tiled " << tiled << " D " << D << " T " << T);
-    cuda::set_attention_options(tiled);
-    const int H = 8, HKV = 2, pos0 = 300, n_ctx = pos0 + T;
-    const int KV = HKV * D, Q = H * D;
-    const std::vector<float> q = random_floats(T * Q, 8), kc = random_floats(n_ctx * KV, 9),
-                             vc = random_floats(n_ctx * KV, 10);
-    Dev<float> dq(q), dk(kc), dv(vc), dout(T * Q);
-    Dev<int> dpos(std::vector<int>{pos0});
-    Dev<int8_t> oq(T * Q);
-    Dev<float> od(T * Q / 32);
-    cuda::attention(dq.p, Q, dk.p, dv.p, H, HKV, D, dpos.p, T, dout.p, nullptr, oq.p, od.p);
-    const std::vector<float> out = dout.download();
-    expect_fused_q8(dout.p, T, Q, oq.p, od.p);
-    for (int t = 0; t < T; ++t) {
-      for (int h = 0; h < H; ++h) {
-        const int kvh = h / (H / HKV), n_keys = pos0 + t + 1;
-        std::vector<float> s(n_keys);
-        for (int j = 0; j < n_keys; ++j) {
-          double d = 0;
-          for (int i = 0; i < D; ++i) d += q[t * Q + h * D + i] * kc[j * KV + kvh * D + i];
-          s[j] = static_cast<float>(d / std::sqrt(static_cast<double>(D)));
-        }
-        softmax_inplace(s.data(), n_keys);
-        for (int i = 0; i < D; ++i) {
-          double o = 0;
-          for (int j = 0; j < n_keys; ++j) o += s[j] * vc[j * KV + kvh * D + i];
-          ASSERT_NEAR(out[t * Q + h * D + i], o, 1e-5) << "D " << D << " t " << t << " h " << h;
+  for (cuda::KvType kv : kKvTypes)
+    for (const auto& [tiled, D, T] : std::vector<std::tuple<int, int, int>>{
+             {0, 64, 5}, {0, 128, 5}, {1, 64, 27}, {1, 128, 37}, {1, 128, 5}, {1, 256, 11}}) {
+      SCOPED_TRACE(testing::Message() << "tiled " << tiled << " D " << D << " T " << T << " F16 "
+                                      << (kv == cuda::KvType::F16));
+      cuda::set_attention_options(tiled);
+      const int H = 8, HKV = 2, pos0 = 300, n_ctx = pos0 + T;
+      const int KV = HKV * D, Q = H * D;
+      const std::vector<float> q = random_floats(T * Q, 8),
+                               kc = as_cached(random_floats(n_ctx * KV, 9), kv),
+                               vc = as_cached(random_floats(n_ctx * KV, 10), kv);
+      Dev<float> dq(q), dout(T * Q);
+      DevCache dk(kc, kv), dv(vc, kv);
+      Dev<int> dpos(std::vector<int>{pos0});
+      Dev<int8_t> oq(T * Q);
+      Dev<float> od(T * Q / 32);
+      cuda::attention(dq.p, Q, {dk.p(), dv.p(), kv}, H, HKV, D, dpos.p, T, dout.p, nullptr, oq.p,
+                      od.p);
+      const std::vector<float> out = dout.download();
+      expect_fused_q8(dout.p, T, Q, oq.p, od.p);
+      for (int t = 0; t < T; ++t) {
+        for (int h = 0; h < H; ++h) {
+          const int kvh = h / (H / HKV), n_keys = pos0 + t + 1;
+          std::vector<float> s(n_keys);
+          for (int j = 0; j < n_keys; ++j) {
+            double d = 0;
+            for (int i = 0; i < D; ++i) d += q[t * Q + h * D + i] * kc[j * KV + kvh * D + i];
+            s[j] = static_cast<float>(d / std::sqrt(static_cast<double>(D)));
+          }
+          softmax_inplace(s.data(), n_keys);
+          for (int i = 0; i < D; ++i) {
+            double o = 0;
+            for (int j = 0; j < n_keys; ++j) o += s[j] * vc[j * KV + kvh * D + i];
+            ASSERT_NEAR(out[t * Q + h * D + i], o, 1e-5) << "D " << D << " t " << t << " h " << h;
+          }
         }
       }
     }
-  }
 }
 
 // One token: RoPE + KV store inside attention gives the same bits as the two kernels.
@@ -659,104 +727,96 @@ TEST(CudaKernels, AttentionMatchesSoftmaxReference) {
 // 1e-5 (another summation order) and its 8-bit form as quantize_activations_q8 makes it, the
 // counters back at zero.
 // Heads of 128 dimensions (4 registers a lane, 16 warps a split block) and of 256 (8 and 8).
+// Both cache types.
 TEST(CudaKernels, SplitDecodeAttentionMatchesOneBlockPerHead) {
   SKIP_WITHOUT_GPU();
-  for (const auto& [D, pos0] : std::vector<std::pair<int, int>>{
-           {128, 255}, {128, 256}, {128, 700}, {256, 256}, {256, 700}}) {
-    SCOPED_TRACE(testing::Message() << "D " << D << " pos0 " << pos0);
-    const int H = 8, HKV = 2, n_rot = D, n_ctx = 1200;
-    const int Q = H * D, KV = HKV * D, ld = Q + 2 * KV;
-    const int n_splits = (n_ctx + cuda::kAttentionSplitKeys - 1) / cuda::kAttentionSplitKeys;
-    const std::vector<float> cache = random_floats(n_ctx * KV, 82);
-    Dev<float> partials(H * n_splits * (D + 2));
-    Dev<int> counters(std::vector<int>(H, 0));
-    const std::vector<float> qkv = random_floats(ld, 81 + pos0);
-    std::vector<float> table(n_rot);
-    for (int i = 0; i < n_rot / 2; ++i) {
-      const double angle = pos0 * std::pow(10000.0, -2.0 * i / n_rot);
-      table[i] = static_cast<float>(std::cos(angle));
-      table[n_rot / 2 + i] = static_cast<float>(std::sin(angle));
+  for (cuda::KvType kv : kKvTypes)
+    for (const auto& [D, pos0] : std::vector<std::pair<int, int>>{
+             {128, 255}, {128, 256}, {128, 700}, {256, 256}, {256, 700}}) {
+      SCOPED_TRACE(testing::Message()
+                   << "D " << D << " pos0 " << pos0 << " F16 " << (kv == cuda::KvType::F16));
+      const int H = 8, HKV = 2, n_rot = D, n_ctx = 1200;
+      const int Q = H * D, KV = HKV * D, ld = Q + 2 * KV;
+      const int n_splits = (n_ctx + cuda::kAttentionSplitKeys - 1) / cuda::kAttentionSplitKeys;
+      const std::vector<float> cache = random_floats(n_ctx * KV, 82);
+      Dev<float> partials(H * n_splits * (D + 2));
+      Dev<int> counters(std::vector<int>(H, 0));
+      const std::vector<float> qkv = random_floats(ld, 81 + pos0);
+      std::vector<float> table(n_rot);
+      for (int i = 0; i < n_rot / 2; ++i) {
+        const double angle = pos0 * std::pow(10000.0, -2.0 * i / n_rot);
+        table[i] = static_cast<float>(std::cos(angle));
+        table[n_rot / 2 + i] = static_cast<float>(std::sin(angle));
+      }
+      Dev<float> dtable(table);
+      Dev<int> dpos(std::vector<int>{pos0});
+      std::vector<std::vector<float>> outs, kcs, vcs;
+      for (bool split : {false, true}) {
+        Dev<float> dqkv(qkv), out(Q);
+        DevCache kc(cache, kv), vc(cache, kv);
+        const cuda::RopeArgs a = rope_args(dqkv.p, H, HKV, D, n_rot, false, nullptr, nullptr,
+                                           nullptr, dtable.p, dpos.p, kc, vc);
+        const cuda::AttentionSplit s{partials.p, counters.p, n_splits};
+        Dev<int8_t> oq(Q);
+        Dev<float> od(Q / 32);
+        cuda::attention(dqkv.p, ld, a.cache, H, HKV, D, dpos.p, 1, out.p, nullptr, oq.p, od.p, &a,
+                        split ? &s : nullptr);
+        ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+        expect_fused_q8(out.p, 1, Q, oq.p, od.p);
+        outs.push_back(out.download());
+        kcs.push_back(kc.download());
+        vcs.push_back(vc.download());
+      }
+      for (int i = 0; i < Q; ++i) {
+        ASSERT_NEAR(outs[1][i], outs[0][i], 1e-5 * (1 + std::fabs(outs[0][i]))) << "at " << i;
+      }
+      EXPECT_EQ(kcs[0], kcs[1]);
+      EXPECT_EQ(vcs[0], vcs[1]);
+      for (int v : counters.download()) EXPECT_EQ(v, 0);
     }
-    Dev<float> dtable(table);
-    Dev<int> dpos(std::vector<int>{pos0});
-    std::vector<std::vector<float>> outs, kcs, vcs;
-    for (bool split : {false, true}) {
-      Dev<float> dqkv(qkv), kc(cache), vc(cache), out(Q);
-      cuda::RopeArgs a{
-          dqkv.p, dqkv.p + Q, dqkv.p + Q + KV, ld,    nullptr,  nullptr, nullptr, H,
-          HKV,    D,          n_rot,           false, dtable.p, dpos.p,  kc.p,    vc.p};
-      const cuda::AttentionSplit s{partials.p, counters.p, n_splits};
-      Dev<int8_t> oq(Q);
-      Dev<float> od(Q / 32);
-      cuda::attention(dqkv.p, ld, kc.p, vc.p, H, HKV, D, dpos.p, 1, out.p, nullptr, oq.p, od.p, &a,
-                      split ? &s : nullptr);
-      ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-      expect_fused_q8(out.p, 1, Q, oq.p, od.p);
-      outs.push_back(out.download());
-      kcs.push_back(kc.download());
-      vcs.push_back(vc.download());
-    }
-    for (int i = 0; i < Q; ++i) {
-      ASSERT_NEAR(outs[1][i], outs[0][i], 1e-5 * (1 + std::fabs(outs[0][i]))) << "at " << i;
-    }
-    EXPECT_EQ(kcs[0], kcs[1]);
-    EXPECT_EQ(vcs[0], vcs[1]);
-    for (int v : counters.download()) EXPECT_EQ(v, 0);
-  }
 }
 
-// Heads of 128 dimensions, all rotated or the first 64 (a tail copied as is), and of 256.
+// Heads of 128 dimensions, all rotated or the first 64 (a tail copied as is), and of 256; both
+// cache types.
 TEST(CudaKernels, AttentionWithFusedRopeMatchesSeparateKernels) {
   SKIP_WITHOUT_GPU();
-  for (const auto& [neox, D, n_rot] : std::vector<std::tuple<bool, int, int>>{{false, 128, 128},
-                                                                              {true, 128, 128},
-                                                                              {false, 128, 64},
-                                                                              {true, 128, 64},
-                                                                              {true, 256, 256}}) {
-    SCOPED_TRACE(testing::Message() << "neox " << neox << " D " << D << " n_rot " << n_rot);
-    const int H = 8, HKV = 2, pos0 = 37, n_ctx = 64;
-    const int Q = H * D, KV = HKV * D, ld = Q + 2 * KV;
-    const std::vector<float> qkv = random_floats(ld, 61), cache = random_floats(n_ctx * KV, 62);
-    const std::vector<float> bias = random_floats(ld, 63);
-    std::vector<float> table(n_rot);
-    for (int i = 0; i < n_rot / 2; ++i) {
-      const double angle = pos0 * std::pow(10000.0, -2.0 * i / n_rot);
-      table[i] = static_cast<float>(std::cos(angle));
-      table[n_rot / 2 + i] = static_cast<float>(std::sin(angle));
+  for (cuda::KvType kv : kKvTypes)
+    for (const auto& [neox, D, n_rot] : std::vector<std::tuple<bool, int, int>>{{false, 128, 128},
+                                                                                {true, 128, 128},
+                                                                                {false, 128, 64},
+                                                                                {true, 128, 64},
+                                                                                {true, 256, 256}}) {
+      SCOPED_TRACE(testing::Message() << "neox " << neox << " D " << D << " n_rot " << n_rot);
+      const int H = 8, HKV = 2, pos0 = 37, n_ctx = 64;
+      const int Q = H * D, KV = HKV * D, ld = Q + 2 * KV;
+      const std::vector<float> qkv = random_floats(ld, 61), cache = random_floats(n_ctx * KV, 62);
+      const std::vector<float> bias = random_floats(ld, 63);
+      std::vector<float> table(n_rot);
+      for (int i = 0; i < n_rot / 2; ++i) {
+        const double angle = pos0 * std::pow(10000.0, -2.0 * i / n_rot);
+        table[i] = static_cast<float>(std::cos(angle));
+        table[n_rot / 2 + i] = static_cast<float>(std::sin(angle));
+      }
+      Dev<float> dtable(table), dbias(bias);
+      Dev<int> dpos(std::vector<int>{pos0});
+      std::vector<std::vector<float>> outs, kcs, vcs;
+      for (bool fused : {false, true}) {
+        Dev<float> dqkv(qkv), out(Q);
+        DevCache kc(cache, kv), vc(cache, kv);
+        const cuda::RopeArgs a = rope_args(dqkv.p, H, HKV, D, n_rot, neox, dbias.p, dbias.p + Q,
+                                           dbias.p + Q + KV, dtable.p, dpos.p, kc, vc);
+        if (!fused) cuda::rope_and_store(a, 1, nullptr);
+        cuda::attention(dqkv.p, ld, a.cache, H, HKV, D, dpos.p, 1, out.p, nullptr, nullptr, nullptr,
+                        fused ? &a : nullptr);
+        ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+        outs.push_back(out.download());
+        kcs.push_back(kc.download());
+        vcs.push_back(vc.download());
+      }
+      EXPECT_EQ(outs[0], outs[1]) << "neox " << neox;
+      EXPECT_EQ(kcs[0], kcs[1]) << "neox " << neox;
+      EXPECT_EQ(vcs[0], vcs[1]) << "neox " << neox;
     }
-    Dev<float> dtable(table), dbias(bias);
-    Dev<int> dpos(std::vector<int>{pos0});
-    std::vector<std::vector<float>> outs, kcs, vcs;
-    for (bool fused : {false, true}) {
-      Dev<float> dqkv(qkv), kc(cache), vc(cache), out(Q);
-      cuda::RopeArgs a{dqkv.p,
-                       dqkv.p + Q,
-                       dqkv.p + Q + KV,
-                       ld,
-                       dbias.p,
-                       dbias.p + Q,
-                       dbias.p + Q + KV,
-                       H,
-                       HKV,
-                       D,
-                       n_rot,
-                       neox,
-                       dtable.p,
-                       dpos.p,
-                       kc.p,
-                       vc.p};
-      if (!fused) cuda::rope_and_store(a, 1, nullptr);
-      cuda::attention(dqkv.p, ld, kc.p, vc.p, H, HKV, D, dpos.p, 1, out.p, nullptr, nullptr,
-                      nullptr, fused ? &a : nullptr);
-      ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-      outs.push_back(out.download());
-      kcs.push_back(kc.download());
-      vcs.push_back(vc.download());
-    }
-    EXPECT_EQ(outs[0], outs[1]) << "neox " << neox;
-    EXPECT_EQ(kcs[0], kcs[1]) << "neox " << neox;
-    EXPECT_EQ(vcs[0], vcs[1]) << "neox " << neox;
-  }
 }
 
 TEST(CudaKernels, GatedActivations) {
@@ -974,6 +1034,15 @@ TEST(CudaModel, LlamaQ4KMMatchesCpuWithF32Activations) {
   setenv("SQUISH_CUDA_Q8", "0", 1);  // read when the CUDA session is made
   compare_model("gcide-llama-16M-Q4_K_M.gguf");
   unsetenv("SQUISH_CUDA_Q8");
+}
+// The KV cache in F16 (SQUISH_CUDA_KV=f16; the default F32 is what the other model tests run),
+// with the split decode attention as well.
+TEST(CudaModel, LlamaQ4KMMatchesCpuWithF16Cache) {
+  SKIP_WITHOUT_GPU();
+  setenv("SQUISH_CUDA_KV", "f16", 1);  // read when the CUDA session is made
+  compare_model("gcide-llama-16M-Q4_K_M.gguf");
+  compare_model("gcide-llama-16M-Q4_K_M.gguf", 300, 600);
+  unsetenv("SQUISH_CUDA_KV");
 }
 TEST(CudaModel, LlamaQ8_0MatchesCpu) {
   SKIP_WITHOUT_GPU();

@@ -1,7 +1,8 @@
-// One warp's online softmax over a run of cached keys (kernels.cu: attention_kernel). Device code
-// only.
+// One warp's online softmax over a run of cached keys (kernels.cu: attention_kernel), and the KV
+// cache's element access. Device code only.
 #pragma once
 
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cfloat>
@@ -9,15 +10,39 @@
 
 namespace squish::cuda::attend {
 
+// The KV cache's values (kernels.h: KvCache) as F32, whichever type holds them.
+__device__ __forceinline__ float kv_load(const float* p) {
+  return *p;
+}
+__device__ __forceinline__ float kv_load(const __half* p) {
+  return __half2float(*p);
+}
+__device__ __forceinline__ void kv_store(float* p, float v) {
+  *p = v;
+}
+__device__ __forceinline__ void kv_store(__half* p, float v) {
+  *p = __float2half_rn(v);
+}
+// Four consecutive values (16-byte aligned in F32, 8-byte in F16).
+__device__ __forceinline__ float4 kv_load4(const float* p) {
+  return *reinterpret_cast<const float4*>(p);
+}
+__device__ __forceinline__ float4 kv_load4(const __half* p) {
+  const uint2 u = *reinterpret_cast<const uint2*>(p);
+  const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&u.x));
+  const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&u.y));
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+
 // Lanes hold dimension lane + 32 e of the head in register e, for e < per (per <= kPer: kPer is
 // the registers' compile-time size, per the head's D / 32). Keys j0, j0 + stride, ... below end
 // come kKeys at a time (independent loads and reductions overlap): key j's row at
 // kbase + j * row_stride, its value at vbase + j * row_stride (both already offset by the kv head
-// and the lane). q is pre-scaled by 1 / sqrt(D); m, l, acc carry the running max, sum and
-// weighted values in and out.
-template <int kPer, int kKeys>
-__device__ __forceinline__ void keys(const float (&q)[kPer], int per, const float* kbase,
-                                     const float* vbase, int64_t row_stride, int j0, int end,
+// and the lane; KvT: the cache's float or __half). q is pre-scaled by 1 / sqrt(D); m, l, acc carry
+// the running max, sum and weighted values in and out.
+template <int kPer, int kKeys, class KvT>
+__device__ __forceinline__ void keys(const float (&q)[kPer], int per, const KvT* kbase,
+                                     const KvT* vbase, int64_t row_stride, int j0, int end,
                                      int stride, float& m, float& l, float (&acc)[kPer]) {
   constexpr unsigned kFull = 0xFFFFFFFFu;
   for (; j0 < end; j0 += stride) {
@@ -25,14 +50,14 @@ __device__ __forceinline__ void keys(const float (&q)[kPer], int per, const floa
 #pragma unroll
     for (int u = 0; u < kKeys; ++u) {
       const int j = min(j0 + u, end - 1);  // past the end: a valid row, masked below
-      const float* kr = kbase + static_cast<int64_t>(j) * row_stride;
-      const float* vr = vbase + static_cast<int64_t>(j) * row_stride;
+      const KvT* kr = kbase + static_cast<int64_t>(j) * row_stride;
+      const KvT* vr = vbase + static_cast<int64_t>(j) * row_stride;
       s[u] = 0.0f;
 #pragma unroll
       for (int e = 0; e < kPer; ++e) {
         if (e < per) {
-          s[u] += q[e] * kr[32 * e];
-          v[u][e] = vr[32 * e];
+          s[u] += q[e] * kv_load(kr + 32 * e);
+          v[u][e] = kv_load(vr + 32 * e);
         }
       }
     }

@@ -1,9 +1,9 @@
 // The forward pass on a CUDA device (DeviceSession behind Session with Device::Cuda). Weights
-// are uploaded once in their stored GGUF block types; the residual stream, KV cache (F32,
-// [layer][position][kv_dim]) and scratch live on the device. Token embeddings are gathered on the
-// host (one row per token) and copied up. A decode step (one token, last logits) is captured
-// once as a CUDA graph and replayed, so its ~10 launches per layer cost one launch; the position
-// is read from device memory, so the same graph serves every position.
+// are uploaded once in their stored GGUF block types; the residual stream, KV cache (F32, or F16
+// with SQUISH_CUDA_KV=f16; [layer][position][kv_dim]) and scratch live on the device. Token
+// embeddings are gathered on the host (one row per token) and copied up. A decode step (one token,
+// last logits) is captured once as a CUDA graph and replayed, so its ~10 launches per layer cost
+// one launch; the position is read from device memory, so the same graph serves every position.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -198,6 +198,10 @@ class CudaSession final : public DeviceSession {
   std::vector<cudaGraphExec_t> decode_graphs_;
   bool use_graphs_ = true;
   bool use_q8_ = true;  // SQUISH_CUDA_Q8=0: F32 activations for every product
+  // The KV cache in F32 (the CPU runtime's values exactly), or F16 with SQUISH_CUDA_KV=f16: half
+  // the memory, but its decode attention measured slower (H100, Llama-3-8B Q4_K_M tg64 at 4,096
+  // tokens: 267.5 against 299.9 tok/s; docs/cuda.md, fourteenth slice).
+  cuda::KvType kv_type_ = cuda::KvType::F32;
   // One-token passes fuse (SQUISH_CUDA_FUSE, a bit mask): 1 RMSNorm into the residual products'
   // end, 2 the gating into gate|up's end (with 8: the persistent kernel from the norm prologue to
   // the gating, no gating kernel), 4 RoPE + KV store into attention, 8 RMSNorm into the next
@@ -210,6 +214,13 @@ class CudaSession final : public DeviceSession {
   // slice) and were removed.
   int fusion_ = kFuseRope | kFuseNormIn | kFusePair;
   static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16;
+  // SQUISH_CUDA_SKIP (a bit mask; timing only, the outputs are meaningless): one-token passes
+  // leave out these kernels, so that a decode step's time without them shows what each costs
+  // inside the chain (with PDL overlap and warm caches, which ncu's kernel-by-kernel replay has
+  // neither of).
+  int skip_ = 0;
+  static constexpr int kSkipQkv = 1, kSkipAttention = 2, kSkipO = 4, kSkipGateUp = 8,
+                       kSkipGating = 16, kSkipDown = 32, kSkipOutput = 64;
   bool use_pdl_ = false;  // programmatic dependent launch (sm_90+; SQUISH_CUDA_PDL=0 turns it off)
   // Passes of at least gemm_min_ tokens run their products through cuBLAS (SQUISH_CUDA_GEMM=0
   // turns it off, SQUISH_CUDA_GEMM_MIN sets the bound, at least 2); gemm_ is made on first use
@@ -238,15 +249,32 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   if (const char* env = std::getenv("SQUISH_CUDA_GRAPHS")) use_graphs_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_Q8")) use_q8_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 31;
+  if (const char* env = std::getenv("SQUISH_CUDA_SKIP")) skip_ = std::atoi(env) & 127;
+  if (const char* env = std::getenv("SQUISH_CUDA_KV")) {
+    if (std::strcmp(env, "f16") == 0) {
+      kv_type_ = cuda::KvType::F16;
+    } else if (std::strcmp(env, "f32") == 0) {
+      kv_type_ = cuda::KvType::F32;
+    } else {
+      fail("SQUISH_CUDA_KV={}: expected f16 or f32", env);
+    }
+  }
   if (const char* env = std::getenv("SQUISH_CUDA_GEMM")) gemm_on_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_GEMM_MIN"))
     gemm_min_ = std::max(2, std::atoi(env));
   use_pdl_ = prop.major >= 9;
   if (const char* env = std::getenv("SQUISH_CUDA_PDL"))
     use_pdl_ = use_pdl_ && std::strcmp(env, "0") != 0;
-  description_ += fmt::format("; {} activations, fused {}, {}{}", use_q8_ ? "8-bit" : "F32",
-                              fusion_, use_pdl_ ? "PDL" : "no PDL", use_graphs_ ? ", graphs" : "");
+  description_ +=
+      fmt::format("; {} activations, {} KV cache, fused {}, {}{}", use_q8_ ? "8-bit" : "F32",
+                  kv_type_ == cuda::KvType::F16 ? "F16" : "F32", fusion_,
+                  use_pdl_ ? "PDL" : "no PDL", use_graphs_ ? ", graphs" : "");
   if (gemm_on_) description_ += fmt::format(", cuBLAS prefill from {} tokens", gemm_min_);
+  if (skip_ != 0)
+    description_ += fmt::format(
+        "; SQUISH_CUDA_SKIP={}: decode skips kernels, for timing only, "
+        "its outputs are meaningless",
+        skip_);
 
   // Check every matrix before uploading anything (one line naming the tensor).
   auto check_matrix = [&](const TensorInfo* t) {
@@ -292,7 +320,7 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   att_ = DeviceBuffer(B * Q * 4);
   gu_ = DeviceBuffer(B * 2 * F * 4);
   logits_ = DeviceBuffer(B * static_cast<int64_t>(c.n_vocab) * 4);
-  const size_t cache = static_cast<size_t>(c.n_layer) * n_ctx_ * KV * 4;
+  const size_t cache = static_cast<size_t>(c.n_layer) * n_ctx_ * KV * cuda::kv_type_bytes(kv_type_);
   k_cache_ = DeviceBuffer(cache);
   v_cache_ = DeviceBuffer(cache);
   check(cudaMemset(k_cache_.get(), 0, cache), "cudaMemset");
@@ -431,10 +459,11 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
   float* qkv = qkv_.get<float>();
   float* att = att_.get<float>();
   float* gu = gu_.get<float>();
-  const size_t layer_cache = static_cast<size_t>(n_ctx_) * KV;
+  const size_t layer_cache = static_cast<size_t>(n_ctx_) * KV * cuda::kv_type_bytes(kv_type_);
   // One-token passes may fuse the norms into the residual products' ends, the gating into
   // gate|up's and RoPE + KV store into attention (fusion_): down to 5 kernels per layer from 9.
   const int fuse = n == 1 ? fusion_ : 0;
+  const int skip = n == 1 ? skip_ : 0;
   bool normed = false;  // xn (and its 8-bit form) already hold the attention norm of x
   const FusedProduct output_consumers = {output_};
   // Prefill through cuBLAS: the products read F16 copies of their inputs, so the kernels making
@@ -457,7 +486,8 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
     }
     cuda::set_programmatic_launch(use_pdl_);
     // [q | k] and v of different types: one launch (kFusePair), else one per product.
-    const bool paired = attn_norm_in && (fuse & kFusePair) && L.qkv.size() == 2 &&
+    const bool skip_qkv = (skip & kSkipQkv) != 0;
+    const bool paired = !skip_qkv && attn_norm_in && (fuse & kFusePair) && L.qkv.size() == 2 &&
                         cuda::matmul_q8_norm_in_pair(
                             {L.qkv[0].type, L.qkv[0].w, L.qkv[0].rows, qkv + L.qkv[0].out_offset},
                             {L.qkv[1].type, L.qkv[1].w, L.qkv[1].rows, qkv + L.qkv[1].out_offset},
@@ -466,7 +496,7 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
       gemm_input(true, xn, E, n, E);
       for (const DeviceMatrix& m : L.qkv)
         product(true, m, xn, E, n, qkv + m.out_offset, qkv_ld_, false);
-    } else if (!paired) {
+    } else if (!paired && !skip_qkv) {
       for (const DeviceMatrix& m : L.qkv)
         matmul(m, xn, E, n, qkv + m.out_offset, qkv_ld_, false, nullptr, nullptr,
                attn_norm_in ? &attn_in : nullptr);
@@ -486,13 +516,15 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
     ra.neox = c.rope_style == RopeStyle::Neox;
     ra.cos_sin = rope_.get<float>();
     ra.pos0 = pos_.get<int>();
-    ra.k_cache = k_cache_.get<float>() + l * layer_cache;
-    ra.v_cache = v_cache_.get<float>() + l * layer_cache;
+    ra.cache.k = k_cache_.get<char>() + l * layer_cache;
+    ra.cache.v = v_cache_.get<char>() + l * layer_cache;
+    ra.cache.type = kv_type_;
     if (!(fuse & kFuseRope)) cuda::rope_and_store(ra, n, stream_);
     const auto [att_q, att_d] = q8_unless(gemm, {L.wo});
-    cuda::attention(qkv, qkv_ld_, ra.k_cache, ra.v_cache, c.n_head, c.n_head_kv, c.head_dim,
-                    pos_.get<int>(), n, att, stream_, att_q, att_d,
-                    fuse & kFuseRope ? &ra : nullptr, n == 1 && chunks > 1 ? &split : nullptr);
+    if (!(skip & kSkipAttention))
+      cuda::attention(qkv, qkv_ld_, ra.cache, c.n_head, c.n_head_kv, c.head_dim, pos_.get<int>(), n,
+                      att, stream_, att_q, att_d, fuse & kFuseRope ? &ra : nullptr,
+                      n == 1 && chunks > 1 ? &split : nullptr);
     // Output projection + residual, then the FFN norm (or gate|up's prologue computes it).
     const cuda::Q8NormIn ffn_in{x, L.ffn_norm, c.norm_eps};
     const bool ffn_norm_in = !(fuse & kFuseNorm) && norm_in(L.gate_up, n);
@@ -507,7 +539,7 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
                       1, x, E, true, stream_, &e);
     } else {
       gemm_input(gemm, att, Q, n, Q);
-      product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
+      if (!(skip & kSkipO)) product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
       if (!ffn_norm_in) {
         auto [xq, xd] = q8_unless(gemm, L.gate_up);
         cuda::rms_norm(x, L.ffn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
@@ -529,7 +561,8 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
         down_d = e.d;
       }
       e.counters = counters_.get<int>();
-      if (ffn_norm_in) {  // norm prologue, gate epilogue: one kernel from x to down's input
+      if (skip & kSkipGateUp) {
+      } else if (ffn_norm_in) {  // norm prologue, gate epilogue: one kernel from x to down's input
         cuda::matmul_q8_norm_in(m.type, m.w, m.rows, m.cols, ffn_in, gu, false, stream_, &e);
       } else {
         cuda::matmul_q8(m.type, m.w, m.rows, m.cols, xq_.get<int8_t>(), xd_.get<float>(), 1, gu,
@@ -540,14 +573,15 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
         gemm_input(true, xn, E, n, E);
         for (const DeviceMatrix& m : L.gate_up)
           product(true, m, xn, E, n, gu + m.out_offset, 2 * F, false);
-      } else {
+      } else if (!(skip & kSkipGateUp)) {
         for (const DeviceMatrix& m : L.gate_up)
           matmul(m, xn, E, n, gu + m.out_offset, 2 * F, false, nullptr, nullptr,
                  ffn_norm_in ? &ffn_in : nullptr);
       }
       auto [xq, xd] = q8_unless(gemm, {L.w_down});
-      cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F), gelu, stream_, xq,
-                             xd);
+      if (!(skip & kSkipGating))
+        cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F), gelu, stream_, xq,
+                               xd);
     }
     // Down projection + residual, then the next norm (the next layer's, or the output norm).
     const bool last = l + 1 == c.n_layer;
@@ -564,7 +598,7 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
       normed = true;
     } else {
       gemm_input(gemm, gu, 2 * F, n, F);
-      product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
+      if (!(skip & kSkipDown)) product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
       normed = false;
     }
   }
@@ -579,7 +613,7 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
     if (gemm_out) {
       gemm_input(true, xn, E, n_out, E);
       product(true, output_, xn, E, n_out, logits_.get<float>(), c.n_vocab, false);
-    } else {
+    } else if (!(skip & kSkipOutput)) {
       matmul(output_, xn, E, n_out, logits_.get<float>(), c.n_vocab, false, nullptr, nullptr,
              out_norm_in ? &out_in : nullptr);
     }

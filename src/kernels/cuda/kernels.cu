@@ -29,9 +29,21 @@ bool programmatic_launch() {
 
 namespace {
 
+using attend::kv_load4;
+using attend::kv_store;
 using detail::launch;
 using detail::pdl_launch_dependents;
 using detail::pdl_wait;
+
+// f(float{}) or f(__half{}): the element type of a KV cache of type t.
+template <class F>
+void with_kv_type(KvType t, F&& f) {
+  if (t == KvType::F16) {
+    f(__half{});
+  } else {
+    f(float{});
+  }
+}
 
 constexpr int kWarp = 32;
 
@@ -81,15 +93,16 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __rest
   }
 }
 
-// The rotation of pair (x0, x1) by the angle with cosine c and sine s, written to *a and *b:
-// rope_store_kernel and the attention's fused prologue use it, so their results are the same bits
-// (explicit roundings: no fused multiply-add).
-__device__ __forceinline__ void rotate_pair(float x0, float x1, float c, float s, float* a,
-                                            float* b) {
-  *a = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
-  *b = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+// The rotation of pair (x0, x1) by the angle with cosine c and sine s, written to *a and *b (F32,
+// or a cache's F16): rope_store_kernel and the attention's fused prologue use it, so their
+// results are the same bits (explicit roundings: no fused multiply-add).
+template <class T>
+__device__ __forceinline__ void rotate_pair(float x0, float x1, float c, float s, T* a, T* b) {
+  kv_store(a, __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s)));
+  kv_store(b, __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c)));
 }
 
+template <class KvT>
 __global__ void rope_store_kernel(RopeArgs a) {
   pdl_launch_dependents();
   pdl_wait();
@@ -117,11 +130,11 @@ __global__ void rope_store_kernel(RopeArgs a) {
     rotate_pair(x0, x1, c, s, head + ia, head + ib);
   }
   __syncthreads();
-  float* kc = a.k_cache + static_cast<int64_t>(pos) * KV;
-  float* vc = a.v_cache + static_cast<int64_t>(pos) * KV;
+  KvT* kc = static_cast<KvT*>(a.cache.k) + static_cast<int64_t>(pos) * KV;
+  KvT* vc = static_cast<KvT*>(a.cache.v) + static_cast<int64_t>(pos) * KV;
   for (int i = threadIdx.x; i < KV; i += blockDim.x) {
-    kc[i] = k[i];
-    vc[i] = v[i];
+    kv_store(kc + i, k[i]);
+    kv_store(vc + i, v[i]);
   }
 }
 
@@ -149,10 +162,10 @@ constexpr int kMaxHeadDim = 256;
 //
 // kPer: registers per lane for a head's dimensions (4: head_dim <= 128, 8: <= 256); a warp takes
 // 32 / kPer keys per trip through the cache (their loads in flight together), so a short head
-// needs half the dependent trips of a long one.
-template <int kAttnWarps, bool kSplit = false, int kPer = 8>
+// needs half the dependent trips of a long one. KvT: the cache's float or __half.
+template <int kAttnWarps, bool kSplit, int kPer, class KvT>
 __global__ void __launch_bounds__(kWarp* kAttnWarps)
-    attention_kernel(const float* __restrict__ q, int64_t ldq, float* k_cache, float* v_cache,
+    attention_kernel(const float* __restrict__ q, int64_t ldq, KvT* k_cache, KvT* v_cache,
                      int n_head, int n_head_kv, int D, const int* pos0, float* __restrict__ out,
                      int8_t* out_q, float* out_d, RopeArgs rope, int fuse_rope,
                      AttentionSplit split) {
@@ -183,7 +196,7 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
     const int pos = n_keys - 1;
     const int half = rope.n_rot / 2, tail = D - rope.n_rot;
     const bool bias = rope.bq != nullptr;
-    float* kc = k_cache + static_cast<int64_t>(pos) * KV + kvh * D;
+    KvT* kc = k_cache + static_cast<int64_t>(pos) * KV + kvh * D;
     for (int i = threadIdx.x; i < half + tail; i += blockDim.x) {
       if (i < half) {
         const int ia = rope.neox ? i : 2 * i, ib = rope.neox ? i + half : 2 * i + 1;
@@ -202,14 +215,14 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
         const int e = rope.n_rot + i - half;
         const float qe = rope.q[h * D + e], ke = rope.k[kvh * D + e];
         s_q[e] = bias ? qe + rope.bq[h * D + e] : qe;
-        if (owns_pos) kc[e] = bias ? ke + rope.bk[kvh * D + e] : ke;
+        if (owns_pos) kv_store(kc + e, bias ? ke + rope.bk[kvh * D + e] : ke);
       }
     }
     if (owns_pos) {
       for (int e = threadIdx.x; e < D; e += blockDim.x) {
         const float ve = rope.v[kvh * D + e];
-        v_cache[static_cast<int64_t>(pos) * KV + kvh * D + e] =
-            bias ? ve + rope.bv[kvh * D + e] : ve;
+        kv_store(v_cache + static_cast<int64_t>(pos) * KV + kvh * D + e,
+                 bias ? ve + rope.bv[kvh * D + e] : ve);
       }
     }
     // The keys below read this block's stores of k and v (global memory, the block's own
@@ -224,8 +237,8 @@ __global__ void __launch_bounds__(kWarp* kAttnWarps)
     acc[e] = 0.0f;
   }
   float m = -FLT_MAX, l = 0.0f;
-  const float* kbase = k_cache + kvh * D + lane;
-  const float* vbase = v_cache + kvh * D + lane;
+  const KvT* kbase = k_cache + kvh * D + lane;
+  const KvT* vbase = v_cache + kvh * D + lane;
   attend::keys<kPer, kAttnKeys>(qv, per, kbase, vbase, KV, key_begin + warp * kAttnKeys, key_end,
                                 kAttnWarps * kAttnKeys, m, l, acc);
   if (lane == 0) {
@@ -317,9 +330,10 @@ size_t attention_tiled_smem(int D) {
           static_cast<size_t>(kTileQueries) * D);
 }
 
+template <class KvT>
 __global__ void __launch_bounds__(kWarp* kTileWarps)
     attention_tiled_kernel(const float* __restrict__ q, int64_t ldq,
-                           const float* __restrict__ k_cache, const float* __restrict__ v_cache,
+                           const KvT* __restrict__ k_cache, const KvT* __restrict__ v_cache,
                            int n_head, int n_head_kv, int D, const int* pos0, int n_tokens,
                            float* __restrict__ out, int8_t* out_q, float* out_d) {
   pdl_launch_dependents();
@@ -357,8 +371,8 @@ __global__ void __launch_bounds__(kWarp* kTileWarps)
       kv[c] = vv[c] = make_float4(0, 0, 0, 0);
       if (i < kTileKeys * row4 && r < n_rows) {
         const int64_t at = static_cast<int64_t>(j0 + r) * KV + kvh * D + (i % row4) * 4;
-        kv[c] = *reinterpret_cast<const float4*>(k_cache + at);
-        vv[c] = *reinterpret_cast<const float4*>(v_cache + at);
+        kv[c] = kv_load4(k_cache + at);
+        vv[c] = kv_load4(v_cache + at);
       }
     }
 #pragma unroll
@@ -506,7 +520,9 @@ void rms_norm(const float* x, const float* weight, int n_tokens, int n, float ep
 }
 
 void rope_and_store(const RopeArgs& a, int n_tokens, cudaStream_t stream) {
-  launch(rope_store_kernel, dim3(n_tokens), dim3(256), stream, a);
+  with_kv_type(a.cache.type, [&](auto t) {
+    launch(rope_store_kernel<decltype(t)>, dim3(n_tokens), dim3(256), stream, a);
+  });
 }
 
 namespace {
@@ -517,14 +533,70 @@ bool attention_tiled_from_env() {
   return env == nullptr || std::strcmp(env, "0") != 0;
 }
 bool g_attention_tiled = attention_tiled_from_env();
-}  // namespace
 
-void attention(const float* q, int64_t ldq, const float* k_cache, const float* v_cache, int n_head,
-               int n_head_kv, int head_dim, const int* pos0, int n_tokens, float* out,
-               cudaStream_t stream, int8_t* out_q, float* out_d, const RopeArgs* rope,
-               const AttentionSplit* split) {
+// Launch settings of attention(): env overrides read once.
+struct AttentionLaunch {
+  int decode_warps;  // one token, one block per head
+  int split_warps;   // the split kernel's warps per block
+  bool per4;         // 4 registers a lane (heads of at most 128 dimensions)
+};
+
+template <class KvT>
+void attention_typed(const float* q, int64_t ldq, KvT* k_cache, KvT* v_cache, int n_head,
+                     int n_head_kv, int head_dim, const int* pos0, int n_tokens, float* out,
+                     cudaStream_t stream, int8_t* out_q, float* out_d, const RopeArgs* rope,
+                     const AttentionSplit* split, const AttentionLaunch& cfg) {
   RopeArgs r = {};
   if (rope != nullptr) r = *rope;
+  const AttentionSplit none = {};
+  auto go = [&](auto kernel, int warps, unsigned blocks_y) {
+    launch(kernel, dim3(n_head, blocks_y), dim3(kWarp * warps), stream, q, ldq, k_cache, v_cache,
+           n_head, n_head_kv, head_dim, pos0, out, out_q, out_d, r, rope != nullptr ? 1 : 0,
+           split != nullptr ? *split : none);
+  };
+  // k4, k8: one kernel's kPer = 4 and 8 instantiations.
+  auto go_per = [&](auto k4, auto k8, int warps, unsigned blocks_y) {
+    if (cfg.per4) {
+      go(k4, warps, blocks_y);
+    } else {
+      go(k8, warps, blocks_y);
+    }
+  };
+  if (n_tokens == 1 && split != nullptr) {
+    const auto chunks =
+        static_cast<unsigned>(split->grid_chunks > 0 ? split->grid_chunks : split->n_splits);
+    if (cfg.split_warps == 16) {
+      return go_per(attention_kernel<16, true, 4, KvT>, attention_kernel<16, true, 8, KvT>, 16,
+                    chunks);
+    }
+    return go_per(attention_kernel<8, true, 4, KvT>, attention_kernel<8, true, 8, KvT>, 8, chunks);
+  }
+  if (n_tokens > 1 && rope == nullptr && g_attention_tiled && head_dim <= kTileMaxDim) {
+    detail::launch_smem(attention_tiled_kernel<KvT>,
+                        dim3(n_head, (n_tokens + kTileQueries - 1) / kTileQueries),
+                        dim3(kWarp * kTileWarps), attention_tiled_smem(head_dim), stream, q, ldq,
+                        static_cast<const KvT*>(k_cache), static_cast<const KvT*>(v_cache), n_head,
+                        n_head_kv, head_dim, pos0, n_tokens, out, out_q, out_d);
+    return;
+  }
+  const int warps = n_tokens == 1 ? cfg.decode_warps : 8;
+  const auto blocks_y = static_cast<unsigned>(n_tokens);
+  if (warps == 32) {
+    return go_per(attention_kernel<32, false, 4, KvT>, attention_kernel<32, false, 8, KvT>, 32,
+                  blocks_y);
+  }
+  if (warps == 16) {
+    return go_per(attention_kernel<16, false, 4, KvT>, attention_kernel<16, false, 8, KvT>, 16,
+                  blocks_y);
+  }
+  go_per(attention_kernel<8, false, 4, KvT>, attention_kernel<8, false, 8, KvT>, 8, blocks_y);
+}
+
+}  // namespace
+
+void attention(const float* q, int64_t ldq, const KvCache& cache, int n_head, int n_head_kv,
+               int head_dim, const int* pos0, int n_tokens, float* out, cudaStream_t stream,
+               int8_t* out_q, float* out_d, const RopeArgs* rope, const AttentionSplit* split) {
   // One token has one block per head (32 of the H100's 132 SMs for Llama-3-8B): more warps per
   // block take more keys per trip through the cache (SQUISH_CUDA_ATTN_WARPS=8|16|32, read once).
   static const int decode_warps = [] {
@@ -532,12 +604,6 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
     const int w = env != nullptr ? std::atoi(env) : 16;
     return w == 8 || w == 32 ? w : 16;
   }();
-  const AttentionSplit none = {};
-  auto go = [&](auto kernel, int warps, unsigned blocks_y) {
-    launch(kernel, dim3(n_head, blocks_y), dim3(kWarp * warps), stream, q, ldq,
-           const_cast<float*>(k_cache), const_cast<float*>(v_cache), n_head, n_head_kv, head_dim,
-           pos0, out, out_q, out_d, r, rope != nullptr ? 1 : 0, split != nullptr ? *split : none);
-  };
   // Warps per block of the split kernel (n_head blocks per chunk of keys): 16 with 4 registers a
   // lane (H100, tg64 at 4,096 tokens of Llama-3-8B Q4_K_M: 298.1 against 249.2 tok/s for 8; equal
   // at 513-640 tokens), 8 with 8 registers a lane (80 registers: 3 blocks per SM, where 16 warps
@@ -553,40 +619,16 @@ void attention(const float* q, int64_t ldq, const float* k_cache, const float* v
     const char* env = std::getenv("SQUISH_CUDA_ATTN_PER8");
     return env != nullptr && std::strcmp(env, "1") == 0;
   }();
-  const bool per4 = head_dim <= 4 * kWarp && !force_per8;
-  const int split_warps = split_warps_env != 0 ? split_warps_env : per4 ? 16 : 8;
-  // k4, k8: one kernel's kPer = 4 and 8 instantiations.
-  auto go_per = [&](auto k4, auto k8, int warps, unsigned blocks_y) {
-    if (per4) {
-      go(k4, warps, blocks_y);
-    } else {
-      go(k8, warps, blocks_y);
-    }
-  };
-  if (n_tokens == 1 && split != nullptr) {
-    const auto chunks =
-        static_cast<unsigned>(split->grid_chunks > 0 ? split->grid_chunks : split->n_splits);
-    if (split_warps == 16) {
-      return go_per(attention_kernel<16, true, 4>, attention_kernel<16, true, 8>, 16, chunks);
-    }
-    return go_per(attention_kernel<8, true, 4>, attention_kernel<8, true, 8>, 8, chunks);
-  }
-  if (n_tokens > 1 && rope == nullptr && g_attention_tiled && head_dim <= kTileMaxDim) {
-    detail::launch_smem(
-        attention_tiled_kernel, dim3(n_head, (n_tokens + kTileQueries - 1) / kTileQueries),
-        dim3(kWarp * kTileWarps), attention_tiled_smem(head_dim), stream, q, ldq, k_cache, v_cache,
-        n_head, n_head_kv, head_dim, pos0, n_tokens, out, out_q, out_d);
-    return;
-  }
-  const int warps = n_tokens == 1 ? decode_warps : 8;
-  const auto blocks_y = static_cast<unsigned>(n_tokens);
-  if (warps == 32) {
-    return go_per(attention_kernel<32, false, 4>, attention_kernel<32, false, 8>, 32, blocks_y);
-  }
-  if (warps == 16) {
-    return go_per(attention_kernel<16, false, 4>, attention_kernel<16, false, 8>, 16, blocks_y);
-  }
-  go_per(attention_kernel<8, false, 4>, attention_kernel<8, false, 8>, 8, blocks_y);
+  AttentionLaunch cfg;
+  cfg.decode_warps = decode_warps;
+  cfg.per4 = head_dim <= 4 * kWarp && !force_per8;
+  cfg.split_warps = split_warps_env != 0 ? split_warps_env : cfg.per4 ? 16 : 8;
+  with_kv_type(cache.type, [&](auto t) {
+    using KvT = decltype(t);
+    attention_typed(q, ldq, static_cast<KvT*>(cache.k), static_cast<KvT*>(cache.v), n_head,
+                    n_head_kv, head_dim, pos0, n_tokens, out, stream, out_q, out_d, rope, split,
+                    cfg);
+  });
 }
 
 void set_attention_options(int tiled_prefill) {

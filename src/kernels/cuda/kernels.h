@@ -6,6 +6,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
 #include "core/dtype.h"
@@ -99,6 +100,19 @@ void set_programmatic_launch(bool on);
 void rms_norm(const float* x, const float* weight, int n_tokens, int n, float eps, float* out,
               cudaStream_t stream, int8_t* q = nullptr, float* d = nullptr);
 
+// One layer's KV cache: k and v rows of kv_dim values per position ([position][kv_dim]), in F32
+// or F16. F16 halves what the cache holds and what attention reads per key; each value is the F32
+// one rounded to nearest, read back exactly.
+enum class KvType { F32, F16 };
+struct KvCache {
+  void* k = nullptr;
+  void* v = nullptr;
+  KvType type = KvType::F32;
+};
+inline size_t kv_type_bytes(KvType t) {
+  return t == KvType::F16 ? 2 : 4;
+}
+
 // Per token t at position *pos0 + t: adds the biases (may be null), rotates the first n_rot
 // dimensions of every q and k head (neox: pairs (i, i + n_rot/2); otherwise (2i, 2i+1)), then
 // stores k and v at that position of the layer's caches ([position][kv_dim]).
@@ -114,7 +128,7 @@ struct RopeArgs {
   // computed on the host in double like the CPU runtime's table (and cheap to upload).
   const float* cos_sin;
   const int* pos0;  // device scalar: the first token's position
-  float *k_cache, *v_cache;
+  KvCache cache;
 };
 void rope_and_store(const RopeArgs& a, int n_tokens, cudaStream_t stream);
 
@@ -123,7 +137,7 @@ void rope_and_store(const RopeArgs& a, int n_tokens, cudaStream_t stream);
 // out + t * n_head * head_dim. head_dim is a multiple of 32, at most 256. With out_q/out_d set,
 // also the output rows' 8-bit form (as quantize_activations_q8). With rope set (one token only),
 // rope_and_store's work is done first inside the kernel (q, k and v from rope->q/k/v; rope's
-// caches must be k_cache and v_cache), with the same arithmetic.
+// cache must be `cache`), with the same arithmetic.
 //
 // With split set (one token): the context is split into chunks of kAttentionSplitKeys keys, one
 // block per (head, chunk), merged by the last block of each head (flash-decoding), so a long
@@ -140,10 +154,10 @@ struct AttentionSplit {
   int n_splits = 0;
   int grid_chunks = 0;
 };
-void attention(const float* q, int64_t ldq, const float* k_cache, const float* v_cache, int n_head,
-               int n_head_kv, int head_dim, const int* pos0, int n_tokens, float* out,
-               cudaStream_t stream, int8_t* out_q = nullptr, float* out_d = nullptr,
-               const RopeArgs* rope = nullptr, const AttentionSplit* split = nullptr);
+void attention(const float* q, int64_t ldq, const KvCache& cache, int n_head, int n_head_kv,
+               int head_dim, const int* pos0, int n_tokens, float* out, cudaStream_t stream,
+               int8_t* out_q = nullptr, float* out_d = nullptr, const RopeArgs* rope = nullptr,
+               const AttentionSplit* split = nullptr);
 
 // Prefill attention kernel (tests, tuning): 1 the tiled kernel (keys and values through shared
 // memory, shared by 16 queries; head_dim <= 128), 0 one block per query, -1 as
