@@ -59,46 +59,31 @@ struct Dev {
   }
 };
 
-// v as a KV cache of `type` holds it (F16: each value rounded to nearest).
-std::vector<float> as_cached(std::vector<float> v, cuda::KvType type) {
-  if (type == cuda::KvType::F16) {
-    for (float& x : v) x = fp16_to_fp32(fp32_to_fp16(x));
-  }
+// A KV cache's values as a GGUF row type, so that the project's row encoder and decoder serve.
+DType dtype_of(cuda::KvType type) {
+  return type == cuda::KvType::F16 ? DType::F16 : DType::F32;
+}
+std::vector<float> decode_cache(cuda::KvType type, const std::vector<uint8_t>& bytes) {
+  std::vector<float> v(bytes.size() / cuda::kv_type_bytes(type));
+  convert_row_to_f32(dtype_of(type), bytes.data(), v.data(), static_cast<int64_t>(v.size()));
   return v;
+}
+std::vector<uint8_t> encode_cache(cuda::KvType type, const std::vector<float>& v) {
+  return test::encode_rows(dtype_of(type), v.data(), 1, static_cast<int64_t>(v.size()));
+}
+
+// v as a KV cache of `type` holds it (F16: each value rounded to nearest).
+std::vector<float> as_cached(const std::vector<float>& v, cuda::KvType type) {
+  return decode_cache(type, encode_cache(type, v));
 }
 
 // KV-cache values on the device in `type` (kernels.h: KvCache), uploaded and read back as F32.
 struct DevCache {
   cuda::KvType type;
   Dev<uint8_t> bytes;
-  DevCache(const std::vector<float>& v, cuda::KvType t)
-      : type(t), bytes(v.size() * cuda::kv_type_bytes(t)) {
-    std::vector<uint8_t> b(bytes.n);
-    for (size_t i = 0; i < v.size(); ++i) {
-      if (t == cuda::KvType::F16) {
-        const uint16_t h = fp32_to_fp16(v[i]);
-        std::memcpy(b.data() + 2 * i, &h, 2);
-      } else {
-        std::memcpy(b.data() + 4 * i, &v[i], 4);
-      }
-    }
-    bytes.upload(b);
-  }
+  DevCache(const std::vector<float>& v, cuda::KvType t) : type(t), bytes(encode_cache(t, v)) {}
   void* p() const { return bytes.p; }
-  std::vector<float> download() const {
-    const std::vector<uint8_t> b = bytes.download();
-    std::vector<float> v(b.size() / cuda::kv_type_bytes(type));
-    for (size_t i = 0; i < v.size(); ++i) {
-      if (type == cuda::KvType::F16) {
-        uint16_t h;
-        std::memcpy(&h, b.data() + 2 * i, 2);
-        v[i] = fp16_to_fp32(h);
-      } else {
-        std::memcpy(&v[i], b.data() + 4 * i, 4);
-      }
-    }
-    return v;
-  }
+  std::vector<float> download() const { return decode_cache(type, bytes.download()); }
 };
 constexpr cuda::KvType kKvTypes[] = {cuda::KvType::F32, cuda::KvType::F16};
 

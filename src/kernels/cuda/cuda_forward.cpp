@@ -562,6 +562,7 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
       }
       e.counters = counters_.get<int>();
       if (skip & kSkipGateUp) {
+        // timing only: no gate|up
       } else if (ffn_norm_in) {  // norm prologue, gate epilogue: one kernel from x to down's input
         cuda::matmul_q8_norm_in(m.type, m.w, m.rows, m.cols, ffn_in, gu, false, stream_, &e);
       } else {

@@ -533,70 +533,13 @@ bool attention_tiled_from_env() {
   return env == nullptr || std::strcmp(env, "0") != 0;
 }
 bool g_attention_tiled = attention_tiled_from_env();
-
-// Launch settings of attention(): env overrides read once.
-struct AttentionLaunch {
-  int decode_warps;  // one token, one block per head
-  int split_warps;   // the split kernel's warps per block
-  bool per4;         // 4 registers a lane (heads of at most 128 dimensions)
-};
-
-template <class KvT>
-void attention_typed(const float* q, int64_t ldq, KvT* k_cache, KvT* v_cache, int n_head,
-                     int n_head_kv, int head_dim, const int* pos0, int n_tokens, float* out,
-                     cudaStream_t stream, int8_t* out_q, float* out_d, const RopeArgs* rope,
-                     const AttentionSplit* split, const AttentionLaunch& cfg) {
-  RopeArgs r = {};
-  if (rope != nullptr) r = *rope;
-  const AttentionSplit none = {};
-  auto go = [&](auto kernel, int warps, unsigned blocks_y) {
-    launch(kernel, dim3(n_head, blocks_y), dim3(kWarp * warps), stream, q, ldq, k_cache, v_cache,
-           n_head, n_head_kv, head_dim, pos0, out, out_q, out_d, r, rope != nullptr ? 1 : 0,
-           split != nullptr ? *split : none);
-  };
-  // k4, k8: one kernel's kPer = 4 and 8 instantiations.
-  auto go_per = [&](auto k4, auto k8, int warps, unsigned blocks_y) {
-    if (cfg.per4) {
-      go(k4, warps, blocks_y);
-    } else {
-      go(k8, warps, blocks_y);
-    }
-  };
-  if (n_tokens == 1 && split != nullptr) {
-    const auto chunks =
-        static_cast<unsigned>(split->grid_chunks > 0 ? split->grid_chunks : split->n_splits);
-    if (cfg.split_warps == 16) {
-      return go_per(attention_kernel<16, true, 4, KvT>, attention_kernel<16, true, 8, KvT>, 16,
-                    chunks);
-    }
-    return go_per(attention_kernel<8, true, 4, KvT>, attention_kernel<8, true, 8, KvT>, 8, chunks);
-  }
-  if (n_tokens > 1 && rope == nullptr && g_attention_tiled && head_dim <= kTileMaxDim) {
-    detail::launch_smem(attention_tiled_kernel<KvT>,
-                        dim3(n_head, (n_tokens + kTileQueries - 1) / kTileQueries),
-                        dim3(kWarp * kTileWarps), attention_tiled_smem(head_dim), stream, q, ldq,
-                        static_cast<const KvT*>(k_cache), static_cast<const KvT*>(v_cache), n_head,
-                        n_head_kv, head_dim, pos0, n_tokens, out, out_q, out_d);
-    return;
-  }
-  const int warps = n_tokens == 1 ? cfg.decode_warps : 8;
-  const auto blocks_y = static_cast<unsigned>(n_tokens);
-  if (warps == 32) {
-    return go_per(attention_kernel<32, false, 4, KvT>, attention_kernel<32, false, 8, KvT>, 32,
-                  blocks_y);
-  }
-  if (warps == 16) {
-    return go_per(attention_kernel<16, false, 4, KvT>, attention_kernel<16, false, 8, KvT>, 16,
-                  blocks_y);
-  }
-  go_per(attention_kernel<8, false, 4, KvT>, attention_kernel<8, false, 8, KvT>, 8, blocks_y);
-}
-
 }  // namespace
 
 void attention(const float* q, int64_t ldq, const KvCache& cache, int n_head, int n_head_kv,
                int head_dim, const int* pos0, int n_tokens, float* out, cudaStream_t stream,
                int8_t* out_q, float* out_d, const RopeArgs* rope, const AttentionSplit* split) {
+  RopeArgs r = {};
+  if (rope != nullptr) r = *rope;
   // One token has one block per head (32 of the H100's 132 SMs for Llama-3-8B): more warps per
   // block take more keys per trip through the cache (SQUISH_CUDA_ATTN_WARPS=8|16|32, read once).
   static const int decode_warps = [] {
@@ -604,6 +547,7 @@ void attention(const float* q, int64_t ldq, const KvCache& cache, int n_head, in
     const int w = env != nullptr ? std::atoi(env) : 16;
     return w == 8 || w == 32 ? w : 16;
   }();
+  const AttentionSplit none = {};
   // Warps per block of the split kernel (n_head blocks per chunk of keys): 16 with 4 registers a
   // lane (H100, tg64 at 4,096 tokens of Llama-3-8B Q4_K_M: 298.1 against 249.2 tok/s for 8; equal
   // at 513-640 tokens), 8 with 8 registers a lane (80 registers: 3 blocks per SM, where 16 warps
@@ -619,15 +563,54 @@ void attention(const float* q, int64_t ldq, const KvCache& cache, int n_head, in
     const char* env = std::getenv("SQUISH_CUDA_ATTN_PER8");
     return env != nullptr && std::strcmp(env, "1") == 0;
   }();
-  AttentionLaunch cfg;
-  cfg.decode_warps = decode_warps;
-  cfg.per4 = head_dim <= 4 * kWarp && !force_per8;
-  cfg.split_warps = split_warps_env != 0 ? split_warps_env : cfg.per4 ? 16 : 8;
-  with_kv_type(cache.type, [&](auto t) {
+  const bool per4 = head_dim <= 4 * kWarp && !force_per8;
+  const int split_warps = split_warps_env != 0 ? split_warps_env : per4 ? 16 : 8;
+  with_kv_type(cache.type, [&](auto t) {  // KvT: the cache's element type
     using KvT = decltype(t);
-    attention_typed(q, ldq, static_cast<KvT*>(cache.k), static_cast<KvT*>(cache.v), n_head,
-                    n_head_kv, head_dim, pos0, n_tokens, out, stream, out_q, out_d, rope, split,
-                    cfg);
+    KvT* k_cache = static_cast<KvT*>(cache.k);
+    KvT* v_cache = static_cast<KvT*>(cache.v);
+    auto go = [&](auto kernel, int warps, unsigned blocks_y) {
+      launch(kernel, dim3(n_head, blocks_y), dim3(kWarp * warps), stream, q, ldq, k_cache, v_cache,
+             n_head, n_head_kv, head_dim, pos0, out, out_q, out_d, r, rope != nullptr ? 1 : 0,
+             split != nullptr ? *split : none);
+    };
+    // k4, k8: one kernel's kPer = 4 and 8 instantiations.
+    auto go_per = [&](auto k4, auto k8, int warps, unsigned blocks_y) {
+      if (per4) {
+        go(k4, warps, blocks_y);
+      } else {
+        go(k8, warps, blocks_y);
+      }
+    };
+    if (n_tokens == 1 && split != nullptr) {
+      const auto chunks =
+          static_cast<unsigned>(split->grid_chunks > 0 ? split->grid_chunks : split->n_splits);
+      if (split_warps == 16) {
+        return go_per(attention_kernel<16, true, 4, KvT>, attention_kernel<16, true, 8, KvT>, 16,
+                      chunks);
+      }
+      return go_per(attention_kernel<8, true, 4, KvT>, attention_kernel<8, true, 8, KvT>, 8,
+                    chunks);
+    }
+    if (n_tokens > 1 && rope == nullptr && g_attention_tiled && head_dim <= kTileMaxDim) {
+      detail::launch_smem(attention_tiled_kernel<KvT>,
+                          dim3(n_head, (n_tokens + kTileQueries - 1) / kTileQueries),
+                          dim3(kWarp * kTileWarps), attention_tiled_smem(head_dim), stream, q, ldq,
+                          static_cast<const KvT*>(k_cache), static_cast<const KvT*>(v_cache),
+                          n_head, n_head_kv, head_dim, pos0, n_tokens, out, out_q, out_d);
+      return;
+    }
+    const int warps = n_tokens == 1 ? decode_warps : 8;
+    const auto blocks_y = static_cast<unsigned>(n_tokens);
+    if (warps == 32) {
+      return go_per(attention_kernel<32, false, 4, KvT>, attention_kernel<32, false, 8, KvT>, 32,
+                    blocks_y);
+    }
+    if (warps == 16) {
+      return go_per(attention_kernel<16, false, 4, KvT>, attention_kernel<16, false, 8, KvT>, 16,
+                    blocks_y);
+    }
+    go_per(attention_kernel<8, false, 4, KvT>, attention_kernel<8, false, 8, KvT>, 8, blocks_y);
   });
 }
 
