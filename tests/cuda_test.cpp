@@ -126,6 +126,17 @@ std::vector<uint8_t> make_weights(DType type, int64_t rows, int64_t cols, uint32
   return test::encode_rows(type, f.data(), rows, cols);
 }
 
+// One token's RoPE table at position pos (base 10,000): n_rot / 2 cosines then n_rot / 2 sines.
+std::vector<float> rope_table(int pos, int n_rot) {
+  std::vector<float> table(n_rot);
+  for (int i = 0; i < n_rot / 2; ++i) {
+    const double angle = pos * std::pow(10000.0, -2.0 * i / n_rot);
+    table[i] = static_cast<float>(std::cos(angle));
+    table[n_rot / 2 + i] = static_cast<float>(std::sin(angle));
+  }
+  return table;
+}
+
 // A kernel's fused 8-bit output (q, d) must equal quantize_activations_q8 of its float output.
 void expect_fused_q8(const float* out_dev, int n_tokens, int cols, const int8_t* q_dev,
                      const float* d_dev) {
@@ -715,6 +726,10 @@ TEST(CudaKernels, AttentionMatchesSoftmaxReference) {
 // Both cache types.
 TEST(CudaKernels, SplitDecodeAttentionMatchesOneBlockPerHead) {
   SKIP_WITHOUT_GPU();
+  struct Reset {
+    ~Reset() { cuda::set_attention_options(-1, -1); }
+  } reset;
+  cuda::set_attention_options(-1, 0);  // the kernels of one block per q head
   for (cuda::KvType kv : kKvTypes)
     for (const auto& [D, pos0] : std::vector<std::pair<int, int>>{
              {128, 255}, {128, 256}, {128, 700}, {256, 256}, {256, 700}}) {
@@ -727,12 +742,7 @@ TEST(CudaKernels, SplitDecodeAttentionMatchesOneBlockPerHead) {
       Dev<float> partials(H * n_splits * (D + 2));
       Dev<int> counters(std::vector<int>(H, 0));
       const std::vector<float> qkv = random_floats(ld, 81 + pos0);
-      std::vector<float> table(n_rot);
-      for (int i = 0; i < n_rot / 2; ++i) {
-        const double angle = pos0 * std::pow(10000.0, -2.0 * i / n_rot);
-        table[i] = static_cast<float>(std::cos(angle));
-        table[n_rot / 2 + i] = static_cast<float>(std::sin(angle));
-      }
+      const std::vector<float> table = rope_table(pos0, n_rot);
       Dev<float> dtable(table);
       Dev<int> dpos(std::vector<int>{pos0});
       std::vector<std::vector<float>> outs, kcs, vcs;
@@ -762,46 +772,142 @@ TEST(CudaKernels, SplitDecodeAttentionMatchesOneBlockPerHead) {
 }
 
 // Heads of 128 dimensions, all rotated or the first 64 (a tail copied as is), and of 256; both
-// cache types.
+// cache types; the decode kernels of one block per q head and of one cluster per kv head.
 TEST(CudaKernels, AttentionWithFusedRopeMatchesSeparateKernels) {
   SKIP_WITHOUT_GPU();
+  struct Reset {
+    ~Reset() { cuda::set_attention_options(-1, -1); }
+  } reset;
+  for (int group : {0, 1})
+    for (cuda::KvType kv : kKvTypes)
+      for (const auto& [neox, D, n_rot] :
+           std::vector<std::tuple<bool, int, int>>{{false, 128, 128},
+                                                   {true, 128, 128},
+                                                   {false, 128, 64},
+                                                   {true, 128, 64},
+                                                   {true, 256, 256}}) {
+        SCOPED_TRACE(testing::Message()
+                     << "neox " << neox << " D " << D << " n_rot " << n_rot << " group " << group);
+        cuda::set_attention_options(-1, group);
+        const int H = 8, HKV = 2, pos0 = 37, n_ctx = 64;
+        const int Q = H * D, KV = HKV * D, ld = Q + 2 * KV;
+        const std::vector<float> qkv = random_floats(ld, 61), cache = random_floats(n_ctx * KV, 62);
+        const std::vector<float> bias = random_floats(ld, 63);
+        const std::vector<float> table = rope_table(pos0, n_rot);
+        Dev<float> dtable(table), dbias(bias);
+        Dev<int> dpos(std::vector<int>{pos0});
+        std::vector<std::vector<float>> outs, kcs, vcs;
+        for (bool fused : {false, true}) {
+          Dev<float> dqkv(qkv), out(Q);
+          DevCache kc(cache, kv), vc(cache, kv);
+          const cuda::RopeArgs a = rope_args(dqkv.p, H, HKV, D, n_rot, neox, dbias.p, dbias.p + Q,
+                                             dbias.p + Q + KV, dtable.p, dpos.p, kc, vc);
+          if (!fused) cuda::rope_and_store(a, 1, nullptr);
+          cuda::attention(dqkv.p, ld, a.cache, H, HKV, D, dpos.p, 1, out.p, nullptr, nullptr,
+                          nullptr, fused ? &a : nullptr);
+          ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+          outs.push_back(out.download());
+          kcs.push_back(kc.download());
+          vcs.push_back(vc.download());
+        }
+        EXPECT_EQ(outs[0], outs[1]) << "neox " << neox;
+        EXPECT_EQ(kcs[0], kcs[1]) << "neox " << neox;
+        EXPECT_EQ(vcs[0], vcs[1]) << "neox " << neox;
+      }
+}
+
+// Decode attention by kv head in clusters (attention_decode.cu) against softmax in double over the
+// cache it leaves, and against the kernels of one block per q head (within 1e-5; the same new
+// rows in the caches): q heads per kv head 1, 2, 3, 4, 7 and 8 (the kernels for 1, 2, 4 and 8,
+// heads masked in between), heads of 64, 128 and 256 dimensions, contexts shorter than the
+// cluster (blocks without keys), ending a trip or not, and of 4,101 keys, in clusters of 2, 3, 5
+// and 16 blocks; RoPE fused (with
+// biases) or done before by rope_and_store, which must give the same bits; both cache types; the
+// output's 8-bit form as quantize_activations_q8 makes it.
+TEST(CudaKernels, GroupDecodeAttentionMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  struct Reset {
+    ~Reset() { cuda::set_attention_options(-1, -1); }
+  } reset;
   for (cuda::KvType kv : kKvTypes)
-    for (const auto& [neox, D, n_rot] : std::vector<std::tuple<bool, int, int>>{{false, 128, 128},
-                                                                                {true, 128, 128},
-                                                                                {false, 128, 64},
-                                                                                {true, 128, 64},
-                                                                                {true, 256, 256}}) {
-      SCOPED_TRACE(testing::Message() << "neox " << neox << " D " << D << " n_rot " << n_rot);
-      const int H = 8, HKV = 2, pos0 = 37, n_ctx = 64;
-      const int Q = H * D, KV = HKV * D, ld = Q + 2 * KV;
-      const std::vector<float> qkv = random_floats(ld, 61), cache = random_floats(n_ctx * KV, 62);
-      const std::vector<float> bias = random_floats(ld, 63);
-      std::vector<float> table(n_rot);
-      for (int i = 0; i < n_rot / 2; ++i) {
-        const double angle = pos0 * std::pow(10000.0, -2.0 * i / n_rot);
-        table[i] = static_cast<float>(std::cos(angle));
-        table[n_rot / 2 + i] = static_cast<float>(std::sin(angle));
+    for (const auto& [H, HKV, D] : std::vector<std::tuple<int, int, int>>{{8, 2, 128},
+                                                                          {32, 8, 128},
+                                                                          {28, 4, 128},
+                                                                          {6, 2, 64},
+                                                                          {4, 4, 64},
+                                                                          {8, 4, 64},
+                                                                          {8, 1, 64},
+                                                                          {8, 2, 256},
+                                                                          {4, 2, 256}})
+      for (const auto& [pos0, chunks] : std::vector<std::pair<int, int>>{
+               {0, 16}, {5, 3}, {37, 0}, {300, 2}, {300, 16}, {4100, 16}, {4100, 5}}) {
+        SCOPED_TRACE(testing::Message()
+                     << "H " << H << " HKV " << HKV << " D " << D << " pos0 " << pos0 << " blocks "
+                     << chunks << " F16 " << (kv == cuda::KvType::F16));
+        const int n_rot = D, Q = H * D, KV = HKV * D, ld = Q + 2 * KV, n_ctx = pos0 + 1;
+        const bool bias = pos0 % 2 == 1;
+        const std::vector<float> qkv = random_floats(ld, 91 + pos0 + H),
+                                 cache = random_floats(n_ctx * KV, 92 + D);
+        const std::vector<float> biases = random_floats(ld, 93);
+        const std::vector<float> table = rope_table(pos0, n_rot);
+        Dev<float> dtable(table), dbias(biases);
+        Dev<int> dpos(std::vector<int>{pos0});
+        // Runs: 0 per-head kernel with RoPE fused, 1 group kernel fused, 2 group kernel after
+        // rope_and_store (its q: the rotated rows, kept for the reference).
+        std::vector<std::vector<float>> outs, kcs, vcs;
+        std::vector<float> rotated;
+        for (int run : {0, 1, 2}) {
+          cuda::set_attention_options(-1, run == 0 ? 0 : 1);
+          Dev<float> dqkv(qkv), out(Q);
+          DevCache kc(cache, kv), vc(cache, kv);
+          const cuda::RopeArgs a =
+              rope_args(dqkv.p, H, HKV, D, n_rot, false, bias ? dbias.p : nullptr,
+                        bias ? dbias.p + Q : nullptr, bias ? dbias.p + Q + KV : nullptr, dtable.p,
+                        dpos.p, kc, vc);
+          Dev<int8_t> oq(Q);
+          Dev<float> od(Q / 32);
+          if (run == 2) cuda::rope_and_store(a, 1, nullptr);
+          // Blocks per kv head: chunks (0: none given, 2), through the split's chunk count.
+          const cuda::AttentionSplit blocks{nullptr, nullptr, chunks, chunks};
+          cuda::attention(dqkv.p, ld, a.cache, H, HKV, D, dpos.p, 1, out.p, nullptr, oq.p, od.p,
+                          run == 2 ? nullptr : &a, run == 0 || chunks == 0 ? nullptr : &blocks);
+          ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+          expect_fused_q8(out.p, 1, Q, oq.p, od.p);
+          outs.push_back(out.download());
+          kcs.push_back(kc.download());
+          vcs.push_back(vc.download());
+          if (run == 2) rotated = dqkv.download();
+        }
+        EXPECT_EQ(kcs[1], kcs[0]);
+        EXPECT_EQ(vcs[1], vcs[0]);
+        EXPECT_EQ(kcs[2], kcs[0]);
+        EXPECT_EQ(vcs[2], vcs[0]);
+        EXPECT_EQ(outs[2], outs[1]);
+        const std::vector<float>& kc = kcs[0];
+        const std::vector<float>& vc = vcs[0];
+        for (int h = 0; h < H; ++h) {
+          const int kvh = h / (H / HKV), n_keys = pos0 + 1;
+          std::vector<double> s(n_keys);
+          double mx = -1e300;
+          for (int j = 0; j < n_keys; ++j) {
+            double d = 0;
+            for (int i = 0; i < D; ++i) d += rotated[h * D + i] * kc[j * KV + kvh * D + i];
+            s[j] = d / std::sqrt(static_cast<double>(D));
+            mx = std::max(mx, s[j]);
+          }
+          double sum = 0;
+          for (double& x : s) sum += x = std::exp(x - mx);
+          for (int i = 0; i < D; ++i) {
+            double o = 0;
+            for (int j = 0; j < n_keys; ++j) o += s[j] * vc[j * KV + kvh * D + i];
+            o /= sum;
+            ASSERT_NEAR(outs[1][h * D + i], o, 1e-5 * (1 + std::fabs(o)))
+                << "h " << h << " i " << i;
+            ASSERT_NEAR(outs[0][h * D + i], outs[1][h * D + i], 1e-5 * (1 + std::fabs(o)))
+                << "h " << h << " i " << i;
+          }
+        }
       }
-      Dev<float> dtable(table), dbias(bias);
-      Dev<int> dpos(std::vector<int>{pos0});
-      std::vector<std::vector<float>> outs, kcs, vcs;
-      for (bool fused : {false, true}) {
-        Dev<float> dqkv(qkv), out(Q);
-        DevCache kc(cache, kv), vc(cache, kv);
-        const cuda::RopeArgs a = rope_args(dqkv.p, H, HKV, D, n_rot, neox, dbias.p, dbias.p + Q,
-                                           dbias.p + Q + KV, dtable.p, dpos.p, kc, vc);
-        if (!fused) cuda::rope_and_store(a, 1, nullptr);
-        cuda::attention(dqkv.p, ld, a.cache, H, HKV, D, dpos.p, 1, out.p, nullptr, nullptr, nullptr,
-                        fused ? &a : nullptr);
-        ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-        outs.push_back(out.download());
-        kcs.push_back(kc.download());
-        vcs.push_back(vc.download());
-      }
-      EXPECT_EQ(outs[0], outs[1]) << "neox " << neox;
-      EXPECT_EQ(kcs[0], kcs[1]) << "neox " << neox;
-      EXPECT_EQ(vcs[0], vcs[1]) << "neox " << neox;
-    }
 }
 
 TEST(CudaKernels, GatedActivations) {

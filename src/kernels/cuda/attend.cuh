@@ -1,5 +1,6 @@
-// One warp's online softmax over a run of cached keys (kernels.cu: attention_kernel), and the KV
-// cache's element access. Device code only.
+// One warp's online softmax over a run of cached keys (kernels.cu: attention_kernel), the KV
+// cache's element access, and what the attention kernels share (RoPE's rotation, the dispatch on
+// the cache's type).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -7,6 +8,9 @@
 
 #include <cfloat>
 #include <cstdint>
+#include <type_traits>
+
+#include "kernels/cuda/kernels.h"
 
 namespace squish::cuda::attend {
 
@@ -23,6 +27,15 @@ __device__ __forceinline__ void kv_store(float* p, float v) {
 __device__ __forceinline__ void kv_store(__half* p, float v) {
   *p = __float2half_rn(v);
 }
+// What the cache returns for v once stored: v, or v rounded to F16.
+template <class KvT>
+__device__ __forceinline__ float as_cached(float v) {
+  if constexpr (std::is_same_v<KvT, __half>) {
+    return __half2float(__float2half_rn(v));
+  } else {
+    return v;
+  }
+}
 // Four consecutive values (16-byte aligned in F32, 8-byte in F16).
 __device__ __forceinline__ float4 kv_load4(const float* p) {
   return *reinterpret_cast<const float4*>(p);
@@ -33,6 +46,35 @@ __device__ __forceinline__ float4 kv_load4(const __half* p) {
   const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&u.y));
   return make_float4(a.x, a.y, b.x, b.y);
 }
+
+// The rotation of pair (x0, x1) by the angle with cosine c and sine s, written to *a and *b (F32,
+// or a cache's F16): rope_store_kernel and the attention kernels' fused prologues use it, so their
+// results are the same bits (explicit roundings: no fused multiply-add).
+template <class T>
+__device__ __forceinline__ void rotate_pair(float x0, float x1, float c, float s, T* a, T* b) {
+  kv_store(a, __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s)));
+  kv_store(b, __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c)));
+}
+
+// f(float{}) or f(__half{}): the element type of a KV cache of type t.
+template <class F>
+void with_kv_type(KvType t, F&& f) {
+  if (t == KvType::F16) {
+    f(__half{});
+  } else {
+    f(float{});
+  }
+}
+
+// Decode attention of one token (q rows of n_head * head_dim values) in thread block clusters, one
+// per kv head (attention_decode.cu): false, launching nothing, where it does not apply (a device
+// before sm_90; head_dim other than 64, 128, 256; more than 8 q heads per kv head, 4 at 256).
+// Arguments as kernels.h: attention(); chunks: the 256-key chunks of the context (a block per
+// chunk, 2 to 16). launch false: only whether it applies, readying the kernel (device queries,
+// attributes) as the first launch would.
+bool attention_group(const float* q, const KvCache& cache, int n_head, int n_head_kv, int head_dim,
+                     const int* pos0, float* out, cudaStream_t stream, int8_t* out_q, float* out_d,
+                     const RopeArgs* rope, int chunks, bool launch = true);
 
 // Lanes hold dimension lane + 32 e of the head in register e, for e < per (per <= kPer: kPer is
 // the registers' compile-time size, per the head's D / 32). Keys j0, j0 + stride, ... below end

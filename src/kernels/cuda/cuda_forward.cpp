@@ -270,6 +270,9 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
                   kv_type_ == cuda::KvType::F16 ? "F16" : "F32", fusion_,
                   use_pdl_ ? "PDL" : "no PDL", use_graphs_ ? ", graphs" : "");
   if (gemm_on_) description_ += fmt::format(", cuBLAS prefill from {} tokens", gemm_min_);
+  // Decode steps are captured into graphs, where the attention kernel's first-use queries may not
+  // run.
+  cuda::prepare_decode_attention(kv_type_, c_.n_head, c_.n_head_kv, c_.head_dim);
   if (skip_ != 0)
     description_ += fmt::format(
         "; SQUISH_CUDA_SKIP={}: decode skips kernels, for timing only, "

@@ -31,19 +31,11 @@ namespace {
 
 using attend::kv_load4;
 using attend::kv_store;
+using attend::rotate_pair;
+using attend::with_kv_type;
 using detail::launch;
 using detail::pdl_launch_dependents;
 using detail::pdl_wait;
-
-// f(float{}) or f(__half{}): the element type of a KV cache of type t.
-template <class F>
-void with_kv_type(KvType t, F&& f) {
-  if (t == KvType::F16) {
-    f(__half{});
-  } else {
-    f(float{});
-  }
-}
 
 constexpr int kWarp = 32;
 
@@ -91,15 +83,6 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __rest
     store_q8_group(v, q + static_cast<int64_t>(blockIdx.x) * n + g * 32,
                    d + static_cast<int64_t>(blockIdx.x) * (n / 32) + g);
   }
-}
-
-// The rotation of pair (x0, x1) by the angle with cosine c and sine s, written to *a and *b (F32,
-// or a cache's F16): rope_store_kernel and the attention's fused prologue use it, so their
-// results are the same bits (explicit roundings: no fused multiply-add).
-template <class T>
-__device__ __forceinline__ void rotate_pair(float x0, float x1, float c, float s, T* a, T* b) {
-  kv_store(a, __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s)));
-  kv_store(b, __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c)));
 }
 
 template <class KvT>
@@ -533,11 +516,26 @@ bool attention_tiled_from_env() {
   return env == nullptr || std::strcmp(env, "0") != 0;
 }
 bool g_attention_tiled = attention_tiled_from_env();
+// Decode attention by kv head in clusters (attention_decode.cu) unless SQUISH_CUDA_ATTN_GROUP=0
+// (the kernels of one block per q head, split over 256-key chunks past one).
+bool attention_group_from_env() {
+  const char* env = std::getenv("SQUISH_CUDA_ATTN_GROUP");
+  return env == nullptr || std::strcmp(env, "0") != 0;
+}
+bool g_attention_group = attention_group_from_env();
 }  // namespace
 
 void attention(const float* q, int64_t ldq, const KvCache& cache, int n_head, int n_head_kv,
                int head_dim, const int* pos0, int n_tokens, float* out, cudaStream_t stream,
                int8_t* out_q, float* out_d, const RopeArgs* rope, const AttentionSplit* split) {
+  if (n_tokens == 1 && g_attention_group &&
+      attend::attention_group(q, cache, n_head, n_head_kv, head_dim, pos0, out, stream, out_q,
+                              out_d, rope,
+                              split == nullptr         ? 1
+                              : split->grid_chunks > 0 ? split->grid_chunks
+                                                       : split->n_splits)) {
+    return;
+  }
   RopeArgs r = {};
   if (rope != nullptr) r = *rope;
   // One token has one block per head (32 of the H100's 132 SMs for Llama-3-8B): more warps per
@@ -614,8 +612,17 @@ void attention(const float* q, int64_t ldq, const KvCache& cache, int n_head, in
   });
 }
 
-void set_attention_options(int tiled_prefill) {
+void prepare_decode_attention(KvType cache, int n_head, int n_head_kv, int head_dim) {
+  if (!g_attention_group) return;
+  KvCache c;
+  c.type = cache;
+  attend::attention_group(nullptr, c, n_head, n_head_kv, head_dim, nullptr, nullptr, nullptr,
+                          nullptr, nullptr, nullptr, 1, false);
+}
+
+void set_attention_options(int tiled_prefill, int group_decode) {
   g_attention_tiled = tiled_prefill >= 0 ? tiled_prefill != 0 : attention_tiled_from_env();
+  g_attention_group = group_decode >= 0 ? group_decode != 0 : attention_group_from_env();
 }
 
 void set_programmatic_launch(bool on) {

@@ -139,12 +139,16 @@ void rope_and_store(const RopeArgs& a, int n_tokens, cudaStream_t stream);
 // rope_and_store's work is done first inside the kernel (q, k and v from rope->q/k/v; rope's
 // cache must be `cache`), with the same arithmetic.
 //
-// With split set (one token): the context is split into chunks of kAttentionSplitKeys keys, one
-// block per (head, chunk), merged by the last block of each head (flash-decoding), so a long
-// context is read by many blocks instead of one per head. split->n_splits >= the chunks of the
-// longest context (grids are fixed in a captured graph: chunks past the position exit at once);
-// partials: n_head * n_splits * (head_dim + 2) floats; counters: n_head ints, zero before and
-// after.
+// One token is taken by kv head, every q head of its group in one cluster of blocks that split the
+// context evenly (attend.cuh: attention_group), where the device and head shape allow it and
+// set_attention_options leaves it on: a block per chunk of kAttentionSplitKeys keys that `split`
+// gives (split->grid_chunks, else split->n_splits; 2 without split), at most 16; the partials and
+// counters are unused. Otherwise, with split set (one token):
+// the context is split into chunks of kAttentionSplitKeys keys, one block per (head, chunk), merged
+// by the last block of each head (flash-decoding), so a long context is read by many blocks instead
+// of one per head. split->n_splits >= the chunks of the longest context (grids are fixed in a
+// captured graph: chunks past the position exit at once); partials: n_head * n_splits * (head_dim +
+// 2) floats; counters: n_head ints, zero before and after.
 constexpr int kAttentionSplitKeys = 256;
 // grid_chunks > 0: only that many blocks per head are launched, the chunks holding keys at this
 // position (a captured graph per count; blocks past the position would only cost their launch).
@@ -159,10 +163,17 @@ void attention(const float* q, int64_t ldq, const KvCache& cache, int n_head, in
                int8_t* out_q = nullptr, float* out_d = nullptr, const RopeArgs* rope = nullptr,
                const AttentionSplit* split = nullptr);
 
-// Prefill attention kernel (tests, tuning): 1 the tiled kernel (keys and values through shared
+// Readies the one-token attention kernel for these heads and cache type (device queries and kernel
+// attributes, which a graph capture must not make): call before capturing a decode step.
+void prepare_decode_attention(KvType cache, int n_head, int n_head_kv, int head_dim);
+
+// Attention kernels (tests, tuning). Prefill: 1 the tiled kernel (keys and values through shared
 // memory, shared by 16 queries; head_dim <= 128), 0 one block per query, -1 as
-// SQUISH_CUDA_ATTN_TILED says (default 1). Not thread-safe: set it before launching.
-void set_attention_options(int tiled_prefill);
+// SQUISH_CUDA_ATTN_TILED says (default 1). Decode: 1 one cluster of blocks per kv head, taking
+// every q head of the group (sm_90; head_dim 64, 128 or 256), 0 one block per q head (split as
+// `split` says), -1 as SQUISH_CUDA_ATTN_GROUP says (default 1). Not thread-safe: set them before
+// launching.
+void set_attention_options(int tiled_prefill, int group_decode = -1);
 
 // gate[t][i] = act(gate[t][i]) * up[t][i], i < n (SiLU or tanh-approximated GELU).
 // With q/d set (n a multiple of 32), also the results' 8-bit form, rows at q + t * n.

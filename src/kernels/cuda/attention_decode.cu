@@ -1,0 +1,467 @@
+// Decode attention by kv head and thread block cluster (sm_90): one token's queries of every q head
+// that shares a kv head (grouped-query attention) are taken by one cluster of blocks, which split
+// the context between them evenly and merge their softmax states through distributed shared
+// memory. Against the kernels of one block per q head (kernels.cu: attention_kernel) each cached
+// row is read once per kv head rather than once per q head, with one vector load per lane, the
+// keys of a block's first trip are loaded before the wait for the kernels before it, and the
+// chunks merge without a global fence, atomic counter or partials: the dependent trips through
+// memory that made attention 14 % of a Llama-3-8B decode step (docs/cuda.md, fourteenth slice).
+#include <cooperative_groups.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/cuda/attend.cuh"
+#include "kernels/cuda/kernels.h"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/quantize.cuh"
+
+namespace squish::cuda::attend {
+
+namespace {
+
+namespace cg = cooperative_groups;
+using detail::pdl_launch_dependents;
+using detail::pdl_wait;
+
+constexpr int kWarp = 32;
+constexpr int kGroupWarps = 8;   // warps per block
+constexpr int kMaxCluster = 16;  // blocks per kv head (H100: 16 with the non-portable attribute)
+
+// Keys per warp per trip: two trips' rows in registers (the next one's loads in flight while this
+// one is scored) stay at 64 floats a lane, and the scores of a trip (kG x kKeys) fill at most a
+// warp for warp_sums.
+template <int kPer, int kG>
+constexpr int kTripKeys = (16 / kPer) * kG <= 32 ? 16 / kPer : 32 / kG;
+
+// A lane's kPer consecutive values of a cached row, as F32: one 8-32 byte load.
+template <int kPer>
+__device__ __forceinline__ void load_row(const float* p, float (&r)[kPer]) {
+  if constexpr (kPer % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < kPer; i += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(p + i);
+      r[i] = v.x, r[i + 1] = v.y, r[i + 2] = v.z, r[i + 3] = v.w;
+    }
+  } else {
+    static_assert(kPer == 2, "kPer: 2, 4 or 8");
+    const float2 v = *reinterpret_cast<const float2*>(p);
+    r[0] = v.x, r[1] = v.y;
+  }
+}
+template <class Word>  // unsigned (a template: unreferenced in the sm_80 pass, no warning)
+__device__ __forceinline__ void unpack_half2(Word w, float* r) {
+  const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w));
+  r[0] = f.x, r[1] = f.y;
+}
+template <int kPer>
+__device__ __forceinline__ void load_row(const __half* p, float (&r)[kPer]) {
+  if constexpr (kPer == 8) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    unpack_half2(u.x, r), unpack_half2(u.y, r + 2), unpack_half2(u.z, r + 4);
+    unpack_half2(u.w, r + 6);
+  } else if constexpr (kPer == 4) {
+    const uint2 u = *reinterpret_cast<const uint2*>(p);
+    unpack_half2(u.x, r), unpack_half2(u.y, r + 2);
+  } else {
+    static_assert(kPer == 2, "kPer: 2, 4 or 8");
+    unpack_half2(*reinterpret_cast<const unsigned*>(p), r);
+  }
+}
+
+// One halving step of warp_sums: values [0, kHalf) of v become the sums of this lane's and its
+// partner's (lane ^ kOffset) pairs, the lower or upper half of them by the lane's bit kOffset.
+template <int kHalf, int kOffset, int N>
+__device__ __forceinline__ void halve(float (&v)[N], int lane) {
+  const bool upper = (lane & kOffset) != 0;
+#pragma unroll
+  for (int i = 0; i < kHalf; ++i) {
+    const float a = v[i], b = v[i + kHalf];
+    v[i] = (upper ? b : a) + __shfl_xor_sync(0xFFFFFFFFu, upper ? a : b, kOffset);
+  }
+  if constexpr (kHalf > 1) halve<kHalf / 2, kOffset / 2>(v, lane);
+}
+
+// Sums each of the N values over the warp and returns all N sums in every lane (N a power of two,
+// at most 32). The sums are made transposed: each step halves the values a lane holds, sending
+// half to the partner lane and adding what it sends back, so N sums take N - 1 shuffles (plus
+// one per remaining step) instead of 5 N; sum i then sits in lane i << (5 - log2 N) and is
+// broadcast from there (N shuffles).
+template <int N>
+__device__ __forceinline__ void warp_sums(float (&v)[N], int lane) {
+  static_assert(N >= 1 && N <= 32 && (N & (N - 1)) == 0, "N: a power of two, at most 32");
+  constexpr unsigned kFull = 0xFFFFFFFFu;
+  constexpr int kLog = N >= 32 ? 5 : N >= 16 ? 4 : N >= 8 ? 3 : N >= 4 ? 2 : N >= 2 ? 1 : 0;
+  if constexpr (N > 1) halve<N / 2, 16>(v, lane);
+#pragma unroll
+  for (int o = 16 >> kLog; o > 0; o /= 2) v[0] += __shfl_xor_sync(kFull, v[0], o);
+  const float mine = v[0];
+#pragma unroll
+  for (int i = 0; i < N; ++i) v[i] = __shfl_sync(kFull, mine, i << (5 - kLog));
+}
+
+// Block (kv head, rank) of a cluster of C blocks along y takes keys [rank * span, (rank + 1) *
+// span) of the context (span: the context / C, rounded up to whole trips) for the g = n_head /
+// n_head_kv <= kG q heads of its kv head; lanes hold dimensions lane * kPer .. + kPer - 1
+// (head_dim = 32 kPer). fuse_rope: the block rotates its q heads itself, and the block whose
+// keys hold the position stores the new k and v (rope_store_kernel's arithmetic, the same bits).
+// The output (and its 8-bit form with out_q set) is written in warps of 32 dimensions by the
+// cluster's blocks in turn.
+template <int kPer, int kG, class KvT>
+__global__ void __launch_bounds__(kWarp* kGroupWarps)
+    attention_group_kernel(const float* __restrict__ q, KvT* k_cache, KvT* v_cache, int n_head,
+                           int n_head_kv, const int* pos0, float* __restrict__ out, int8_t* out_q,
+                           float* out_d, RopeArgs rope, int fuse_rope) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int D = kPer * kWarp, kW = kGroupWarps;
+  constexpr int kKeys = kTripKeys<kPer, kG>;
+  __shared__ __align__(16) float s_q[kG][D];         // fuse_rope: the rotated queries
+  __shared__ __align__(16) float s_kn[D], s_vn[D];   // fuse_rope: the new key and value, as cached
+  __shared__ float s_wm[kW][kG], s_wl[kW][kG];       // each warp's max and sum per head
+  __shared__ __align__(16) float s_wacc[kW][kG][D];  // and weighted values
+  __shared__ float s_m[kG], s_l[kG];                 // the block's, read by the whole cluster
+  __shared__ float s_acc[kG][D];
+  pdl_launch_dependents();
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int C = static_cast<int>(cluster.num_blocks());
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int kvh = blockIdx.x, warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int g = n_head / n_head_kv, h0 = kvh * g, KV = n_head_kv * D;
+  // The position comes from the graph's uploads, which precede its first kernel: readable
+  // before the wait, as are the rows below it, which earlier passes stored.
+  const int n_keys = *pos0 + 1, fresh = n_keys - 1;
+  const int span = ((n_keys + C - 1) / C + kKeys - 1) / kKeys * kKeys;
+  const int begin = rank * span, end = min(n_keys, begin + span);
+  const KvT* kb = k_cache + kvh * D + lane * kPer;
+  const KvT* vb = v_cache + kvh * D + lane * kPer;
+  // Trip j's rows (past end: the last row, masked when scored).
+  auto load_trip = [&](float(&k)[kKeys][kPer], float(&v)[kKeys][kPer], int j) {
+#pragma unroll
+    for (int u = 0; u < kKeys; ++u) {
+      const int64_t r = min(j + u, end - 1);
+      load_row<kPer>(kb + r * KV, k[u]);
+      load_row<kPer>(vb + r * KV, v[u]);
+    }
+  };
+  const int stride = kW * kKeys;
+  const int j_first = begin + warp * kKeys;
+  float rk[kKeys][kPer], rv[kKeys][kPer];
+  if (j_first < end) load_trip(rk, rv, j_first);
+  pdl_wait();
+  const bool owns_pos = fresh >= begin && fresh < end;
+  if (fuse_rope) {
+    const int half = rope.n_rot / 2, tail = D - rope.n_rot, width = half + tail;
+    const bool bias = rope.bq != nullptr;
+    for (int p = threadIdx.x; p < g * width; p += blockDim.x) {
+      const int hh = p / width, i = p % width, hd = (h0 + hh) * D;
+      if (i < half) {
+        const int ia = rope.neox ? i : 2 * i, ib = rope.neox ? i + half : 2 * i + 1;
+        float q0 = rope.q[hd + ia], q1 = rope.q[hd + ib];
+        if (bias) q0 += rope.bq[hd + ia], q1 += rope.bq[hd + ib];
+        rotate_pair(q0, q1, rope.cos_sin[i], rope.cos_sin[half + i], &s_q[hh][ia], &s_q[hh][ib]);
+      } else {
+        const int e = rope.n_rot + i - half;
+        s_q[hh][e] = bias ? rope.q[hd + e] + rope.bq[hd + e] : rope.q[hd + e];
+      }
+    }
+    if (owns_pos) {
+      KvT* kc = k_cache + static_cast<int64_t>(fresh) * KV + kvh * D;
+      KvT* vc = v_cache + static_cast<int64_t>(fresh) * KV + kvh * D;
+      const int kd = kvh * D;
+      for (int i = threadIdx.x; i < width; i += blockDim.x) {
+        if (i < half) {
+          const int ia = rope.neox ? i : 2 * i, ib = rope.neox ? i + half : 2 * i + 1;
+          float k0 = rope.k[kd + ia], k1 = rope.k[kd + ib];
+          if (bias) k0 += rope.bk[kd + ia], k1 += rope.bk[kd + ib];
+          rotate_pair(k0, k1, rope.cos_sin[i], rope.cos_sin[half + i], s_kn + ia, s_kn + ib);
+          kv_store(kc + ia, s_kn[ia]);
+          kv_store(kc + ib, s_kn[ib]);
+          s_kn[ia] = as_cached<KvT>(s_kn[ia]);
+          s_kn[ib] = as_cached<KvT>(s_kn[ib]);
+        } else {
+          const int e = rope.n_rot + i - half;
+          const float ke = rope.k[kd + e];
+          kv_store(kc + e, bias ? ke + rope.bk[kd + e] : ke);
+          s_kn[e] = as_cached<KvT>(bias ? ke + rope.bk[kd + e] : ke);
+        }
+      }
+      for (int e = threadIdx.x; e < D; e += blockDim.x) {
+        const float ve = bias ? rope.v[kd + e] + rope.bv[kd + e] : rope.v[kd + e];
+        kv_store(vc + e, ve);
+        s_vn[e] = as_cached<KvT>(ve);
+      }
+    }
+    // Later trips read this block's stores from global memory: visible after the barrier.
+    __syncthreads();
+  }
+  // The preloaded trip's rows from the position on are this pass's: stored by this block (shared
+  // memory) or by rope_and_store before the wait.
+  if (owns_pos && j_first < end) {
+#pragma unroll
+    for (int u = 0; u < kKeys; ++u) {
+      const int r = min(j_first + u, end - 1);
+      if (r < fresh) continue;
+      if (fuse_rope) {
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) {
+          rk[u][e] = s_kn[lane * kPer + e];
+          rv[u][e] = s_vn[lane * kPer + e];
+        }
+      } else {
+        load_row<kPer>(kb + static_cast<int64_t>(r) * KV, rk[u]);
+        load_row<kPer>(vb + static_cast<int64_t>(r) * KV, rv[u]);
+      }
+    }
+  }
+  const float scale = rsqrtf(static_cast<float>(D));
+  float qv[kG][kPer], acc[kG][kPer], m[kG], l[kG];
+#pragma unroll
+  for (int hh = 0; hh < kG; ++hh) {
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) {
+      const int d = lane * kPer + e;
+      qv[hh][e] = hh < g ? (fuse_rope ? s_q[hh][d] : q[(h0 + hh) * D + d]) * scale : 0.0f;
+      acc[hh][e] = 0.0f;
+    }
+    m[hh] = -FLT_MAX;
+    l[hh] = 0.0f;
+  }
+  for (int j = j_first; j < end; j += stride) {
+    float nk[kKeys][kPer], nv[kKeys][kPer];  // the next trip's rows, in flight while this is scored
+    if (j + stride < end) load_trip(nk, nv, j + stride);
+    float s[kG * kKeys];
+#pragma unroll
+    for (int hh = 0; hh < kG; ++hh) {
+#pragma unroll
+      for (int u = 0; u < kKeys; ++u) {
+        float d = 0.0f;
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) d += qv[hh][e] * rk[u][e];
+        s[hh * kKeys + u] = d;
+      }
+    }
+    warp_sums(s, lane);
+#pragma unroll
+    for (int hh = 0; hh < kG; ++hh) {
+      if (hh >= g) continue;
+      float m_new = m[hh];
+#pragma unroll
+      for (int u = 0; u < kKeys; ++u)
+        if (j + u < end) m_new = fmaxf(m_new, s[hh * kKeys + u]);
+      const float corr = expf(m[hh] - m_new);
+      l[hh] *= corr;
+#pragma unroll
+      for (int e = 0; e < kPer; ++e) acc[hh][e] *= corr;
+#pragma unroll
+      for (int u = 0; u < kKeys; ++u) {
+        const float p = j + u < end ? expf(s[hh * kKeys + u] - m_new) : 0.0f;
+        l[hh] += p;
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) acc[hh][e] += p * rv[u][e];
+      }
+      m[hh] = m_new;
+    }
+#pragma unroll
+    for (int u = 0; u < kKeys; ++u) {
+#pragma unroll
+      for (int e = 0; e < kPer; ++e) rk[u][e] = nk[u][e], rv[u][e] = nv[u][e];
+    }
+  }
+  // The block's state per head: its warps' merged (a warp that saw no key weighs nothing).
+#pragma unroll
+  for (int hh = 0; hh < kG; ++hh) {
+    if (lane == 0) s_wm[warp][hh] = m[hh], s_wl[warp][hh] = l[hh];
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) s_wacc[warp][hh][lane * kPer + e] = acc[hh][e];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < g * D; i += blockDim.x) {
+    const int hh = i / D, d = i % D;
+    float mx = -FLT_MAX;
+    for (int w = 0; w < kW; ++w) mx = fmaxf(mx, s_wm[w][hh]);
+    float a = 0.0f, sum = 0.0f;
+    for (int w = 0; w < kW; ++w) {
+      const float wt = expf(s_wm[w][hh] - mx);
+      a += s_wacc[w][hh][d] * wt;
+      sum += s_wl[w][hh] * wt;
+    }
+    s_acc[hh][d] = a;
+    if (d == 0) s_m[hh] = mx, s_l[hh] = sum;
+  }
+  cluster.sync();  // every block's state, visible to the cluster
+  // The output in units of 32 dimensions of one head, shared out among the cluster's warps.
+  const int units = g * (D / kWarp);
+  for (int unit = rank * kW + warp; unit < units; unit += C * kW) {
+    const int hh = unit / (D / kWarp), d = unit % (D / kWarp) * kWarp + lane;
+    float mc[kMaxCluster];
+    float mx = -FLT_MAX;
+#pragma unroll
+    for (int c = 0; c < kMaxCluster; ++c) {
+      if (c < C) mx = fmaxf(mx, mc[c] = *cluster.map_shared_rank(&s_m[hh], c));
+    }
+    float sum = 0.0f, o = 0.0f;
+#pragma unroll
+    for (int c = 0; c < kMaxCluster; ++c) {
+      if (c < C) {
+        const float wt = expf(mc[c] - mx);
+        sum += *cluster.map_shared_rank(&s_l[hh], c) * wt;
+        o += *cluster.map_shared_rank(&s_acc[hh][d], c) * wt;
+      }
+    }
+    o /= sum;
+    const int64_t at = static_cast<int64_t>(h0 + hh) * D + d;
+    out[at] = o;
+    if (out_q != nullptr) store_q8_group(o, out_q + at - lane, out_d + at / 32);
+  }
+  cluster.sync();  // no block's shared memory goes while another reads it
+#endif
+}
+
+// SQUISH_CUDA_ATTN_CLUSTER=1..16 (read once): blocks per kv head at every context, for measuring.
+int cluster_env() {
+  static const int c = [] {
+    const char* env = std::getenv("SQUISH_CUDA_ATTN_CLUSTER");
+    const int v = env != nullptr ? std::atoi(env) : 0;
+    return v >= 1 && v <= kMaxCluster ? v : 0;
+  }();
+  return c;
+}
+
+// One launch's arguments, the caches' pointers untyped.
+struct GroupLaunch {
+  const float* q;
+  const KvCache* cache;
+  int n_head, n_head_kv;
+  const int* pos0;
+  float* out;
+  int8_t* out_q;
+  float* out_d;
+  RopeArgs rope;
+  int fuse_rope;
+  int cluster;  // blocks per kv head wanted
+  cudaStream_t stream;
+};
+
+// The largest cluster the device runs this kernel in: 16 (past the portable 8) where it can.
+template <class Kernel>
+int max_cluster(Kernel* kernel, int n_head_kv) {
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) !=
+      cudaSuccess) {
+    (void)cudaGetLastError();
+  }
+  for (int c = kMaxCluster; c > 1; c /= 2) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(n_head_kv, c);
+    cfg.blockDim = dim3(kWarp * kGroupWarps);
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = 1;
+    attr.val.clusterDim.y = c;
+    attr.val.clusterDim.z = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0)
+      return c;
+    (void)cudaGetLastError();
+  }
+  return 1;
+}
+
+template <int kPer, int kG, class KvT>
+void launch_group(const GroupLaunch& a, bool launch) {
+  auto* kernel = attention_group_kernel<kPer, kG, KvT>;
+  static const int most = max_cluster(kernel, a.n_head_kv);  // once per instantiation
+  if (!launch) return;
+  const int cluster = std::min(a.cluster, most);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(a.n_head_kv, cluster);
+  cfg.blockDim = dim3(kWarp * kGroupWarps);
+  cfg.stream = a.stream;
+  cudaLaunchAttribute attr[2];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = 1;
+  attr[0].val.clusterDim.y = cluster;
+  attr[0].val.clusterDim.z = 1;
+  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[1].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = detail::programmatic_launch() ? 2 : 1;
+  // A failed launch is reported by cudaGetLastError, which the session checks after each pass.
+  (void)cudaLaunchKernelEx(&cfg, kernel, a.q, static_cast<KvT*>(a.cache->k),
+                           static_cast<KvT*>(a.cache->v), a.n_head, a.n_head_kv, a.pos0, a.out,
+                           a.out_q, a.out_d, a.rope, a.fuse_rope);
+}
+
+// The instantiation for q heads per kv head g (false: none, heads of 256 dimensions past 4).
+template <int kPer, class KvT>
+bool launch_per(int g, const GroupLaunch& a, bool launch) {
+  auto go = [&](auto kg) {
+    launch_group<kPer, decltype(kg)::value, KvT>(a, launch);
+    return true;
+  };
+  if (g == 1) return go(std::integral_constant<int, 1>{});
+  if (g == 2) return go(std::integral_constant<int, 2>{});
+  if (g <= 4) return go(std::integral_constant<int, 4>{});
+  if constexpr (kPer <= 4) {  // 8 heads of 256 dimensions: more registers than a lane has
+    if (g <= 8) return go(std::integral_constant<int, 8>{});
+  }
+  return false;
+}
+
+bool device_has_clusters() {
+  static const bool yes = [] {
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return major >= 9;
+  }();
+  return yes;
+}
+
+}  // namespace
+
+bool attention_group(const float* q, const KvCache& cache, int n_head, int n_head_kv, int head_dim,
+                     const int* pos0, float* out, cudaStream_t stream, int8_t* out_q, float* out_d,
+                     const RopeArgs* rope, int chunks, bool launch) {
+  if (n_head_kv <= 0 || n_head % n_head_kv != 0 || !device_has_clusters()) return false;
+  const int g = n_head / n_head_kv;
+  // A block per 256-key chunk of the context, at least 2 (H100, Llama-3-8B Q4_K_M: tg128 at
+  // 513-640 tokens 433.8 tok/s with 2 blocks per kv head, 432.9 with 4 or 8, 425.8 with 16; tg64
+  // at 4,096 tokens 356.7 with 16, 312.7 with 8).
+  const int env = cluster_env();
+  GroupLaunch a{};
+  a.q = q;
+  a.cache = &cache;
+  a.n_head = n_head;
+  a.n_head_kv = n_head_kv;
+  a.pos0 = pos0;
+  a.out = out;
+  a.out_q = out_q;
+  a.out_d = out_d;
+  if (rope != nullptr) a.rope = *rope;
+  a.fuse_rope = rope != nullptr ? 1 : 0;
+  a.cluster = env > 0 ? env : std::clamp(chunks, 2, kMaxCluster);
+  a.stream = stream;
+  bool applies = false;
+  with_kv_type(cache.type, [&](auto t) {
+    using KvT = decltype(t);
+    if (head_dim == 64) {
+      applies = launch_per<2, KvT>(g, a, launch);
+    } else if (head_dim == 128) {
+      applies = launch_per<4, KvT>(g, a, launch);
+    } else if (head_dim == 256) {
+      applies = launch_per<8, KvT>(g, a, launch);
+    }
+  });
+  return applies;
+}
+
+}  // namespace squish::cuda::attend
