@@ -272,7 +272,8 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   if (gemm_on_) description_ += fmt::format(", cuBLAS prefill from {} tokens", gemm_min_);
   // Decode steps are captured into graphs, where the attention kernel's first-use queries may not
   // run.
-  cuda::prepare_decode_attention(kv_type_, c_.n_head, c_.n_head_kv, c_.head_dim);
+  const bool attn_grouped =
+      cuda::prepare_decode_attention(kv_type_, c_.n_head, c_.n_head_kv, c_.head_dim);
   if (skip_ != 0)
     description_ += fmt::format(
         "; SQUISH_CUDA_SKIP={}: decode skips kernels, for timing only, "
@@ -351,8 +352,12 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
     check(cudaMemset(attn_counters_.get(), 0, attn_counters_.bytes()), "cudaMemset");
     attn_split_.partials = attn_partials_.get<float>();
     attn_split_.counters = attn_counters_.get<int>();
-    description_ += fmt::format(", decode attention in {}-key chunks", cuda::kAttentionSplitKeys);
+    if (!attn_grouped)
+      description_ += fmt::format(", decode attention in {}-key chunks", cuda::kAttentionSplitKeys);
   }
+  if (attn_grouped)
+    description_ += fmt::format(", decode attention by kv head (a block per {} keys)",
+                                cuda::kAttentionSplitKeys);
   check(cudaMallocHost(reinterpret_cast<void**>(&host_x_), B * E * 4), "cudaMallocHost");
   check(cudaMallocHost(reinterpret_cast<void**>(&host_pos_), sizeof(int)), "cudaMallocHost");
   check(cudaMallocHost(reinterpret_cast<void**>(&host_logits_), static_cast<size_t>(c.n_vocab) * 4),

@@ -612,12 +612,12 @@ void attention(const float* q, int64_t ldq, const KvCache& cache, int n_head, in
   });
 }
 
-void prepare_decode_attention(KvType cache, int n_head, int n_head_kv, int head_dim) {
-  if (!g_attention_group) return;
+bool prepare_decode_attention(KvType cache, int n_head, int n_head_kv, int head_dim) {
+  if (!g_attention_group) return false;
   KvCache c;
   c.type = cache;
-  attend::attention_group(nullptr, c, n_head, n_head_kv, head_dim, nullptr, nullptr, nullptr,
-                          nullptr, nullptr, nullptr, 1, false);
+  return attend::attention_group(nullptr, c, n_head, n_head_kv, head_dim, nullptr, nullptr, nullptr,
+                                 nullptr, nullptr, nullptr, 1, false);
 }
 
 void set_attention_options(int tiled_prefill, int group_decode) {
