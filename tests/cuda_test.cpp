@@ -126,6 +126,11 @@ std::vector<uint8_t> make_weights(DType type, int64_t rows, int64_t cols, uint32
   return test::encode_rows(type, f.data(), rows, cols);
 }
 
+// Puts the attention kernels back as the environment says when a test that switches them ends.
+struct ResetAttentionOptions {
+  ~ResetAttentionOptions() { cuda::set_attention_options(-1, -1); }
+};
+
 // One token's RoPE table at position pos (base 10,000): n_rot / 2 cosines then n_rot / 2 sines.
 std::vector<float> rope_table(int pos, int n_rot) {
   std::vector<float> table(n_rot);
@@ -673,9 +678,7 @@ TEST(CudaKernels, RopeBiasAndCacheStore) {
 // cache holds).
 TEST(CudaKernels, AttentionMatchesSoftmaxReference) {
   SKIP_WITHOUT_GPU();
-  struct Reset {
-    ~Reset() { cuda::set_attention_options(-1); }
-  } reset;
+  const ResetAttentionOptions reset;
   for (cuda::KvType kv : kKvTypes)
     for (const auto& [tiled, D, T] : std::vector<std::tuple<int, int, int>>{
              {0, 64, 5}, {0, 128, 5}, {1, 64, 27}, {1, 128, 37}, {1, 128, 5}, {1, 256, 11}}) {
@@ -726,9 +729,7 @@ TEST(CudaKernels, AttentionMatchesSoftmaxReference) {
 // Both cache types.
 TEST(CudaKernels, SplitDecodeAttentionMatchesOneBlockPerHead) {
   SKIP_WITHOUT_GPU();
-  struct Reset {
-    ~Reset() { cuda::set_attention_options(-1, -1); }
-  } reset;
+  const ResetAttentionOptions reset;
   cuda::set_attention_options(-1, 0);  // the kernels of one block per q head
   for (cuda::KvType kv : kKvTypes)
     for (const auto& [D, pos0] : std::vector<std::pair<int, int>>{
@@ -775,9 +776,7 @@ TEST(CudaKernels, SplitDecodeAttentionMatchesOneBlockPerHead) {
 // cache types; the decode kernels of one block per q head and of one cluster per kv head.
 TEST(CudaKernels, AttentionWithFusedRopeMatchesSeparateKernels) {
   SKIP_WITHOUT_GPU();
-  struct Reset {
-    ~Reset() { cuda::set_attention_options(-1, -1); }
-  } reset;
+  const ResetAttentionOptions reset;
   for (int group : {0, 1})
     for (cuda::KvType kv : kKvTypes)
       for (const auto& [neox, D, n_rot] :
@@ -826,9 +825,7 @@ TEST(CudaKernels, AttentionWithFusedRopeMatchesSeparateKernels) {
 // output's 8-bit form as quantize_activations_q8 makes it.
 TEST(CudaKernels, GroupDecodeAttentionMatchesReference) {
   SKIP_WITHOUT_GPU();
-  struct Reset {
-    ~Reset() { cuda::set_attention_options(-1, -1); }
-  } reset;
+  const ResetAttentionOptions reset;
   for (cuda::KvType kv : kKvTypes)
     for (const auto& [H, HKV, D] : std::vector<std::tuple<int, int, int>>{{8, 2, 128},
                                                                           {32, 8, 128},
@@ -1179,9 +1176,7 @@ TEST(CudaModel, LowBitMixesMatchCpu) {
 }
 TEST(CudaModel, LlamaMatchesCpuWithTiledPrefillAttention) {
   SKIP_WITHOUT_GPU();
-  struct Reset {
-    ~Reset() { cuda::set_attention_options(-1); }
-  } reset;
+  const ResetAttentionOptions reset;
   cuda::set_attention_options(1);
   compare_model("gcide-llama-16M-Q4_K_M.gguf");
   compare_model("gcide-llama-16M-Q8_0.gguf");

@@ -346,6 +346,20 @@ struct GroupLaunch {
   cudaStream_t stream;
 };
 
+// A launch of n_head_kv clusters of c blocks; attr: its cluster attribute, filled here.
+cudaLaunchConfig_t cluster_config(int n_head_kv, int c, cudaLaunchAttribute* attr) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(n_head_kv, c);
+  cfg.blockDim = dim3(kWarp * kGroupWarps);
+  attr->id = cudaLaunchAttributeClusterDimension;
+  attr->val.clusterDim.x = 1;
+  attr->val.clusterDim.y = c;
+  attr->val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cfg;
+}
+
 // The largest cluster the device runs this kernel in: 16 (past the portable 8) where it can.
 template <class Kernel>
 int max_cluster(Kernel* kernel, int n_head_kv) {
@@ -354,16 +368,8 @@ int max_cluster(Kernel* kernel, int n_head_kv) {
     (void)cudaGetLastError();
   }
   for (int c = kMaxCluster; c > 1; c /= 2) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(n_head_kv, c);
-    cfg.blockDim = dim3(kWarp * kGroupWarps);
     cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = 1;
-    attr.val.clusterDim.y = c;
-    attr.val.clusterDim.z = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
+    const cudaLaunchConfig_t cfg = cluster_config(n_head_kv, c, &attr);
     int clusters = 0;
     if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0)
       return c;
@@ -377,19 +383,11 @@ void launch_group(const GroupLaunch& a, bool launch) {
   auto* kernel = attention_group_kernel<kPer, kG, KvT>;
   static const int most = max_cluster(kernel, a.n_head_kv);  // once per instantiation
   if (!launch) return;
-  const int cluster = std::min(a.cluster, most);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(a.n_head_kv, cluster);
-  cfg.blockDim = dim3(kWarp * kGroupWarps);
-  cfg.stream = a.stream;
   cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = 1;
-  attr[0].val.clusterDim.y = cluster;
-  attr[0].val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg = cluster_config(a.n_head_kv, std::min(a.cluster, most), attr);
+  cfg.stream = a.stream;
   attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[1].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
   cfg.numAttrs = detail::programmatic_launch() ? 2 : 1;
   // A failed launch is reported by cudaGetLastError, which the session checks after each pass.
   (void)cudaLaunchKernelEx(&cfg, kernel, a.q, static_cast<KvT*>(a.cache->k),

@@ -528,12 +528,13 @@ bool g_attention_group = attention_group_from_env();
 void attention(const float* q, int64_t ldq, const KvCache& cache, int n_head, int n_head_kv,
                int head_dim, const int* pos0, int n_tokens, float* out, cudaStream_t stream,
                int8_t* out_q, float* out_d, const RopeArgs* rope, const AttentionSplit* split) {
+  // One token: the 256-key chunks the grid covers (the chunks holding keys, else every chunk).
+  const int chunks = split == nullptr         ? 1
+                     : split->grid_chunks > 0 ? split->grid_chunks
+                                              : split->n_splits;
   if (n_tokens == 1 && g_attention_group &&
       attend::attention_group(q, cache, n_head, n_head_kv, head_dim, pos0, out, stream, out_q,
-                              out_d, rope,
-                              split == nullptr         ? 1
-                              : split->grid_chunks > 0 ? split->grid_chunks
-                                                       : split->n_splits)) {
+                              out_d, rope, chunks)) {
     return;
   }
   RopeArgs r = {};
@@ -581,14 +582,13 @@ void attention(const float* q, int64_t ldq, const KvCache& cache, int n_head, in
       }
     };
     if (n_tokens == 1 && split != nullptr) {
-      const auto chunks =
-          static_cast<unsigned>(split->grid_chunks > 0 ? split->grid_chunks : split->n_splits);
+      const auto blocks_y = static_cast<unsigned>(chunks);
       if (split_warps == 16) {
         return go_per(attention_kernel<16, true, 4, KvT>, attention_kernel<16, true, 8, KvT>, 16,
-                      chunks);
+                      blocks_y);
       }
       return go_per(attention_kernel<8, true, 4, KvT>, attention_kernel<8, true, 8, KvT>, 8,
-                    chunks);
+                    blocks_y);
     }
     if (n_tokens > 1 && rope == nullptr && g_attention_tiled && head_dim <= kTileMaxDim) {
       detail::launch_smem(attention_tiled_kernel<KvT>,
