@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <initializer_list>
 #include <random>
+#include <span>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -1111,6 +1112,34 @@ TEST(CudaModel, DeviceTopKSamplesAsTheCopiedRow) {
   EXPECT_FALSE(selected.eval_top_k(&token, 1, 40, 0.0f, candidates));   // greedy
   Session cpu(*model, SessionOptions{});
   EXPECT_FALSE(cpu.eval_top_k(&token, 1, 40, 0.9f, candidates));
+}
+
+// eval_last leaves the row in the session's pinned buffer: the bits eval copies out, at every
+// step, after a prefill of micro-batches of 16, 16 and 8 (RoPE rows placed by the pass's length).
+TEST(CudaModel, EvalLastIsTheLastRowOfEval) {
+  SKIP_WITHOUT_GPU();
+  const std::string path = model_file("gcide-llama-16M-Q4_K_M.gguf");
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found (SQUISH_CUDA_MODELS)";
+  auto model = load_model(path);
+  SessionOptions o;
+  o.n_ctx = 96;
+  o.n_batch = 16;
+  o.device = Device::Cuda;
+  Session copied(*model, o), viewed(*model, o);
+  std::vector<int32_t> tokens(56);
+  std::mt19937 rng(7);
+  for (auto& t : tokens) t = static_cast<int32_t>(rng() % model->config.n_vocab);
+  std::vector<float> logits;
+  copied.eval(tokens.data(), 40, false, logits);
+  std::span<const float> row = viewed.eval_last(tokens.data(), 40);
+  ASSERT_EQ(row.size(), logits.size());
+  EXPECT_TRUE(std::equal(row.begin(), row.end(), logits.begin()));
+  for (int i = 40; i < 56; ++i) {
+    copied.eval(&tokens[i], 1, false, logits);
+    row = viewed.eval_last(&tokens[i], 1);
+    EXPECT_TRUE(std::equal(row.begin(), row.end(), logits.begin())) << "token " << i;
+  }
+  EXPECT_EQ(viewed.n_past(), copied.n_past());
 }
 
 TEST(CudaModel, LlamaQ4KMMatchesCpu) {

@@ -3,10 +3,12 @@
 // the two real shared models. See docs/goldens.md for how the fixtures were produced.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <span>
 
 #include "export/gguf_export.h"
 #include "kernels/cpu/matmul.h"
@@ -135,6 +137,31 @@ TEST_P(ArchGolden, IncrementalDecodeMatchesPrefill) {
   EXPECT_LE(relative_error(inc, full), 1e-5);
   // Micro-batches of 5 must agree with one batch too.
   EXPECT_LE(relative_error(run_all(*model, g.tokens, 5), full), 1e-5);
+}
+
+// eval_last is eval of the last row without the copy: the same bits at every step, positions
+// advanced alike, across micro-batches (5 here) and single-token steps.
+TEST_P(ArchGolden, EvalLastIsTheLastRowOfEval) {
+  auto model = load_model(test::data_path("fixtures/" + GetParam()));
+  const std::string dir = test::data_path("fixtures/" + GetParam());
+  Golden g = read_golden(dir + "/golden.json", dir + "/logits.bin");
+  ASSERT_GT(g.tokens.size(), 8u);
+  SessionOptions so;
+  so.n_ctx = 64;
+  so.n_batch = 5;
+  Session copied(*model, so), viewed(*model, so);
+  std::vector<float> logits;
+  copied.eval(g.tokens.data(), 7, false, logits);
+  std::span<const float> row = viewed.eval_last(g.tokens.data(), 7);
+  ASSERT_EQ(row.size(), logits.size());
+  EXPECT_TRUE(std::equal(row.begin(), row.end(), logits.begin()));
+  for (size_t i = 7; i < g.tokens.size(); ++i) {
+    copied.eval(&g.tokens[i], 1, false, logits);
+    row = viewed.eval_last(&g.tokens[i], 1);
+    EXPECT_TRUE(std::equal(row.begin(), row.end(), logits.begin())) << "token " << i;
+  }
+  EXPECT_EQ(viewed.n_past(), static_cast<int>(g.tokens.size()));
+  EXPECT_EQ(viewed.n_past(), copied.n_past());
 }
 
 TEST_P(ArchGolden, EveryKernelLevelAgrees) {

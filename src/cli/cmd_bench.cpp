@@ -101,15 +101,16 @@ void register_bench(CLI::App& app) {
     std::vector<int32_t> prompt(std::max(a->n_prompt, 1)), context(a->depth);
     for (auto& t : prompt) t = dist(rng);
     for (auto& t : context) t = dist(rng);
-    std::vector<float> logits;
+    // Each pass's last row of logits comes back to the host, as llama-bench's does (into the
+    // session's pinned buffer, as llama.cpp's into its output buffer).
     auto start = [&] {  // an empty context, or depth tokens of one (not timed)
       session.reset();
-      if (a->depth > 0) session.eval(context.data(), a->depth, false, logits);
+      if (a->depth > 0) session.eval_last(context.data(), a->depth);
     };
     auto time_pp = [&] {
       start();
       auto t0 = std::chrono::steady_clock::now();
-      session.eval(prompt.data(), a->n_prompt, false, logits);
+      session.eval_last(prompt.data(), a->n_prompt);
       return a->n_prompt /
              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
@@ -120,7 +121,7 @@ void register_bench(CLI::App& app) {
       // Random next tokens, as llama-bench's tg test feeds them: a host-side argmax over the
       // vocabulary (128K floats for Llama 3, ~2 % of an H100 decode step) is sampling, not decode.
       for (int i = 0; i < a->n_gen; ++i) {
-        session.eval(&tok, 1, false, logits);
+        session.eval_last(&tok, 1);
         tok = dist(rng);
       }
       return a->n_gen /

@@ -73,7 +73,6 @@ void register_run(CLI::App& app) {
            ids.size(), a->n_predict, session.n_ctx());
     }
     Sampler sampler({a->temperature, a->top_k, a->top_p, a->seed});
-    std::vector<float> logits;
     std::vector<Candidate> candidates;
     // On a device, a top-k sampler's candidates are selected there (the row stays on the GPU):
     // the same draws, without copying and ranking the vocabulary on the host each token. Greedy
@@ -88,8 +87,7 @@ void register_run(CLI::App& app) {
       if (on_device && sampler.samples_top_k(V) &&
           session.eval_top_k(tokens, n, a->top_k, a->temperature, candidates))
         return sampler.sample_top(candidates);
-      session.eval(tokens, n, false, logits);
-      return sampler.sample(logits.data(), V);
+      return sampler.sample(session.eval_last(tokens, n).data(), V);
     };
     std::printf("%s", a->prompt.c_str());
     std::fflush(stdout);

@@ -53,19 +53,18 @@ Generation generate(Session& session, const std::vector<int32_t>& prompt, int n_
                     const CompareOptions& options, const std::vector<int32_t>& stop_ids) {
   Generation g;
   Sampler sampler(options.sampling);
-  std::vector<float> logits;
   session.reset();
-  session.eval(prompt.data(), static_cast<int>(prompt.size()), false, logits);
-  g.first_logits = logits;
+  std::span<const float> row = session.eval_last(prompt.data(), static_cast<int>(prompt.size()));
+  g.first_logits.assign(row.begin(), row.end());
   for (int i = 0; i < options.n_predict; ++i) {
-    int32_t next = sampler.sample(logits.data(), n_vocab);
+    int32_t next = sampler.sample(row.data(), n_vocab);
     g.tokens.push_back(next);
     if (!options.ignore_eos &&
         std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
       g.stopped = true;
       break;
     }
-    if (i + 1 < options.n_predict) session.eval(&next, 1, false, logits);
+    if (i + 1 < options.n_predict) row = session.eval_last(&next, 1);
   }
   return g;
 }

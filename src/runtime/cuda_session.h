@@ -38,6 +38,9 @@ class DeviceSession {
   // Runs tokens at positions pos0 .. pos0+n-1 (appending them to the device KV cache); logits
   // receives n rows (all_logits) or the last row of n_vocab floats.
   virtual void eval(const int32_t* tokens, int n, int pos0, bool all_logits, float* logits) = 0;
+  // eval of the last row, left in the session's own host buffer (n_vocab floats, valid until the
+  // next eval) instead of copied into the caller's.
+  virtual const float* eval_last(const int32_t* tokens, int n, int pos0) = 0;
   // The largest top k this session selects on the device (eval_top_k).
   virtual int max_top_k() const = 0;
   // Runs tokens as eval does, but keeps the last row of logits on the device and returns its k

@@ -201,6 +201,22 @@ void Session::eval(const int32_t* tokens, int n, bool all_logits, std::vector<fl
   }
 }
 
+std::span<const float> Session::eval_last(const int32_t* tokens, int n) {
+  const int V = model_.config.n_vocab;
+  check_tokens(tokens, n);
+  if (device_ != nullptr) {
+    const float* row = device_->eval_last(tokens, n, n_past_);
+    n_past_ += n;
+    return {row, static_cast<size_t>(V)};
+  }
+  last_logits_.resize(V);
+  for (int done = 0; done < n; done += n_batch_) {
+    const int nb = std::min(n_batch_, n - done);
+    eval_batch(tokens + done, nb, false, done + nb == n ? last_logits_.data() : nullptr);
+  }
+  return last_logits_;
+}
+
 // The forward pass runs in one OpenMP parallel region per micro-batch: every thread executes the
 // code below and the work is split by orphaned worksharing loops (each ends with a barrier), so a
 // decoded token costs a few barriers per layer instead of a team wake-up per product.

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "core/error.h"
@@ -53,6 +54,11 @@ class Session {
   // Runs `tokens` at positions n_past() .. n_past()+n-1 and appends them to the cache.
   // all_logits: logits holds n rows of n_vocab; otherwise only the last token's row.
   void eval(const int32_t* tokens, int n, bool all_logits, std::vector<float>& logits);
+  // eval of the last row only, without a copy into the caller's vector: the row's n_vocab logits,
+  // valid until the next eval of any kind. On a device session it is the pinned buffer the row
+  // came back into (as llama_get_logits' is), so a decode step costs no host copy of the
+  // vocabulary (128K floats for Llama 3) after the device's.
+  std::span<const float> eval_last(const int32_t* tokens, int n);
   // eval, with the last row's top k candidates (logit / temperature, id; in no particular order)
   // selected on the device instead of its logits copied back: Sampler::sample_top draws from them
   // what Sampler::sample draws from the row. False, with nothing run, where the session cannot
@@ -100,8 +106,9 @@ class Session {
   // Scratch, sized for one micro-batch.
   std::vector<float> x_, xn_, q_, k_, v_, qkv_, attn_, tmp_, gate_, up_, scores_;
   std::vector<float> rope_cos_, rope_sin_;
-  std::vector<uint8_t> scratch_;  // quantized activations, shared by the threads of a product
-  GemmPackedWeights packed_;      // empty unless SessionOptions::pack_weights and the CPU allows
+  std::vector<float> last_logits_;  // eval_last's row on the CPU
+  std::vector<uint8_t> scratch_;    // quantized activations, shared by the threads of a product
+  GemmPackedWeights packed_;        // empty unless SessionOptions::pack_weights and the CPU allows
   std::unique_ptr<DeviceSession> device_;  // set for Device::Cuda: eval runs there
   // W8A8 copies of the per-row Q8_0 matrices, and their activation scratch.
   W8A8Weights w8a8_;

@@ -92,6 +92,10 @@ class CudaSession final : public DeviceSession {
   CudaSession(const Model& model, int n_ctx, int n_batch);
   ~CudaSession() override;
   void eval(const int32_t* tokens, int n, int pos0, bool all_logits, float* logits) override;
+  const float* eval_last(const int32_t* tokens, int n, int pos0) override {
+    eval(tokens, n, pos0, false, host_logits_);
+    return host_logits_;
+  }
   int max_top_k() const override { return kMaxTopK; }
   void eval_top_k(const int32_t* tokens, int n, int pos0, int k, float temperature, float* values,
                   int32_t* ids) override;
@@ -168,8 +172,18 @@ class CudaSession final : public DeviceSession {
   std::vector<DeviceLayer> layers_;
   const float* output_norm_ = nullptr;
   DeviceMatrix output_;
-  DeviceBuffer x_, xn_, qkv_, att_, gu_, logits_, k_cache_, v_cache_, rope_, pos_;
-  DeviceBuffer xq_, xd_;  // 8-bit activations of the current product input (use_q8_)
+  DeviceBuffer xn_, qkv_, att_, gu_, logits_, k_cache_, v_cache_;
+  // A pass's inputs, uploaded by one copy from a pinned block of the same layout (one DMA
+  // launch, not three, before a decode step's graph): RoPE's cos/sin rows of the pass's positions
+  // (the last nb of n_batch rows, so that they end where the position starts), the first
+  // position (16 bytes), then the embeddings (n_batch rows; the residual stream after).
+  DeviceBuffer inputs_;
+  float* host_inputs_ = nullptr;
+  size_t rope_bytes_ = 0;             // offset of the position in both blocks
+  float* x_ = nullptr;                // device: the embeddings / residual stream
+  int* pos_ = nullptr;                // device: the pass's first position
+  const float* rope_rows_ = nullptr;  // device: the pass's RoPE rows (set by eval for forward)
+  DeviceBuffer xq_, xd_;              // 8-bit activations of the current product input (use_q8_)
   // The fused gating's 8-bit output (the down product's input): a second buffer, since the gate|up
   // product still reads xq_ while its first groups are done.
   DeviceBuffer xq2_, xd2_;
@@ -180,11 +194,8 @@ class CudaSession final : public DeviceSession {
   DeviceBuffer attn_partials_, attn_counters_;
   cuda::AttentionSplit attn_split_;
   int64_t qkv_ld_ = 0;
-  float* host_x_ = nullptr;  // pinned staging for embeddings
-  int* host_pos_ = nullptr;
-  float* host_logits_ = nullptr;
-  float* host_rope_ = nullptr;  // pinned: RoPE cos/sin of the step's positions  // pinned: one row
-                                // of logits comes back at full PCIe speed
+  float* host_logits_ = nullptr;  // pinned: one row of logits comes back at full PCIe speed
+  float* host_top_k_ = nullptr;   // pinned: eval_top_k's values and ids
   // eval_top_k: a sampler's candidates selected on the device (cuda::top_k_logits), made at the
   // first call: the kernels' scratch, then k values and k ids.
   static constexpr int kMaxTopK = 256;
@@ -318,7 +329,15 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
 
   const int64_t B = n_batch_, E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff;
   qkv_ld_ = Q + 2 * KV;
-  x_ = DeviceBuffer(B * E * 4);
+  // The inputs block (see inputs_): 16-byte aligned parts, since the embeddings are read by
+  // vector loads.
+  rope_bytes_ = static_cast<size_t>(B) * c.n_rot * sizeof(float);
+  rope_bytes_ = (rope_bytes_ + 15) / 16 * 16;
+  const size_t input_bytes = rope_bytes_ + 16 + static_cast<size_t>(B * E) * 4;
+  inputs_ = DeviceBuffer(input_bytes);
+  check(cudaMallocHost(reinterpret_cast<void**>(&host_inputs_), input_bytes), "cudaMallocHost");
+  pos_ = reinterpret_cast<int*>(inputs_.get<char>() + rope_bytes_);
+  x_ = reinterpret_cast<float*>(inputs_.get<char>() + rope_bytes_ + 16);
   xn_ = DeviceBuffer(B * E * 4);
   qkv_ = DeviceBuffer(B * qkv_ld_ * 4);
   att_ = DeviceBuffer(B * Q * 4);
@@ -329,9 +348,6 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   v_cache_ = DeviceBuffer(cache);
   check(cudaMemset(k_cache_.get(), 0, cache), "cudaMemset");
   check(cudaMemset(v_cache_.get(), 0, cache), "cudaMemset");
-  rope_ = DeviceBuffer(B * c.n_rot * sizeof(float));
-  check(cudaMallocHost(reinterpret_cast<void**>(&host_rope_), rope_.bytes()), "cudaMallocHost");
-  pos_ = DeviceBuffer(sizeof(int));
   const int64_t max_cols = std::max({E, Q, F});
   xq_ = DeviceBuffer(B * max_cols);
   xd_ = DeviceBuffer(B * (max_cols / 32) * 4);
@@ -358,10 +374,9 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   if (attn_grouped)
     description_ += fmt::format(", decode attention by kv head (a block per {} keys)",
                                 cuda::kAttentionSplitKeys);
-  check(cudaMallocHost(reinterpret_cast<void**>(&host_x_), B * E * 4), "cudaMallocHost");
-  check(cudaMallocHost(reinterpret_cast<void**>(&host_pos_), sizeof(int)), "cudaMallocHost");
   check(cudaMallocHost(reinterpret_cast<void**>(&host_logits_), static_cast<size_t>(c.n_vocab) * 4),
         "cudaMallocHost");
+  check(cudaMallocHost(reinterpret_cast<void**>(&host_top_k_), 2 * kMaxTopK * 4), "cudaMallocHost");
   row_.resize(E);
 }
 
@@ -370,10 +385,9 @@ CudaSession::~CudaSession() {
   for (cudaGraphExec_t g : decode_graphs_) {
     if (g != nullptr) cudaGraphExecDestroy(g);
   }
-  if (host_x_ != nullptr) cudaFreeHost(host_x_);
-  if (host_pos_ != nullptr) cudaFreeHost(host_pos_);
+  if (host_inputs_ != nullptr) cudaFreeHost(host_inputs_);
   if (host_logits_ != nullptr) cudaFreeHost(host_logits_);
-  if (host_rope_ != nullptr) cudaFreeHost(host_rope_);
+  if (host_top_k_ != nullptr) cudaFreeHost(host_top_k_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
 
@@ -462,7 +476,7 @@ bool CudaSession::use_gemm(int n) {
 void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
   const ModelConfig& c = c_;
   const int64_t E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff;
-  float* x = x_.get<float>();
+  float* x = x_;
   float* xn = xn_.get<float>();
   float* qkv = qkv_.get<float>();
   float* att = att_.get<float>();
@@ -522,16 +536,16 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
     ra.head_dim = c.head_dim;
     ra.n_rot = c.n_rot;
     ra.neox = c.rope_style == RopeStyle::Neox;
-    ra.cos_sin = rope_.get<float>();
-    ra.pos0 = pos_.get<int>();
+    ra.cos_sin = rope_rows_;
+    ra.pos0 = pos_;
     ra.cache.k = k_cache_.get<char>() + l * layer_cache;
     ra.cache.v = v_cache_.get<char>() + l * layer_cache;
     ra.cache.type = kv_type_;
     if (!(fuse & kFuseRope)) cuda::rope_and_store(ra, n, stream_);
     const auto [att_q, att_d] = q8_unless(gemm, {L.wo});
     if (!(skip & kSkipAttention))
-      cuda::attention(qkv, qkv_ld_, ra.cache, c.n_head, c.n_head_kv, c.head_dim, pos_.get<int>(), n,
-                      att, stream_, att_q, att_d, fuse & kFuseRope ? &ra : nullptr,
+      cuda::attention(qkv, qkv_ld_, ra.cache, c.n_head, c.n_head_kv, c.head_dim, pos_, n, att,
+                      stream_, att_q, att_d, fuse & kFuseRope ? &ra : nullptr,
                       n == 1 && chunks > 1 ? &split : nullptr);
     // Output projection + residual, then the FFN norm (or gate|up's prologue computes it).
     const cuda::Q8NormIn ffn_in{x, L.ffn_norm, c.norm_eps};
@@ -641,32 +655,35 @@ void CudaSession::eval(const int32_t* tokens, int n, int pos0, bool all_logits, 
   for (int done = 0; done < n; done += n_batch_) {
     const int nb = std::min(n_batch_, n - done);
     const bool last = done + nb == n;
+    // The inputs block's pinned twin (see inputs_): RoPE rows, position, embeddings.
+    char* const host_pos = reinterpret_cast<char*>(host_inputs_) + rope_bytes_;
+    float* const host_rope = reinterpret_cast<float*>(host_pos) - static_cast<size_t>(nb) * c.n_rot;
+    float* const host_x = reinterpret_cast<float*>(host_pos + 16);
     for (int t = 0; t < nb; ++t) {
-      float* xt = host_x_ + static_cast<size_t>(t) * E;
+      float* xt = host_x + static_cast<size_t>(t) * E;
       convert_row_to_f32(
           emb.type, static_cast<const uint8_t*>(emb.data) + tokens[done + t] * emb_stride, xt, E);
       if (emb_scale != 1.0f) {
         for (int i = 0; i < E; ++i) xt[i] *= emb_scale;
       }
     }
-    *host_pos_ = pos0 + done;
+    const int first = pos0 + done;
+    std::memcpy(host_pos, &first, sizeof(int));
     const int half = c.n_rot / 2;
     for (int t = 0; t < nb; ++t) {
-      float* cs = host_rope_ + static_cast<size_t>(t) * 2 * half;
+      float* cs = host_rope + static_cast<size_t>(t) * 2 * half;
       for (int i = 0; i < half; ++i) {
         const double angle = static_cast<double>(pos0 + done + t) * c.rope_inv_freq[i];
         cs[i] = static_cast<float>(std::cos(angle));
         cs[half + i] = static_cast<float>(std::sin(angle));
       }
     }
-    check(cudaMemcpyAsync(rope_.get(), host_rope_, static_cast<size_t>(nb) * 2 * half * 4,
+    const size_t from = rope_bytes_ - static_cast<size_t>(nb) * c.n_rot * 4;
+    check(cudaMemcpyAsync(inputs_.get<char>() + from, reinterpret_cast<char*>(host_rope),
+                          rope_bytes_ - from + 16 + static_cast<size_t>(nb) * E * 4,
                           cudaMemcpyHostToDevice, stream_),
-          "upload rope table");
-    check(cudaMemcpyAsync(x_.get(), host_x_, static_cast<size_t>(nb) * E * 4,
-                          cudaMemcpyHostToDevice, stream_),
-          "upload embeddings");
-    check(cudaMemcpyAsync(pos_.get(), host_pos_, sizeof(int), cudaMemcpyHostToDevice, stream_),
-          "upload position");
+          "upload inputs");
+    rope_rows_ = reinterpret_cast<const float*>(inputs_.get<char>() + from);
     const int n_out = all_logits ? nb : (last ? 1 : 0);
     const int first_out = all_logits ? 0 : nb - 1;
     const int chunks = nb == 1 && attn_split_.n_splits > 0
@@ -692,7 +709,9 @@ void CudaSession::eval(const int32_t* tokens, int n, int pos0, bool all_logits, 
     // logits null (eval_top_k): the last row stays on the device.
     float* dst =
         logits == nullptr ? nullptr : logits + (all_logits ? static_cast<size_t>(done) * V : 0);
-    const bool staged = n_out == 1 && dst != nullptr;
+    // The last row through the pinned buffer (a pageable destination would be copied in pieces
+    // through the driver's own); eval_last asks for it in place.
+    const bool staged = n_out == 1 && dst != nullptr && dst != host_logits_;
     if (n_out > 0 && dst != nullptr) {
       check(cudaMemcpyAsync(staged ? host_logits_ : dst, logits_.get(),
                             static_cast<size_t>(n_out) * V * 4, cudaMemcpyDeviceToHost, stream_),
@@ -719,12 +738,13 @@ void CudaSession::eval_top_k(const int32_t* tokens, int n, int pos0, int k, floa
   cuda::top_k_logits(logits_.get<float>(), V, temperature, k, top_k_scratch_.get(), d_values, d_ids,
                      stream_);
   check(cudaGetLastError(), "top-k launch");
-  check(cudaMemcpyAsync(values, d_values, static_cast<size_t>(k) * 4, cudaMemcpyDeviceToHost,
-                        stream_),
-        "download top-k values");
-  check(cudaMemcpyAsync(ids, d_ids, static_cast<size_t>(k) * 4, cudaMemcpyDeviceToHost, stream_),
-        "download top-k ids");
+  // Values and ids in one copy into pinned memory (two copies into the caller's pageable
+  // vectors went through the driver's staging).
+  check(cudaMemcpyAsync(host_top_k_, d_values, 2 * kMaxTopK * 4, cudaMemcpyDeviceToHost, stream_),
+        "download top-k");
   check(cudaStreamSynchronize(stream_), "top-k");
+  std::memcpy(values, host_top_k_, static_cast<size_t>(k) * 4);
+  std::memcpy(ids, host_top_k_ + kMaxTopK, static_cast<size_t>(k) * 4);
 }
 
 }  // namespace
