@@ -432,6 +432,10 @@ struct NormInCase {
   }
 };
 
+// The norm-prologue kernels' grids: (max_blocks, big_blocks) of set_decode_options. 3 blocks:
+// each warp walks several row groups; big blocks: one block of every warp an SM holds.
+constexpr std::pair<int, int> kNormInGrids[] = {{0, 0}, {3, 0}, {0, 1}, {3, 1}};
+
 TEST_P(CudaMatmulQ8NormIn, MatchesNormThenProduct) {
   SKIP_WITHOUT_GPU();
   const DType type = GetParam();
@@ -442,11 +446,11 @@ TEST_P(CudaMatmulQ8NormIn, MatchesNormThenProduct) {
   Dev<uint8_t> dw(c.packed);
   Dev<float> dx(c.x), dnw(c.nw);
   for (int variant : {-1, 2}) {  // the type's rows per warp, and one row per warp
-    for (int max_blocks : {0, 3}) {
+    for (const auto& [max_blocks, big] : kNormInGrids) {
       for (bool accumulate : {false, true}) {
         SCOPED_TRACE(testing::Message() << "variant " << variant << " max_blocks " << max_blocks
-                                        << " accumulate " << accumulate);
-        cuda::set_decode_options(variant, max_blocks);
+                                        << " big blocks " << big << " accumulate " << accumulate);
+        cuda::set_decode_options(variant, max_blocks, big);
         const std::vector<float> y0 = random_floats(rows, 64);
         Dev<float> dy(y0);
         cuda::matmul_q8_norm_in(type, dw.p, rows, E, {dx.p, dnw.p, 1e-5f}, dy.p, accumulate,
@@ -484,9 +488,9 @@ TEST_P(CudaMatmulQ8NormIn, WithGateMatchesNormThenGating) {
   Dev<float> d(F / 32);
   Dev<int> counters(1 + F / 32);
   ASSERT_EQ(cudaMemset(counters.p, 0, counters.n * sizeof(int)), cudaSuccess);
-  for (int max_blocks : {0, 3}) {  // 3 blocks: each warp walks several row pairs
-    SCOPED_TRACE(testing::Message() << "max_blocks " << max_blocks);
-    cuda::set_decode_options(-1, max_blocks);
+  for (const auto& [max_blocks, big] : kNormInGrids) {
+    SCOPED_TRACE(testing::Message() << "max_blocks " << max_blocks << " big blocks " << big);
+    cuda::set_decode_options(-1, max_blocks, big);
     cuda::Q8Epilogue e;
     e.gate = true;
     e.q = q.p;
@@ -536,11 +540,11 @@ TEST(CudaKernels, NormInPairMatchesNormThenProducts) {
   const std::pair<Part, Part> pairs[] = {{{DType::Q4_K, 301}, {DType::Q6_K, 77}},
                                          {{DType::Q6_K, 45}, {DType::Q8_0, 290}},
                                          {{DType::Q8_0, 128}, {DType::Q4_K, 33}}};
-  for (int max_blocks : {0, 3}) {
-    cuda::set_decode_options(-1, max_blocks);
+  for (const auto& [max_blocks, big] : kNormInGrids) {
+    cuda::set_decode_options(-1, max_blocks, big);
     for (const auto& [pa, pb] : pairs) {
       SCOPED_TRACE(testing::Message() << dtype_name(pa.type) << " + " << dtype_name(pb.type)
-                                      << " max_blocks " << max_blocks);
+                                      << " max_blocks " << max_blocks << " big blocks " << big);
       std::vector<float> wf[2];
       float wmax[2] = {0, 0};
       std::vector<uint8_t> packed[2];
@@ -1160,6 +1164,15 @@ TEST(CudaModel, LlamaQ4KMMatchesCpuWithF16Cache) {
   compare_model("gcide-llama-16M-Q4_K_M.gguf");
   compare_model("gcide-llama-16M-Q4_K_M.gguf", 300, 600);
   unsetenv("SQUISH_CUDA_KV");
+}
+// The norm-prologue products in one block per SM (SQUISH_CUDA_BIG_BLOCKS=1), the K-quant mix
+// (synth tiny-k: [q | k] and v of two types in one launch) as well.
+TEST(CudaModel, MatchesCpuWithBigBlocks) {
+  SKIP_WITHOUT_GPU();
+  cuda::set_decode_options(-1, 0, 1);
+  compare_model("gcide-llama-16M-Q4_K_M.gguf");
+  compare_model("synth-tiny-k-Q4_K_M.gguf", 40, 128, 0.75);
+  cuda::set_decode_options(-1, 0);
 }
 TEST(CudaModel, LlamaQ8_0MatchesCpu) {
   SKIP_WITHOUT_GPU();

@@ -39,14 +39,16 @@ __device__ __forceinline__ float warp_sum_pair(float a, float b) {
 }
 // The sum of v over the whole block, returned to every thread. It has a barrier, so every
 // thread must call it; its shared slots are reused, so two calls need a barrier in between.
+// kW: the block's warps.
+template <int kW = kWarps>
 __device__ __forceinline__ float block_sum(float v) {
-  __shared__ float s_part[kWarps];
+  __shared__ float s_part[kW];
   v = warp_sum(v);
   if (threadIdx.x % kWarp == 0) s_part[threadIdx.x / kWarp] = v;
   __syncthreads();
   float total = 0;
 #pragma unroll
-  for (int w = 0; w < kWarps; ++w) total += s_part[w];
+  for (int w = 0; w < kW; ++w) total += s_part[w];
   return total;
 }
 
@@ -129,16 +131,19 @@ __device__ inline void gate_epilogue(const MvArgs& a, int64_t i, float g, float 
 // the 16 KB norm, which costs less than a dependent launch). block / n_blocks: this block's index
 // among the n_blocks that share the product (all of the grid, or its part in
 // mv_q8_decode_pair_kernel).
-template <class T, int R, bool kNormIn, bool kGateOut = false>
+//
+// kW: warps per block. A block of every warp an SM holds (kW = blocks per SM x kWarps, one block
+// per SM) computes the norm prologue once per SM instead of once per kWarps warps.
+template <class T, int R, bool kNormIn, bool kGateOut = false, int kW = kWarps>
 __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks) {
   static_assert(!kGateOut || R == 2, "the gate epilogue pairs a gate row with an up row");
   // kNormIn: the input's a.cols codes, then its a.cols / 32 scales
   extern __shared__ int4 s_act[];
   pdl_launch_dependents();
   const int lane = threadIdx.x % kWarp;
-  const int64_t warps = n_blocks * kWarps;
+  const int64_t warps = n_blocks * kW;
   const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
-  const int64_t first = block * kWarps + threadIdx.x / kWarp;
+  const int64_t first = block * kW + threadIdx.x / kWarp;
   const int n_items = static_cast<int>(a.v.nb) * T::kItems;
   const int steps = (n_items + kWarp - 1) / kWarp;
   const int64_t total = first < groups ? (groups - first + warps - 1) / warps * steps : 0;
@@ -195,11 +200,11 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     const float4* x4 = reinterpret_cast<const float4*>(a.norm_x);
     const float4* wt = reinterpret_cast<const float4*>(a.norm_weight);
     float ss = 0;
-    for (int base = 0; base < n4; base += kNormChunk * kWarp * kWarps) {  // uniform trip count
+    for (int base = 0; base < n4; base += kNormChunk * kWarp * kW) {  // uniform trip count
       float4 xv[kNormChunk], wv[kNormChunk];
 #pragma unroll
       for (int c = 0; c < kNormChunk; ++c) {
-        const int i = base + c * kWarp * kWarps + threadIdx.x;
+        const int i = base + c * kWarp * kW + threadIdx.x;
         xv[c] = wv[c] = make_float4(0, 0, 0, 0);
         if (i < n4) {
           xv[c] = __ldcg(x4 + i);
@@ -208,7 +213,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
       }
 #pragma unroll
       for (int c = 0; c < kNormChunk; ++c) {
-        const int i = base + c * kWarp * kWarps + threadIdx.x;
+        const int i = base + c * kWarp * kW + threadIdx.x;
         const float4 v = xv[c], w = wv[c];
         ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
         const float4 o = make_float4(v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w);
@@ -216,8 +221,8 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
       }
     }
     // block_sum's barrier also makes every thread's group scales visible to the loop below.
-    const float scale = rsqrtf(block_sum(ss) / a.cols + a.eps);
-    for (int g = threadIdx.x; g < a.cols / 32; g += kWarp * kWarps) sd[g] *= scale;
+    const float scale = rsqrtf(block_sum<kW>(ss) / a.cols + a.eps);
+    for (int g = threadIdx.x; g < a.cols / 32; g += kWarp * kW) sd[g] *= scale;
     __syncthreads();
     xq = sq;
     xd = sd;

@@ -174,27 +174,41 @@ void launch_mv(const MvArgs& a, int64_t groups, cudaStream_t stream) {
          stream, a);
 }
 
-template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
-__global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_decode_kernel(const MvArgs a) {
-  decode_body<T, R, kNormIn, kGateOut>(a, blockIdx.x, gridDim.x);
+// kW: warps per block; past kWarps, one block per SM of kW warps (big_blocks below).
+template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false, int kW = kWarps>
+__global__ void __launch_bounds__(kWarp* kW, kW == kWarps ? kMinBlocks : 1)
+    mv_q8_decode_kernel(const MvArgs a) {
+  decode_body<T, R, kNormIn, kGateOut, kW>(a, blockIdx.x, gridDim.x);
 }
 
 // Two products of one normed input in one launch, of different weight types (a Q4_K_M layer's
 // [q | k] in Q4_K and v in Q6_K): the first blocks_a blocks run a, the others b (a block-uniform
 // branch, so each part's prologue may use barriers). Saves a launch and a second norm prologue.
-template <class TA, class TB, int kMinBlocks>
-__global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks)
+template <class TA, class TB, int kMinBlocks, int kW = kWarps>
+__global__ void __launch_bounds__(kWarp* kW, kW == kWarps ? kMinBlocks : 1)
     mv_q8_decode_pair_kernel(const MvArgs a, const MvArgs b, unsigned blocks_a) {
   if (blockIdx.x < blocks_a) {
-    decode_body<TA, TA::kPersistentRows, true>(a, blockIdx.x, blocks_a);
+    decode_body<TA, TA::kPersistentRows, true, false, kW>(a, blockIdx.x, blocks_a);
   } else {
-    decode_body<TB, TB::kPersistentRows, true>(b, blockIdx.x - blocks_a, gridDim.x - blocks_a);
+    decode_body<TB, TB::kPersistentRows, true, false, kW>(b, blockIdx.x - blocks_a,
+                                                          gridDim.x - blocks_a);
   }
 }
 
 // Test and tuning overrides (set_decode_options); -1 / 0: per type default / occupancy.
 int g_decode_variant = -1;
 int g_decode_max_blocks = 0;
+int g_big_blocks = -1;
+
+// The norm-prologue decode kernels in blocks of every warp an SM holds (SQUISH_CUDA_BIG_BLOCKS=1,
+// read once): the prologue's 2 x cols x 4 bytes of L2 reads once per SM, not once per 4 warps.
+bool big_blocks() {
+  static const bool env_on = [] {
+    const char* env = std::getenv("SQUISH_CUDA_BIG_BLOCKS");
+    return env != nullptr && std::strcmp(env, "1") == 0;
+  }();
+  return g_big_blocks >= 0 ? g_big_blocks == 1 : env_on;
+}
 
 int sm_count() {
   static const int n = [] {
@@ -209,10 +223,10 @@ int sm_count() {
 // A persistent grid as large as the SMs hold at once, shrunk so that every warp gets the same
 // number of row groups (up to one): ceil(groups / q) warps for q groups per warp.
 template <class Kernel>
-int64_t persistent_blocks(Kernel kernel, size_t smem) {
+int64_t persistent_blocks(Kernel kernel, size_t smem, int warps_per_block = kWarps) {
   int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarp * kWarps, smem) !=
-          cudaSuccess ||
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarp * warps_per_block,
+                                                    smem) != cudaSuccess ||
       per_sm < 1)
     per_sm = 1;
   static const int env_per_sm = [] {  // SQUISH_CUDA_GRID: at most this many blocks per SM
@@ -225,37 +239,49 @@ int64_t persistent_blocks(Kernel kernel, size_t smem) {
   return max_blocks;
 }
 
-// Blocks (at most max_blocks) for `groups` row groups (schedule.h).
-int64_t balanced_blocks(int64_t groups, int64_t max_blocks) {
-  return cuda::balanced_blocks(groups, max_blocks, kWarps);
+// Blocks (at most max_blocks) of kW warps for `groups` row groups (schedule.h).
+int64_t balanced_blocks(int64_t groups, int64_t max_blocks, int kW = kWarps) {
+  return cuda::balanced_blocks(groups, max_blocks, kW);
 }
 
 template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
 void launch_decode(const MvArgs& a, cudaStream_t stream) {
-  auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut>;
-  const size_t smem = kNormIn ? input_smem_bytes(a.cols) : 0;
-  const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
-  const int64_t blocks = balanced_blocks(groups, persistent_blocks(kernel, smem));
-  detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kWarps), smem,
-                      stream, a);
+  auto go = [&](auto kw) {
+    constexpr int kW = decltype(kw)::value;
+    auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut, kW>;
+    const size_t smem = kNormIn ? input_smem_bytes(a.cols) : 0;
+    const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
+    const int64_t blocks = balanced_blocks(groups, persistent_blocks(kernel, smem, kW), kW);
+    detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kW), smem, stream,
+                        a);
+  };
+  if constexpr (kNormIn) {
+    if (big_blocks()) return go(std::integral_constant<int, kMinBlocks * kWarps>{});
+  }
+  go(std::integral_constant<int, kWarps>{});
 }
 
 // The grid split between the two products by weight bytes (each part then balanced).
 template <class TA, class TB>
 void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
   constexpr int kMin = std::min(TA::kPersistentBlocks, TB::kPersistentBlocks);
-  auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin>;
-  const size_t smem = input_smem_bytes(a.cols);
-  const int64_t max_blocks = std::max<int64_t>(2, persistent_blocks(kernel, smem));
-  const double bytes_a = static_cast<double>(a.rows) * a.v.nb * TA::kBlockBytes;
-  const double bytes_b = static_cast<double>(b.rows) * b.v.nb * TB::kBlockBytes;
-  const int64_t max_a = split_blocks(max_blocks, bytes_a, bytes_b);
-  const int64_t blocks_a =
-      balanced_blocks((a.rows + TA::kPersistentRows - 1) / TA::kPersistentRows, max_a);
-  const int64_t blocks_b =
-      balanced_blocks((b.rows + TB::kPersistentRows - 1) / TB::kPersistentRows, max_blocks - max_a);
-  detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks_a + blocks_b)),
-                      dim3(kWarp * kWarps), smem, stream, a, b, static_cast<unsigned>(blocks_a));
+  auto go = [&](auto kw) {
+    constexpr int kW = decltype(kw)::value;
+    auto kernel = mv_q8_decode_pair_kernel<TA, TB, kMin, kW>;
+    const size_t smem = input_smem_bytes(a.cols);
+    const int64_t max_blocks = std::max<int64_t>(2, persistent_blocks(kernel, smem, kW));
+    const double bytes_a = static_cast<double>(a.rows) * a.v.nb * TA::kBlockBytes;
+    const double bytes_b = static_cast<double>(b.rows) * b.v.nb * TB::kBlockBytes;
+    const int64_t max_a = split_blocks(max_blocks, bytes_a, bytes_b);
+    const int64_t blocks_a =
+        balanced_blocks((a.rows + TA::kPersistentRows - 1) / TA::kPersistentRows, max_a, kW);
+    const int64_t blocks_b = balanced_blocks(
+        (b.rows + TB::kPersistentRows - 1) / TB::kPersistentRows, max_blocks - max_a, kW);
+    detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks_a + blocks_b)), dim3(kWarp * kW),
+                        smem, stream, a, b, static_cast<unsigned>(blocks_a));
+  };
+  if (big_blocks()) return go(std::integral_constant<int, kMin * kWarps>{});
+  go(std::integral_constant<int, kWarps>{});
 }
 
 // One-token kernel variants: 0 two rows per warp, no register cap; 1 two rows with the cap; 2 one
@@ -475,9 +501,10 @@ bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols
   return launched;
 }
 
-void set_decode_options(int variant, int max_blocks) {
+void set_decode_options(int variant, int max_blocks, int big_blocks) {
   g_decode_variant = variant;
   g_decode_max_blocks = max_blocks;
+  g_big_blocks = big_blocks;
 }
 
 void matmul_q8(DType type, const void* w, int64_t rows, int64_t cols, const int8_t* xq,
