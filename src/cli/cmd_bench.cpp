@@ -1,6 +1,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -102,15 +104,23 @@ void register_bench(CLI::App& app) {
     for (auto& t : prompt) t = dist(rng);
     for (auto& t : context) t = dist(rng);
     // Each pass's last row of logits comes back to the host, as llama-bench's does (into the
-    // session's pinned buffer, as llama.cpp's into its output buffer).
+    // session's pinned buffer, as llama.cpp's into its output buffer). SQUISH_BENCH_COPY_LOGITS=1
+    // copies it on into a vector of this loop's, as before eval_last (timing).
+    const char* copy_env = std::getenv("SQUISH_BENCH_COPY_LOGITS");
+    const bool copy_logits = copy_env != nullptr && std::strcmp(copy_env, "1") == 0;
+    std::vector<float> copied;
+    auto eval_last = [&](const int32_t* tokens, int n) {
+      if (copy_logits) return session.eval(tokens, n, false, copied);
+      session.eval_last(tokens, n);
+    };
     auto start = [&] {  // an empty context, or depth tokens of one (not timed)
       session.reset();
-      if (a->depth > 0) session.eval_last(context.data(), a->depth);
+      if (a->depth > 0) eval_last(context.data(), a->depth);
     };
     auto time_pp = [&] {
       start();
       auto t0 = std::chrono::steady_clock::now();
-      session.eval_last(prompt.data(), a->n_prompt);
+      eval_last(prompt.data(), a->n_prompt);
       return a->n_prompt /
              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
@@ -121,7 +131,7 @@ void register_bench(CLI::App& app) {
       // Random next tokens, as llama-bench's tg test feeds them: a host-side argmax over the
       // vocabulary (128K floats for Llama 3, ~2 % of an H100 decode step) is sampling, not decode.
       for (int i = 0; i < a->n_gen; ++i) {
-        session.eval_last(&tok, 1);
+        eval_last(&tok, 1);
         tok = dist(rng);
       }
       return a->n_gen /

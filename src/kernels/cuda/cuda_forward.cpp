@@ -208,7 +208,8 @@ class CudaSession final : public DeviceSession {
   // a Llama-3-8B Q4_K_M token at 513 tokens of context against 129 (H100, docs/cuda.md).
   std::vector<cudaGraphExec_t> decode_graphs_;
   bool use_graphs_ = true;
-  bool use_q8_ = true;  // SQUISH_CUDA_Q8=0: F32 activations for every product
+  bool separate_uploads_ = false;  // SQUISH_CUDA_UPLOADS=3: the inputs in three copies (timing)
+  bool use_q8_ = true;             // SQUISH_CUDA_Q8=0: F32 activations for every product
   // The KV cache in F32 (the CPU runtime's values exactly), or F16 with SQUISH_CUDA_KV=f16: half
   // the memory, but its decode attention measured slower (H100, Llama-3-8B Q4_K_M tg64 at 4,096
   // tokens: 267.5 against 299.9 tok/s; docs/cuda.md, fourteenth slice).
@@ -258,6 +259,8 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
                              prop.totalGlobalMem / 1073741824.0);
   check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   if (const char* env = std::getenv("SQUISH_CUDA_GRAPHS")) use_graphs_ = std::strcmp(env, "0") != 0;
+  if (const char* env = std::getenv("SQUISH_CUDA_UPLOADS"))
+    separate_uploads_ = std::strcmp(env, "3") == 0;
   if (const char* env = std::getenv("SQUISH_CUDA_Q8")) use_q8_ = std::strcmp(env, "0") != 0;
   if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 31;
   if (const char* env = std::getenv("SQUISH_CUDA_SKIP")) skip_ = std::atoi(env) & 127;
@@ -679,10 +682,20 @@ void CudaSession::eval(const int32_t* tokens, int n, int pos0, bool all_logits, 
       }
     }
     const size_t from = rope_bytes_ - static_cast<size_t>(nb) * c.n_rot * 4;
-    check(cudaMemcpyAsync(inputs_.get<char>() + from, reinterpret_cast<char*>(host_rope),
-                          rope_bytes_ - from + 16 + static_cast<size_t>(nb) * E * 4,
-                          cudaMemcpyHostToDevice, stream_),
-          "upload inputs");
+    const size_t x_bytes = static_cast<size_t>(nb) * E * 4;
+    char* const dev = inputs_.get<char>();
+    if (!separate_uploads_) {
+      check(cudaMemcpyAsync(dev + from, reinterpret_cast<char*>(host_rope),
+                            rope_bytes_ - from + 16 + x_bytes, cudaMemcpyHostToDevice, stream_),
+            "upload inputs");
+    } else {  // timing: a copy per part, as before the block
+      const char* const host = reinterpret_cast<const char*>(host_inputs_);
+      for (const auto& [at, bytes] :
+           {std::pair{from, rope_bytes_ - from}, std::pair{rope_bytes_ + 16, x_bytes},
+            std::pair{rope_bytes_, sizeof(int)}})
+        check(cudaMemcpyAsync(dev + at, host + at, bytes, cudaMemcpyHostToDevice, stream_),
+              "upload inputs");
+    }
     rope_rows_ = reinterpret_cast<const float*>(inputs_.get<char>() + from);
     const int n_out = all_logits ? nb : (last ? 1 : 0);
     const int first_out = all_logits ? 0 : nb - 1;
