@@ -283,11 +283,15 @@ TEST_P(CudaMatmulQ8, EveryDecodeVariantMatchesReference) {
   const DType type = GetParam();
   for (int variant = 0; variant <= 4; ++variant) {
     for (int max_blocks : {0, 3}) {
-      SCOPED_TRACE(testing::Message() << "variant " << variant << " max_blocks " << max_blocks);
-      cuda::set_decode_options(variant, max_blocks);
-      for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{301, 768}, {77, 8448}}) {
-        SCOPED_TRACE(cols);
-        check_q8_product(type, rows, cols, {1});
+      for (int big : {0, 2}) {  // the persistent grids (3-4) in blocks of 4 warps or one per SM
+        if (big == 2 && variant < 3) continue;
+        SCOPED_TRACE(testing::Message() << "variant " << variant << " max_blocks " << max_blocks
+                                        << " big blocks " << big);
+        cuda::set_decode_options(variant, max_blocks, big);
+        for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{301, 768}, {77, 8448}}) {
+          SCOPED_TRACE(cols);
+          check_q8_product(type, rows, cols, {1});
+        }
       }
     }
   }
@@ -1165,13 +1169,17 @@ TEST(CudaModel, LlamaQ4KMMatchesCpuWithF16Cache) {
   compare_model("gcide-llama-16M-Q4_K_M.gguf", 300, 600);
   unsetenv("SQUISH_CUDA_KV");
 }
-// The norm-prologue products in one block per SM (SQUISH_CUDA_BIG_BLOCKS=1), the K-quant mix
-// (synth tiny-k: [q | k] and v of two types in one launch) as well.
-TEST(CudaModel, MatchesCpuWithBigBlocks) {
+// The other block sizes of the persistent one-token products (the default, 1, runs the norm-
+// prologue ones in one block per SM): blocks of 4 warps everywhere (0) and one block per SM
+// everywhere (2), the K-quant mix (synth tiny-k: [q | k] and v of two types in one launch) too.
+TEST(CudaModel, MatchesCpuWithEveryBlockSize) {
   SKIP_WITHOUT_GPU();
-  cuda::set_decode_options(-1, 0, 1);
-  compare_model("gcide-llama-16M-Q4_K_M.gguf");
-  compare_model("synth-tiny-k-Q4_K_M.gguf", 40, 128, 0.75);
+  for (int big : {0, 2}) {
+    SCOPED_TRACE(testing::Message() << "big blocks " << big);
+    cuda::set_decode_options(-1, 0, big);
+    compare_model("gcide-llama-16M-Q4_K_M.gguf");
+    compare_model("synth-tiny-k-Q4_K_M.gguf", 40, 128, 0.75);
+  }
   cuda::set_decode_options(-1, 0);
 }
 TEST(CudaModel, LlamaQ8_0MatchesCpu) {

@@ -374,6 +374,9 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
     if (!attn_grouped)
       description_ += fmt::format(", decode attention in {}-key chunks", cuda::kAttentionSplitKeys);
   }
+  if (use_q8_ && cuda::big_block_level() > 0)
+    description_ += cuda::big_block_level() == 1 ? ", norm-prologue products a block per SM"
+                                                 : ", decode products a block per SM";
   if (attn_grouped)
     description_ += fmt::format(", decode attention by kv head (a block per {} keys)",
                                 cuda::kAttentionSplitKeys);

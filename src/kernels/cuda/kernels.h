@@ -85,10 +85,12 @@ bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols
 
 // One-token kernel choice for matmul_q8 / matmul_q8_norm_in (tests, tuning): variant -1 is each
 // type's default, 0..4 as SQUISH_CUDA_DECODE (kernels_q8.cu); max_blocks > 0 caps the persistent
-// grid (so that warps walk many rows), 0 sizes it by occupancy; big_blocks 1 runs the
-// norm-prologue kernels in one block of every warp an SM holds, 0 in blocks of 4 warps, -1 as
-// SQUISH_CUDA_BIG_BLOCKS says (off unless 1). Not thread-safe: set it before launching.
+// grid (so that warps walk many rows), 0 sizes it by occupancy; big_blocks as big_block_level
+// below, -1 as SQUISH_CUDA_BIG_BLOCKS says. Not thread-safe: set it before launching.
 void set_decode_options(int variant, int max_blocks, int big_blocks = -1);
+// Which persistent one-token kernels run in one block of every warp an SM holds rather than in
+// blocks of 4 warps: 0 none, 1 (the default) those with the norm prologue, 2 all of them.
+int big_block_level();
 
 // Launches on this host thread from now on use programmatic dependent launch (sm_90): a kernel
 // may start while the previous one on its stream drains and waits for it before touching its
