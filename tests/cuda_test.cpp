@@ -129,7 +129,7 @@ std::vector<uint8_t> make_weights(DType type, int64_t rows, int64_t cols, uint32
 
 // Puts the attention kernels back as the environment says when a test that switches them ends.
 struct ResetAttentionOptions {
-  ~ResetAttentionOptions() { cuda::set_attention_options(-1, -1); }
+  ~ResetAttentionOptions() { cuda::set_attention_options(-1, -1, -1); }
 };
 
 // One token's RoPE table at position pos (base 10,000): n_rot / 2 cosines then n_rot / 2 sines.
@@ -859,11 +859,12 @@ TEST(CudaKernels, GroupDecodeAttentionMatchesReference) {
         Dev<float> dtable(table), dbias(biases);
         Dev<int> dpos(std::vector<int>{pos0});
         // Runs: 0 per-head kernel with RoPE fused, 1 group kernel fused, 2 group kernel after
-        // rope_and_store (its q: the rotated rows, kept for the reference).
+        // rope_and_store (its q: the rotated rows, kept for the reference), 3 as 1 with every
+        // later trip's rows prefetched into L2 (a hint: the same bits).
         std::vector<std::vector<float>> outs, kcs, vcs;
         std::vector<float> rotated;
-        for (int run : {0, 1, 2}) {
-          cuda::set_attention_options(-1, run == 0 ? 0 : 1);
+        for (int run : {0, 1, 2, 3}) {
+          cuda::set_attention_options(-1, run == 0 ? 0 : 1, run == 3 ? 64 : 0);
           Dev<float> dqkv(qkv), out(Q);
           DevCache kc(cache, kv), vc(cache, kv);
           const cuda::RopeArgs a =
@@ -889,6 +890,9 @@ TEST(CudaKernels, GroupDecodeAttentionMatchesReference) {
         EXPECT_EQ(kcs[2], kcs[0]);
         EXPECT_EQ(vcs[2], vcs[0]);
         EXPECT_EQ(outs[2], outs[1]);
+        EXPECT_EQ(outs[3], outs[1]);
+        EXPECT_EQ(kcs[3], kcs[0]);
+        EXPECT_EQ(vcs[3], vcs[0]);
         const std::vector<float>& kc = kcs[0];
         const std::vector<float>& vc = vcs[0];
         for (int h = 0; h < H; ++h) {

@@ -115,7 +115,7 @@ template <int kPer, int kG, class KvT>
 __global__ void __launch_bounds__(kWarp* kGroupWarps)
     attention_group_kernel(const float* __restrict__ q, KvT* k_cache, KvT* v_cache, int n_head,
                            int n_head_kv, const int* pos0, float* __restrict__ out, int8_t* out_q,
-                           float* out_d, RopeArgs rope, int fuse_rope) {
+                           float* out_d, RopeArgs rope, int fuse_rope, int prefetch_rows) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   constexpr int D = kPer * kWarp, kW = kGroupWarps;
   constexpr int kKeys = kTripKeys<kPer, kG>;
@@ -151,6 +151,24 @@ __global__ void __launch_bounds__(kWarp* kGroupWarps)
   const int j_first = begin + warp * kKeys;
   float rk[kKeys][kPer], rv[kKeys][kPer];
   if (j_first < end) load_trip(rk, rv, j_first);
+  if (prefetch_rows > 0) {
+    // The rows of the block's next trips, into L2 while the kernels before finish: each later
+    // trip then waits on L2 rather than DRAM (the weights streamed since evicted the cache's
+    // rows). Only rows below the position, which earlier passes stored; the hint changes nothing
+    // the kernel computes.
+    constexpr int kRowBytes = D * static_cast<int>(sizeof(KvT));
+    constexpr int kLines = kRowBytes >= 128 ? kRowBytes / 128 : 1;  // 128-byte lines of a row
+    const int from = begin + stride, rows = min(end, from + prefetch_rows) - from;
+    const char* const k0 = reinterpret_cast<const char*>(k_cache + kvh * D);
+    const char* const v0 = reinterpret_cast<const char*>(v_cache + kvh * D);
+#pragma unroll 1
+    for (int i = threadIdx.x; i < rows * kLines; i += blockDim.x) {
+      const int64_t at =
+          static_cast<int64_t>(from + i / kLines) * KV * sizeof(KvT) + i % kLines * 128;
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(k0 + at));
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(v0 + at));
+    }
+  }
   pdl_wait();
   const bool owns_pos = fresh >= begin && fresh < end;
   if (fuse_rope) {
@@ -331,6 +349,18 @@ int cluster_env() {
   return c;
 }
 
+// Trips of keys a block prefetches into L2 past its warps' first (set_group_prefetch, else
+// SQUISH_CUDA_ATTN_PREFETCH=N, read once; 0: none, the default until measured).
+int g_prefetch = -1;
+int prefetch_trips() {
+  static const int env = [] {
+    const char* e = std::getenv("SQUISH_CUDA_ATTN_PREFETCH");
+    const int v = e != nullptr ? std::atoi(e) : 0;
+    return v >= 0 && v <= 64 ? v : 0;
+  }();
+  return g_prefetch >= 0 ? g_prefetch : env;
+}
+
 // One launch's arguments, the caches' pointers untyped.
 struct GroupLaunch {
   const float* q;
@@ -392,7 +422,8 @@ void launch_group(const GroupLaunch& a, bool launch) {
   // A failed launch is reported by cudaGetLastError, which the session checks after each pass.
   (void)cudaLaunchKernelEx(&cfg, kernel, a.q, static_cast<KvT*>(a.cache->k),
                            static_cast<KvT*>(a.cache->v), a.n_head, a.n_head_kv, a.pos0, a.out,
-                           a.out_q, a.out_d, a.rope, a.fuse_rope);
+                           a.out_q, a.out_d, a.rope, a.fuse_rope,
+                           prefetch_trips() * kGroupWarps * kTripKeys<kPer, kG>);
 }
 
 // The instantiation for q heads per kv head g (false: none, heads of 256 dimensions past 4).
@@ -426,14 +457,18 @@ bool device_has_clusters() {
 
 }  // namespace
 
+void set_group_prefetch(int trips) {
+  g_prefetch = std::min(trips, 64);
+}
+
 bool attention_group(const float* q, const KvCache& cache, int n_head, int n_head_kv, int head_dim,
                      const int* pos0, float* out, cudaStream_t stream, int8_t* out_q, float* out_d,
                      const RopeArgs* rope, int chunks, bool launch) {
   if (n_head_kv <= 0 || n_head % n_head_kv != 0 || !device_has_clusters()) return false;
   const int g = n_head / n_head_kv;
   // A block per 256-key chunk of the context, at least 2 (H100, Llama-3-8B Q4_K_M: tg128 at
-  // 513-640 tokens 433.8 tok/s with 2 blocks per kv head, 432.9 with 4 or 8, 425.8 with 16; tg64
-  // at 4,096 tokens 356.7 with 16, 312.7 with 8).
+  // 1-128 tokens 433.8 tok/s with 2 blocks per kv head, 432.9 with 4 or 8, 425.8 with 16, 416.8
+  // with 1; tg64 at 4,096 tokens 356.7 with 16, 312.7 with 8).
   const int env = cluster_env();
   GroupLaunch a{};
   a.q = q;
