@@ -549,7 +549,7 @@ void attention(const float* q, int64_t ldq, const KvCache& cache, int n_head, in
   const AttentionSplit none = {};
   // Warps per block of the split kernel (n_head blocks per chunk of keys): 16 with 4 registers a
   // lane (H100, tg64 at 4,096 tokens of Llama-3-8B Q4_K_M: 298.1 against 249.2 tok/s for 8; equal
-  // at 513-640 tokens), 8 with 8 registers a lane (80 registers: 3 blocks per SM, where 16 warps
+  // at tg128), 8 with 8 registers a lane (80 registers: 3 blocks per SM, where 16 warps
   // fit one; 203.9 against 186.0 tok/s). SQUISH_CUDA_ATTN_SPLIT_WARPS=8|16 (read once) sets it.
   static const int split_warps_env = [] {
     const char* env = std::getenv("SQUISH_CUDA_ATTN_SPLIT_WARPS");

@@ -202,9 +202,9 @@ int g_big_blocks = -1;
 
 // Which persistent decode kernels run in one block of every warp an SM holds (kernels.h:
 // big_block_level): 1, the default, those with the norm prologue, whose 2 x cols x 4 bytes of L2
-// reads then happen once per SM instead of once per 4 warps (H100, Llama-3-8B tg128 at 513-640
-// tokens: Q4_K_M 446.3 against 428.6 tok/s, Q8_0 304.1 against 291.3; docs/cuda.md); 2 every
-// one; 0 none. SQUISH_CUDA_BIG_BLOCKS=0|1|2 (read once) or set_decode_options sets it.
+// reads then happen once per SM instead of once per 4 warps (H100, Llama-3-8B tg128: Q4_K_M
+// 446.3 against 428.6 tok/s, Q8_0 304.1 against 291.3; docs/cuda.md); 2 every one; 0 none.
+// SQUISH_CUDA_BIG_BLOCKS=0|1|2 (read once) or set_decode_options sets it.
 int big_blocks() {
   static const int env_level = [] {
     const char* env = std::getenv("SQUISH_CUDA_BIG_BLOCKS");
