@@ -202,19 +202,14 @@ void Session::eval(const int32_t* tokens, int n, bool all_logits, std::vector<fl
 }
 
 std::span<const float> Session::eval_last(const int32_t* tokens, int n) {
-  const int V = model_.config.n_vocab;
+  if (device_ == nullptr) {  // eval writes the CPU's row in place: no copy to save
+    eval(tokens, n, false, last_logits_);
+    return last_logits_;
+  }
   check_tokens(tokens, n);
-  if (device_ != nullptr) {
-    const float* row = device_->eval_last(tokens, n, n_past_);
-    n_past_ += n;
-    return {row, static_cast<size_t>(V)};
-  }
-  last_logits_.resize(V);
-  for (int done = 0; done < n; done += n_batch_) {
-    const int nb = std::min(n_batch_, n - done);
-    eval_batch(tokens + done, nb, false, done + nb == n ? last_logits_.data() : nullptr);
-  }
-  return last_logits_;
+  const float* row = device_->eval_last(tokens, n, n_past_);
+  n_past_ += n;
+  return {row, static_cast<size_t>(model_.config.n_vocab)};
 }
 
 // The forward pass runs in one OpenMP parallel region per micro-batch: every thread executes the
