@@ -436,6 +436,49 @@ struct NormInCase {
   }
 };
 
+// The weights' L2 prefetch before the PDL wait (set_weight_prefetch) is a hint: the persistent
+// products and the norm-prologue products give the same bits with none, part (a share of each of
+// the view's regions, cut into odd slices by the grid) or all of a matrix prefetched.
+TEST_P(CudaMatmulQ8, WeightPrefetchChangesNoBits) {
+  SKIP_WITHOUT_GPU();
+  const DType type = GetParam();
+  const int64_t rows = 301, cols = 768;
+  const std::vector<uint8_t> w = make_weights(type, rows, cols, 23);
+  std::vector<uint8_t> packed(w.size());
+  cuda::repack_q8(type, w.data(), rows, cols, packed.data());
+  Dev<uint8_t> dw(packed);
+  const std::vector<float> x = random_floats(cols, 29), nw = random_floats(cols, 31);
+  Dev<float> dx(x), dnw(nw), dxd(cols / 32);
+  Dev<int8_t> dxq(cols);
+  cuda::quantize_activations_q8(dx.p, cols, 1, cols, dxq.p, dxd.p, nullptr);
+  auto run = [&](int64_t prefetch, int big, bool norm_in) {
+    cuda::set_weight_prefetch(prefetch);
+    cuda::set_decode_options(3, 0, big);
+    Dev<float> dy(std::vector<float>(rows, 0.0f));
+    if (norm_in) {
+      cuda::matmul_q8_norm_in(type, dw.p, rows, cols, {dx.p, dnw.p, 1e-5f}, dy.p, false, nullptr);
+    } else {
+      cuda::matmul_q8(type, dw.p, rows, cols, dxq.p, dxd.p, 1, dy.p, rows, false, nullptr);
+    }
+    EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+    return dy.download();
+  };
+  for (bool norm_in : {false, true}) {
+    for (int big : {0, 2}) {
+      const std::vector<float> want = run(0, big, norm_in);
+      for (int64_t prefetch :
+           {int64_t{1000}, static_cast<int64_t>(packed.size() / 3), int64_t{1} << 30}) {
+        SCOPED_TRACE(testing::Message()
+                     << "norm_in " << norm_in << " big blocks " << big << " prefetch " << prefetch);
+        const std::vector<float> got = run(prefetch, big, norm_in);
+        ASSERT_EQ(std::memcmp(got.data(), want.data(), rows * sizeof(float)), 0);
+      }
+    }
+  }
+  cuda::set_weight_prefetch(-1);
+  cuda::set_decode_options(-1, 0);
+}
+
 // The norm-prologue kernels' grids: (max_blocks, big_blocks) of set_decode_options. 3 blocks:
 // each warp walks several row groups; big blocks: one block of every warp an SM holds.
 constexpr std::pair<int, int> kNormInGrids[] = {{0, 0}, {3, 0}, {0, 1}, {3, 1}};
@@ -1185,6 +1228,18 @@ TEST(CudaModel, MatchesCpuWithEveryBlockSize) {
     compare_model("synth-tiny-k-Q4_K_M.gguf", 40, 128, 0.75);
   }
   cuda::set_decode_options(-1, 0);
+}
+// The same with every decode product's weights prefetched into L2 before its PDL wait (the pair
+// kernel's two parts each their share), in part (64 KB) and whole (1 GiB).
+TEST(CudaModel, MatchesCpuWithWeightPrefetch) {
+  SKIP_WITHOUT_GPU();
+  for (int64_t bytes : {int64_t{64} << 10, int64_t{1} << 30}) {
+    SCOPED_TRACE(testing::Message() << "prefetch " << bytes);
+    cuda::set_weight_prefetch(bytes);
+    compare_model("gcide-llama-16M-Q4_K_M.gguf");
+    compare_model("synth-tiny-k-Q4_K_M.gguf", 40, 128, 0.75);
+  }
+  cuda::set_weight_prefetch(-1);
 }
 TEST(CudaModel, LlamaQ8_0MatchesCpu) {
   SKIP_WITHOUT_GPU();

@@ -110,12 +110,15 @@ __device__ __forceinline__ void warp_sums(float (&v)[N], int lane) {
 // (head_dim = 32 kPer). fuse_rope: the block rotates its q heads itself, and the block whose
 // keys hold the position stores the new k and v (rope_store_kernel's arithmetic, the same bits).
 // The output (and its 8-bit form with out_q set) is written in warps of 32 dimensions by the
-// cluster's blocks in turn.
+// cluster's blocks in turn. stop_at 1-4 (timing only, SQUISH_CUDA_ATTN_STOP; the output is then
+// not written) ends every block after its PDL wait, the RoPE prologue, the trips through the keys
+// or the block's merge and first cluster barrier: what each stage adds to a decode step.
 template <int kPer, int kG, class KvT>
 __global__ void __launch_bounds__(kWarp* kGroupWarps)
     attention_group_kernel(const float* __restrict__ q, KvT* k_cache, KvT* v_cache, int n_head,
                            int n_head_kv, const int* pos0, float* __restrict__ out, int8_t* out_q,
-                           float* out_d, RopeArgs rope, int fuse_rope, int prefetch_rows) {
+                           float* out_d, RopeArgs rope, int fuse_rope, int prefetch_rows,
+                           int stop_at) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   constexpr int D = kPer * kWarp, kW = kGroupWarps;
   constexpr int kKeys = kTripKeys<kPer, kG>;
@@ -170,6 +173,7 @@ __global__ void __launch_bounds__(kWarp* kGroupWarps)
     }
   }
   pdl_wait();
+  if (stop_at == 1) return;
   const bool owns_pos = fresh >= begin && fresh < end;
   if (fuse_rope) {
     const int half = rope.n_rot / 2, tail = D - rope.n_rot, width = half + tail;
@@ -216,6 +220,7 @@ __global__ void __launch_bounds__(kWarp* kGroupWarps)
     // Later trips read this block's stores from global memory: visible after the barrier.
     __syncthreads();
   }
+  if (stop_at == 2) return;
   // The preloaded trip's rows from the position on are this pass's: stored by this block (shared
   // memory) or by rope_and_store before the wait.
   if (owns_pos && j_first < end) {
@@ -289,7 +294,8 @@ __global__ void __launch_bounds__(kWarp* kGroupWarps)
       for (int e = 0; e < kPer; ++e) rk[u][e] = nk[u][e], rv[u][e] = nv[u][e];
     }
   }
-  // The block's state per head: its warps' merged (a warp that saw no key weighs nothing).
+  if (stop_at == 3) return;
+    // The block's state per head: its warps' merged (a warp that saw no key weighs nothing).
 #pragma unroll
   for (int hh = 0; hh < kG; ++hh) {
     if (lane == 0) s_wm[warp][hh] = m[hh], s_wl[warp][hh] = l[hh];
@@ -310,7 +316,8 @@ __global__ void __launch_bounds__(kWarp* kGroupWarps)
     s_acc[hh][d] = a;
     if (d == 0) s_m[hh] = mx, s_l[hh] = sum;
   }
-  cluster.sync();  // every block's state, visible to the cluster
+  cluster.sync();            // every block's state, visible to the cluster
+  if (stop_at == 4) return;  // every block: none reads another's shared memory
   // The output in units of 32 dimensions of one head, shared out among the cluster's warps.
   const int units = g * (D / kWarp);
   for (int unit = rank * kW + warp; unit < units; unit += C * kW) {
@@ -347,6 +354,17 @@ int cluster_env() {
     return v >= 1 && v <= kMaxCluster ? v : 0;
   }();
   return c;
+}
+
+// SQUISH_CUDA_ATTN_STOP=1..4 (read once; timing only, the output is meaningless): the kernel's
+// stop_at.
+int stop_env() {
+  static const int v = [] {
+    const char* env = std::getenv("SQUISH_CUDA_ATTN_STOP");
+    const int s = env != nullptr ? std::atoi(env) : 0;
+    return s >= 1 && s <= 4 ? s : 0;
+  }();
+  return v;
 }
 
 // Trips of keys a block prefetches into L2 past its warps' first (set_group_prefetch, else
@@ -423,7 +441,7 @@ void launch_group(const GroupLaunch& a, bool launch) {
   (void)cudaLaunchKernelEx(&cfg, kernel, a.q, static_cast<KvT*>(a.cache->k),
                            static_cast<KvT*>(a.cache->v), a.n_head, a.n_head_kv, a.pos0, a.out,
                            a.out_q, a.out_d, a.rope, a.fuse_rope,
-                           prefetch_trips() * kGroupWarps * kTripKeys<kPer, kG>);
+                           prefetch_trips() * kGroupWarps * kTripKeys<kPer, kG>, stop_env());
 }
 
 // The instantiation for q heads per kv head g (false: none, heads of 256 dimensions past 4).

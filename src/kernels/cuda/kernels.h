@@ -88,6 +88,11 @@ bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols
 // grid (so that warps walk many rows), 0 sizes it by occupancy; big_blocks as big_block_level
 // below, -1 as SQUISH_CUDA_BIG_BLOCKS says. Not thread-safe: set it before launching.
 void set_decode_options(int variant, int max_blocks, int big_blocks = -1);
+// Bytes of its weights (its first rows') each persistent one-token product prefetches into L2
+// before it waits for the kernel before it (sm_90), so that they stream in while that kernel (the
+// attention, the gating) reads little from DRAM; -1: as SQUISH_CUDA_L2_PREFETCH (MiB) says, 0 none.
+void set_weight_prefetch(int64_t bytes);
+int64_t weight_prefetch();  // the bytes now
 // Which persistent one-token kernels run in one block of every warp an SM holds rather than in
 // blocks of 4 warps: 0 none, 1 (the default) those with the norm prologue, 2 all of them.
 int big_block_level();
