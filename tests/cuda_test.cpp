@@ -903,11 +903,14 @@ TEST(CudaKernels, GroupDecodeAttentionMatchesReference) {
         Dev<int> dpos(std::vector<int>{pos0});
         // Runs: 0 per-head kernel with RoPE fused, 1 group kernel fused, 2 group kernel after
         // rope_and_store (its q: the rotated rows, kept for the reference), 3 as 1 with every
-        // later trip's rows prefetched into L2 (a hint: the same bits).
+        // later trip's rows prefetched into L2 (a hint: the same bits), 4 as 1 in blocks of 16
+        // warps where they apply, 5 and 6 one block per kv head (no cluster) of 16 and 8 warps
+        // (other summation orders: checked against the reference).
         std::vector<std::vector<float>> outs, kcs, vcs;
         std::vector<float> rotated;
-        for (int run : {0, 1, 2, 3}) {
-          cuda::set_attention_options(-1, run == 0 ? 0 : 1, run == 3 ? 64 : 0);
+        for (int run : {0, 1, 2, 3, 4, 5, 6}) {
+          cuda::set_attention_options(-1, run == 0 ? 0 : 1, run == 3 ? 64 : 0,
+                                      run == 4 || run == 5 ? 16 : 8, run >= 5 ? 1 : 0);
           Dev<float> dqkv(qkv), out(Q);
           DevCache kc(cache, kv), vc(cache, kv);
           const cuda::RopeArgs a =
@@ -936,6 +939,10 @@ TEST(CudaKernels, GroupDecodeAttentionMatchesReference) {
         EXPECT_EQ(outs[3], outs[1]);
         EXPECT_EQ(kcs[3], kcs[0]);
         EXPECT_EQ(vcs[3], vcs[0]);
+        for (int run : {4, 5, 6}) {
+          EXPECT_EQ(kcs[run], kcs[0]) << "run " << run;
+          EXPECT_EQ(vcs[run], vcs[0]) << "run " << run;
+        }
         const std::vector<float>& kc = kcs[0];
         const std::vector<float>& vc = vcs[0];
         for (int h = 0; h < H; ++h) {
@@ -958,6 +965,9 @@ TEST(CudaKernels, GroupDecodeAttentionMatchesReference) {
                 << "h " << h << " i " << i;
             ASSERT_NEAR(outs[0][h * D + i], outs[1][h * D + i], 1e-5 * (1 + std::fabs(o)))
                 << "h " << h << " i " << i;
+            for (int run : {4, 5, 6})
+              ASSERT_NEAR(outs[run][h * D + i], o, 1e-5 * (1 + std::fabs(o)))
+                  << "run " << run << ": h " << h << " i " << i;
           }
         }
       }

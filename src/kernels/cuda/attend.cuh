@@ -78,6 +78,12 @@ bool attention_group(const float* q, const KvCache& cache, int n_head, int n_hea
 // Trips of keys each block of attention_group prefetches into L2, past its warps' first, before
 // it waits for the kernels before it (0: none; -1: as SQUISH_CUDA_ATTN_PREFETCH says, default 0).
 void set_group_prefetch(int trips);
+// Warps per block of attention_group: 16 where a block's weighted values fit its shared memory
+// (q heads per kv head x head_dim <= 512), else 8; -1 as SQUISH_CUDA_ATTN_WARPS says (default 8).
+void set_group_warps(int warps);
+// Blocks per kv head of attention_group at every context (1-16; 0 by the context, the default; -1
+// as SQUISH_CUDA_ATTN_CLUSTER says).
+void set_group_cluster(int blocks);
 
 // Lanes hold dimension lane + 32 e of the head in register e, for e < per (per <= kPer: kPer is
 // the registers' compile-time size, per the head's D / 32). Keys j0, j0 + stride, ... below end

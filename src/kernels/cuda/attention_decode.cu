@@ -29,7 +29,7 @@ using detail::pdl_launch_dependents;
 using detail::pdl_wait;
 
 constexpr int kWarp = 32;
-constexpr int kGroupWarps = 8;   // warps per block
+constexpr int kGroupWarps = 8;   // warps per block (group_warps: 16 where shared memory allows)
 constexpr int kMaxCluster = 16;  // blocks per kv head (H100: 16 with the non-portable attribute)
 
 // Keys per warp per trip: two trips' rows in registers (the next one's loads in flight while this
@@ -113,14 +113,14 @@ __device__ __forceinline__ void warp_sums(float (&v)[N], int lane) {
 // cluster's blocks in turn. stop_at 1-4 (timing only, SQUISH_CUDA_ATTN_STOP; the output is then
 // not written) ends every block after its PDL wait, the RoPE prologue, the trips through the keys
 // or the block's merge and first cluster barrier: what each stage adds to a decode step.
-template <int kPer, int kG, class KvT>
-__global__ void __launch_bounds__(kWarp* kGroupWarps)
+template <int kPer, int kG, class KvT, int kW>
+__global__ void __launch_bounds__(kWarp* kW)
     attention_group_kernel(const float* __restrict__ q, KvT* k_cache, KvT* v_cache, int n_head,
                            int n_head_kv, const int* pos0, float* __restrict__ out, int8_t* out_q,
                            float* out_d, RopeArgs rope, int fuse_rope, int prefetch_rows,
                            int stop_at) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  constexpr int D = kPer * kWarp, kW = kGroupWarps;
+  constexpr int D = kPer * kWarp;
   constexpr int kKeys = kTripKeys<kPer, kG>;
   __shared__ __align__(16) float s_q[kG][D];         // fuse_rope: the rotated queries
   __shared__ __align__(16) float s_kn[D], s_vn[D];   // fuse_rope: the new key and value, as cached
@@ -316,6 +316,20 @@ __global__ void __launch_bounds__(kWarp* kGroupWarps)
     s_acc[hh][d] = a;
     if (d == 0) s_m[hh] = mx, s_l[hh] = sum;
   }
+  if (C == 1) {
+    // No cluster to merge with: the block's state is the head's (no cluster barriers or
+    // distributed shared memory reads).
+    __syncthreads();
+    if (stop_at == 4) return;
+    for (int unit = warp; unit < g * (D / kWarp); unit += kW) {
+      const int hh = unit / (D / kWarp), d = unit % (D / kWarp) * kWarp + lane;
+      const float o = s_acc[hh][d] / s_l[hh];
+      const int64_t at = static_cast<int64_t>(h0 + hh) * D + d;
+      out[at] = o;
+      if (out_q != nullptr) store_q8_group(o, out_q + at - lane, out_d + at / 32);
+    }
+    return;
+  }
   cluster.sync();            // every block's state, visible to the cluster
   if (stop_at == 4) return;  // every block: none reads another's shared memory
   // The output in units of 32 dimensions of one head, shared out among the cluster's warps.
@@ -346,14 +360,16 @@ __global__ void __launch_bounds__(kWarp* kGroupWarps)
 #endif
 }
 
-// SQUISH_CUDA_ATTN_CLUSTER=1..16 (read once): blocks per kv head at every context, for measuring.
+// Blocks per kv head at every context, for measuring (set_group_cluster, else
+// SQUISH_CUDA_ATTN_CLUSTER=1..16, read once; 0: by the context).
+int g_cluster = -1;
 int cluster_env() {
   static const int c = [] {
     const char* env = std::getenv("SQUISH_CUDA_ATTN_CLUSTER");
     const int v = env != nullptr ? std::atoi(env) : 0;
     return v >= 1 && v <= kMaxCluster ? v : 0;
   }();
-  return c;
+  return g_cluster >= 0 ? std::min(g_cluster, kMaxCluster) : c;
 }
 
 // SQUISH_CUDA_ATTN_STOP=1..4 (read once; timing only, the output is meaningless): the kernel's
@@ -365,6 +381,17 @@ int stop_env() {
     return s >= 1 && s <= 4 ? s : 0;
   }();
   return v;
+}
+
+// Warps per block of the kernel (set_group_warps, else SQUISH_CUDA_ATTN_WARPS=8|16, read once;
+// 8 the default until measured).
+int g_warps = -1;
+int group_warps() {
+  static const int env = [] {
+    const char* e = std::getenv("SQUISH_CUDA_ATTN_WARPS");
+    return e != nullptr && std::atoi(e) == 16 ? 16 : kGroupWarps;
+  }();
+  return g_warps == 8 || g_warps == 16 ? g_warps : env;
 }
 
 // Trips of keys a block prefetches into L2 past its warps' first (set_group_prefetch, else
@@ -395,10 +422,10 @@ struct GroupLaunch {
 };
 
 // A launch of n_head_kv clusters of c blocks; attr: its cluster attribute, filled here.
-cudaLaunchConfig_t cluster_config(int n_head_kv, int c, cudaLaunchAttribute* attr) {
+cudaLaunchConfig_t cluster_config(int n_head_kv, int c, int warps, cudaLaunchAttribute* attr) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(n_head_kv, c);
-  cfg.blockDim = dim3(kWarp * kGroupWarps);
+  cfg.blockDim = dim3(kWarp * warps);
   attr->id = cudaLaunchAttributeClusterDimension;
   attr->val.clusterDim.x = 1;
   attr->val.clusterDim.y = c;
@@ -410,14 +437,14 @@ cudaLaunchConfig_t cluster_config(int n_head_kv, int c, cudaLaunchAttribute* att
 
 // The largest cluster the device runs this kernel in: 16 (past the portable 8) where it can.
 template <class Kernel>
-int max_cluster(Kernel* kernel, int n_head_kv) {
+int max_cluster(Kernel* kernel, int n_head_kv, int warps) {
   if (cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) !=
       cudaSuccess) {
     (void)cudaGetLastError();
   }
   for (int c = kMaxCluster; c > 1; c /= 2) {
     cudaLaunchAttribute attr;
-    const cudaLaunchConfig_t cfg = cluster_config(n_head_kv, c, &attr);
+    const cudaLaunchConfig_t cfg = cluster_config(n_head_kv, c, warps, &attr);
     int clusters = 0;
     if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0)
       return c;
@@ -426,13 +453,13 @@ int max_cluster(Kernel* kernel, int n_head_kv) {
   return 1;
 }
 
-template <int kPer, int kG, class KvT>
-void launch_group(const GroupLaunch& a, bool launch) {
-  auto* kernel = attention_group_kernel<kPer, kG, KvT>;
-  static const int most = max_cluster(kernel, a.n_head_kv);  // once per instantiation
+template <int kPer, int kG, class KvT, int kW>
+void launch_group_of(const GroupLaunch& a, bool launch) {
+  auto* kernel = attention_group_kernel<kPer, kG, KvT, kW>;
+  static const int most = max_cluster(kernel, a.n_head_kv, kW);  // once per instantiation
   if (!launch) return;
   cudaLaunchAttribute attr[2];
-  cudaLaunchConfig_t cfg = cluster_config(a.n_head_kv, std::min(a.cluster, most), attr);
+  cudaLaunchConfig_t cfg = cluster_config(a.n_head_kv, std::min(a.cluster, most), kW, attr);
   cfg.stream = a.stream;
   attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[1].val.programmaticStreamSerializationAllowed = 1;
@@ -441,7 +468,17 @@ void launch_group(const GroupLaunch& a, bool launch) {
   (void)cudaLaunchKernelEx(&cfg, kernel, a.q, static_cast<KvT*>(a.cache->k),
                            static_cast<KvT*>(a.cache->v), a.n_head, a.n_head_kv, a.pos0, a.out,
                            a.out_q, a.out_d, a.rope, a.fuse_rope,
-                           prefetch_trips() * kGroupWarps * kTripKeys<kPer, kG>, stop_env());
+                           prefetch_trips() * kW * kTripKeys<kPer, kG>, stop_env());
+}
+
+// Blocks of 16 warps where their weighted values fit the 48 KB of static shared memory (kG x
+// head_dim <= 512: Llama-3-8B's 4 heads of 128) and group_warps() asks for them, else of 8.
+template <int kPer, int kG, class KvT>
+void launch_group(const GroupLaunch& a, bool launch) {
+  if constexpr (kG * kPer * kWarp <= 512) {
+    if (group_warps() == 16) return launch_group_of<kPer, kG, KvT, 16>(a, launch);
+  }
+  launch_group_of<kPer, kG, KvT, kGroupWarps>(a, launch);
 }
 
 // The instantiation for q heads per kv head g (false: none, heads of 256 dimensions past 4).
@@ -477,6 +514,14 @@ bool device_has_clusters() {
 
 void set_group_prefetch(int trips) {
   g_prefetch = std::min(trips, 64);
+}
+
+void set_group_warps(int warps) {
+  g_warps = warps;
+}
+
+void set_group_cluster(int blocks) {
+  g_cluster = blocks;
 }
 
 bool attention_group(const float* q, const KvCache& cache, int n_head, int n_head_kv, int head_dim,

@@ -182,8 +182,12 @@ bool prepare_decode_attention(KvType cache, int n_head, int n_head_kv, int head_
 // every q head of the group (sm_90; head_dim 64, 128 or 256), 0 one block per q head (split as
 // `split` says), -1 as SQUISH_CUDA_ATTN_GROUP says (default 1); prefetch_trips: trips of keys
 // each block of the latter prefetches into L2 before it waits for the kernels before it, -1 as
-// SQUISH_CUDA_ATTN_PREFETCH says (default 0, none). Not thread-safe: set them before launching.
-void set_attention_options(int tiled_prefill, int group_decode = -1, int prefetch_trips = -1);
+// SQUISH_CUDA_ATTN_PREFETCH says (default 0, none); group_warps: the latter's warps per block, 8
+// or 16 (where shared memory allows), -1 as SQUISH_CUDA_ATTN_WARPS says (default 8);
+// group_cluster: its blocks per kv head at every context (0 by the context, the default; -1 as
+// SQUISH_CUDA_ATTN_CLUSTER says). Not thread-safe: set them before launching.
+void set_attention_options(int tiled_prefill, int group_decode = -1, int prefetch_trips = -1,
+                           int group_warps = -1, int group_cluster = -1);
 
 // gate[t][i] = act(gate[t][i]) * up[t][i], i < n (SiLU or tanh-approximated GELU).
 // With q/d set (n a multiple of 32), also the results' 8-bit form, rows at q + t * n.
