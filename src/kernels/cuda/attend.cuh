@@ -75,9 +75,6 @@ void with_kv_type(KvType t, F&& f) {
 bool attention_group(const float* q, const KvCache& cache, int n_head, int n_head_kv, int head_dim,
                      const int* pos0, float* out, cudaStream_t stream, int8_t* out_q, float* out_d,
                      const RopeArgs* rope, int chunks, bool launch = true);
-// Trips of keys each block of attention_group prefetches into L2, past its warps' first, before
-// it waits for the kernels before it (0: none; -1: as SQUISH_CUDA_ATTN_PREFETCH says, default 0).
-void set_group_prefetch(int trips);
 // Warps per block of attention_group: 16 where a block's weighted values fit its shared memory
 // (q heads per kv head x head_dim <= 512), else 8; -1 as SQUISH_CUDA_ATTN_WARPS says (default 8).
 void set_group_warps(int warps);

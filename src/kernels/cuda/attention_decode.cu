@@ -117,8 +117,7 @@ template <int kPer, int kG, class KvT, int kW>
 __global__ void __launch_bounds__(kWarp* kW)
     attention_group_kernel(const float* __restrict__ q, KvT* k_cache, KvT* v_cache, int n_head,
                            int n_head_kv, const int* pos0, float* __restrict__ out, int8_t* out_q,
-                           float* out_d, RopeArgs rope, int fuse_rope, int prefetch_rows,
-                           int stop_at) {
+                           float* out_d, RopeArgs rope, int fuse_rope, int stop_at) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   constexpr int D = kPer * kWarp;
   constexpr int kKeys = kTripKeys<kPer, kG>;
@@ -154,24 +153,6 @@ __global__ void __launch_bounds__(kWarp* kW)
   const int j_first = begin + warp * kKeys;
   float rk[kKeys][kPer], rv[kKeys][kPer];
   if (j_first < end) load_trip(rk, rv, j_first);
-  if (prefetch_rows > 0) {
-    // The rows of the block's next trips, into L2 while the kernels before finish: each later
-    // trip then waits on L2 rather than DRAM (the weights streamed since evicted the cache's
-    // rows). Only rows below the position, which earlier passes stored; the hint changes nothing
-    // the kernel computes.
-    constexpr int kRowBytes = D * static_cast<int>(sizeof(KvT));
-    constexpr int kLines = kRowBytes >= 128 ? kRowBytes / 128 : 1;  // 128-byte lines of a row
-    const int from = begin + stride, rows = min(end, from + prefetch_rows) - from;
-    const char* const k0 = reinterpret_cast<const char*>(k_cache + kvh * D);
-    const char* const v0 = reinterpret_cast<const char*>(v_cache + kvh * D);
-#pragma unroll 1
-    for (int i = threadIdx.x; i < rows * kLines; i += blockDim.x) {
-      const int64_t at =
-          static_cast<int64_t>(from + i / kLines) * KV * sizeof(KvT) + i % kLines * 128;
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(k0 + at));
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(v0 + at));
-    }
-  }
   pdl_wait();
   if (stop_at == 1) return;
   const bool owns_pos = fresh >= begin && fresh < end;
@@ -394,18 +375,6 @@ int group_warps() {
   return g_warps == 8 || g_warps == 16 ? g_warps : env;
 }
 
-// Trips of keys a block prefetches into L2 past its warps' first (set_group_prefetch, else
-// SQUISH_CUDA_ATTN_PREFETCH=N, read once; 0: none, the default until measured).
-int g_prefetch = -1;
-int prefetch_trips() {
-  static const int env = [] {
-    const char* e = std::getenv("SQUISH_CUDA_ATTN_PREFETCH");
-    const int v = e != nullptr ? std::atoi(e) : 0;
-    return v >= 0 && v <= 64 ? v : 0;
-  }();
-  return g_prefetch >= 0 ? g_prefetch : env;
-}
-
 // One launch's arguments, the caches' pointers untyped.
 struct GroupLaunch {
   const float* q;
@@ -467,8 +436,7 @@ void launch_group_of(const GroupLaunch& a, bool launch) {
   // A failed launch is reported by cudaGetLastError, which the session checks after each pass.
   (void)cudaLaunchKernelEx(&cfg, kernel, a.q, static_cast<KvT*>(a.cache->k),
                            static_cast<KvT*>(a.cache->v), a.n_head, a.n_head_kv, a.pos0, a.out,
-                           a.out_q, a.out_d, a.rope, a.fuse_rope,
-                           prefetch_trips() * kW * kTripKeys<kPer, kG>, stop_env());
+                           a.out_q, a.out_d, a.rope, a.fuse_rope, stop_env());
 }
 
 // Blocks of 16 warps where their weighted values fit the 48 KB of static shared memory (kG x
@@ -511,10 +479,6 @@ bool device_has_clusters() {
 }
 
 }  // namespace
-
-void set_group_prefetch(int trips) {
-  g_prefetch = std::min(trips, 64);
-}
 
 void set_group_warps(int warps) {
   g_warps = warps;

@@ -377,9 +377,6 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   if (use_q8_ && cuda::big_block_level() > 0)
     description_ += cuda::big_block_level() == 1 ? ", norm-prologue products a block per SM"
                                                  : ", decode products a block per SM";
-  if (use_q8_ && cuda::weight_prefetch() > 0)
-    description_ += fmt::format(", {} MiB of each decode product's weights prefetched into L2",
-                                cuda::weight_prefetch() >> 20);
   if (attn_grouped)
     description_ += fmt::format(", decode attention by kv head (a block per {} keys)",
                                 cuda::kAttentionSplitKeys);

@@ -88,11 +88,6 @@ bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols
 // grid (so that warps walk many rows), 0 sizes it by occupancy; big_blocks as big_block_level
 // below, -1 as SQUISH_CUDA_BIG_BLOCKS says. Not thread-safe: set it before launching.
 void set_decode_options(int variant, int max_blocks, int big_blocks = -1);
-// Bytes of its weights (its first rows') each persistent one-token product prefetches into L2
-// before it waits for the kernel before it (sm_90), so that they stream in while that kernel (the
-// attention, the gating) reads little from DRAM; -1: as SQUISH_CUDA_L2_PREFETCH (MiB) says, 0 none.
-void set_weight_prefetch(int64_t bytes);
-int64_t weight_prefetch();  // the bytes now
 // Which persistent one-token kernels run in one block of every warp an SM holds rather than in
 // blocks of 4 warps: 0 none, 1 (the default) those with the norm prologue, 2 all of them.
 int big_block_level();
@@ -180,14 +175,12 @@ bool prepare_decode_attention(KvType cache, int n_head, int n_head_kv, int head_
 // memory, shared by 16 queries; head_dim <= 128), 0 one block per query, -1 as
 // SQUISH_CUDA_ATTN_TILED says (default 1). Decode: 1 one cluster of blocks per kv head, taking
 // every q head of the group (sm_90; head_dim 64, 128 or 256), 0 one block per q head (split as
-// `split` says), -1 as SQUISH_CUDA_ATTN_GROUP says (default 1); prefetch_trips: trips of keys
-// each block of the latter prefetches into L2 before it waits for the kernels before it, -1 as
-// SQUISH_CUDA_ATTN_PREFETCH says (default 0, none); group_warps: the latter's warps per block, 8
-// or 16 (where shared memory allows), -1 as SQUISH_CUDA_ATTN_WARPS says (default 8);
+// `split` says), -1 as SQUISH_CUDA_ATTN_GROUP says (default 1); group_warps: the former's warps
+// per block, 8 or 16 (where shared memory allows), -1 as SQUISH_CUDA_ATTN_WARPS says (default 8);
 // group_cluster: its blocks per kv head at every context (0 by the context, the default; -1 as
 // SQUISH_CUDA_ATTN_CLUSTER says). Not thread-safe: set them before launching.
-void set_attention_options(int tiled_prefill, int group_decode = -1, int prefetch_trips = -1,
-                           int group_warps = -1, int group_cluster = -1);
+void set_attention_options(int tiled_prefill, int group_decode = -1, int group_warps = -1,
+                           int group_cluster = -1);
 
 // gate[t][i] = act(gate[t][i]) * up[t][i], i < n (SiLU or tanh-approximated GELU).
 // With q/d set (n a multiple of 32), also the results' 8-bit form, rows at q + t * n.

@@ -215,10 +215,6 @@ int big_blocks() {
   return g_big_blocks >= 0 ? g_big_blocks : env_level;
 }
 
-// Bytes of its weights each persistent one-token product prefetches into L2 before its PDL wait
-// (decode_body.cuh: prefetch_weights; weight_prefetch below).
-int64_t g_weight_prefetch = -1;
-
 int sm_count() {
   static const int n = [] {
     int dev = 0, count = 0;
@@ -254,9 +250,7 @@ int64_t balanced_blocks(int64_t groups, int64_t max_blocks, int kW = kWarps) {
 }
 
 template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
-void launch_decode(const MvArgs& args, cudaStream_t stream) {
-  MvArgs a = args;
-  a.prefetch_bytes = weight_prefetch();
+void launch_decode(const MvArgs& a, cudaStream_t stream) {
   auto go = [&](auto kw) {
     constexpr int kW = decltype(kw)::value;
     auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut, kW>;
@@ -273,15 +267,7 @@ void launch_decode(const MvArgs& args, cudaStream_t stream) {
 
 // The grid split between the two products by weight bytes (each part then balanced).
 template <class TA, class TB>
-void launch_decode_pair(const MvArgs& args_a, const MvArgs& args_b, cudaStream_t stream) {
-  MvArgs a = args_a, b = args_b;
-  // The pair's share of the prefetch: by weight bytes, as the grid.
-  const int64_t bytes = weight_prefetch();
-  const int64_t total_a = a.rows * a.v.nb * TA::kBlockBytes,
-                total_b = b.rows * b.v.nb * TB::kBlockBytes;
-  a.prefetch_bytes =
-      static_cast<int64_t>(static_cast<double>(bytes) * total_a / (total_a + total_b));
-  b.prefetch_bytes = bytes - a.prefetch_bytes;
+void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
   constexpr int kMin = std::min(TA::kPersistentBlocks, TB::kPersistentBlocks);
   auto go = [&](auto kw) {
     constexpr int kW = decltype(kw)::value;
@@ -521,21 +507,6 @@ bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols
 
 int big_block_level() {
   return big_blocks();
-}
-
-void set_weight_prefetch(int64_t bytes) {
-  g_weight_prefetch = bytes;
-}
-
-// 0 (none) is the default until measured; SQUISH_CUDA_L2_PREFETCH=MiB (read once, 0-1024) or
-// set_weight_prefetch sets it.
-int64_t weight_prefetch() {
-  static const int64_t env_bytes = [] {
-    const char* env = std::getenv("SQUISH_CUDA_L2_PREFETCH");
-    const int v = env != nullptr ? std::atoi(env) : 0;
-    return v >= 0 && v <= 1024 ? int64_t{v} << 20 : int64_t{0};
-  }();
-  return g_weight_prefetch >= 0 ? g_weight_prefetch : env_bytes;
 }
 
 void set_decode_options(int variant, int max_blocks, int big_blocks) {
