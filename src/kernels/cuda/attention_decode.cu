@@ -525,3 +525,11 @@ bool attention_group(const float* q, const KvCache& cache, int n_head, int n_hea
 }
 
 }  // namespace squish::cuda::attend
+
+namespace squish::cuda {
+
+int attention_stop_stage() {
+  return attend::stop_env();
+}
+
+}  // namespace squish::cuda

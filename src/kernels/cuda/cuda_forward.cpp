@@ -293,6 +293,11 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
         "; SQUISH_CUDA_SKIP={}: decode skips kernels, for timing only, "
         "its outputs are meaningless",
         skip_);
+  if (attn_grouped && cuda::attention_stop_stage() != 0)
+    description_ += fmt::format(
+        "; SQUISH_CUDA_ATTN_STOP={}: decode attention stops early, for timing only, "
+        "its outputs are meaningless",
+        cuda::attention_stop_stage());
 
   // Check every matrix before uploading anything (one line naming the tensor).
   auto check_matrix = [&](const TensorInfo* t) {

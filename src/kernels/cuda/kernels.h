@@ -182,6 +182,10 @@ bool prepare_decode_attention(KvType cache, int n_head, int n_head_kv, int head_
 void set_attention_options(int tiled_prefill, int group_decode = -1, int group_warps = -1,
                            int group_cluster = -1);
 
+// SQUISH_CUDA_ATTN_STOP (1-4; 0 unset): the stage after which one-token attention by kv head
+// ends, for timing only (its output is then meaningless; docs/cuda.md, seventeenth slice).
+int attention_stop_stage();
+
 // gate[t][i] = act(gate[t][i]) * up[t][i], i < n (SiLU or tanh-approximated GELU).
 // With q/d set (n a multiple of 32), also the results' 8-bit form, rows at q + t * n.
 void gated_activation(float* gate, int64_t ld_gate, const float* up, int64_t ld_up, int n_tokens,
