@@ -275,8 +275,10 @@ __global__ void __launch_bounds__(kWarp* kW)
       for (int e = 0; e < kPer; ++e) rk[u][e] = nk[u][e], rv[u][e] = nv[u][e];
     }
   }
-  if (stop_at == 3) return;
-    // The block's state per head: its warps' merged (a warp that saw no key weighs nothing).
+  if (stop_at == 3) {
+    return;
+  }
+  // The block's state per head: its warps' merged (a warp that saw no key weighs nothing).
 #pragma unroll
   for (int hh = 0; hh < kG; ++hh) {
     if (lane == 0) s_wm[warp][hh] = m[hh], s_wl[warp][hh] = l[hh];
