@@ -129,7 +129,7 @@ std::vector<uint8_t> make_weights(DType type, int64_t rows, int64_t cols, uint32
 
 // Puts the attention kernels back as the environment says when a test that switches them ends.
 struct ResetAttentionOptions {
-  ~ResetAttentionOptions() { cuda::set_attention_options(-1, -1, -1, -1); }
+  ~ResetAttentionOptions() { cuda::set_attention_options(-1, -1, -1, -1, -1); }
 };
 
 // One token's RoPE table at position pos (base 10,000): n_rot / 2 cosines then n_rot / 2 sines.
@@ -1191,6 +1191,17 @@ TEST(CudaModel, MatchesCpuWithEveryBlockSize) {
     compare_model("synth-tiny-k-Q4_K_M.gguf", 40, 128, 0.75);
   }
   cuda::set_decode_options(-1, 0);
+}
+// Decode attention in one block of 16 warps per kv head while the context is one 256-key chunk
+// (set_attention_options' one_block): decode at 40-47 tokens, and across the chunk boundary
+// (250-257: one block, then clusters, each chunk count its own graph).
+TEST(CudaModel, MatchesCpuWithOneBlockAttention) {
+  SKIP_WITHOUT_GPU();
+  const ResetAttentionOptions reset;
+  cuda::set_attention_options(-1, -1, -1, -1, 1);
+  compare_model("gcide-llama-16M-Q4_K_M.gguf");
+  compare_model("gcide-llama-16M-Q4_K_M.gguf", 250, 600);
+  compare_model("synth-tiny-k-Q4_K_M.gguf", 40, 128, 0.75);
 }
 TEST(CudaModel, LlamaQ8_0MatchesCpu) {
   SKIP_WITHOUT_GPU();

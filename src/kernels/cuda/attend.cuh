@@ -81,6 +81,9 @@ void set_group_warps(int warps);
 // Blocks per kv head of attention_group at every context (1-16; 0 by the context, the default; -1
 // as SQUISH_CUDA_ATTN_CLUSTER says).
 void set_group_cluster(int blocks);
+// One block of 16 warps per kv head (where they fit) while the context is one 256-key chunk: 1 on,
+// 0 off (the default), -1 as SQUISH_CUDA_ATTN_ONE_BLOCK says.
+void set_group_one_block(int on);
 
 // Lanes hold dimension lane + 32 e of the head in register e, for e < per (per <= kPer: kPer is
 // the registers' compile-time size, per the head's D / 32). Keys j0, j0 + stride, ... below end

@@ -366,6 +366,17 @@ int stop_env() {
   return v;
 }
 
+// One block of 16 warps per kv head while the context is one 256-key chunk (set_group_one_block,
+// else SQUISH_CUDA_ATTN_ONE_BLOCK=1, read once; off, the default until measured).
+int g_one_block = -1;
+bool one_block() {
+  static const bool env = [] {
+    const char* e = std::getenv("SQUISH_CUDA_ATTN_ONE_BLOCK");
+    return e != nullptr && std::atoi(e) == 1;
+  }();
+  return g_one_block >= 0 ? g_one_block != 0 : env;
+}
+
 // Warps per block of the kernel (set_group_warps, else SQUISH_CUDA_ATTN_WARPS=8|16, read once;
 // 8 the default until measured).
 int g_warps = -1;
@@ -389,6 +400,7 @@ struct GroupLaunch {
   RopeArgs rope;
   int fuse_rope;
   int cluster;  // blocks per kv head wanted
+  int warps;    // warps per block wanted (16 where they fit), 0: group_warps()
   cudaStream_t stream;
 };
 
@@ -446,9 +458,17 @@ void launch_group_of(const GroupLaunch& a, bool launch) {
 template <int kPer, int kG, class KvT>
 void launch_group(const GroupLaunch& a, bool launch) {
   if constexpr (kG * kPer * kWarp <= 512) {
-    if (group_warps() == 16) return launch_group_of<kPer, kG, KvT, 16>(a, launch);
+    // Readying (launch false) readies both: a session's graphs may take either.
+    if (!launch) launch_group_of<kPer, kG, KvT, 16>(a, false);
+    if ((a.warps != 0 ? a.warps : group_warps()) == 16)
+      return launch_group_of<kPer, kG, KvT, 16>(a, launch);
   }
   launch_group_of<kPer, kG, KvT, kGroupWarps>(a, launch);
+}
+
+// The q heads per kv head the kernel for g is built for (launch_per).
+int built_heads(int g) {
+  return g <= 2 ? g : g <= 4 ? 4 : 8;
 }
 
 // The instantiation for q heads per kv head g (false: none, heads of 256 dimensions past 4).
@@ -490,6 +510,10 @@ void set_group_cluster(int blocks) {
   g_cluster = blocks;
 }
 
+void set_group_one_block(int on) {
+  g_one_block = on;
+}
+
 bool attention_group(const float* q, const KvCache& cache, int n_head, int n_head_kv, int head_dim,
                      const int* pos0, float* out, cudaStream_t stream, int8_t* out_q, float* out_d,
                      const RopeArgs* rope, int chunks, bool launch) {
@@ -511,6 +535,13 @@ bool attention_group(const float* q, const KvCache& cache, int n_head, int n_hea
   if (rope != nullptr) a.rope = *rope;
   a.fuse_rope = rope != nullptr ? 1 : 0;
   a.cluster = env > 0 ? env : std::clamp(chunks, 2, kMaxCluster);
+  // Within one chunk, optionally one block of 16 warps per kv head: as many keys a round as 2
+  // blocks of 8, without the cluster's barriers and remote reads (2.3 us of a Llama-3-8B layer's
+  // 7.2, docs/cuda.md, seventeenth slice). Only where 16 warps fit: one block of 8 measured slower.
+  if (env == 0 && chunks <= 1 && one_block() && built_heads(g) * head_dim <= 512) {
+    a.cluster = 1;
+    a.warps = 16;
+  }
   a.stream = stream;
   bool applies = false;
   with_kv_type(cache.type, [&](auto t) {
