@@ -355,17 +355,6 @@ int cluster_env() {
   return g_cluster >= 0 ? std::min(g_cluster, kMaxCluster) : c;
 }
 
-// SQUISH_CUDA_ATTN_STOP=1..4 (read once; timing only, the output is meaningless): the kernel's
-// stop_at.
-int stop_env() {
-  static const int v = [] {
-    const char* env = std::getenv("SQUISH_CUDA_ATTN_STOP");
-    const int s = env != nullptr ? std::atoi(env) : 0;
-    return s >= 1 && s <= 4 ? s : 0;
-  }();
-  return v;
-}
-
 // One block of 16 warps per kv head while the context is one 256-key chunk (set_group_one_block,
 // else SQUISH_CUDA_ATTN_ONE_BLOCK=1, read once; off, the default until measured).
 int g_one_block = -1;
@@ -450,7 +439,7 @@ void launch_group_of(const GroupLaunch& a, bool launch) {
   // A failed launch is reported by cudaGetLastError, which the session checks after each pass.
   (void)cudaLaunchKernelEx(&cfg, kernel, a.q, static_cast<KvT*>(a.cache->k),
                            static_cast<KvT*>(a.cache->v), a.n_head, a.n_head_kv, a.pos0, a.out,
-                           a.out_q, a.out_d, a.rope, a.fuse_rope, stop_env());
+                           a.out_q, a.out_d, a.rope, a.fuse_rope, attention_stop_stage());
 }
 
 // Blocks of 16 warps where their weighted values fit the 48 KB of static shared memory (kG x
@@ -561,8 +550,14 @@ bool attention_group(const float* q, const KvCache& cache, int n_head, int n_hea
 
 namespace squish::cuda {
 
+// SQUISH_CUDA_ATTN_STOP=1..4, read once: the attention kernel's stop_at.
 int attention_stop_stage() {
-  return attend::stop_env();
+  static const int v = [] {
+    const char* env = std::getenv("SQUISH_CUDA_ATTN_STOP");
+    const int s = env != nullptr ? std::atoi(env) : 0;
+    return s >= 1 && s <= 4 ? s : 0;
+  }();
+  return v;
 }
 
 }  // namespace squish::cuda

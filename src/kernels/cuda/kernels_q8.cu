@@ -200,21 +200,6 @@ int g_decode_variant = -1;
 int g_decode_max_blocks = 0;
 int g_big_blocks = -1;
 
-// Which persistent decode kernels run in one block of every warp an SM holds (kernels.h:
-// big_block_level): 1, the default, those with the norm prologue, whose 2 x cols x 4 bytes of L2
-// reads then happen once per SM instead of once per 4 warps (H100, Llama-3-8B tg128: Q4_K_M
-// 446.3 against 428.6 tok/s, Q8_0 304.1 against 291.3; docs/cuda.md); 2 every one; 0 none.
-// SQUISH_CUDA_BIG_BLOCKS=0|1|2 (read once) or set_decode_options sets it.
-int big_blocks() {
-  static const int env_level = [] {
-    const char* env = std::getenv("SQUISH_CUDA_BIG_BLOCKS");
-    if (env == nullptr) return 1;
-    const int v = std::atoi(env);
-    return v >= 0 && v <= 2 ? v : 1;
-  }();
-  return g_big_blocks >= 0 ? g_big_blocks : env_level;
-}
-
 int sm_count() {
   static const int n = [] {
     int dev = 0, count = 0;
@@ -260,7 +245,7 @@ void launch_decode(const MvArgs& a, cudaStream_t stream) {
     detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kW), smem, stream,
                         a);
   };
-  if (big_blocks() >= (kNormIn ? 1 : 2))
+  if (big_block_level() >= (kNormIn ? 1 : 2))
     return go(std::integral_constant<int, kMinBlocks * kWarps>{});
   go(std::integral_constant<int, kWarps>{});
 }
@@ -284,7 +269,7 @@ void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
     detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks_a + blocks_b)), dim3(kWarp * kW),
                         smem, stream, a, b, static_cast<unsigned>(blocks_a));
   };
-  if (big_blocks() >= 1) return go(std::integral_constant<int, kMin * kWarps>{});
+  if (big_block_level() >= 1) return go(std::integral_constant<int, kMin * kWarps>{});
   go(std::integral_constant<int, kWarps>{});
 }
 
@@ -505,8 +490,19 @@ bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols
   return launched;
 }
 
+// Which persistent decode kernels run in one block of every warp an SM holds: 1, the default, those
+// with the norm prologue, whose 2 x cols x 4 bytes of L2 reads then happen once per SM instead of
+// once per 4 warps (H100, Llama-3-8B tg128: Q4_K_M 446.3 against 428.6 tok/s, Q8_0 304.1 against
+// 291.3; docs/cuda.md); 2 every one; 0 none. SQUISH_CUDA_BIG_BLOCKS=0|1|2 (read once) or
+// set_decode_options sets it.
 int big_block_level() {
-  return big_blocks();
+  static const int env_level = [] {
+    const char* env = std::getenv("SQUISH_CUDA_BIG_BLOCKS");
+    if (env == nullptr) return 1;
+    const int v = std::atoi(env);
+    return v >= 0 && v <= 2 ? v : 1;
+  }();
+  return g_big_blocks >= 0 ? g_big_blocks : env_level;
 }
 
 void set_decode_options(int variant, int max_blocks, int big_blocks) {
