@@ -50,6 +50,11 @@ struct Q8Epilogue {
   int8_t* q = nullptr;
   float* d = nullptr;
   int* counters = nullptr;
+  // Not an epilogue but a hint, for a product with neither of the above on the persistent grid:
+  // bytes of its weights (its first rows') that its blocks prefetch into L2 (sm_90) before they
+  // wait for the kernel before them, so that they stream in while that kernel (attention, the
+  // gating) reads little from DRAM. Changes no bits. 0: none.
+  int64_t l2_prefetch_bytes = 0;
 };
 void matmul_q8(DType type, const void* w, int64_t rows, int64_t cols, const int8_t* xq,
                const float* xd, int n_tokens, float* y, int64_t ldy, bool accumulate,

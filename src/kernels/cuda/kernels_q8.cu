@@ -339,6 +339,7 @@ void matmul_q8_typed(const void* w, int64_t rows, int64_t cols, const int8_t* xq
     }
     return;
   }
+  if (epi != nullptr && n_tokens == 1) a.prefetch_bytes = epi->l2_prefetch_bytes;
   const int64_t ldd = cols / 32;
   detail::for_token_chunks(n_tokens, [&](auto nt, int t) {
     a.xq = xq + t * cols;
