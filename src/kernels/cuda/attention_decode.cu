@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/env.h"
 #include "kernels/cuda/attend.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/launch.cuh"
@@ -347,11 +348,7 @@ __global__ void __launch_bounds__(kWarp* kW)
 // SQUISH_CUDA_ATTN_CLUSTER=1..16, read once; 0: by the context).
 int g_cluster = -1;
 int cluster_env() {
-  static const int c = [] {
-    const char* env = std::getenv("SQUISH_CUDA_ATTN_CLUSTER");
-    const int v = env != nullptr ? std::atoi(env) : 0;
-    return v >= 1 && v <= kMaxCluster ? v : 0;
-  }();
+  static const int c = env_int_in("SQUISH_CUDA_ATTN_CLUSTER", 1, kMaxCluster, 0);
   return g_cluster >= 0 ? std::min(g_cluster, kMaxCluster) : c;
 }
 
@@ -359,10 +356,7 @@ int cluster_env() {
 // else SQUISH_CUDA_ATTN_ONE_BLOCK=1, read once; off, the default until measured).
 int g_one_block = -1;
 bool one_block() {
-  static const bool env = [] {
-    const char* e = std::getenv("SQUISH_CUDA_ATTN_ONE_BLOCK");
-    return e != nullptr && std::atoi(e) == 1;
-  }();
+  static const bool env = env_int_in("SQUISH_CUDA_ATTN_ONE_BLOCK", 1, 1, 0) == 1;
   return g_one_block >= 0 ? g_one_block != 0 : env;
 }
 
@@ -370,10 +364,7 @@ bool one_block() {
 // 8 the default until measured).
 int g_warps = -1;
 int group_warps() {
-  static const int env = [] {
-    const char* e = std::getenv("SQUISH_CUDA_ATTN_WARPS");
-    return e != nullptr && std::atoi(e) == 16 ? 16 : kGroupWarps;
-  }();
+  static const int env = env_one_of("SQUISH_CUDA_ATTN_WARPS", {8, 16}, kGroupWarps);
   return g_warps == 8 || g_warps == 16 ? g_warps : env;
 }
 
@@ -552,11 +543,7 @@ namespace squish::cuda {
 
 // SQUISH_CUDA_ATTN_STOP=1..4, read once: the attention kernel's stop_at.
 int attention_stop_stage() {
-  static const int v = [] {
-    const char* env = std::getenv("SQUISH_CUDA_ATTN_STOP");
-    const int s = env != nullptr ? std::atoi(env) : 0;
-    return s >= 1 && s <= 4 ? s : 0;
-  }();
+  static const int v = env_int_in("SQUISH_CUDA_ATTN_STOP", 1, 4, 0);
   return v;
 }
 

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/env.h"
 #include "core/error.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cuda/gemm.h"
@@ -270,12 +271,11 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   description_ = fmt::format("{} (sm_{}{}, {:.1f} GiB)", prop.name, prop.major, prop.minor,
                              prop.totalGlobalMem / 1073741824.0);
   check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-  if (const char* env = std::getenv("SQUISH_CUDA_GRAPHS")) use_graphs_ = std::strcmp(env, "0") != 0;
-  if (const char* env = std::getenv("SQUISH_CUDA_UPLOADS"))
-    separate_uploads_ = std::strcmp(env, "3") == 0;
-  if (const char* env = std::getenv("SQUISH_CUDA_Q8")) use_q8_ = std::strcmp(env, "0") != 0;
-  if (const char* env = std::getenv("SQUISH_CUDA_FUSE")) fusion_ = std::atoi(env) & 31;
-  if (const char* env = std::getenv("SQUISH_CUDA_SKIP")) skip_ = std::atoi(env) & 127;
+  use_graphs_ = env_int_in("SQUISH_CUDA_GRAPHS", 0, 1, 1) != 0;
+  separate_uploads_ = env_int_in("SQUISH_CUDA_UPLOADS", 3, 3, 0) == 3;
+  use_q8_ = env_int_in("SQUISH_CUDA_Q8", 0, 1, 1) != 0;
+  fusion_ = env_int_in("SQUISH_CUDA_FUSE", 0, 31, fusion_);
+  skip_ = env_int_in("SQUISH_CUDA_SKIP", 0, 127, 0);
   if (const char* env = std::getenv("SQUISH_CUDA_KV")) {
     if (std::strcmp(env, "f16") == 0) {
       kv_type_ = cuda::KvType::F16;
@@ -285,19 +285,12 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
       fail("SQUISH_CUDA_KV={}: expected f16 or f32", env);
     }
   }
-  auto mib = [](const char* name) {
-    const char* env = std::getenv(name);
-    const int v = env != nullptr ? std::atoi(env) : 0;
-    return v > 0 && v <= 1024 ? int64_t{v} << 20 : int64_t{0};
-  };
+  auto mib = [](const char* name) { return int64_t{env_int_in(name, 0, 1024, 0)} << 20; };
   o_prefetch_ = mib("SQUISH_CUDA_L2_O");
   down_prefetch_ = mib("SQUISH_CUDA_L2_DOWN");
-  if (const char* env = std::getenv("SQUISH_CUDA_GEMM")) gemm_on_ = std::strcmp(env, "0") != 0;
-  if (const char* env = std::getenv("SQUISH_CUDA_GEMM_MIN"))
-    gemm_min_ = std::max(2, std::atoi(env));
-  use_pdl_ = prop.major >= 9;
-  if (const char* env = std::getenv("SQUISH_CUDA_PDL"))
-    use_pdl_ = use_pdl_ && std::strcmp(env, "0") != 0;
+  gemm_on_ = env_int_in("SQUISH_CUDA_GEMM", 0, 1, 1) != 0;
+  gemm_min_ = std::max(2, env_int_in("SQUISH_CUDA_GEMM_MIN", 0, 1 << 30, gemm_min_));
+  use_pdl_ = prop.major >= 9 && env_int_in("SQUISH_CUDA_PDL", 0, 1, 1) != 0;
   description_ +=
       fmt::format("; {} activations, {} KV cache, fused {}, {}{}", use_q8_ ? "8-bit" : "F32",
                   kv_type_ == cuda::KvType::F16 ? "F16" : "F32", fusion_,
@@ -388,9 +381,7 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   // Decode attention split over 256-key chunks for contexts longer than one chunk, unless
   // SQUISH_CUDA_ATTN_SPLIT=0 (H100, Llama-3-8B Q4_K_M tg64 at 4,096 tokens of context: 203.9 vs
   // 96.2 tok/s).
-  const char* split_env = std::getenv("SQUISH_CUDA_ATTN_SPLIT");
-  if ((split_env == nullptr || std::strcmp(split_env, "0") != 0) &&
-      n_ctx_ > cuda::kAttentionSplitKeys) {
+  if (env_int_in("SQUISH_CUDA_ATTN_SPLIT", 0, 1, 1) != 0 && n_ctx_ > cuda::kAttentionSplitKeys) {
     attn_split_.n_splits = (n_ctx_ + cuda::kAttentionSplitKeys - 1) / cuda::kAttentionSplitKeys;
     attn_partials_ = DeviceBuffer(static_cast<size_t>(c.n_head) * attn_split_.n_splits *
                                   (c.head_dim + 2) * sizeof(float));

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/env.h"
 #include "kernels/cuda/attend.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/launch.cuh"
@@ -512,15 +513,13 @@ namespace {
 // Prefill attention through attention_tiled_kernel unless SQUISH_CUDA_ATTN_TILED=0 (H100, pp512
 // of Llama-3-8B: 15,394 vs 9,512 tok/s Q4_K_M); tests switch it with set_attention_options.
 bool attention_tiled_from_env() {
-  const char* env = std::getenv("SQUISH_CUDA_ATTN_TILED");
-  return env == nullptr || std::strcmp(env, "0") != 0;
+  return env_int_in("SQUISH_CUDA_ATTN_TILED", 0, 1, 1) != 0;
 }
 bool g_attention_tiled = attention_tiled_from_env();
 // Decode attention by kv head in clusters (attention_decode.cu) unless SQUISH_CUDA_ATTN_GROUP=0
 // (the kernels of one block per q head, split over 256-key chunks past one).
 bool attention_group_from_env() {
-  const char* env = std::getenv("SQUISH_CUDA_ATTN_GROUP");
-  return env == nullptr || std::strcmp(env, "0") != 0;
+  return env_int_in("SQUISH_CUDA_ATTN_GROUP", 0, 1, 1) != 0;
 }
 bool g_attention_group = attention_group_from_env();
 }  // namespace
@@ -541,27 +540,16 @@ void attention(const float* q, int64_t ldq, const KvCache& cache, int n_head, in
   if (rope != nullptr) r = *rope;
   // One token has one block per head (32 of the H100's 132 SMs for Llama-3-8B): more warps per
   // block take more keys per trip through the cache (SQUISH_CUDA_ATTN_WARPS=8|16|32, read once).
-  static const int decode_warps = [] {
-    const char* env = std::getenv("SQUISH_CUDA_ATTN_WARPS");
-    const int w = env != nullptr ? std::atoi(env) : 16;
-    return w == 8 || w == 32 ? w : 16;
-  }();
+  static const int decode_warps = env_one_of("SQUISH_CUDA_ATTN_WARPS", {8, 16, 32}, 16);
   const AttentionSplit none = {};
   // Warps per block of the split kernel (n_head blocks per chunk of keys): 16 with 4 registers a
   // lane (H100, tg64 at 4,096 tokens of Llama-3-8B Q4_K_M: 298.1 against 249.2 tok/s for 8; equal
   // at tg128), 8 with 8 registers a lane (80 registers: 3 blocks per SM, where 16 warps
   // fit one; 203.9 against 186.0 tok/s). SQUISH_CUDA_ATTN_SPLIT_WARPS=8|16 (read once) sets it.
-  static const int split_warps_env = [] {
-    const char* env = std::getenv("SQUISH_CUDA_ATTN_SPLIT_WARPS");
-    const int w = env != nullptr ? std::atoi(env) : 0;
-    return w == 8 || w == 16 ? w : 0;
-  }();
+  static const int split_warps_env = env_one_of("SQUISH_CUDA_ATTN_SPLIT_WARPS", {8, 16}, 0);
   // Heads of at most 128 dimensions take the kernels with 4 registers per lane (8 keys a trip);
   // SQUISH_CUDA_ATTN_PER8=1 (read once) keeps the 8-register ones (4 keys a trip) for measuring.
-  static const bool force_per8 = [] {
-    const char* env = std::getenv("SQUISH_CUDA_ATTN_PER8");
-    return env != nullptr && std::strcmp(env, "1") == 0;
-  }();
+  static const bool force_per8 = env_int_in("SQUISH_CUDA_ATTN_PER8", 1, 1, 0) == 1;
   const bool per4 = head_dim <= 4 * kWarp && !force_per8;
   const int split_warps = split_warps_env != 0 ? split_warps_env : per4 ? 16 : 8;
   with_kv_type(cache.type, [&](auto t) {  // KvT: the cache's element type

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "core/env.h"
 #include "kernels/cuda/decode_body.cuh"
 #include "kernels/cuda/dequant.cuh"
 #include "kernels/cuda/gemm.h"
@@ -219,10 +220,8 @@ int64_t persistent_blocks(Kernel kernel, size_t smem, int warps_per_block = kWar
                                                     smem) != cudaSuccess ||
       per_sm < 1)
     per_sm = 1;
-  static const int env_per_sm = [] {  // SQUISH_CUDA_GRID: at most this many blocks per SM
-    const char* env = std::getenv("SQUISH_CUDA_GRID");
-    return env != nullptr ? std::atoi(env) : 0;
-  }();
+  // SQUISH_CUDA_GRID: at most this many blocks per SM
+  static const int env_per_sm = env_int_in("SQUISH_CUDA_GRID", 1, 64, 0);
   if (env_per_sm > 0) per_sm = std::min(per_sm, env_per_sm);
   int64_t max_blocks = static_cast<int64_t>(per_sm) * sm_count();
   if (g_decode_max_blocks > 0) max_blocks = std::min<int64_t>(max_blocks, g_decode_max_blocks);
@@ -279,10 +278,7 @@ void launch_decode_pair(const MvArgs& a, const MvArgs& b, cudaStream_t stream) {
 // (kDecodeVariant); SQUISH_CUDA_DECODE (read once) or set_decode_options sets one for all.
 template <class T>
 int decode_variant() {
-  static const int v = [] {
-    const char* env = std::getenv("SQUISH_CUDA_DECODE");
-    return env != nullptr && env[0] >= '0' && env[0] <= '4' ? env[0] - '0' : T::kDecodeVariant;
-  }();
+  static const int v = env_int_in("SQUISH_CUDA_DECODE", 0, 4, T::kDecodeVariant);
   return g_decode_variant >= 0 ? g_decode_variant : v;
 }
 
@@ -497,12 +493,7 @@ bool matmul_q8_norm_in_pair(const Q8Product& a, const Q8Product& b, int64_t cols
 // 291.3; docs/cuda.md); 2 every one; 0 none. SQUISH_CUDA_BIG_BLOCKS=0|1|2 (read once) or
 // set_decode_options sets it.
 int big_block_level() {
-  static const int env_level = [] {
-    const char* env = std::getenv("SQUISH_CUDA_BIG_BLOCKS");
-    if (env == nullptr) return 1;
-    const int v = std::atoi(env);
-    return v >= 0 && v <= 2 ? v : 1;
-  }();
+  static const int env_level = env_int_in("SQUISH_CUDA_BIG_BLOCKS", 0, 2, 1);
   return g_big_blocks >= 0 ? g_big_blocks : env_level;
 }
 
