@@ -146,12 +146,13 @@ class CudaSession final : public DeviceSession {
       cuda::matmul(m.type, m.w, m.rows, m.cols, x, ldx, n, y, ldy, accumulate, stream_);
     }
   }
-  // A one-token residual product (y += m x) whose first `bytes` of weights its blocks prefetch
-  // into L2 while the kernel before it runs.
-  void prefetching_product(const DeviceMatrix& m, int64_t bytes, const int8_t* xq, const float* xd,
-                           float* y, int64_t ldy) {
+  // A one-token residual product (y += m x) whose blocks fetch their weights while the kernel
+  // before it runs: the first `bytes` into L2, or (stage) all of them into shared memory.
+  void hinted_product(const DeviceMatrix& m, int64_t bytes, bool stage, const int8_t* xq,
+                      const float* xd, float* y, int64_t ldy) {
     cuda::Q8Epilogue e;
     e.l2_prefetch_bytes = bytes;
+    e.stage_weights = stage;
     cuda::matmul_q8(m.type, m.w, m.rows, m.cols, xq, xd, 1, y, ldy, true, stream_, &e);
   }
   // Prefill through cuBLAS (docs/cuda.md): whether a pass of n tokens takes it (loading cuBLAS
@@ -246,6 +247,9 @@ class CudaSession final : public DeviceSession {
   // they wait for attention / the gating (Q8Epilogue::l2_prefetch_bytes): SQUISH_CUDA_L2_O and
   // SQUISH_CUDA_L2_DOWN, in MiB (0-1024; off until measured).
   int64_t o_prefetch_ = 0, down_prefetch_ = 0;
+  // o's one-token product copies its weights into shared memory while attention runs
+  // (Q8Epilogue::stage_weights): SQUISH_CUDA_STAGE_O=1 (off until measured).
+  bool stage_o_ = false;
   bool use_pdl_ = false;  // programmatic dependent launch (sm_90+; SQUISH_CUDA_PDL=0 turns it off)
   // Passes of at least gemm_min_ tokens run their products through cuBLAS (SQUISH_CUDA_GEMM=0
   // turns it off, SQUISH_CUDA_GEMM_MIN sets the bound, at least 2); gemm_ is made on first use
@@ -288,6 +292,7 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   auto mib = [](const char* name) { return int64_t{env_int_in(name, 0, 1024, 0)} << 20; };
   o_prefetch_ = mib("SQUISH_CUDA_L2_O");
   down_prefetch_ = mib("SQUISH_CUDA_L2_DOWN");
+  stage_o_ = env_int_in("SQUISH_CUDA_STAGE_O", 0, 1, 0) == 1;
   gemm_on_ = env_int_in("SQUISH_CUDA_GEMM", 0, 1, 1) != 0;
   gemm_min_ = std::max(2, env_int_in("SQUISH_CUDA_GEMM_MIN", 0, 1 << 30, gemm_min_));
   use_pdl_ = prop.major >= 9 && env_int_in("SQUISH_CUDA_PDL", 0, 1, 1) != 0;
@@ -299,6 +304,7 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   if (use_q8_ && (o_prefetch_ > 0 || down_prefetch_ > 0))
     description_ += fmt::format(", {} / {} MiB of o's / down's weights prefetched into L2",
                                 o_prefetch_ >> 20, down_prefetch_ >> 20);
+  if (use_q8_ && stage_o_) description_ += ", o's weights staged in shared memory";
   // Decode steps are captured into graphs, where the attention kernel's first-use queries may not
   // run.
   const bool attn_grouped =
@@ -587,8 +593,8 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
       gemm_input(gemm, att, Q, n, Q);
       if (skip & kSkipO) {
         // timing only: no o
-      } else if (n == 1 && o_prefetch_ > 0 && uses_q8(L.wo)) {
-        prefetching_product(L.wo, o_prefetch_, xq_.get<int8_t>(), xd_.get<float>(), x, E);
+      } else if (n == 1 && (o_prefetch_ > 0 || stage_o_) && uses_q8(L.wo)) {
+        hinted_product(L.wo, o_prefetch_, stage_o_, xq_.get<int8_t>(), xd_.get<float>(), x, E);
       } else {
         product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
       }
@@ -654,7 +660,7 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
       if (skip & kSkipDown) {
         // timing only: no down
       } else if (n == 1 && down_prefetch_ > 0 && uses_q8(L.w_down)) {
-        prefetching_product(L.w_down, down_prefetch_, down_q, down_d, x, E);
+        hinted_product(L.w_down, down_prefetch_, false, down_q, down_d, x, E);
       } else {
         product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
       }

@@ -171,7 +171,10 @@ __device__ inline void gate_epilogue(const MvArgs& a, int64_t i, float g, float 
 //
 // kW: warps per block. A block of every warp an SM holds (kW = blocks per SM x kWarps, one block
 // per SM) computes the norm prologue once per SM instead of once per kWarps warps.
-template <class T, int R, bool kNormIn, bool kGateOut = false, int kW = kWarps>
+//
+// kSmem: a.v's regions are in the block's shared memory (mv_q8_staged_kernel), read with plain
+// loads.
+template <class T, int R, bool kNormIn, bool kGateOut = false, int kW = kWarps, bool kSmem = false>
 __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks) {
   static_assert(!kGateOut || R == 2, "the gate epilogue pairs a gate row with an up row");
   // kNormIn: the input's a.cols codes, then its a.cols / 32 scales
@@ -207,7 +210,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) {
         const int r = static_cast<int>(row_of(c.group, rr));
-        buf[rr] = T::load(row_view<T>(a.v, r), 0, it);
+        buf[rr] = T::template load<kSmem>(row_view<T>(a.v, r), 0, it);
       }
     }
   };
