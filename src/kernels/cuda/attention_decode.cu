@@ -300,6 +300,13 @@ __global__ void __launch_bounds__(kWarp* kW)
     s_acc[hh][d] = a;
     if (d == 0) s_m[hh] = mx, s_l[hh] = sum;
   }
+  // Head h0 + hh's output at dimension d (lane d % 32 of a warp): in float, and as q8_1 groups
+  // for o's product when it wants them.
+  auto store_out = [&](int hh, int d, float o) {
+    const int64_t at = static_cast<int64_t>(h0 + hh) * D + d;
+    out[at] = o;
+    if (out_q != nullptr) store_q8_group(o, out_q + at - lane, out_d + at / 32);
+  };
   if (C == 1) {
     // No cluster to merge with: the block's state is the head's (no cluster barriers or
     // distributed shared memory reads).
@@ -307,10 +314,7 @@ __global__ void __launch_bounds__(kWarp* kW)
     if (stop_at == 4) return;
     for (int unit = warp; unit < g * (D / kWarp); unit += kW) {
       const int hh = unit / (D / kWarp), d = unit % (D / kWarp) * kWarp + lane;
-      const float o = s_acc[hh][d] / s_l[hh];
-      const int64_t at = static_cast<int64_t>(h0 + hh) * D + d;
-      out[at] = o;
-      if (out_q != nullptr) store_q8_group(o, out_q + at - lane, out_d + at / 32);
+      store_out(hh, d, s_acc[hh][d] / s_l[hh]);
     }
     return;
   }
@@ -335,10 +339,7 @@ __global__ void __launch_bounds__(kWarp* kW)
         o += *cluster.map_shared_rank(&s_acc[hh][d], c) * wt;
       }
     }
-    o /= sum;
-    const int64_t at = static_cast<int64_t>(h0 + hh) * D + d;
-    out[at] = o;
-    if (out_q != nullptr) store_q8_group(o, out_q + at - lane, out_d + at / 32);
+    store_out(hh, d, o / sum);
   }
   cluster.sync();  // no block's shared memory goes while another reads it
 #endif
@@ -467,19 +468,6 @@ bool launch_per(int g, const GroupLaunch& a, bool launch) {
   return false;
 }
 
-bool device_has_clusters() {
-  static const bool yes = [] {
-    int device = 0, major = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    return major >= 9;
-  }();
-  return yes;
-}
-
 }  // namespace
 
 void set_group_warps(int warps) {
@@ -497,7 +485,7 @@ void set_group_one_block(int on) {
 bool attention_group(const float* q, const KvCache& cache, int n_head, int n_head_kv, int head_dim,
                      const int* pos0, float* out, cudaStream_t stream, int8_t* out_q, float* out_d,
                      const RopeArgs* rope, int chunks, bool launch) {
-  if (n_head_kv <= 0 || n_head % n_head_kv != 0 || !device_has_clusters()) return false;
+  if (n_head_kv <= 0 || n_head % n_head_kv != 0 || !detail::device_is_sm90()) return false;
   const int g = n_head / n_head_kv;
   // A block per 256-key chunk of the context, at least 2 (H100, Llama-3-8B Q4_K_M: tg128 at
   // 1-128 tokens 433.8 tok/s with 2 blocks per kv head, 432.9 with 4 or 8, 425.8 with 16, 416.8

@@ -26,6 +26,32 @@ bool programmatic_launch() {
   return g_programmatic_launch;
 }
 
+int sm_count() {
+  static const int n = [] {
+    int device = 0, count = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return 1;
+    }
+    return count > 0 ? count : 1;
+  }();
+  return n;
+}
+
+bool device_is_sm90() {
+  static const bool yes = [] {
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return major >= 9;
+  }();
+  return yes;
+}
+
 }  // namespace detail
 
 namespace {
@@ -632,10 +658,8 @@ void argmax(const float* x, int n, int* out, cudaStream_t stream) {
 }
 
 void read_buffer(const void* buffer, size_t bytes, unsigned* sink, cudaStream_t stream) {
-  int device = 0, sms = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  read_kernel<<<sms * 8, 512, 0, stream>>>(static_cast<const uint4*>(buffer), bytes / 16, sink);
+  read_kernel<<<detail::sm_count() * 8, 512, 0, stream>>>(static_cast<const uint4*>(buffer),
+                                                          bytes / 16, sink);
 }
 
 }  // namespace squish::cuda

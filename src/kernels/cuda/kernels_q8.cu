@@ -38,6 +38,7 @@ namespace {
 using detail::launch;
 using detail::pdl_launch_dependents;
 using detail::pdl_wait;
+using detail::sm_count;
 using namespace q8;      // View, Q4K, Q6K, Q80, view_of and the per-lane loads
 using namespace decode;  // kWarp, kWarps, MvArgs, decode_body and its helpers
 
@@ -263,13 +264,7 @@ __global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_staged_kernel
 // most the 227 KB a block may have.
 template <class T>
 size_t staged_smem_bytes(const View& v, int64_t rows) {
-  static const bool sm90 = [] {
-    int dev = 0, major = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    return major >= 9;
-  }();
-  if (!sm90) return 0;
+  if (!detail::device_is_sm90()) return 0;
   const int64_t per_row[3] = {v.nb * T::kCode, v.nb * T::kMeta, v.nb * T::kMeta2};
   const uint8_t* base[3] = {v.codes, v.meta, v.meta2};
   for (int k = 0; k < 3; ++k) {
@@ -284,16 +279,6 @@ size_t staged_smem_bytes(const View& v, int64_t rows) {
 int g_decode_variant = -1;
 int g_decode_max_blocks = 0;
 int g_big_blocks = -1;
-
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, count = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev);
-    return count > 0 ? count : 1;
-  }();
-  return n;
-}
 
 // A persistent grid as large as the SMs hold at once, shrunk so that every warp gets the same
 // number of row groups (up to one): ceil(groups / q) warps for q groups per warp.

@@ -14,6 +14,11 @@ namespace squish::cuda::detail {
 
 bool programmatic_launch();  // kernels.cu: set_programmatic_launch
 
+// The current device's SM count (at least 1) and whether it is sm_90 or later (thread block
+// clusters, TMA bulk copies), each asked of the driver once per process (kernels.cu).
+int sm_count();
+bool device_is_sm90();
+
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
