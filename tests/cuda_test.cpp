@@ -298,80 +298,6 @@ TEST_P(CudaMatmulQ8, EveryDecodeVariantMatchesReference) {
   cuda::set_decode_options(-1, 0);
 }
 
-// The L2 prefetch of a persistent one-token product's first weights (Q8Epilogue's
-// l2_prefetch_bytes: o's and down's, SQUISH_CUDA_L2_O / _DOWN) is a hint: the same bits with none,
-// part (a share of each of the view's regions, cut into odd slices by the grid) or all of the
-// matrix prefetched, in blocks of 4 warps and in one block per SM.
-TEST_P(CudaMatmulQ8, WeightPrefetchChangesNoBits) {
-  SKIP_WITHOUT_GPU();
-  const DType type = GetParam();
-  const int64_t rows = 301, cols = 768;
-  const std::vector<uint8_t> w = make_weights(type, rows, cols, 23);
-  std::vector<uint8_t> packed(w.size());
-  cuda::repack_q8(type, w.data(), rows, cols, packed.data());
-  Dev<uint8_t> dw(packed);
-  const std::vector<float> x = random_floats(cols, 29), y0 = random_floats(rows, 31);
-  Dev<float> dx(x), dxd(cols / 32);
-  Dev<int8_t> dxq(cols);
-  cuda::quantize_activations_q8(dx.p, cols, 1, cols, dxq.p, dxd.p, nullptr);
-  auto run = [&](int64_t prefetch, int big) {
-    cuda::set_decode_options(3, 0, big);
-    cuda::Q8Epilogue e;
-    e.l2_prefetch_bytes = prefetch;
-    Dev<float> dy(y0);  // accumulated into, as o and down do
-    cuda::matmul_q8(type, dw.p, rows, cols, dxq.p, dxd.p, 1, dy.p, rows, true, nullptr, &e);
-    EXPECT_EQ(cudaGetLastError(), cudaSuccess);
-    return dy.download();
-  };
-  for (int big : {0, 2}) {
-    const std::vector<float> want = run(0, big);
-    for (int64_t prefetch :
-         {int64_t{1000}, static_cast<int64_t>(packed.size() / 3), int64_t{1} << 30}) {
-      SCOPED_TRACE(testing::Message() << "big blocks " << big << " prefetch " << prefetch);
-      const std::vector<float> got = run(prefetch, big);
-      ASSERT_EQ(std::memcmp(got.data(), want.data(), rows * sizeof(float)), 0);
-    }
-  }
-  cuda::set_decode_options(-1, 0);
-}
-
-// Weights staged in shared memory before the PDL wait (Q8Epilogue::stage_weights: o's product,
-// SQUISH_CUDA_STAGE_O) give the persistent kernel's bits (two rows per warp): odd row counts (a
-// lone last row in a partial last block), short and long rows. The K-quant types' regions are
-// aligned for the bulk copies, so those take the staged kernel on sm_90.
-TEST_P(CudaMatmulQ8, StagedWeightsMatchThePersistentKernel) {
-  SKIP_WITHOUT_GPU();
-  const DType type = GetParam();
-  int major = 0;
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
-  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{301, 768}, {77, 8448}, {9, 256}}) {
-    SCOPED_TRACE(testing::Message() << rows << " x " << cols);
-    if (!cuda::matmul_q8_supported(type, cols)) continue;
-    const std::vector<uint8_t> w = make_weights(type, rows, cols, 37);
-    std::vector<uint8_t> packed(w.size());
-    cuda::repack_q8(type, w.data(), rows, cols, packed.data());
-    Dev<uint8_t> dw(packed);
-    const bool k_quant = type == DType::Q4_K || type == DType::Q5_K || type == DType::Q6_K;
-    if (major >= 9 && k_quant) EXPECT_TRUE(cuda::q8_weights_stageable(type, dw.p, rows, cols));
-    const std::vector<float> x = random_floats(cols, 41), y0 = random_floats(rows, 43);
-    Dev<float> dx(x), dxd(cols / 32);
-    Dev<int8_t> dxq(cols);
-    cuda::quantize_activations_q8(dx.p, cols, 1, cols, dxq.p, dxd.p, nullptr);
-    auto run = [&](bool stage) {
-      cuda::set_decode_options(3, 0, 0);
-      cuda::Q8Epilogue e;
-      e.stage_weights = stage;
-      Dev<float> dy(y0);
-      cuda::matmul_q8(type, dw.p, rows, cols, dxq.p, dxd.p, 1, dy.p, rows, true, nullptr, &e);
-      EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      return dy.download();
-    };
-    const std::vector<float> want = run(false), got = run(true);
-    ASSERT_EQ(std::memcmp(got.data(), want.data(), rows * sizeof(float)), 0);
-  }
-  cuda::set_decode_options(-1, 0);
-}
-
 // 8-bit activations of x as the kernels make them, and the float product with them.
 std::vector<float> dequantized_q8(const std::vector<float>& x) {
   std::vector<float> xr(x.size());
@@ -1276,29 +1202,6 @@ TEST(CudaModel, MatchesCpuWithOneBlockAttention) {
   compare_model("gcide-llama-16M-Q4_K_M.gguf");
   compare_model("gcide-llama-16M-Q4_K_M.gguf", 250, 600);
   compare_model("synth-tiny-k-Q4_K_M.gguf", 40, 128, 0.75);
-}
-// o's and down's weights prefetched into L2 before their PDL waits (read when the session is
-// made), in part (1 MiB: more than these models' matrices hold, so all of them) and not at all
-// for one of the two.
-TEST(CudaModel, MatchesCpuWithWeightPrefetch) {
-  SKIP_WITHOUT_GPU();
-  for (const auto& [o, down] : {std::pair<const char*, const char*>{"1", "0"}, {"1", "1"}}) {
-    SCOPED_TRACE(testing::Message() << "o " << o << " MiB, down " << down << " MiB");
-    setenv("SQUISH_CUDA_L2_O", o, 1);
-    setenv("SQUISH_CUDA_L2_DOWN", down, 1);
-    compare_model("gcide-llama-16M-Q4_K_M.gguf");
-    compare_model("synth-tiny-k-Q4_K_M.gguf", 40, 128, 0.75);
-  }
-  unsetenv("SQUISH_CUDA_L2_O");
-  unsetenv("SQUISH_CUDA_L2_DOWN");
-}
-// o's weights staged in shared memory while attention runs (read when the session is made).
-TEST(CudaModel, MatchesCpuWithStagedOWeights) {
-  SKIP_WITHOUT_GPU();
-  setenv("SQUISH_CUDA_STAGE_O", "1", 1);
-  compare_model("gcide-llama-16M-Q4_K_M.gguf");
-  compare_model("synth-tiny-k-Q4_K_M.gguf", 40, 128, 0.75);
-  unsetenv("SQUISH_CUDA_STAGE_O");
 }
 TEST(CudaModel, LlamaQ8_0MatchesCpu) {
   SKIP_WITHOUT_GPU();

@@ -146,15 +146,6 @@ class CudaSession final : public DeviceSession {
       cuda::matmul(m.type, m.w, m.rows, m.cols, x, ldx, n, y, ldy, accumulate, stream_);
     }
   }
-  // A one-token residual product (y += m x) whose blocks fetch their weights while the kernel
-  // before it runs: the first `bytes` into L2, or (stage) all of them into shared memory.
-  void hinted_product(const DeviceMatrix& m, int64_t bytes, bool stage, const int8_t* xq,
-                      const float* xd, float* y, int64_t ldy) {
-    cuda::Q8Epilogue e;
-    e.l2_prefetch_bytes = bytes;
-    e.stage_weights = stage;
-    cuda::matmul_q8(m.type, m.w, m.rows, m.cols, xq, xd, 1, y, ldy, true, stream_, &e);
-  }
   // Prefill through cuBLAS (docs/cuda.md): whether a pass of n tokens takes it (loading cuBLAS
   // and making the scratch on first use); never inside a graph capture (decode is n == 1).
   bool use_gemm(int n);
@@ -243,13 +234,6 @@ class CudaSession final : public DeviceSession {
   int skip_ = 0;
   static constexpr int kSkipQkv = 1, kSkipAttention = 2, kSkipO = 4, kSkipGateUp = 8,
                        kSkipGating = 16, kSkipDown = 32, kSkipOutput = 64;
-  // Bytes of o's and of down's weights that their one-token products prefetch into L2 before
-  // they wait for attention / the gating (Q8Epilogue::l2_prefetch_bytes): SQUISH_CUDA_L2_O and
-  // SQUISH_CUDA_L2_DOWN, in MiB (0-1024; off until measured).
-  int64_t o_prefetch_ = 0, down_prefetch_ = 0;
-  // o's one-token product copies its weights into shared memory while attention runs
-  // (Q8Epilogue::stage_weights): SQUISH_CUDA_STAGE_O=1 (off until measured).
-  bool stage_o_ = false;
   bool use_pdl_ = false;  // programmatic dependent launch (sm_90+; SQUISH_CUDA_PDL=0 turns it off)
   // Passes of at least gemm_min_ tokens run their products through cuBLAS (SQUISH_CUDA_GEMM=0
   // turns it off, SQUISH_CUDA_GEMM_MIN sets the bound, at least 2); gemm_ is made on first use
@@ -289,10 +273,6 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
       fail("SQUISH_CUDA_KV={}: expected f16 or f32", env);
     }
   }
-  auto mib = [](const char* name) { return int64_t{env_int_in(name, 0, 1024, 0)} << 20; };
-  o_prefetch_ = mib("SQUISH_CUDA_L2_O");
-  down_prefetch_ = mib("SQUISH_CUDA_L2_DOWN");
-  stage_o_ = env_int_in("SQUISH_CUDA_STAGE_O", 0, 1, 0) == 1;
   gemm_on_ = env_int_in("SQUISH_CUDA_GEMM", 0, 1, 1) != 0;
   gemm_min_ = std::max(2, env_int_in("SQUISH_CUDA_GEMM_MIN", 0, 1 << 30, gemm_min_));
   use_pdl_ = prop.major >= 9 && env_int_in("SQUISH_CUDA_PDL", 0, 1, 1) != 0;
@@ -301,10 +281,6 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
                   kv_type_ == cuda::KvType::F16 ? "F16" : "F32", fusion_,
                   use_pdl_ ? "PDL" : "no PDL", use_graphs_ ? ", graphs" : "");
   if (gemm_on_) description_ += fmt::format(", cuBLAS prefill from {} tokens", gemm_min_);
-  if (use_q8_ && (o_prefetch_ > 0 || down_prefetch_ > 0))
-    description_ += fmt::format(", {} / {} MiB of o's / down's weights prefetched into L2",
-                                o_prefetch_ >> 20, down_prefetch_ >> 20);
-  if (use_q8_ && stage_o_) description_ += ", o's weights staged in shared memory";
   // Decode steps are captured into graphs, where the attention kernel's first-use queries may not
   // run.
   const bool attn_grouped =
@@ -591,13 +567,7 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
                       1, x, E, true, stream_, &e);
     } else {
       gemm_input(gemm, att, Q, n, Q);
-      if (skip & kSkipO) {
-        // timing only: no o
-      } else if (n == 1 && (o_prefetch_ > 0 || stage_o_) && uses_q8(L.wo)) {
-        hinted_product(L.wo, o_prefetch_, stage_o_, xq_.get<int8_t>(), xd_.get<float>(), x, E);
-      } else {
-        product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
-      }
+      if (!(skip & kSkipO)) product(gemm, L.wo, att, Q, n, x, E, true);  // residual add fused
       if (!ffn_norm_in) {
         auto [xq, xd] = q8_unless(gemm, L.gate_up);
         cuda::rms_norm(x, L.ffn_norm, n, static_cast<int>(E), c.norm_eps, xn, stream_, xq, xd);
@@ -657,13 +627,7 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
       normed = true;
     } else {
       gemm_input(gemm, gu, 2 * F, n, F);
-      if (skip & kSkipDown) {
-        // timing only: no down
-      } else if (n == 1 && down_prefetch_ > 0 && uses_q8(L.w_down)) {
-        hinted_product(L.w_down, down_prefetch_, false, down_q, down_d, x, E);
-      } else {
-        product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
-      }
+      if (!(skip & kSkipDown)) product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
       normed = false;
     }
   }

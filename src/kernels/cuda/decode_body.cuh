@@ -72,9 +72,6 @@ struct MvArgs {
   float* d;
   int* counters;
   int gelu;
-  // Bytes of the weights (from the first rows: the grid walks the rows in order) that the blocks
-  // prefetch into L2 before their PDL wait (prefetch_weights); 0: none.
-  int64_t prefetch_bytes;
 };
 
 // Dynamic shared memory of a decode body with kNormIn: the input's cols codes, then
@@ -100,40 +97,6 @@ __device__ __forceinline__ void store_q8_octet(float4 v, bool ok, int8_t* q, flo
   c.w = static_cast<signed char>(roundf(v.w * id));
   *reinterpret_cast<char4*>(q) = c;
   if ((threadIdx.x & 7) == 0) *d = dd;
-}
-
-// The first a.prefetch_bytes of the weights (the same share of each of the view's regions: the
-// first rows') split among the n_blocks blocks in 32 KB bulk prefetches into L2 (sm_90), issued
-// before the PDL wait: while the kernel before runs (attention: 7 us of little DRAM traffic), the
-// rows this grid takes first stream into L2, and its warps then find them there. Session 27
-// measured it slower on every product at once (docs/cuda.md, seventeenth slice): the products
-// that follow a product stream behind one that needs the bandwidth; o follows attention.
-template <class T>
-__device__ __forceinline__ void prefetch_weights(const MvArgs& a, int64_t block, int64_t n_blocks) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (a.prefetch_bytes <= 0) return;
-  constexpr uintptr_t kChunk = 32 << 10;
-  const int64_t n = a.rows * a.v.nb;  // blocks of the matrix
-  const int64_t total = n * (T::kCode + T::kMeta + T::kMeta2);
-  const double share =
-      a.prefetch_bytes >= total ? 1.0 : static_cast<double>(a.prefetch_bytes) / total;
-  const uint8_t* regions[3] = {a.v.codes, a.v.meta, a.v.meta2};
-  const int64_t sizes[3] = {n * T::kCode, n * T::kMeta, n * T::kMeta2};
-#pragma unroll
-  for (int r = 0; r < 3; ++r) {
-    const int64_t want = static_cast<int64_t>(share * static_cast<double>(sizes[r]));
-    const int64_t slice = (want + n_blocks - 1) / n_blocks;
-    const uintptr_t base = reinterpret_cast<uintptr_t>(regions[r]);
-    const uintptr_t lo = base + block * slice, hi = base + min(want, (block + 1) * slice);
-    const uintptr_t from = (lo + 15) & ~uintptr_t{15}, to = hi & ~uintptr_t{15};
-    const int64_t chunks = to > from ? static_cast<int64_t>((to - from + kChunk - 1) / kChunk) : 0;
-    for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) {
-      const uintptr_t at = from + static_cast<uintptr_t>(c) * kChunk;
-      const unsigned bytes = static_cast<unsigned>(to - at < kChunk ? to - at : kChunk);
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(at), "r"(bytes));
-    }
-  }
-#endif
 }
 
 // kGate: warp `i` holds gate_i and up_i; y[i] = act(gate_i) * up_i. The warp completing a group
@@ -171,10 +134,7 @@ __device__ inline void gate_epilogue(const MvArgs& a, int64_t i, float g, float 
 //
 // kW: warps per block. A block of every warp an SM holds (kW = blocks per SM x kWarps, one block
 // per SM) computes the norm prologue once per SM instead of once per kWarps warps.
-//
-// kSmem: a.v's regions are in the block's shared memory (mv_q8_staged_kernel), read with plain
-// loads.
-template <class T, int R, bool kNormIn, bool kGateOut = false, int kW = kWarps, bool kSmem = false>
+template <class T, int R, bool kNormIn, bool kGateOut = false, int kW = kWarps>
 __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks) {
   static_assert(!kGateOut || R == 2, "the gate epilogue pairs a gate row with an up row");
   // kNormIn: the input's a.cols codes, then its a.cols / 32 scales
@@ -210,7 +170,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) {
         const int r = static_cast<int>(row_of(c.group, rr));
-        buf[rr] = T::template load<kSmem>(row_view<T>(a.v, r), 0, it);
+        buf[rr] = T::load(row_view<T>(a.v, r), 0, it);
       }
     }
   };
@@ -224,7 +184,6 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     }
     advance(load_at);
   };
-  prefetch_weights<T>(a, block, n_blocks);  // first: no loaded step is live across its math
   two_buffer_preload(total, load_next);
   pdl_wait();  // after the first steps of weights are loaded
   const int8_t* xq = a.xq;

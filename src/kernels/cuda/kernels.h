@@ -50,23 +50,10 @@ struct Q8Epilogue {
   int8_t* q = nullptr;
   float* d = nullptr;
   int* counters = nullptr;
-  // Not an epilogue but a hint, for a product with neither of the above on the persistent grid:
-  // bytes of its weights (its first rows') that its blocks prefetch into L2 (sm_90) before they
-  // wait for the kernel before them, so that they stream in while that kernel (attention, the
-  // gating) reads little from DRAM. Changes no bits. 0: none.
-  int64_t l2_prefetch_bytes = 0;
-  // Also a hint: the product's blocks copy their rows' weights into shared memory before the PDL
-  // wait (sm_90: TMA bulk copies), the whole matrix while the kernel before runs, where every
-  // block's rows fit (227 KB) and the regions are 16-byte aligned; else the usual kernels. The
-  // same bits as the persistent kernel with two rows per warp (set_decode_options variant 3).
-  bool stage_weights = false;
 };
 void matmul_q8(DType type, const void* w, int64_t rows, int64_t cols, const int8_t* xq,
                const float* xd, int n_tokens, float* y, int64_t ldy, bool accumulate,
                cudaStream_t stream, const Q8Epilogue* epilogue = nullptr);
-// Whether a one-token product of these repacked weights takes the staged kernel when
-// Q8Epilogue::stage_weights asks for it (sm_90, aligned regions, a block's rows within 227 KB).
-bool q8_weights_stageable(DType type, const void* w, int64_t rows, int64_t cols);
 
 // A one-token product whose input is made in its own prologue: RMSNorm of the F32 row x (cols
 // floats, 16-byte aligned; cols a multiple of 32) times weight, quantized to 8 bits as

@@ -197,84 +197,6 @@ __global__ void __launch_bounds__(kWarp* kW, kW == kWarps ? kMinBlocks : 1)
   }
 }
 
-// A one-token product whose blocks first copy their own rows' weights into shared memory (TMA
-// bulk copies, sm_90), before the PDL wait: block b takes row groups [b kWarps, (b + 1) kWarps),
-// one per warp, and its rows are a contiguous range of each of the view's regions (q8_items.h:
-// row_view). Behind a kernel that reads little from DRAM (attention, before o) the whole matrix
-// streams in while that kernel runs, and the product after the wait reads shared memory only.
-// The math is decode_body's on the block's rows as a matrix of their own: the same bits as the
-// persistent kernel with two rows per warp.
-template <class T, int kMinBlocks>
-__global__ void __launch_bounds__(kWarp* kWarps, kMinBlocks) mv_q8_staged_kernel(const MvArgs a) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  extern __shared__ int4 s_w[];
-  __shared__ __align__(8) uint64_t s_full;  // the copies' mbarrier
-  constexpr int R = 2;
-  pdl_launch_dependents();
-  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kWarps * R;
-  const int64_t r1 = min(a.rows, r0 + kWarps * R);
-  const int64_t n = (r1 - r0) * a.v.nb;  // the block's blocks of weights
-  const unsigned sizes[3] = {static_cast<unsigned>(n * T::kCode),
-                             static_cast<unsigned>(n * T::kMeta),
-                             static_cast<unsigned>(n * T::kMeta2)};
-  uint8_t* dst[3];
-  dst[0] = reinterpret_cast<uint8_t*>(s_w);
-  dst[1] = dst[0] + sizes[0];
-  dst[2] = dst[1] + sizes[1];
-  const unsigned bar = static_cast<unsigned>(__cvta_generic_to_shared(&s_full));
-  if (threadIdx.x == 0) {
-    const uint8_t* src[3] = {a.v.codes + r0 * a.v.nb * T::kCode, a.v.meta + r0 * a.v.nb * T::kMeta,
-                             a.v.meta2 + r0 * a.v.nb * T::kMeta2};
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar));
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar),
-                 "r"(sizes[0] + sizes[1] + sizes[2])
-                 : "memory");
-#pragma unroll
-    for (int k = 0; k < 3; ++k) {
-      if (sizes[k] == 0) continue;
-      asm volatile(
-          "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, "
-          "[%3];" ::"r"(static_cast<unsigned>(__cvta_generic_to_shared(dst[k]))),
-          "l"(src[k]), "r"(sizes[k]), "r"(bar)
-          : "memory");
-    }
-  }
-  __syncthreads();  // the barrier's init, before anyone waits on it
-  pdl_wait();
-  unsigned done = 0;
-  while (!done) {
-    asm volatile(
-        "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0; selp.u32 %0, 1, 0, "
-        "p; }"
-        : "=r"(done)
-        : "r"(bar)
-        : "memory");
-  }
-  MvArgs b = a;
-  b.v = View{dst[0], dst[1], dst[2], a.v.nb};
-  b.rows = r1 - r0;
-  b.y = a.y + r0;
-  decode_body<T, R, false, false, kWarps, true>(b, 0, 1);
-#endif
-}
-
-// Shared memory a block of mv_q8_staged_kernel takes, or 0 where the product cannot be staged:
-// every region's per-row bytes a multiple of 16 (the bulk copies' unit) and 16-byte aligned, at
-// most the 227 KB a block may have.
-template <class T>
-size_t staged_smem_bytes(const View& v, int64_t rows) {
-  if (!detail::device_is_sm90()) return 0;
-  const int64_t per_row[3] = {v.nb * T::kCode, v.nb * T::kMeta, v.nb * T::kMeta2};
-  const uint8_t* base[3] = {v.codes, v.meta, v.meta2};
-  for (int k = 0; k < 3; ++k) {
-    if (per_row[k] % 16 != 0 || reinterpret_cast<uintptr_t>(base[k]) % 16 != 0) return 0;
-  }
-  const int64_t block_rows = std::min<int64_t>(rows, 2 * kWarps);
-  const int64_t bytes = block_rows * (per_row[0] + per_row[1] + per_row[2]);
-  return bytes <= (227 << 10) ? static_cast<size_t>(bytes) : 0;
-}
-
 // Test and tuning overrides (set_decode_options); -1 / 0: per type default / occupancy.
 int g_decode_variant = -1;
 int g_decode_max_blocks = 0;
@@ -403,24 +325,6 @@ void matmul_q8_typed(const void* w, int64_t rows, int64_t cols, const int8_t* xq
       launch_mv<T, 1, 2, 1, kNorm, T::kDecodeBlocks>(a, (rows + 1) / 2, stream);
     }
     return;
-  }
-  if (epi != nullptr && n_tokens == 1) {
-    a.prefetch_bytes = epi->l2_prefetch_bytes;
-    const size_t smem = epi->stage_weights ? staged_smem_bytes<T>(a.v, rows) : 0;
-    if (smem > 0) {
-      a.xq = xq;
-      a.xd = xd;
-      a.y = y;
-      auto kernel = mv_q8_staged_kernel<T, T::kPersistentBlocks>;
-      if (smem > (48 << 10)) {
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(smem));
-      }
-      const int64_t blocks = (rows + 2 * kWarps - 1) / (2 * kWarps);
-      detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kWarps), smem,
-                          stream, a);
-      return;
-    }
   }
   const int64_t ldd = cols / 32;
   detail::for_token_chunks(n_tokens, [&](auto nt, int t) {
@@ -595,15 +499,6 @@ void matmul_q8(DType type, const void* w, int64_t rows, int64_t cols, const int8
   with_q8_type(type, [&](auto t) {
     matmul_q8_typed<decltype(t)>(w, rows, cols, xq, xd, n_tokens, y, ldy, accumulate, stream, epi);
   });
-}
-
-bool q8_weights_stageable(DType type, const void* w, int64_t rows, int64_t cols) {
-  bool ok = false;
-  with_q8_type(type, [&](auto t) {
-    using T = decltype(t);
-    ok = staged_smem_bytes<T>(view_of<T>(w, rows, cols), rows) > 0;
-  });
-  return ok;
 }
 
 // ---- F16 copies of repacked weights for the prefill GEMM (gemm.h: dequantize_q8_f16) ----

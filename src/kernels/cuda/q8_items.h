@@ -42,12 +42,8 @@ SQUISH_HOST_DEVICE float h2f(uint32_t u) {
 #endif
 }
 
-// Weight codes: read once, so they bypass L1 (which keeps the activations). kSmem (every weight
-// load below): the weights were staged in the block's shared memory (kernels_q8.cu:
-// mv_q8_staged_kernel), read with plain loads.
-template <bool kSmem = false>
+// Weight codes: read once, so they bypass L1 (which keeps the activations).
 SQUISH_HOST_DEVICE Int4 ld_codes(const uint8_t* p) {
-  if constexpr (kSmem) return *reinterpret_cast<const Int4*>(p);
   Int4 v;
 #if defined(__CUDA_ARCH__)
   asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
@@ -58,9 +54,7 @@ SQUISH_HOST_DEVICE Int4 ld_codes(const uint8_t* p) {
 #endif
   return v;
 }
-template <bool kSmem = false>
 SQUISH_HOST_DEVICE Int4 ldg4(const void* p) {
-  if constexpr (kSmem) return *reinterpret_cast<const Int4*>(p);
 #if defined(__CUDA_ARCH__)
   return __ldg(reinterpret_cast<const int4*>(p));
 #else
@@ -69,9 +63,7 @@ SQUISH_HOST_DEVICE Int4 ldg4(const void* p) {
   return v;
 #endif
 }
-template <bool kSmem = false>
 SQUISH_HOST_DEVICE uint32_t ldg_u32(const uint8_t* p) {  // 4-byte aligned
-  if constexpr (kSmem) return *reinterpret_cast<const uint32_t*>(p);
 #if defined(__CUDA_ARCH__)
   return __ldg(reinterpret_cast<const unsigned*>(p));
 #else
@@ -80,9 +72,7 @@ SQUISH_HOST_DEVICE uint32_t ldg_u32(const uint8_t* p) {  // 4-byte aligned
   return v;
 #endif
 }
-template <bool kSmem = false>
 SQUISH_HOST_DEVICE uint32_t ldg_u16(const uint8_t* p) {
-  if constexpr (kSmem) return *reinterpret_cast<const uint16_t*>(p);
 #if defined(__CUDA_ARCH__)
   return __ldg(reinterpret_cast<const unsigned short*>(p));
 #else
@@ -213,13 +203,12 @@ struct Q4K {
     float d0, d1;
     int s0, s1;  // sums of the codes of each 32
   };
-  template <bool kSmem = false>
   SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it / kItems, n_items = v.nb * kItems;
     Raw w;
-    w.c0 = ld_codes<kSmem>(v.codes + code_half_at(n_items, r, it, 0));
-    w.c1 = ld_codes<kSmem>(v.codes + code_half_at(n_items, r, it, 1));
-    w.m = ldg4<kSmem>(v.meta + blk * kMeta);
+    w.c0 = ld_codes(v.codes + code_half_at(n_items, r, it, 0));
+    w.c1 = ld_codes(v.codes + code_half_at(n_items, r, it, 1));
+    w.m = ldg4(v.meta + blk * kMeta);
     return w;
   }
   template <bool kShared = false>
@@ -274,16 +263,15 @@ struct Q5K {
     uint32_t h0, h1;  // fifth bits of the low-nibble and the high-nibble codes
   };
   using Act = Q4K::Act;
-  template <bool kSmem = false>
   SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it / kItems, n_items = v.nb * kItems;
     const uint8_t* h = v.meta2 + blk * kMeta2 + 8 * (it % kItems);
     Raw w;
-    w.c0 = ld_codes<kSmem>(v.codes + code_half_at(n_items, r, it, 0));
-    w.c1 = ld_codes<kSmem>(v.codes + code_half_at(n_items, r, it, 1));
-    w.m = ldg4<kSmem>(v.meta + blk * kMeta);
-    w.h0 = ldg_u32<kSmem>(h);
-    w.h1 = ldg_u32<kSmem>(h + 4);
+    w.c0 = ld_codes(v.codes + code_half_at(n_items, r, it, 0));
+    w.c1 = ld_codes(v.codes + code_half_at(n_items, r, it, 1));
+    w.m = ldg4(v.meta + blk * kMeta);
+    w.h0 = ldg_u32(h);
+    w.h1 = ldg_u32(h + 4);
     return w;
   }
   template <bool kShared = false>
@@ -330,17 +318,16 @@ struct Q6K {
     float d[4];
     int sum32[4];  // 32 * sum of each quarter's 16 activation bytes
   };
-  template <bool kSmem = false>
   SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it / kItems;
     const int s = it % kItems, n = s >> 1, o = (s & 1) * 16;
     const uint8_t* c = v.codes + blk * kCode;
     Raw w;
-    w.l0 = ld_codes<kSmem>(c + n * 64 + o);
-    w.l1 = ld_codes<kSmem>(c + n * 64 + 32 + o);
-    w.h = ld_codes<kSmem>(c + 128 + n * 32 + o);
-    w.sc = ldg4<kSmem>(v.meta + blk * kMeta);
-    w.d = ldg_u16<kSmem>(v.meta2 + blk * kMeta2);
+    w.l0 = ld_codes(c + n * 64 + o);
+    w.l1 = ld_codes(c + n * 64 + 32 + o);
+    w.h = ld_codes(c + 128 + n * 32 + o);
+    w.sc = ldg4(v.meta + blk * kMeta);
+    w.d = ldg_u16(v.meta2 + blk * kMeta2);
     return w;
   }
   template <bool kShared = false>
@@ -403,13 +390,12 @@ struct Q80 {
     Int4 a0, a1;
     float d;
   };
-  template <bool kSmem = false>
   SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it;
     Raw w;
-    w.c0 = ld_codes<kSmem>(v.codes + code_half_at(v.nb, r, it, 0));
-    w.c1 = ld_codes<kSmem>(v.codes + code_half_at(v.nb, r, it, 1));
-    w.d = ldg_u16<kSmem>(v.meta + blk * kMeta);
+    w.c0 = ld_codes(v.codes + code_half_at(v.nb, r, it, 0));
+    w.c1 = ld_codes(v.codes + code_half_at(v.nb, r, it, 1));
+    w.d = ldg_u16(v.meta + blk * kMeta);
     return w;
   }
   template <bool kShared = false>
@@ -447,19 +433,18 @@ struct Q3K {
     float d[4];
     int sum4[4];  // 4 * sum of each chunk's 16 activation bytes
   };
-  template <bool kSmem = false>
   SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it / kItems;
     const int c = it % kItems, h = c >> 1, l0 = (c & 1) * 16;
     const uint8_t* codes = v.codes + blk * kCode;
     const uint8_t* m = v.meta + blk * kMeta;
     Raw w;
-    w.q = ld_codes<kSmem>(codes + 32 * h + l0);
-    w.hm = ld_codes<kSmem>(codes + 64 + l0);
-    w.s0 = ldg_u32<kSmem>(m);
-    w.s1 = ldg_u32<kSmem>(m + 4);
-    w.s2 = ldg_u32<kSmem>(m + 8);
-    w.d = ldg_u16<kSmem>(v.meta2 + blk * kMeta2);
+    w.q = ld_codes(codes + 32 * h + l0);
+    w.hm = ld_codes(codes + 64 + l0);
+    w.s0 = ldg_u32(m);
+    w.s1 = ldg_u32(m + 4);
+    w.s2 = ldg_u32(m + 8);
+    w.d = ldg_u16(v.meta2 + blk * kMeta2);
     return w;
   }
   template <bool kShared = false>
@@ -518,16 +503,15 @@ struct Q2K {
     float d[4];
     int sum[4][2];  // sum of each 16 activation bytes (for the mins), once for all rows of a warp
   };
-  template <bool kSmem = false>
   SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it / kItems, n_items = v.nb * kItems;
     const uint8_t* m = v.meta + blk * kMeta + 8 * (it % kItems);
     Raw w;
-    w.c0 = ld_codes<kSmem>(v.codes + code_half_at(n_items, r, it, 0));
-    w.c1 = ld_codes<kSmem>(v.codes + code_half_at(n_items, r, it, 1));
-    w.s0 = ldg_u32<kSmem>(m);
-    w.s1 = ldg_u32<kSmem>(m + 4);
-    w.dm = ldg_u32<kSmem>(v.meta2 + blk * kMeta2);
+    w.c0 = ld_codes(v.codes + code_half_at(n_items, r, it, 0));
+    w.c1 = ld_codes(v.codes + code_half_at(n_items, r, it, 1));
+    w.s0 = ldg_u32(m);
+    w.s1 = ldg_u32(m + 4);
+    w.dm = ldg_u32(v.meta2 + blk * kMeta2);
     return w;
   }
   template <bool kShared = false>
@@ -586,14 +570,13 @@ struct IQ4XS {
     uint32_t m0, m1;  // d | scales_h << 16; scales_l
   };
   using Act = Q4K::Act;  // its byte sums go unused (the compiler drops them)
-  template <bool kSmem = false>
   SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it / kItems, n_items = v.nb * kItems;
     Raw w;
-    w.c0 = ld_codes<kSmem>(v.codes + code_half_at(n_items, r, it, 0));
-    w.c1 = ld_codes<kSmem>(v.codes + code_half_at(n_items, r, it, 1));
-    w.m0 = ldg_u32<kSmem>(v.meta + blk * kMeta);
-    w.m1 = ldg_u32<kSmem>(v.meta + blk * kMeta + 4);
+    w.c0 = ld_codes(v.codes + code_half_at(n_items, r, it, 0));
+    w.c1 = ld_codes(v.codes + code_half_at(n_items, r, it, 1));
+    w.m0 = ldg_u32(v.meta + blk * kMeta);
+    w.m1 = ldg_u32(v.meta + blk * kMeta + 4);
     return w;
   }
   template <bool kShared = false>
@@ -648,16 +631,15 @@ struct Legacy {
   };
   // Q4_K's item of 64 activations is this one (its it * 64, 2 * it), with the byte sums per 32.
   using Act = Q4K::Act;
-  template <bool kSmem = false>
   SQUISH_HOST_DEVICE static Raw load(const View& v, int64_t r, int it) {
     const int64_t blk = r * v.nb + it;
     Raw w;
-    w.c0 = ld_codes<kSmem>(v.codes + code_half_at(v.nb, r, it, 0));
-    w.c1 = ld_codes<kSmem>(v.codes + code_half_at(v.nb, r, it, 1));
-    w.d = ldg_u32<kSmem>(v.meta + blk * kMeta);
-    w.m = kMin ? ldg_u32<kSmem>(v.meta + blk * kMeta + 4) : 0;
-    w.h0 = kFifth ? ldg_u32<kSmem>(v.meta2 + blk * kMeta2) : 0;
-    w.h1 = kFifth ? ldg_u32<kSmem>(v.meta2 + blk * kMeta2 + 4) : 0;
+    w.c0 = ld_codes(v.codes + code_half_at(v.nb, r, it, 0));
+    w.c1 = ld_codes(v.codes + code_half_at(v.nb, r, it, 1));
+    w.d = ldg_u32(v.meta + blk * kMeta);
+    w.m = kMin ? ldg_u32(v.meta + blk * kMeta + 4) : 0;
+    w.h0 = kFifth ? ldg_u32(v.meta2 + blk * kMeta2) : 0;
+    w.h1 = kFifth ? ldg_u32(v.meta2 + blk * kMeta2 + 4) : 0;
     return w;
   }
   template <bool kShared = false>
