@@ -866,7 +866,7 @@ TEST(CudaKernels, GroupDecodeAttentionMatchesReference) {
         std::vector<float> rotated;
         for (int run : {0, 1, 2, 3, 4, 5}) {
           cuda::set_attention_options(-1, run == 0 ? 0 : 1, run == 3 || run == 4 ? 16 : 8,
-                                      run >= 4 ? 1 : 0);
+                                      run >= 4 ? 1 : 0, 0);
           Dev<float> dqkv(qkv), out(Q);
           DevCache kc(cache, kv), vc(cache, kv);
           const cuda::RopeArgs a =
@@ -1192,16 +1192,19 @@ TEST(CudaModel, MatchesCpuWithEveryBlockSize) {
   }
   cuda::set_decode_options(-1, 0);
 }
-// Decode attention in one block of 16 warps per kv head while the context is one 256-key chunk
-// (set_attention_options' one_block): decode at 40-47 tokens, and across the chunk boundary
-// (250-257: one block, then clusters, each chunk count its own graph).
-TEST(CudaModel, MatchesCpuWithOneBlockAttention) {
+// Decode attention within one 256-key chunk of context in one block of 16 warps per kv head (the
+// default) and in a cluster of 2 blocks of 8 (set_attention_options' one_block 0): decode at 40-47
+// tokens, and across the chunk boundary (250-257: then clusters, each chunk count its own graph).
+TEST(CudaModel, MatchesCpuWithOneBlockOrClusterAttention) {
   SKIP_WITHOUT_GPU();
   const ResetAttentionOptions reset;
-  cuda::set_attention_options(-1, -1, -1, -1, 1);
-  compare_model("gcide-llama-16M-Q4_K_M.gguf");
-  compare_model("gcide-llama-16M-Q4_K_M.gguf", 250, 600);
-  compare_model("synth-tiny-k-Q4_K_M.gguf", 40, 128, 0.75);
+  for (int one_block : {1, 0}) {
+    SCOPED_TRACE(testing::Message() << "one block " << one_block);
+    cuda::set_attention_options(-1, -1, -1, -1, one_block);
+    compare_model("gcide-llama-16M-Q4_K_M.gguf");
+    compare_model("gcide-llama-16M-Q4_K_M.gguf", 250, 600);
+    compare_model("synth-tiny-k-Q4_K_M.gguf", 40, 128, 0.75);
+  }
 }
 TEST(CudaModel, LlamaQ8_0MatchesCpu) {
   SKIP_WITHOUT_GPU();

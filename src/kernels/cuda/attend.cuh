@@ -82,7 +82,7 @@ void set_group_warps(int warps);
 // as SQUISH_CUDA_ATTN_CLUSTER says).
 void set_group_cluster(int blocks);
 // One block of 16 warps per kv head (where they fit) while the context is one 256-key chunk: 1 on,
-// 0 off (the default), -1 as SQUISH_CUDA_ATTN_ONE_BLOCK says.
+// 0 off, -1 as SQUISH_CUDA_ATTN_ONE_BLOCK says (default on).
 void set_group_one_block(int on);
 
 // Lanes hold dimension lane + 32 e of the head in register e, for e < per (per <= kPer: kPer is

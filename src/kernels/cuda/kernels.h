@@ -179,8 +179,8 @@ bool prepare_decode_attention(KvType cache, int n_head, int n_head_kv, int head_
 // per block, 8 or 16 (where shared memory allows), -1 as SQUISH_CUDA_ATTN_WARPS says (default 8);
 // group_cluster: its blocks per kv head at every context (0 by the context, the default; -1 as
 // SQUISH_CUDA_ATTN_CLUSTER says); one_block: 1 one block of 16 warps per kv head (where they fit)
-// while the context is one 256-key chunk, 0 not (the default), -1 as SQUISH_CUDA_ATTN_ONE_BLOCK
-// says. Not thread-safe: set them before launching.
+// while the context is one 256-key chunk, 0 a cluster of at least 2 blocks, -1 as
+// SQUISH_CUDA_ATTN_ONE_BLOCK says (default 1). Not thread-safe: set them before launching.
 void set_attention_options(int tiled_prefill, int group_decode = -1, int group_warps = -1,
                            int group_cluster = -1, int one_block = -1);
 
