@@ -453,6 +453,12 @@ int built_heads(int g) {
   return g <= 2 ? g : g <= 4 ? 4 : 8;
 }
 
+// Whether a context of one chunk runs one block of 16 warps per kv head: on (one_block), no fixed
+// cluster size, and the 16 warps' weighted values fit shared memory.
+bool one_block_applies(int g, int head_dim) {
+  return cluster_env() == 0 && one_block() && built_heads(g) * head_dim <= 512;
+}
+
 // The instantiation for q heads per kv head g (false: none, heads of 256 dimensions past 4).
 template <int kPer, class KvT>
 bool launch_per(int g, const GroupLaunch& a, bool launch) {
@@ -508,7 +514,7 @@ bool attention_group(const float* q, const KvCache& cache, int n_head, int n_hea
   // as 2 blocks of 8, without the cluster's barriers and remote reads (attention 5.9 us of a
   // Llama-3-8B layer instead of 7.2; docs/cuda.md, nineteenth slice). Only where 16 warps fit: one
   // block of 8 measured slower.
-  if (env == 0 && chunks <= 1 && one_block() && built_heads(g) * head_dim <= 512) {
+  if (chunks <= 1 && one_block_applies(g, head_dim)) {
     a.cluster = 1;
     a.warps = 16;
   }
@@ -530,6 +536,11 @@ bool attention_group(const float* q, const KvCache& cache, int n_head, int n_hea
 }  // namespace squish::cuda::attend
 
 namespace squish::cuda {
+
+bool attention_one_block(int n_head, int n_head_kv, int head_dim) {
+  return n_head_kv > 0 && n_head % n_head_kv == 0 &&
+         attend::one_block_applies(n_head / n_head_kv, head_dim);
+}
 
 // SQUISH_CUDA_ATTN_STOP=1..4, read once: the attention kernel's stop_at.
 int attention_stop_stage() {

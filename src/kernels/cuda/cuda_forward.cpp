@@ -377,9 +377,13 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   if (use_q8_ && cuda::big_block_level() > 0)
     description_ += cuda::big_block_level() == 1 ? ", norm-prologue products a block per SM"
                                                  : ", decode products a block per SM";
-  if (attn_grouped)
-    description_ += fmt::format(", decode attention by kv head (a block per {} keys)",
+  if (attn_grouped) {
+    description_ += fmt::format(", decode attention by kv head ({}a block per {} keys)",
+                                cuda::attention_one_block(c.n_head, c.n_head_kv, c.head_dim)
+                                    ? "one block of 16 warps, then "
+                                    : "",
                                 cuda::kAttentionSplitKeys);
+  }
   check(cudaMallocHost(reinterpret_cast<void**>(&host_logits_), static_cast<size_t>(c.n_vocab) * 4),
         "cudaMallocHost");
   check(cudaMallocHost(reinterpret_cast<void**>(&host_top_k_), 2 * kMaxTopK * 4), "cudaMallocHost");

@@ -170,6 +170,9 @@ void attention(const float* q, int64_t ldq, const KvCache& cache, int n_head, in
 // attributes, which a graph capture must not make): call before capturing a decode step. True
 // when one token goes through the kernel by kv head in clusters (attention() below).
 bool prepare_decode_attention(KvType cache, int n_head, int n_head_kv, int head_dim);
+// Whether that kernel runs one block of 16 warps per kv head while the context is one 256-key
+// chunk (set_attention_options' one_block, and where the block's shared memory allows).
+bool attention_one_block(int n_head, int n_head_kv, int head_dim);
 
 // Attention kernels (tests, tuning). Prefill: 1 the tiled kernel (keys and values through shared
 // memory, shared by 16 queries; head_dim <= 128), 0 one block per query, -1 as
