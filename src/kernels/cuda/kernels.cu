@@ -3,6 +3,7 @@
 // and the read-bandwidth kernel.
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cstdint>
 #include <cstdlib>
@@ -26,29 +27,26 @@ bool programmatic_launch() {
   return g_programmatic_launch;
 }
 
+namespace {
+// One attribute of the current device, or `otherwise` where the driver cannot say.
+int device_attribute(cudaDeviceAttr attribute, int otherwise) {
+  int device = 0, value = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&value, attribute, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return otherwise;
+  }
+  return value;
+}
+}  // namespace
+
 int sm_count() {
-  static const int n = [] {
-    int device = 0, count = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return 1;
-    }
-    return count > 0 ? count : 1;
-  }();
+  static const int n = std::max(1, device_attribute(cudaDevAttrMultiProcessorCount, 1));
   return n;
 }
 
 bool device_is_sm90() {
-  static const bool yes = [] {
-    int device = 0, major = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    return major >= 9;
-  }();
+  static const bool yes = device_attribute(cudaDevAttrComputeCapabilityMajor, 0) >= 9;
   return yes;
 }
 
