@@ -19,7 +19,8 @@
 # LLAMA_XZ (instead of both: the packed binary, or the prefix of its parts,
 # from such a run), PROFILE (1: nsys GPU time per kernel over 32 decoded tokens,
 # kernels-SHAPE-TYPE.txt), NCU (1: Nsight Compute on NCU_COUNT kernels after NCU_SKIP,
-# ncu-SHAPE-TYPE.txt; only the types in NCU_TYPES when set; NCU_CLOCK: ncu's --clock-control,
+# ncu-SHAPE-TYPE.txt; only the types in NCU_TYPES when set; NCU_KERNEL: only kernels whose
+# names match this regex, e.g. attention_group; NCU_CLOCK: ncu's --clock-control,
 # default none, the clocks the timed runs get, where ncu's own default locks the base clock;
 # NCU_SECTIONS: its sections, default "SpeedOfLight LaunchStats Occupancy"; NCU_ENV: settings for
 # its run, joined by commas), LLAMA_REPS (llama-bench -r, REPS),
@@ -207,6 +208,8 @@ for shape in $SHAPES; do
       NCUB=$(ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
       if [ -n "$NCUB" ]; then
         NCU_SECTION_ARGS=()
+        # NCU_KERNEL: only kernels whose names match this regex (NCU_SKIP and NCU_COUNT count those).
+        [ -n "${NCU_KERNEL:-}" ] && NCU_SECTION_ARGS+=(--kernel-name "regex:$NCU_KERNEL")
         for sec in ${NCU_SECTIONS:-SpeedOfLight LaunchStats Occupancy}; do
           NCU_SECTION_ARGS+=(--section "$sec")
         done
