@@ -87,22 +87,36 @@ __device__ __forceinline__ void halve(float (&v)[N], int lane) {
   if constexpr (kHalf > 1) halve<kHalf / 2, kOffset / 2>(v, lane);
 }
 
-// Sums each of the N values over the warp and returns all N sums in every lane (N a power of two,
-// at most 32). The sums are made transposed: each step halves the values a lane holds, sending
-// half to the partner lane and adding what it sends back, so N sums take N - 1 shuffles (plus
-// one per remaining step) instead of 5 N; sum i then sits in lane i << (5 - log2 N) and is
-// broadcast from there (N shuffles).
+// log2 of N values a warp sums (warp_sums): sum i sits in lanes [i, i + 1) << (5 - kSumLog<N>).
 template <int N>
-__device__ __forceinline__ void warp_sums(float (&v)[N], int lane) {
+constexpr int kSumLog = N >= 32   ? 5
+                        : N >= 16 ? 4
+                        : N >= 8  ? 3
+                        : N >= 4  ? 2
+                        : N >= 2  ? 1
+                                  : 0;
+
+// Sums each of the N values over the warp (N a power of two, at most 32) and returns the one this
+// lane holds: sum lane >> (5 - log2 N). The sums are made transposed: each step halves the values
+// a lane holds, sending half to the partner lane and adding what it sends back, so N sums take
+// N - 1 shuffles (plus one per remaining step) instead of 5 N. The remaining steps are a
+// butterfly, so every lane of a sum's group holds the same bits.
+template <int N>
+__device__ __forceinline__ float warp_sum_own(float (&v)[N], int lane) {
   static_assert(N >= 1 && N <= 32 && (N & (N - 1)) == 0, "N: a power of two, at most 32");
-  constexpr unsigned kFull = 0xFFFFFFFFu;
-  constexpr int kLog = N >= 32 ? 5 : N >= 16 ? 4 : N >= 8 ? 3 : N >= 4 ? 2 : N >= 2 ? 1 : 0;
   if constexpr (N > 1) halve<N / 2, 16>(v, lane);
 #pragma unroll
-  for (int o = 16 >> kLog; o > 0; o /= 2) v[0] += __shfl_xor_sync(kFull, v[0], o);
-  const float mine = v[0];
+  for (int o = 16 >> kSumLog<N>; o > 0; o /= 2) v[0] += __shfl_xor_sync(0xFFFFFFFFu, v[0], o);
+  return v[0];
+}
+
+// Sums each of the N values over the warp and returns all N sums in every lane: warp_sum_own,
+// then each sum broadcast from its lanes (N shuffles).
+template <int N>
+__device__ __forceinline__ void warp_sums(float (&v)[N], int lane) {
+  const float mine = warp_sum_own(v, lane);
 #pragma unroll
-  for (int i = 0; i < N; ++i) v[i] = __shfl_sync(kFull, mine, i << (5 - kLog));
+  for (int i = 0; i < N; ++i) v[i] = __shfl_sync(0xFFFFFFFFu, mine, i << (5 - kSumLog<N>));
 }
 
 // Block (kv head, rank) of a cluster of C blocks along y takes keys [rank * span, (rank + 1) *
@@ -114,7 +128,10 @@ __device__ __forceinline__ void warp_sums(float (&v)[N], int lane) {
 // cluster's blocks in turn. stop_at 1-4 (timing only, SQUISH_CUDA_ATTN_STOP; the output is then
 // not written) ends every block after its PDL wait, the RoPE prologue, the trips through the keys
 // or the block's merge and first cluster barrier: what each stage adds to a decode step.
-template <int kPer, int kG, class KvT, int kW>
+// kLaneWeights (SQUISH_CUDA_ATTN_LANE_EXP=1; not yet measured): a trip's softmax weights made one
+// per lane and broadcast, rather than every weight in every lane (the same bits; a template
+// parameter, so the default kernels keep their registers).
+template <int kPer, int kG, class KvT, int kW, bool kLaneWeights>
 __global__ void __launch_bounds__(kWarp* kW)
     attention_group_kernel(const float* __restrict__ q, KvT* k_cache, KvT* v_cache, int n_head,
                            int n_head_kv, const int* pos0, float* __restrict__ out, int8_t* out_q,
@@ -249,26 +266,67 @@ __global__ void __launch_bounds__(kWarp* kW)
         s[hh * kKeys + u] = d;
       }
     }
-    warp_sums(s, lane);
+    if constexpr (kLaneWeights) {
+      // Lane L holds score i = L >> kShift (head i / kKeys, key i % kKeys): it takes its head's
+      // maximum over the lanes of that head and makes the one weight; the heads' maxima and the
+      // weights are then broadcast. The same inputs to every expf as below, so the same bits:
+      // kG (1 + kKeys) expf a lane become kG + 1. (The update after it repeats the one below, so
+      // that the measured default keeps its code exactly.)
+      constexpr int kShift = 5 - kSumLog<kG * kKeys>;
+      const float mine = warp_sum_own(s, lane);
+      const int own = lane >> kShift, own_head = own / kKeys;
+      float m_old = m[0];
 #pragma unroll
-    for (int hh = 0; hh < kG; ++hh) {
-      if (hh >= g) continue;
-      float m_new = m[hh];
+      for (int hh = 1; hh < kG; ++hh) m_old = own_head == hh ? m[hh] : m_old;
+      const bool valid = j + own % kKeys < end;
+      float top = valid ? mine : -FLT_MAX;
 #pragma unroll
-      for (int u = 0; u < kKeys; ++u)
-        if (j + u < end) m_new = fmaxf(m_new, s[hh * kKeys + u]);
-      const float corr = expf(m[hh] - m_new);
-      l[hh] *= corr;
+      for (int o = 1 << kShift; o < (kKeys << kShift); o *= 2)
+        top = fmaxf(top, __shfl_xor_sync(0xFFFFFFFFu, top, o));
+      const float own_m = fmaxf(m_old, top);
+      const float own_p = valid ? expf(mine - own_m) : 0.0f;
 #pragma unroll
-      for (int e = 0; e < kPer; ++e) acc[hh][e] *= corr;
+      for (int hh = 0; hh < kG; ++hh) {
+        const float m_new = __shfl_sync(0xFFFFFFFFu, own_m, (hh * kKeys) << kShift);
+        float p[kKeys];
 #pragma unroll
-      for (int u = 0; u < kKeys; ++u) {
-        const float p = j + u < end ? expf(s[hh * kKeys + u] - m_new) : 0.0f;
-        l[hh] += p;
+        for (int u = 0; u < kKeys; ++u)
+          p[u] = __shfl_sync(0xFFFFFFFFu, own_p, (hh * kKeys + u) << kShift);
+        if (hh >= g) continue;
+        const float corr = expf(m[hh] - m_new);
+        l[hh] *= corr;
 #pragma unroll
-        for (int e = 0; e < kPer; ++e) acc[hh][e] += p * rv[u][e];
+        for (int e = 0; e < kPer; ++e) acc[hh][e] *= corr;
+#pragma unroll
+        for (int u = 0; u < kKeys; ++u) {
+          l[hh] += p[u];
+#pragma unroll
+          for (int e = 0; e < kPer; ++e) acc[hh][e] += p[u] * rv[u][e];
+        }
+        m[hh] = m_new;
       }
-      m[hh] = m_new;
+    } else {
+      warp_sums(s, lane);
+#pragma unroll
+      for (int hh = 0; hh < kG; ++hh) {
+        if (hh >= g) continue;
+        float m_new = m[hh];
+#pragma unroll
+        for (int u = 0; u < kKeys; ++u)
+          if (j + u < end) m_new = fmaxf(m_new, s[hh * kKeys + u]);
+        const float corr = expf(m[hh] - m_new);
+        l[hh] *= corr;
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) acc[hh][e] *= corr;
+#pragma unroll
+        for (int u = 0; u < kKeys; ++u) {
+          const float p = j + u < end ? expf(s[hh * kKeys + u] - m_new) : 0.0f;
+          l[hh] += p;
+#pragma unroll
+          for (int e = 0; e < kPer; ++e) acc[hh][e] += p * rv[u][e];
+        }
+        m[hh] = m_new;
+      }
     }
 #pragma unroll
     for (int u = 0; u < kKeys; ++u) {
@@ -357,6 +415,14 @@ int cluster_env() {
 // else SQUISH_CUDA_ATTN_ONE_BLOCK, read once; on by default: H100, Llama-3-8B tg128 Q4_K_M 462.57
 // against 449.42 tok/s with a cluster of 2 blocks of 8 warps, Q8_0 316.56 against 310.78).
 int g_one_block = -1;
+// A trip's weights one per lane (set_group_lane_weights, else SQUISH_CUDA_ATTN_LANE_EXP=1, read
+// once; off, the default until measured).
+int g_lane_weights = -1;
+bool lane_weights() {
+  static const bool env = env_int_in("SQUISH_CUDA_ATTN_LANE_EXP", 0, 1, 0) == 1;
+  return g_lane_weights >= 0 ? g_lane_weights != 0 : env;
+}
+
 bool one_block() {
   static const bool env = env_int_in("SQUISH_CUDA_ATTN_ONE_BLOCK", 0, 1, 1) == 1;
   return g_one_block >= 0 ? g_one_block != 0 : env;
@@ -418,9 +484,9 @@ int max_cluster(Kernel* kernel, int n_head_kv, int warps) {
   return 1;
 }
 
-template <int kPer, int kG, class KvT, int kW>
-void launch_group_of(const GroupLaunch& a, bool launch) {
-  auto* kernel = attention_group_kernel<kPer, kG, KvT, kW>;
+template <int kPer, int kG, class KvT, int kW, bool kLaneWeights>
+void launch_group_kernel(const GroupLaunch& a, bool launch) {
+  auto* kernel = attention_group_kernel<kPer, kG, KvT, kW, kLaneWeights>;
   static const int most = max_cluster(kernel, a.n_head_kv, kW);  // once per instantiation
   if (!launch) return;
   cudaLaunchAttribute attr[2];
@@ -433,6 +499,18 @@ void launch_group_of(const GroupLaunch& a, bool launch) {
   (void)cudaLaunchKernelEx(&cfg, kernel, a.q, static_cast<KvT*>(a.cache->k),
                            static_cast<KvT*>(a.cache->v), a.n_head, a.n_head_kv, a.pos0, a.out,
                            a.out_q, a.out_d, a.rope, a.fuse_rope, attention_stop_stage());
+}
+
+template <int kPer, int kG, class KvT, int kW>
+void launch_group_of(const GroupLaunch& a, bool launch) {
+  if (!launch) {  // readying: both, since the switch may change before a launch
+    launch_group_kernel<kPer, kG, KvT, kW, false>(a, false);
+    launch_group_kernel<kPer, kG, KvT, kW, true>(a, false);
+  } else if (lane_weights()) {
+    launch_group_kernel<kPer, kG, KvT, kW, true>(a, true);
+  } else {
+    launch_group_kernel<kPer, kG, KvT, kW, false>(a, true);
+  }
 }
 
 // Blocks of 16 warps where their weighted values fit the 48 KB of static shared memory (kG x
@@ -487,6 +565,10 @@ void set_group_cluster(int blocks) {
 
 void set_group_one_block(int on) {
   g_one_block = on;
+}
+
+void set_group_lane_weights(int on) {
+  g_lane_weights = on;
 }
 
 bool attention_group(const float* q, const KvCache& cache, int n_head, int n_head_kv, int head_dim,
