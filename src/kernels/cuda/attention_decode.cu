@@ -415,17 +415,17 @@ int cluster_env() {
 // else SQUISH_CUDA_ATTN_ONE_BLOCK, read once; on by default: H100, Llama-3-8B tg128 Q4_K_M 462.57
 // against 449.42 tok/s with a cluster of 2 blocks of 8 warps, Q8_0 316.56 against 310.78).
 int g_one_block = -1;
+bool one_block() {
+  static const bool env = env_int_in("SQUISH_CUDA_ATTN_ONE_BLOCK", 0, 1, 1) == 1;
+  return g_one_block >= 0 ? g_one_block != 0 : env;
+}
+
 // A trip's weights one per lane (set_group_lane_weights, else SQUISH_CUDA_ATTN_LANE_EXP=1, read
 // once; off, the default until measured).
 int g_lane_weights = -1;
 bool lane_weights() {
   static const bool env = env_int_in("SQUISH_CUDA_ATTN_LANE_EXP", 0, 1, 0) == 1;
   return g_lane_weights >= 0 ? g_lane_weights != 0 : env;
-}
-
-bool one_block() {
-  static const bool env = env_int_in("SQUISH_CUDA_ATTN_ONE_BLOCK", 0, 1, 1) == 1;
-  return g_one_block >= 0 ? g_one_block != 0 : env;
 }
 
 // Warps per block of the kernel (set_group_warps, else SQUISH_CUDA_ATTN_WARPS=8|16, read once;
