@@ -84,9 +84,6 @@ void set_group_cluster(int blocks);
 // One block of 16 warps per kv head (where they fit) while the context is one 256-key chunk: 1 on,
 // 0 off, -1 as SQUISH_CUDA_ATTN_ONE_BLOCK says (default on).
 void set_group_one_block(int on);
-// A trip's softmax weights made one per lane and broadcast (the same bits): 1 on, 0 off (the
-// default until measured), -1 as SQUISH_CUDA_ATTN_LANE_EXP says.
-void set_group_lane_weights(int on);
 
 // Lanes hold dimension lane + 32 e of the head in register e, for e < per (per <= kPer: kPer is
 // the registers' compile-time size, per the head's D / 32). Keys j0, j0 + stride, ... below end

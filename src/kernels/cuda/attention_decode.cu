@@ -124,14 +124,12 @@ __device__ __forceinline__ void warp_sums(float (&v)[N], int lane) {
 // n_head_kv <= kG q heads of its kv head; lanes hold dimensions lane * kPer .. + kPer - 1
 // (head_dim = 32 kPer). fuse_rope: the block rotates its q heads itself, and the block whose
 // keys hold the position stores the new k and v (rope_store_kernel's arithmetic, the same bits).
-// The output (and its 8-bit form with out_q set) is written in warps of 32 dimensions by the
-// cluster's blocks in turn. stop_at 1-4 (timing only, SQUISH_CUDA_ATTN_STOP; the output is then
-// not written) ends every block after its PDL wait, the RoPE prologue, the trips through the keys
-// or the block's merge and first cluster barrier: what each stage adds to a decode step.
-// kLaneWeights (SQUISH_CUDA_ATTN_LANE_EXP=1; not yet measured): a trip's softmax weights made one
-// per lane and broadcast, rather than every weight in every lane (the same bits; a template
-// parameter, so the default kernels keep their registers).
-template <int kPer, int kG, class KvT, int kW, bool kLaneWeights>
+// The output (and its 8-bit form with out_q set) is written by the block's merge where the
+// cluster is one block, else in warps of 32 dimensions by the cluster's blocks in turn. stop_at
+// 1-4 (timing only, SQUISH_CUDA_ATTN_STOP; the output is then not written) ends every block after
+// its PDL wait, the RoPE prologue, the trips through the keys or the block's merge (and the first
+// cluster barrier): what each stage adds to a decode step.
+template <int kPer, int kG, class KvT, int kW>
 __global__ void __launch_bounds__(kWarp* kW)
     attention_group_kernel(const float* __restrict__ q, KvT* k_cache, KvT* v_cache, int n_head,
                            int n_head_kv, const int* pos0, float* __restrict__ out, int8_t* out_q,
@@ -266,67 +264,45 @@ __global__ void __launch_bounds__(kWarp* kW)
         s[hh * kKeys + u] = d;
       }
     }
-    if constexpr (kLaneWeights) {
-      // Lane L holds score i = L >> kShift (head i / kKeys, key i % kKeys): it takes its head's
-      // maximum over the lanes of that head and makes the one weight; the heads' maxima and the
-      // weights are then broadcast. The same inputs to every expf as below, so the same bits:
-      // kG (1 + kKeys) expf a lane become kG + 1. (The update after it repeats the one below, so
-      // that the measured default keeps its code exactly.)
-      constexpr int kShift = 5 - kSumLog<kG * kKeys>;
-      const float mine = warp_sum_own(s, lane);
-      const int own = lane >> kShift, own_head = own / kKeys;
-      float m_old = m[0];
+    // The trip's softmax weights, one per lane: lane L holds score i = L >> kShift (head
+    // i / kKeys, key i % kKeys), takes its head's maximum over that head's lanes, and makes its
+    // score's weight and its head's correction; the maxima, weights and corrections are then
+    // broadcast. 2 expf a lane where each lane making all of them took kG (kKeys + 1) (H100,
+    // Llama-3-8B tg128: 464.87 against 462.15 tok/s Q4_K_M, 317.65 against 315.31 Q8_0).
+    constexpr int kShift = 5 - kSumLog<kG * kKeys>;
+    const float mine = warp_sum_own(s, lane);
+    const int own = lane >> kShift, own_head = own / kKeys;
+    float m_old = m[0];
 #pragma unroll
-      for (int hh = 1; hh < kG; ++hh) m_old = own_head == hh ? m[hh] : m_old;
-      const bool valid = j + own % kKeys < end;
-      float top = valid ? mine : -FLT_MAX;
+    for (int hh = 1; hh < kG; ++hh) m_old = own_head == hh ? m[hh] : m_old;
+    const bool valid = j + own % kKeys < end;
+    float top = valid ? mine : -FLT_MAX;
 #pragma unroll
-      for (int o = 1 << kShift; o < (kKeys << kShift); o *= 2)
-        top = fmaxf(top, __shfl_xor_sync(0xFFFFFFFFu, top, o));
-      const float own_m = fmaxf(m_old, top);
-      const float own_p = valid ? expf(mine - own_m) : 0.0f;
+    for (int o = 1 << kShift; o < (kKeys << kShift); o *= 2)
+      top = fmaxf(top, __shfl_xor_sync(0xFFFFFFFFu, top, o));
+    const float own_m = fmaxf(m_old, top);
+    const float own_p = valid ? expf(mine - own_m) : 0.0f;
+    const float own_corr = expf(m_old - own_m);
 #pragma unroll
-      for (int hh = 0; hh < kG; ++hh) {
-        const float m_new = __shfl_sync(0xFFFFFFFFu, own_m, (hh * kKeys) << kShift);
-        float p[kKeys];
+    for (int hh = 0; hh < kG; ++hh) {
+      const int head_lane = (hh * kKeys) << kShift;
+      const float m_new = __shfl_sync(0xFFFFFFFFu, own_m, head_lane);
+      const float corr = __shfl_sync(0xFFFFFFFFu, own_corr, head_lane);
+      float p[kKeys];
 #pragma unroll
-        for (int u = 0; u < kKeys; ++u)
-          p[u] = __shfl_sync(0xFFFFFFFFu, own_p, (hh * kKeys + u) << kShift);
-        if (hh >= g) continue;
-        const float corr = expf(m[hh] - m_new);
-        l[hh] *= corr;
+      for (int u = 0; u < kKeys; ++u)
+        p[u] = __shfl_sync(0xFFFFFFFFu, own_p, (hh * kKeys + u) << kShift);
+      if (hh >= g) continue;
+      l[hh] *= corr;
 #pragma unroll
-        for (int e = 0; e < kPer; ++e) acc[hh][e] *= corr;
+      for (int e = 0; e < kPer; ++e) acc[hh][e] *= corr;
 #pragma unroll
-        for (int u = 0; u < kKeys; ++u) {
-          l[hh] += p[u];
+      for (int u = 0; u < kKeys; ++u) {
+        l[hh] += p[u];
 #pragma unroll
-          for (int e = 0; e < kPer; ++e) acc[hh][e] += p[u] * rv[u][e];
-        }
-        m[hh] = m_new;
+        for (int e = 0; e < kPer; ++e) acc[hh][e] += p[u] * rv[u][e];
       }
-    } else {
-      warp_sums(s, lane);
-#pragma unroll
-      for (int hh = 0; hh < kG; ++hh) {
-        if (hh >= g) continue;
-        float m_new = m[hh];
-#pragma unroll
-        for (int u = 0; u < kKeys; ++u)
-          if (j + u < end) m_new = fmaxf(m_new, s[hh * kKeys + u]);
-        const float corr = expf(m[hh] - m_new);
-        l[hh] *= corr;
-#pragma unroll
-        for (int e = 0; e < kPer; ++e) acc[hh][e] *= corr;
-#pragma unroll
-        for (int u = 0; u < kKeys; ++u) {
-          const float p = j + u < end ? expf(s[hh * kKeys + u] - m_new) : 0.0f;
-          l[hh] += p;
-#pragma unroll
-          for (int e = 0; e < kPer; ++e) acc[hh][e] += p * rv[u][e];
-        }
-        m[hh] = m_new;
-      }
+      m[hh] = m_new;
     }
 #pragma unroll
     for (int u = 0; u < kKeys; ++u) {
@@ -345,19 +321,6 @@ __global__ void __launch_bounds__(kWarp* kW)
     for (int e = 0; e < kPer; ++e) s_wacc[warp][hh][lane * kPer + e] = acc[hh][e];
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < g * D; i += blockDim.x) {
-    const int hh = i / D, d = i % D;
-    float mx = -FLT_MAX;
-    for (int w = 0; w < kW; ++w) mx = fmaxf(mx, s_wm[w][hh]);
-    float a = 0.0f, sum = 0.0f;
-    for (int w = 0; w < kW; ++w) {
-      const float wt = expf(s_wm[w][hh] - mx);
-      a += s_wacc[w][hh][d] * wt;
-      sum += s_wl[w][hh] * wt;
-    }
-    s_acc[hh][d] = a;
-    if (d == 0) s_m[hh] = mx, s_l[hh] = sum;
-  }
   // Head h0 + hh's output at dimension d (lane d % 32 of a warp): in float, and as q8_1 groups
   // for o's product when it wants them.
   auto store_out = [&](int hh, int d, float o) {
@@ -365,17 +328,32 @@ __global__ void __launch_bounds__(kWarp* kW)
     out[at] = o;
     if (out_q != nullptr) store_q8_group(o, out_q + at - lane, out_d + at / 32);
   };
-  if (C == 1) {
-    // No cluster to merge with: the block's state is the head's (no cluster barriers or
-    // distributed shared memory reads).
-    __syncthreads();
-    if (stop_at == 4) return;
-    for (int unit = warp; unit < g * (D / kWarp); unit += kW) {
-      const int hh = unit / (D / kWarp), d = unit % (D / kWarp) * kWarp + lane;
-      store_out(hh, d, s_acc[hh][d] / s_l[hh]);
+  // A thread per (head, dimension); a warp's 32 are one head's (D is a multiple of 32), so lane
+  // w < kW makes warp w's weight for the head and the warp shares them: one expf a lane where
+  // each thread made all kW. With no cluster to merge with (C == 1), the block's state is the
+  // head's, and the thread stores its output at once (no second barrier or shared round trip).
+  for (int i = threadIdx.x; i < g * D; i += blockDim.x) {
+    const int hh = i / D, d = i % D;
+    const float own_m = lane < kW ? s_wm[lane][hh] : -FLT_MAX;
+    float mx = own_m;
+#pragma unroll
+    for (int o = kW / 2; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, o));
+    const float own_wt = lane < kW ? expf(own_m - mx) : 0.0f;
+    float a = 0.0f, sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kW; ++w) {
+      const float wt = __shfl_sync(0xFFFFFFFFu, own_wt, w);
+      a += s_wacc[w][hh][d] * wt;
+      sum += s_wl[w][hh] * wt;
     }
-    return;
+    if (C == 1) {
+      if (stop_at != 4) store_out(hh, d, a / sum);
+    } else {
+      s_acc[hh][d] = a;
+      if (d == 0) s_m[hh] = mx, s_l[hh] = sum;
+    }
   }
+  if (C == 1) return;
   cluster.sync();            // every block's state, visible to the cluster
   if (stop_at == 4) return;  // every block: none reads another's shared memory
   // The output in units of 32 dimensions of one head, shared out among the cluster's warps.
@@ -418,14 +396,6 @@ int g_one_block = -1;
 bool one_block() {
   static const bool env = env_int_in("SQUISH_CUDA_ATTN_ONE_BLOCK", 0, 1, 1) == 1;
   return g_one_block >= 0 ? g_one_block != 0 : env;
-}
-
-// A trip's weights one per lane (set_group_lane_weights, else SQUISH_CUDA_ATTN_LANE_EXP=1, read
-// once; off, the default until measured).
-int g_lane_weights = -1;
-bool lane_weights() {
-  static const bool env = env_int_in("SQUISH_CUDA_ATTN_LANE_EXP", 0, 1, 0) == 1;
-  return g_lane_weights >= 0 ? g_lane_weights != 0 : env;
 }
 
 // Warps per block of the kernel (set_group_warps, else SQUISH_CUDA_ATTN_WARPS=8|16, read once;
@@ -484,9 +454,9 @@ int max_cluster(Kernel* kernel, int n_head_kv, int warps) {
   return 1;
 }
 
-template <int kPer, int kG, class KvT, int kW, bool kLaneWeights>
+template <int kPer, int kG, class KvT, int kW>
 void launch_group_kernel(const GroupLaunch& a, bool launch) {
-  auto* kernel = attention_group_kernel<kPer, kG, KvT, kW, kLaneWeights>;
+  auto* kernel = attention_group_kernel<kPer, kG, KvT, kW>;
   static const int most = max_cluster(kernel, a.n_head_kv, kW);  // once per instantiation
   if (!launch) return;
   cudaLaunchAttribute attr[2];
@@ -501,29 +471,17 @@ void launch_group_kernel(const GroupLaunch& a, bool launch) {
                            a.out_q, a.out_d, a.rope, a.fuse_rope, attention_stop_stage());
 }
 
-template <int kPer, int kG, class KvT, int kW>
-void launch_group_of(const GroupLaunch& a, bool launch) {
-  if (!launch) {  // readying: both, since the switch may change before a launch
-    launch_group_kernel<kPer, kG, KvT, kW, false>(a, false);
-    launch_group_kernel<kPer, kG, KvT, kW, true>(a, false);
-  } else if (lane_weights()) {
-    launch_group_kernel<kPer, kG, KvT, kW, true>(a, true);
-  } else {
-    launch_group_kernel<kPer, kG, KvT, kW, false>(a, true);
-  }
-}
-
 // Blocks of 16 warps where their weighted values fit the 48 KB of static shared memory (kG x
 // head_dim <= 512: Llama-3-8B's 4 heads of 128) and group_warps() asks for them, else of 8.
 template <int kPer, int kG, class KvT>
 void launch_group(const GroupLaunch& a, bool launch) {
   if constexpr (kG * kPer * kWarp <= 512) {
     // Readying (launch false) readies both: a session's graphs may take either.
-    if (!launch) launch_group_of<kPer, kG, KvT, 16>(a, false);
+    if (!launch) launch_group_kernel<kPer, kG, KvT, 16>(a, false);
     if ((a.warps != 0 ? a.warps : group_warps()) == 16)
-      return launch_group_of<kPer, kG, KvT, 16>(a, launch);
+      return launch_group_kernel<kPer, kG, KvT, 16>(a, launch);
   }
-  launch_group_of<kPer, kG, KvT, kGroupWarps>(a, launch);
+  launch_group_kernel<kPer, kG, KvT, kGroupWarps>(a, launch);
 }
 
 // The q heads per kv head the kernel for g is built for (launch_per).
@@ -565,10 +523,6 @@ void set_group_cluster(int blocks) {
 
 void set_group_one_block(int on) {
   g_one_block = on;
-}
-
-void set_group_lane_weights(int on) {
-  g_lane_weights = on;
 }
 
 bool attention_group(const float* q, const KvCache& cache, int n_head, int n_head_kv, int head_dim,

@@ -633,13 +633,12 @@ bool prepare_decode_attention(KvType cache, int n_head, int n_head_kv, int head_
 }
 
 void set_attention_options(int tiled_prefill, int group_decode, int group_warps, int group_cluster,
-                           int one_block, int lane_weights) {
+                           int one_block) {
   g_attention_tiled = tiled_prefill >= 0 ? tiled_prefill != 0 : attention_tiled_from_env();
   g_attention_group = group_decode >= 0 ? group_decode != 0 : attention_group_from_env();
   attend::set_group_warps(group_warps);
   attend::set_group_cluster(group_cluster);
   attend::set_group_one_block(one_block);
-  attend::set_group_lane_weights(lane_weights);
 }
 
 void set_programmatic_launch(bool on) {

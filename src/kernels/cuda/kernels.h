@@ -183,11 +183,9 @@ bool attention_one_block(int n_head, int n_head_kv, int head_dim);
 // group_cluster: its blocks per kv head at every context (0 by the context, the default; -1 as
 // SQUISH_CUDA_ATTN_CLUSTER says); one_block: 1 one block of 16 warps per kv head (where they fit)
 // while the context is one 256-key chunk, 0 a cluster of at least 2 blocks, -1 as
-// SQUISH_CUDA_ATTN_ONE_BLOCK says (default 1); lane_weights: 1 a trip's softmax weights one per
-// lane and broadcast (the same bits), 0 every weight in every lane (the default), -1 as
-// SQUISH_CUDA_ATTN_LANE_EXP says. Not thread-safe: set them before launching.
+// SQUISH_CUDA_ATTN_ONE_BLOCK says (default 1). Not thread-safe: set them before launching.
 void set_attention_options(int tiled_prefill, int group_decode = -1, int group_warps = -1,
-                           int group_cluster = -1, int one_block = -1, int lane_weights = -1);
+                           int group_cluster = -1, int one_block = -1);
 
 // SQUISH_CUDA_ATTN_STOP (1-4; 0 unset): the stage after which one-token attention by kv head
 // ends, for timing only (its output is then meaningless; docs/cuda.md, seventeenth slice).
