@@ -156,11 +156,20 @@ __global__ void __launch_bounds__(kWarp* kW)
   const int begin = rank * span, end = min(n_keys, begin + span);
   const KvT* kb = k_cache + kvh * D + lane * kPer;
   const KvT* vb = v_cache + kvh * D + lane * kPer;
-  // Trip j's rows (past end: the last row, masked when scored).
+  const bool owns_pos = fresh >= begin && fresh < end;
+  // fuse_rope 2 with Llama's RoPE (adjacent pairs, every dimension rotated): each lane's pairs lie
+  // in its own kPer dimensions, so every warp rotates its q in registers, and the warp whose trips
+  // hold the position (store_warp) makes the new key and value itself: no block barrier before
+  // the trips. Its lanes store and read back only their own dimensions, so the other warps must
+  // not read the new row: their rows past the end repeat the row before it.
+  const bool lane_rope = fuse_rope == 2 && !rope.neox && rope.n_rot == D;
+  const bool store_warp = owns_pos && warp == (fresh - begin) / kKeys % kW;
+  const int last = lane_rope && owns_pos && !store_warp ? end - 2 : end - 1;
+  // Trip j's rows (past end: the row `last`, masked when scored).
   auto load_trip = [&](float(&k)[kKeys][kPer], float(&v)[kKeys][kPer], int j) {
 #pragma unroll
     for (int u = 0; u < kKeys; ++u) {
-      const int64_t r = min(j + u, end - 1);
+      const int64_t r = min(j + u, last);
       load_row<kPer>(kb + r * KV, k[u]);
       load_row<kPer>(vb + r * KV, v[u]);
     }
@@ -171,8 +180,49 @@ __global__ void __launch_bounds__(kWarp* kW)
   if (j_first < end) load_trip(rk, rv, j_first);
   pdl_wait();
   if (stop_at == 1) return;
-  const bool owns_pos = fresh >= begin && fresh < end;
-  if (fuse_rope) {
+  float qv[kG][kPer];
+  if (lane_rope) {
+    const int i0 = lane * kPer / 2;  // the lane's first pair
+    const bool bias = rope.bq != nullptr;
+    float cs[kPer / 2], sn[kPer / 2];
+#pragma unroll
+    for (int p = 0; p < kPer / 2; ++p)
+      cs[p] = rope.cos_sin[i0 + p], sn[p] = rope.cos_sin[D / 2 + i0 + p];
+#pragma unroll
+    for (int hh = 0; hh < kG; ++hh) {
+      const int hd = (h0 + hh) * D + lane * kPer;
+#pragma unroll
+      for (int p = 0; p < kPer / 2; ++p) {
+        if (hh < g) {
+          float q0 = rope.q[hd + 2 * p], q1 = rope.q[hd + 2 * p + 1];
+          if (bias) q0 += rope.bq[hd + 2 * p], q1 += rope.bq[hd + 2 * p + 1];
+          rotate_pair(q0, q1, cs[p], sn[p], &qv[hh][2 * p], &qv[hh][2 * p + 1]);
+        } else {
+          qv[hh][2 * p] = qv[hh][2 * p + 1] = 0.0f;
+        }
+      }
+    }
+    if (store_warp) {
+      const int kd = kvh * D + lane * kPer;
+      const int64_t at = static_cast<int64_t>(fresh) * KV + kd;
+#pragma unroll
+      for (int p = 0; p < kPer / 2; ++p) {
+        float k0 = rope.k[kd + 2 * p], k1 = rope.k[kd + 2 * p + 1], r0, r1;
+        if (bias) k0 += rope.bk[kd + 2 * p], k1 += rope.bk[kd + 2 * p + 1];
+        rotate_pair(k0, k1, cs[p], sn[p], &r0, &r1);
+        kv_store(k_cache + at + 2 * p, r0);
+        kv_store(k_cache + at + 2 * p + 1, r1);
+        s_kn[lane * kPer + 2 * p] = as_cached<KvT>(r0);
+        s_kn[lane * kPer + 2 * p + 1] = as_cached<KvT>(r1);
+      }
+#pragma unroll
+      for (int e = 0; e < kPer; ++e) {
+        const float ve = bias ? rope.v[kd + e] + rope.bv[kd + e] : rope.v[kd + e];
+        kv_store(v_cache + at + e, ve);
+        s_vn[lane * kPer + e] = as_cached<KvT>(ve);
+      }
+    }
+  } else if (fuse_rope) {
     const int half = rope.n_rot / 2, tail = D - rope.n_rot, width = half + tail;
     const bool bias = rope.bq != nullptr;
     for (int p = threadIdx.x; p < g * width; p += blockDim.x) {
@@ -219,8 +269,9 @@ __global__ void __launch_bounds__(kWarp* kW)
   }
   if (stop_at == 2) return;
   // The preloaded trip's rows from the position on are this pass's: stored by this block (shared
-  // memory) or by rope_and_store before the wait.
-  if (owns_pos && j_first < end) {
+  // memory; with lane_rope only store_warp has them, each lane its own) or by rope_and_store
+  // before the wait.
+  if (owns_pos && j_first < end && (store_warp || !lane_rope)) {
 #pragma unroll
     for (int u = 0; u < kKeys; ++u) {
       const int r = min(j_first + u, end - 1);
@@ -238,13 +289,17 @@ __global__ void __launch_bounds__(kWarp* kW)
     }
   }
   const float scale = rsqrtf(static_cast<float>(D));
-  float qv[kG][kPer], acc[kG][kPer], m[kG], l[kG];
+  float acc[kG][kPer], m[kG], l[kG];
 #pragma unroll
   for (int hh = 0; hh < kG; ++hh) {
 #pragma unroll
     for (int e = 0; e < kPer; ++e) {
       const int d = lane * kPer + e;
-      qv[hh][e] = hh < g ? (fuse_rope ? s_q[hh][d] : q[(h0 + hh) * D + d]) * scale : 0.0f;
+      if (lane_rope) {
+        qv[hh][e] *= scale;
+      } else {
+        qv[hh][e] = hh < g ? (fuse_rope ? s_q[hh][d] : q[(h0 + hh) * D + d]) * scale : 0.0f;
+      }
       acc[hh][e] = 0.0f;
     }
     m[hh] = -FLT_MAX;
@@ -398,6 +453,13 @@ bool one_block() {
   return g_one_block >= 0 ? g_one_block != 0 : env;
 }
 
+// Llama's RoPE in each lane's registers, without the block barrier (the kernel's fuse_rope 2;
+// SQUISH_CUDA_ATTN_LANE_ROPE=0, read once, rotates through shared memory as every other RoPE).
+bool lane_rope() {
+  static const bool env = env_int_in("SQUISH_CUDA_ATTN_LANE_ROPE", 0, 1, 1) == 1;
+  return env;
+}
+
 // Warps per block of the kernel (set_group_warps, else SQUISH_CUDA_ATTN_WARPS=8|16, read once;
 // 8 the default until measured).
 int g_warps = -1;
@@ -544,7 +606,7 @@ bool attention_group(const float* q, const KvCache& cache, int n_head, int n_hea
   a.out_q = out_q;
   a.out_d = out_d;
   if (rope != nullptr) a.rope = *rope;
-  a.fuse_rope = rope != nullptr ? 1 : 0;
+  a.fuse_rope = rope == nullptr ? 0 : lane_rope() ? 2 : 1;
   a.cluster = env > 0 ? env : std::clamp(chunks, 2, kMaxCluster);
   // Within one chunk, one block of 16 warps per kv head (unless turned off): as many keys a round
   // as 2 blocks of 8, without the cluster's barriers and remote reads (attention 5.9 us of a
