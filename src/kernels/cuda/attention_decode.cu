@@ -35,7 +35,7 @@ constexpr int kMaxCluster = 16;  // blocks per kv head (H100: 16 with the non-po
 
 // Keys per warp per trip: two trips' rows in registers (the next one's loads in flight while this
 // one is scored) stay at 64 floats a lane, and the scores of a trip (kG x kKeys) fill at most a
-// warp for warp_sums.
+// warp for warp_sum_own.
 template <int kPer, int kG>
 constexpr int kTripKeys = (16 / kPer) * kG <= 32 ? 16 / kPer : 32 / kG;
 
@@ -74,7 +74,7 @@ __device__ __forceinline__ void load_row(const __half* p, float (&r)[kPer]) {
   }
 }
 
-// One halving step of warp_sums: values [0, kHalf) of v become the sums of this lane's and its
+// One halving step of warp_sum_own: values [0, kHalf) of v become the sums of this lane's and its
 // partner's (lane ^ kOffset) pairs, the lower or upper half of them by the lane's bit kOffset.
 template <int kHalf, int kOffset, int N>
 __device__ __forceinline__ void halve(float (&v)[N], int lane) {
@@ -87,7 +87,7 @@ __device__ __forceinline__ void halve(float (&v)[N], int lane) {
   if constexpr (kHalf > 1) halve<kHalf / 2, kOffset / 2>(v, lane);
 }
 
-// log2 of N values a warp sums (warp_sums): sum i sits in lanes [i, i + 1) << (5 - kSumLog<N>).
+// log2 of N values a warp sums (warp_sum_own): sum i sits in lanes [i, i + 1) << (5 - kSumLog<N>).
 template <int N>
 constexpr int kSumLog = N >= 32   ? 5
                         : N >= 16 ? 4
@@ -108,15 +108,6 @@ __device__ __forceinline__ float warp_sum_own(float (&v)[N], int lane) {
 #pragma unroll
   for (int o = 16 >> kSumLog<N>; o > 0; o /= 2) v[0] += __shfl_xor_sync(0xFFFFFFFFu, v[0], o);
   return v[0];
-}
-
-// Sums each of the N values over the warp and returns all N sums in every lane: warp_sum_own,
-// then each sum broadcast from its lanes (N shuffles).
-template <int N>
-__device__ __forceinline__ void warp_sums(float (&v)[N], int lane) {
-  const float mine = warp_sum_own(v, lane);
-#pragma unroll
-  for (int i = 0; i < N; ++i) v[i] = __shfl_sync(0xFFFFFFFFu, mine, i << (5 - kSumLog<N>));
 }
 
 // Block (kv head, rank) of a cluster of C blocks along y takes keys [rank * span, (rank + 1) *
