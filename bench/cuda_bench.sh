@@ -24,9 +24,10 @@
 # default none, the clocks the timed runs get, where ncu's own default locks the base clock;
 # NCU_SECTIONS: its sections, default "SpeedOfLight LaunchStats Occupancy"; NCU_ENV: settings for
 # its run, joined by commas), LLAMA_REPS (llama-bench -r, REPS),
-# BASELINE (xz-compressed squish binaries of other builds, named by their files: decode with each
-# and with this archive's binary in turn, BASELINE_ROUNDS (2) rounds of VARIANT_ARGS,
-# BASELINE_ENV their settings),
+# BASELINE (squish binaries of other builds, named by their files: xz-compressed files, or names
+# in the archive's baseline/ folder, cuda_pack.sh BASELINE_BINS; decode with each and with this
+# archive's binary in turn, BASELINE_ROUNDS (2) rounds of VARIANT_ARGS, BASELINE_ENV their
+# settings),
 # BUNDLE (1: the text results but summary.txt end in OUT/results.tgz, since the GPU machine
 # hands back at most 8 files), DEPTHS (e.g. "4096": also tg64 after that many tokens of context,
 # with SQUISH_CUDA_ATTN_SPLIT=0 and 1, or each entry of DEPTH_VARIANT_LIST), SASS (1: cuobjdump's SASS of the kernels whose mangled names match
@@ -151,8 +152,12 @@ for shape in $SHAPES; do
       # The same decode with other builds' binaries, in turn with this one's (drift hits all).
       for b in $BASELINE; do
         name=$(basename "$b" .xz)
-        [ -x "/tmp/baseline-$name" ] || { xz -dc "$b" > "/tmp/baseline-$name" &&
-          chmod +x "/tmp/baseline-$name"; }
+        if [ -x "$DIR/baseline/$b" ]; then
+          ln -sf "$DIR/baseline/$b" "/tmp/baseline-$name"
+        else
+          [ -x "/tmp/baseline-$name" ] || { xz -dc "$b" > "/tmp/baseline-$name" &&
+            chmod +x "/tmp/baseline-$name"; }
+        fi
       done
       for round in $(seq "${BASELINE_ROUNDS:-2}"); do
         for which in this $(for b in $BASELINE; do basename "$b" .xz; done); do
