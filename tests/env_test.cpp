@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <string>
 
 namespace squish {
 namespace {
@@ -45,6 +46,32 @@ TEST(Env, OutOfRangeOrUnsetGivesTheDefault) {
   EXPECT_EQ(env_int_in(kName, 0, 1, 1), 0);
   setenv(kName, "off", 1);  // not a number: the default, not atoi's 0
   EXPECT_EQ(env_int_in(kName, 0, 1, 1), 1);
+}
+
+// A value set but not taken is said on stderr, once per name and value, with what was expected.
+TEST(Env, IgnoredValuesAreSaidOnceOnStderr) {
+  const Unset unset;
+  setenv(kName, "12", 1);
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(env_one_of(kName, {8, 16}, 8), 8);
+  EXPECT_EQ(env_one_of(kName, {8, 16}, 8), 8);
+  EXPECT_EQ(testing::internal::GetCapturedStderr(),
+            std::string("squish: ") + kName + "=12 ignored (expected one of 8, 16); using 8\n");
+  setenv(kName, "7x", 1);
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(env_int_in(kName, 0, 4, 1), 1);
+  EXPECT_EQ(
+      testing::internal::GetCapturedStderr(),
+      std::string("squish: ") + kName + "=7x ignored (expected an integer from 0 to 4); using 1\n");
+  // Taken values, and unset or empty ones, say nothing.
+  testing::internal::CaptureStderr();
+  setenv(kName, "3", 1);
+  EXPECT_EQ(env_int_in(kName, 0, 4, 1), 3);
+  setenv(kName, "", 1);
+  EXPECT_EQ(env_int_in(kName, 0, 4, 1), 1);
+  unsetenv(kName);
+  EXPECT_EQ(env_one_of(kName, {8, 16}, 8), 8);
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
 }
 
 TEST(Env, OneOfTakesOnlyTheListedValues) {
