@@ -525,6 +525,54 @@ TEST_P(CudaMatmulQ8NormIn, WithGateMatchesNormThenGating) {
   cuda::set_decode_options(-1, 0);
 }
 
+// The gating in the down product's prologue (matmul_q8_gate_in): the same bits as the gating
+// kernel's 8-bit form followed by the product (gated_activation, then matmul_q8), for SiLU and
+// GELU, each decode variant and grid, with the residual added; and the 8-bit codes of that
+// reference against the gating in double, so that equal outputs are also right ones.
+TEST_P(CudaMatmulQ8NormIn, GateInMatchesGatingThenProduct) {
+  SKIP_WITHOUT_GPU();
+  const DType type = GetParam();
+  const int64_t rows = 301, F = 768;
+  const NormInCase c(type, rows, F, 81);
+  Dev<uint8_t> dw(c.packed);
+  const std::vector<float> gu = random_floats(2 * F, 82, 3.0f), y0 = random_floats(rows, 83);
+  ASSERT_TRUE(cuda::matmul_q8_gate_in_supported(type, F));
+  for (bool gelu : {false, true}) {
+    Dev<float> dgu(gu), gated(gu);
+    Dev<int8_t> q(F);
+    Dev<float> d(F / 32);
+    cuda::gated_activation(gated.p, 2 * F, gated.p + F, 2 * F, 1, static_cast<int>(F), gelu,
+                           nullptr, q.p, d.p);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const std::vector<int8_t> codes = q.download();
+    const std::vector<float> scales = d.download();
+    for (int64_t i = 0; i < F; ++i) {
+      const double g = gu[i], u = gu[F + i];
+      const double act =
+          gelu ? 0.5 * g * (1 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)))
+               : g / (1 + std::exp(-g));
+      ASSERT_NEAR(codes[i] * scales[i / 32], act * u,
+                  0.51 * scales[i / 32] + 1e-5 * std::fabs(act * u))
+          << "gelu " << gelu << " i " << i;
+    }
+    for (int variant : {-1, 2}) {
+      for (const auto& [max_blocks, big] : kNormInGrids) {
+        SCOPED_TRACE(testing::Message() << "gelu " << gelu << " variant " << variant
+                                        << " max_blocks " << max_blocks << " big blocks " << big);
+        cuda::set_decode_options(variant, max_blocks, big);
+        Dev<float> want(y0), got(y0);
+        cuda::matmul_q8(type, dw.p, rows, F, q.p, d.p, 1, want.p, rows, true, nullptr);
+        ASSERT_TRUE(cuda::matmul_q8_gate_in(type, dw.p, rows, F, dgu.p, dgu.p + F, gelu, got.p,
+                                            true, nullptr));
+        ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+        EXPECT_EQ(got.download(), want.download()) << dtype_name(type);
+      }
+    }
+  }
+  cuda::set_decode_options(-1, 0);
+  EXPECT_FALSE(cuda::matmul_q8_gate_in_supported(type, 64 * 1024));  // past 48 KB of input
+}
+
 // Two products of different types in one launch (matmul_q8_norm_in_pair), each against the same
 // reference and tolerance as above; equal types are refused.
 TEST(CudaKernels, NormInPairMatchesNormThenProducts) {
@@ -1215,6 +1263,15 @@ TEST(CudaModel, LlamaQ8_0MatchesCpu) {
 // the session is made): a 600-token context of 3 chunks, 300 tokens in, so decode spans 2 active
 // chunks; and decode steps that cross from one active chunk to two (positions 250-257) and from
 // two to three (508-515), each count its own captured graph.
+// The gating in down's prologue (SQUISH_CUDA_FUSE bit 32 with the default 28; read when the
+// session is made): decode against the CPU, a Llama Q4_K_M file and an all-K-quant one.
+TEST(CudaModel, MatchesCpuWithTheGatingInDownsPrologue) {
+  SKIP_WITHOUT_GPU();
+  setenv("SQUISH_CUDA_FUSE", "60", 1);
+  compare_model("gcide-llama-16M-Q4_K_M.gguf");
+  compare_model("synth-tiny-k-Q4_K_M.gguf", 40, 128, 0.75);
+  unsetenv("SQUISH_CUDA_FUSE");
+}
 TEST(CudaModel, LlamaMatchesCpuWithSplitDecodeAttention) {
   SKIP_WITHOUT_GPU();
   setenv("SQUISH_CUDA_ATTN_SPLIT", "1", 1);

@@ -225,8 +225,11 @@ class CudaSession final : public DeviceSession {
   // meet a grid barrier to make their own input (the gating inside down's, the attention at the
   // end of q|k|v's or the start of o's) measured slower than this chain (docs/cuda.md, ninth
   // slice) and were removed.
+  // 32 (opt-in until measured): the gating into down's prologue (each block makes down's 8-bit
+  // input from gate and up itself, as the norm prologue does; no gating kernel).
   int fusion_ = kFuseRope | kFuseNormIn | kFusePair;
-  static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16;
+  static constexpr int kFuseNorm = 1, kFuseGate = 2, kFuseRope = 4, kFuseNormIn = 8, kFusePair = 16,
+                       kFuseGateIn = 32;
   // SQUISH_CUDA_SKIP (a bit mask; timing only, the outputs are meaningless): one-token passes
   // leave out these kernels, so that a decode step's time without them shows what each costs
   // inside the chain (with PDL overlap and warm caches, which ncu's kernel-by-kernel replay has
@@ -262,7 +265,7 @@ CudaSession::CudaSession(const Model& model, int n_ctx, int n_batch)
   use_graphs_ = env_int_in("SQUISH_CUDA_GRAPHS", 0, 1, 1) != 0;
   separate_uploads_ = env_int_in("SQUISH_CUDA_UPLOADS", 3, 3, 0) == 3;
   use_q8_ = env_int_in("SQUISH_CUDA_Q8", 0, 1, 1) != 0;
-  fusion_ = env_int_in("SQUISH_CUDA_FUSE", 0, 31, fusion_);
+  fusion_ = env_int_in("SQUISH_CUDA_FUSE", 0, 63, fusion_);
   skip_ = env_int_in("SQUISH_CUDA_SKIP", 0, 127, 0);
   if (const char* env = std::getenv("SQUISH_CUDA_KV")) {
     if (std::strcmp(env, "f16") == 0) {
@@ -581,6 +584,10 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
     const int8_t* down_q = xq_.get<int8_t>();
     const float* down_d = xd_.get<float>();
     const bool gelu = c.activation == Activation::GeluTanh;
+    // The gating in down's prologue (kFuseGateIn), where no other fusion makes down's input.
+    const bool gate_in = (fuse & kFuseGateIn) && !(fuse & (kFuseGate | kFuseNorm)) && !gemm &&
+                         L.gated && uses_q8(L.w_down) &&
+                         cuda::matmul_q8_gate_in_supported(L.w_down.type, F);
     if ((fuse & kFuseGate) && L.gated && L.gate_up.size() == 1 && uses_q8(L.gate_up[0])) {
       const DeviceMatrix& m = L.gate_up[0];
       cuda::Q8Epilogue e;
@@ -612,7 +619,7 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
                  ffn_norm_in ? &ffn_in : nullptr);
       }
       auto [xq, xd] = q8_unless(gemm, {L.w_down});
-      if (!(skip & kSkipGating))
+      if (!(skip & kSkipGating) && !gate_in)
         cuda::gated_activation(gu, 2 * F, gu + F, 2 * F, n, static_cast<int>(F), gelu, stream_, xq,
                                xd);
     }
@@ -631,7 +638,14 @@ void CudaSession::forward(int n, int first_out, int n_out, int chunks) {
       normed = true;
     } else {
       gemm_input(gemm, gu, 2 * F, n, F);
-      if (!(skip & kSkipDown)) product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
+      if (skip & kSkipDown) {
+        // timing only: no down
+      } else if (gate_in) {
+        cuda::matmul_q8_gate_in(L.w_down.type, L.w_down.w, L.w_down.rows, L.w_down.cols, gu, gu + F,
+                                gelu, x, true, stream_);
+      } else {
+        product(gemm, L.w_down, gu, 2 * F, n, x, E, true, down_q, down_d);
+      }
       normed = false;
     }
   }

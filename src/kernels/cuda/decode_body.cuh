@@ -65,7 +65,9 @@ struct MvArgs {
   // Epilogues (one token): kGate reads rows i and i + pair per warp (pair = rows / 2).
   int64_t pair;
   const float* norm_weight;  // kNorm epilogue, or the decode kernel's norm prologue
-  const float* norm_x;       // the decode kernel's norm prologue: its F32 input row
+  const float* norm_x;       // the decode kernel's norm prologue: its F32 input row; the gating
+                             // prologue: the gate row
+  const float* up_in;        // the gating prologue: the up row
   float eps;
   float* norm_out;
   int8_t* q;
@@ -74,7 +76,11 @@ struct MvArgs {
   int gelu;
 };
 
-// Dynamic shared memory of a decode body with kNormIn: the input's cols codes, then
+// What a decode body's blocks make their input from: the 8-bit input as given (kInGiven), RMSNorm
+// of an F32 row (kInNorm), or the gating act(gate) * up of two F32 rows (kInGate).
+constexpr int kInGiven = 0, kInNorm = 1, kInGate = 2;
+
+// Dynamic shared memory of a decode body that makes its input: the input's cols codes, then
 // its cols / 32 F32 scales.
 __host__ __device__ constexpr size_t input_smem_bytes(int64_t cols) {
   return static_cast<size_t>(cols) + static_cast<size_t>(cols / 32) * 4;
@@ -132,12 +138,17 @@ __device__ inline void gate_epilogue(const MvArgs& a, int64_t i, float g, float 
 // among the n_blocks that share the product (all of the grid, or its part in
 // mv_q8_decode_pair_kernel).
 //
+// kIn == kInGate (SQUISH_CUDA_FUSE bit 32, opt-in until measured): the block makes the down
+// product's input itself, act(a.norm_x) * a.up_in quantized to 8 bits into shared memory, as the
+// gating kernel would (the same bits), from 2 x cols floats of L2-resident rows.
+//
 // kW: warps per block. A block of every warp an SM holds (kW = blocks per SM x kWarps, one block
 // per SM) computes the norm prologue once per SM instead of once per kWarps warps.
-template <class T, int R, bool kNormIn, bool kGateOut = false, int kW = kWarps>
+template <class T, int R, int kIn, bool kGateOut = false, int kW = kWarps>
 __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int64_t n_blocks) {
   static_assert(!kGateOut || R == 2, "the gate epilogue pairs a gate row with an up row");
-  // kNormIn: the input's a.cols codes, then its a.cols / 32 scales
+  constexpr bool kNormIn = kIn == kInNorm;
+  // kIn != kInGiven: the input's a.cols codes, then its a.cols / 32 scales
   extern __shared__ int4 s_act[];
   pdl_launch_dependents();
   const int lane = threadIdx.x % kWarp;
@@ -226,6 +237,40 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
     __syncthreads();
     xq = sq;
     xd = sd;
+  } else if constexpr (kIn == kInGate) {
+    // As the norm prologue, kGateChunk float4s of gate and of up per thread in flight at once: 2,
+    // since 4 made the Q4_K and Q8_0 kernels spill (nvcc --resource-usage).
+    constexpr int kGateChunk = 2;
+    int8_t* sq = reinterpret_cast<int8_t*>(s_act);
+    float* sd = reinterpret_cast<float*>(sq + a.cols);
+    const int n4 = static_cast<int>(a.cols / 4);
+    const float4* g4 = reinterpret_cast<const float4*>(a.norm_x);
+    const float4* u4 = reinterpret_cast<const float4*>(a.up_in);
+    const bool gelu = a.gelu != 0;
+    for (int base = 0; base < n4; base += kGateChunk * kWarp * kW) {  // uniform trip count
+      float4 gv[kGateChunk], uv[kGateChunk];
+#pragma unroll
+      for (int c = 0; c < kGateChunk; ++c) {
+        const int i = base + c * kWarp * kW + threadIdx.x;
+        gv[c] = uv[c] = make_float4(0, 0, 0, 0);
+        if (i < n4) {
+          gv[c] = __ldcg(g4 + i);
+          uv[c] = __ldcg(u4 + i);
+        }
+      }
+#pragma unroll
+      for (int c = 0; c < kGateChunk; ++c) {
+        const int i = base + c * kWarp * kW + threadIdx.x;
+        const float4 g = gv[c], u = uv[c];
+        const float4 o =
+            make_float4(gate_activation(g.x, gelu) * u.x, gate_activation(g.y, gelu) * u.y,
+                        gate_activation(g.z, gelu) * u.z, gate_activation(g.w, gelu) * u.w);
+        store_q8_octet(o, i < n4, sq + 4 * i, sd + i / 8);
+      }
+    }
+    __syncthreads();
+    xq = sq;
+    xd = sd;
   }
   float acc[R];
 #pragma unroll
@@ -233,7 +278,7 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
   auto math = [&](const typename T::Raw(&cur)[R]) {
     const int it = math_at.k * kWarp + lane;
     if (it < n_items) {
-      const typename T::Act x = T::template load_act<kNormIn>(xq, xd, it);
+      const typename T::Act x = T::template load_act<kIn != kInGiven>(xq, xd, it);
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) acc[rr] += T::dot(cur[rr], x, it);
     }

@@ -71,6 +71,15 @@ void matmul_q8_norm_in(DType type, const void* w, int64_t rows, int64_t cols, co
                        float* y, bool accumulate, cudaStream_t stream,
                        const Q8Epilogue* gate = nullptr);
 
+// A one-token product whose input is the gating act(gate) * up (SiLU, or GELU with gelu) of the
+// F32 rows gate and up (cols floats each, 16-byte aligned; cols a multiple of 32), quantized to 8
+// bits by every thread block into its shared memory, as gated_activation's 8-bit form (the same
+// bits). Saves the gating kernel and its launch before the down product. False (nothing
+// launched) where the type lacks 8-bit kernels or the input passes 48 KB.
+bool matmul_q8_gate_in(DType type, const void* w, int64_t rows, int64_t cols, const float* gate,
+                       const float* up, bool gelu, float* y, bool accumulate, cudaStream_t stream);
+bool matmul_q8_gate_in_supported(DType type, int64_t cols);  // whether it would launch
+
 // Two one-token products of the same normed input in one launch (a layer's [q | k] and v when
 // their weight types differ), each as matmul_q8_norm_in would compute it; y of each: its rows
 // outputs. False (nothing launched) when the types are equal or lack 8-bit kernels.

@@ -177,10 +177,10 @@ void launch_mv(const MvArgs& a, int64_t groups, cudaStream_t stream) {
 }
 
 // kW: warps per block; past kWarps, one block per SM of kW warps (big_blocks below).
-template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false, int kW = kWarps>
+template <class T, int R, int kMinBlocks, int kIn, bool kGateOut = false, int kW = kWarps>
 __global__ void __launch_bounds__(kWarp* kW, kW == kWarps ? kMinBlocks : 1)
     mv_q8_decode_kernel(const MvArgs a) {
-  decode_body<T, R, kNormIn, kGateOut, kW>(a, blockIdx.x, gridDim.x);
+  decode_body<T, R, kIn, kGateOut, kW>(a, blockIdx.x, gridDim.x);
 }
 
 // Two products of one normed input in one launch, of different weight types (a Q4_K_M layer's
@@ -190,10 +190,10 @@ template <class TA, class TB, int kMinBlocks, int kW = kWarps>
 __global__ void __launch_bounds__(kWarp* kW, kW == kWarps ? kMinBlocks : 1)
     mv_q8_decode_pair_kernel(const MvArgs a, const MvArgs b, unsigned blocks_a) {
   if (blockIdx.x < blocks_a) {
-    decode_body<TA, TA::kPersistentRows, true, false, kW>(a, blockIdx.x, blocks_a);
+    decode_body<TA, TA::kPersistentRows, kInNorm, false, kW>(a, blockIdx.x, blocks_a);
   } else {
-    decode_body<TB, TB::kPersistentRows, true, false, kW>(b, blockIdx.x - blocks_a,
-                                                          gridDim.x - blocks_a);
+    decode_body<TB, TB::kPersistentRows, kInNorm, false, kW>(b, blockIdx.x - blocks_a,
+                                                             gridDim.x - blocks_a);
   }
 }
 
@@ -224,18 +224,18 @@ int64_t balanced_blocks(int64_t groups, int64_t max_blocks, int kW = kWarps) {
   return cuda::balanced_blocks(groups, max_blocks, kW);
 }
 
-template <class T, int R, int kMinBlocks, bool kNormIn, bool kGateOut = false>
+template <class T, int R, int kMinBlocks, int kIn, bool kGateOut = false>
 void launch_decode(const MvArgs& a, cudaStream_t stream) {
   auto go = [&](auto kw) {
     constexpr int kW = decltype(kw)::value;
-    auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kNormIn, kGateOut, kW>;
-    const size_t smem = kNormIn ? input_smem_bytes(a.cols) : 0;
+    auto kernel = mv_q8_decode_kernel<T, R, kMinBlocks, kIn, kGateOut, kW>;
+    const size_t smem = kIn != kInGiven ? input_smem_bytes(a.cols) : 0;
     const int64_t groups = kGateOut ? a.pair : (a.rows + R - 1) / R;
     const int64_t blocks = balanced_blocks(groups, persistent_blocks(kernel, smem, kW), kW);
     detail::launch_smem(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarp * kW), smem, stream,
                         a);
   };
-  if (big_block_level() >= (kNormIn ? 1 : 2))
+  if (big_block_level() >= (kIn != kInGiven ? 1 : 2))
     return go(std::integral_constant<int, kMinBlocks * kWarps>{});
   go(std::integral_constant<int, kWarps>{});
 }
@@ -284,9 +284,9 @@ void launch_tokens(const MvArgs& a, cudaStream_t stream) {
       case 2:
         return launch_mv<T, 1, 1, 1, kPlain, T::kDecodeBlocks>(a, a.rows, stream);
       case 3:
-        return launch_decode<T, 2, T::kPersistentBlocks, false>(a, stream);
+        return launch_decode<T, 2, T::kPersistentBlocks, kInGiven>(a, stream);
       default:
-        return launch_decode<T, 1, T::kDecodeBlocks, false>(a, stream);
+        return launch_decode<T, 1, T::kDecodeBlocks, kInGiven>(a, stream);
     }
   } else {
     if (a.cols >= kSplitCols) {
@@ -403,14 +403,14 @@ void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8
     a.counters = gate->counters;
     // Q8_0 runs one row per warp elsewhere; with two, 8 blocks per SM would spill.
     constexpr int kBlocks = T::kPersistentRows == 2 ? T::kPersistentBlocks : 6;
-    launch_decode<T, 2, kBlocks, true, true>(a, stream);
+    launch_decode<T, 2, kBlocks, kInNorm, true>(a, stream);
     return;
   }
   const int v = decode_variant<T>();
   if (v == 2 || v == 4) {
-    launch_decode<T, 1, T::kDecodeBlocks, true>(a, stream);
+    launch_decode<T, 1, T::kDecodeBlocks, kInNorm>(a, stream);
   } else {
-    launch_decode<T, 2, T::kPersistentBlocks, true>(a, stream);
+    launch_decode<T, 2, T::kPersistentBlocks, kInNorm>(a, stream);
   }
 }
 
@@ -421,6 +421,46 @@ void matmul_q8_norm_in(DType type, const void* w, int64_t rows, int64_t cols, co
   with_q8_type(type, [&](auto t) {
     matmul_q8_norm_in_typed<decltype(t)>(w, rows, cols, in, y, accumulate, stream, gate);
   });
+}
+
+namespace {
+
+template <class T>
+void matmul_q8_gate_in_typed(const void* w, int64_t rows, int64_t cols, const float* gate,
+                             const float* up, bool gelu, float* y, bool accumulate,
+                             cudaStream_t stream) {
+  MvArgs a = {};
+  a.v = view_of<T>(w, rows, cols);
+  a.rows = rows;
+  a.cols = cols;
+  a.y = y;
+  a.ldy = rows;
+  a.accumulate = accumulate ? 1 : 0;
+  a.norm_x = gate;
+  a.up_in = up;
+  a.gelu = gelu ? 1 : 0;
+  const int v = decode_variant<T>();
+  if (v == 2 || v == 4) {
+    launch_decode<T, 1, T::kDecodeBlocks, kInGate>(a, stream);
+  } else {
+    launch_decode<T, 2, T::kPersistentBlocks, kInGate>(a, stream);
+  }
+}
+
+}  // namespace
+
+bool matmul_q8_gate_in_supported(DType type, int64_t cols) {
+  // The 8-bit input in the block's shared memory within the 48 KB a launch gets unasked.
+  return matmul_q8_supported(type, cols) && cols % 32 == 0 && input_smem_bytes(cols) <= 48 * 1024;
+}
+
+bool matmul_q8_gate_in(DType type, const void* w, int64_t rows, int64_t cols, const float* gate,
+                       const float* up, bool gelu, float* y, bool accumulate, cudaStream_t stream) {
+  if (!matmul_q8_gate_in_supported(type, cols)) return false;
+  with_q8_type(type, [&](auto t) {
+    matmul_q8_gate_in_typed<decltype(t)>(w, rows, cols, gate, up, gelu, y, accumulate, stream);
+  });
+  return true;
 }
 
 namespace {
