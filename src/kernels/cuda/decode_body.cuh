@@ -125,6 +125,39 @@ __device__ inline void gate_epilogue(const MvArgs& a, int64_t i, float g, float 
   if (lane == 0) a.counters[1 + i / 32] = 0;
 }
 
+// A block's prologue making its 8-bit input of cols values (a multiple of 32) into shared memory
+// s (the codes, then the cols / 32 scales): float4 i of the input is make(load(i)), kChunk
+// float4s a thread loaded at once (one L2 round trip per chunk), quantized per 32 as
+// quantize_activations_q8 does (load(i): a Float4Pair). The caller's barrier makes the result
+// visible to the block.
+struct Float4Pair {
+  float4 a, b;
+};
+template <int kChunk, int kW, class Load, class Make>
+__device__ __forceinline__ void make_input_q8(int64_t cols, int4* s, Load load, Make make) {
+  int8_t* sq = reinterpret_cast<int8_t*>(s);
+  float* sd = reinterpret_cast<float*>(sq + cols);
+  const int n4 = static_cast<int>(cols / 4);
+  for (int base = 0; base < n4; base += kChunk * kWarp * kW) {  // uniform trip count
+    float4 av[kChunk], bv[kChunk];
+#pragma unroll
+    for (int c = 0; c < kChunk; ++c) {
+      const int i = base + c * kWarp * kW + threadIdx.x;
+      av[c] = bv[c] = make_float4(0, 0, 0, 0);
+      if (i < n4) {
+        const Float4Pair p = load(i);
+        av[c] = p.a;
+        bv[c] = p.b;
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < kChunk; ++c) {
+      const int i = base + c * kWarp * kW + threadIdx.x;
+      store_q8_octet(make(av[c], bv[c]), i < n4, sq + 4 * i, sd + i / 8);
+    }
+  }
+}
+
 // Decode (one token) on a persistent grid: warp w of W takes row groups w, w + W, ... and walks
 // the flat sequence of (group, step) pairs, loading two steps ahead of its math also across row
 // boundaries, so a warp's loads never drain between rows and no block is launched after the
@@ -200,77 +233,47 @@ __device__ __forceinline__ void decode_body(const MvArgs& a, int64_t block, int6
   const int8_t* xq = a.xq;
   const float* xd = a.xd;
   if constexpr (kNormIn) {
-    // One pass: every thread loads kNormChunk float4s of x and of the weight at once (one L2
-    // round trip per chunk; a loop of dependent loads cost ~10 us per block on the H200),
-    // quantizes x * w per 32 into shared memory, and the block's sum of squares then scales the
-    // group scales: q = round(x w / d) is the same for x w and for x w / rms, d = d(x w) / rms.
-    constexpr int kNormChunk = 4;
-    int8_t* sq = reinterpret_cast<int8_t*>(s_act);
-    float* sd = reinterpret_cast<float*>(sq + a.cols);
-    const int n4 = static_cast<int>(a.cols / 4);
+    // One pass: every thread loads 4 float4s of x and of the weight at once (one L2 round trip
+    // per chunk; a loop of dependent loads cost ~10 us per block on the H200), quantizes x * w
+    // per 32 into shared memory, and the block's sum of squares then scales the group scales:
+    // q = round(x w / d) is the same for x w and for x w / rms, d = d(x w) / rms.
     const float4* x4 = reinterpret_cast<const float4*>(a.norm_x);
     const float4* wt = reinterpret_cast<const float4*>(a.norm_weight);
     float ss = 0;
-    for (int base = 0; base < n4; base += kNormChunk * kWarp * kW) {  // uniform trip count
-      float4 xv[kNormChunk], wv[kNormChunk];
-#pragma unroll
-      for (int c = 0; c < kNormChunk; ++c) {
-        const int i = base + c * kWarp * kW + threadIdx.x;
-        xv[c] = wv[c] = make_float4(0, 0, 0, 0);
-        if (i < n4) {
-          xv[c] = __ldcg(x4 + i);
-          wv[c] = __ldg(wt + i);
-        }
-      }
-#pragma unroll
-      for (int c = 0; c < kNormChunk; ++c) {
-        const int i = base + c * kWarp * kW + threadIdx.x;
-        const float4 v = xv[c], w = wv[c];
-        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-        const float4 o = make_float4(v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w);
-        store_q8_octet(o, i < n4, sq + 4 * i, sd + i / 8);
-      }
-    }
+    make_input_q8<4, kW>(
+        a.cols, s_act,
+        [&](int i) {
+          return Float4Pair{__ldcg(x4 + i), __ldg(wt + i)};
+        },
+        [&](float4 v, float4 w) {
+          ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+          return make_float4(v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w);
+        });
     // block_sum's barrier also makes every thread's group scales visible to the loop below.
+    float* sd = reinterpret_cast<float*>(reinterpret_cast<int8_t*>(s_act) + a.cols);
     const float scale = rsqrtf(block_sum<kW>(ss) / a.cols + a.eps);
     for (int g = threadIdx.x; g < a.cols / 32; g += kWarp * kW) sd[g] *= scale;
     __syncthreads();
-    xq = sq;
-    xd = sd;
   } else if constexpr (kIn == kInGate) {
-    // As the norm prologue, kGateChunk float4s of gate and of up per thread in flight at once: 2,
-    // since 4 made the Q4_K and Q8_0 kernels spill (nvcc --resource-usage).
-    constexpr int kGateChunk = 2;
-    int8_t* sq = reinterpret_cast<int8_t*>(s_act);
-    float* sd = reinterpret_cast<float*>(sq + a.cols);
-    const int n4 = static_cast<int>(a.cols / 4);
+    // 2 float4s of gate and of up a thread in flight at once, since 4 made the Q4_K and Q8_0
+    // kernels spill (nvcc --resource-usage).
     const float4* g4 = reinterpret_cast<const float4*>(a.norm_x);
     const float4* u4 = reinterpret_cast<const float4*>(a.up_in);
     const bool gelu = a.gelu != 0;
-    for (int base = 0; base < n4; base += kGateChunk * kWarp * kW) {  // uniform trip count
-      float4 gv[kGateChunk], uv[kGateChunk];
-#pragma unroll
-      for (int c = 0; c < kGateChunk; ++c) {
-        const int i = base + c * kWarp * kW + threadIdx.x;
-        gv[c] = uv[c] = make_float4(0, 0, 0, 0);
-        if (i < n4) {
-          gv[c] = __ldcg(g4 + i);
-          uv[c] = __ldcg(u4 + i);
-        }
-      }
-#pragma unroll
-      for (int c = 0; c < kGateChunk; ++c) {
-        const int i = base + c * kWarp * kW + threadIdx.x;
-        const float4 g = gv[c], u = uv[c];
-        const float4 o =
-            make_float4(gate_activation(g.x, gelu) * u.x, gate_activation(g.y, gelu) * u.y,
-                        gate_activation(g.z, gelu) * u.z, gate_activation(g.w, gelu) * u.w);
-        store_q8_octet(o, i < n4, sq + 4 * i, sd + i / 8);
-      }
-    }
+    make_input_q8<2, kW>(
+        a.cols, s_act,
+        [&](int i) {
+          return Float4Pair{__ldcg(g4 + i), __ldcg(u4 + i)};
+        },
+        [&](float4 g, float4 u) {
+          return make_float4(gate_activation(g.x, gelu) * u.x, gate_activation(g.y, gelu) * u.y,
+                             gate_activation(g.z, gelu) * u.z, gate_activation(g.w, gelu) * u.w);
+        });
     __syncthreads();
-    xq = sq;
-    xd = sd;
+  }
+  if constexpr (kIn != kInGiven) {
+    xq = reinterpret_cast<const int8_t*>(s_act);
+    xd = reinterpret_cast<const float*>(xq + a.cols);
   }
   float acc[R];
 #pragma unroll

@@ -381,20 +381,44 @@ bool matmul_q8_supported(DType type, int64_t cols) {
 
 namespace {
 
-template <class T>
-void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8NormIn& in,
-                             float* y, bool accumulate, cudaStream_t stream,
-                             const Q8Epilogue* gate) {
+// A one-token product's arguments, its input still to be set.
+MvArgs one_token_args(const View& v, int64_t rows, int64_t cols, float* y, bool accumulate) {
   MvArgs a = {};
-  a.v = view_of<T>(w, rows, cols);
+  a.v = v;
   a.rows = rows;
   a.cols = cols;
   a.y = y;
   a.ldy = rows;
   a.accumulate = accumulate ? 1 : 0;
+  return a;
+}
+
+MvArgs norm_in_args(const View& v, int64_t rows, int64_t cols, const Q8NormIn& in, float* y,
+                    bool accumulate) {
+  MvArgs a = one_token_args(v, rows, cols, y, accumulate);
   a.norm_x = in.x;
   a.norm_weight = in.weight;
   a.eps = in.eps;
+  return a;
+}
+
+// The type's one-token kernel (decode_variant: one row a warp, or its persistent rows) with the
+// input made by the blocks themselves (kIn).
+template <class T, int kIn>
+void launch_input_decode(const MvArgs& a, cudaStream_t stream) {
+  const int v = decode_variant<T>();
+  if (v == 2 || v == 4) {
+    launch_decode<T, 1, T::kDecodeBlocks, kIn>(a, stream);
+  } else {
+    launch_decode<T, 2, T::kPersistentBlocks, kIn>(a, stream);
+  }
+}
+
+template <class T>
+void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8NormIn& in,
+                             float* y, bool accumulate, cudaStream_t stream,
+                             const Q8Epilogue* gate) {
+  MvArgs a = norm_in_args(view_of<T>(w, rows, cols), rows, cols, in, y, accumulate);
   if (gate != nullptr) {  // two rows per warp: a gate row and its up row
     a.pair = rows / 2;
     a.gelu = gate->gelu ? 1 : 0;
@@ -406,12 +430,7 @@ void matmul_q8_norm_in_typed(const void* w, int64_t rows, int64_t cols, const Q8
     launch_decode<T, 2, kBlocks, kInNorm, true>(a, stream);
     return;
   }
-  const int v = decode_variant<T>();
-  if (v == 2 || v == 4) {
-    launch_decode<T, 1, T::kDecodeBlocks, kInNorm>(a, stream);
-  } else {
-    launch_decode<T, 2, T::kPersistentBlocks, kInNorm>(a, stream);
-  }
+  launch_input_decode<T, kInNorm>(a, stream);
 }
 
 }  // namespace
@@ -429,22 +448,11 @@ template <class T>
 void matmul_q8_gate_in_typed(const void* w, int64_t rows, int64_t cols, const float* gate,
                              const float* up, bool gelu, float* y, bool accumulate,
                              cudaStream_t stream) {
-  MvArgs a = {};
-  a.v = view_of<T>(w, rows, cols);
-  a.rows = rows;
-  a.cols = cols;
-  a.y = y;
-  a.ldy = rows;
-  a.accumulate = accumulate ? 1 : 0;
+  MvArgs a = one_token_args(view_of<T>(w, rows, cols), rows, cols, y, accumulate);
   a.norm_x = gate;
   a.up_in = up;
   a.gelu = gelu ? 1 : 0;
-  const int v = decode_variant<T>();
-  if (v == 2 || v == 4) {
-    launch_decode<T, 1, T::kDecodeBlocks, kInGate>(a, stream);
-  } else {
-    launch_decode<T, 2, T::kPersistentBlocks, kInGate>(a, stream);
-  }
+  launch_input_decode<T, kInGate>(a, stream);
 }
 
 }  // namespace
@@ -464,21 +472,6 @@ bool matmul_q8_gate_in(DType type, const void* w, int64_t rows, int64_t cols, co
 }
 
 namespace {
-
-MvArgs norm_in_args(const View& v, int64_t rows, int64_t cols, const Q8NormIn& in, float* y,
-                    bool accumulate) {
-  MvArgs a = {};
-  a.v = v;
-  a.rows = rows;
-  a.cols = cols;
-  a.y = y;
-  a.ldy = rows;
-  a.accumulate = accumulate ? 1 : 0;
-  a.norm_x = in.x;
-  a.norm_weight = in.weight;
-  a.eps = in.eps;
-  return a;
-}
 
 // with_q8_type for the pairable types only, so that only their pairs are compiled.
 template <class F>
