@@ -59,12 +59,18 @@ inline int env_int_in(const char* name, int lo, int hi, int fallback) {
 // name's value when it is one of `allowed`, else fallback (said on stderr when set).
 inline int env_one_of(const char* name, std::initializer_list<int> allowed, int fallback) {
   const std::optional<long> v = env_integer(name);
-  std::string expected = "one of";
   for (int a : allowed) {
     if (v && *v == a) return a;
-    expected += (expected.size() > 6 ? ", " : " ") + std::to_string(a);
   }
-  if (env_set(name)) env_ignored(name, expected, fallback);
+  if (env_set(name)) {  // the message is built only for a value that is said
+    std::string expected = "one of";
+    const char* separator = " ";
+    for (int a : allowed) {
+      expected += separator + std::to_string(a);
+      separator = ", ";
+    }
+    env_ignored(name, expected, fallback);
+  }
   return fallback;
 }
 
