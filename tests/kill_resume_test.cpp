@@ -67,6 +67,11 @@ class Child {
     }
   }
   void signal(int sig) { kill(pid_, sig); }
+  // Whether it still runs; an exit is left for wait() to collect (WNOWAIT), so pid_ stays ours.
+  bool running() const {
+    siginfo_t info = {};
+    return waitid(P_PID, pid_, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0;
+  }
   ~Child() {
     if (pid_ > 0) {
       kill(pid_, SIGKILL);
@@ -77,6 +82,14 @@ class Child {
  private:
   pid_t pid_ = -1;
 };
+
+// Waits, up to 60 s, until `path` exists or `c` has ended; returns the seconds waited.
+double wait_for_file(const Child& c, const std::string& path) {
+  const auto t0 = Clock::now();
+  while (!fs::exists(path) && c.running() && seconds_since(t0) < 60)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return seconds_since(t0);
+}
 
 std::set<std::string> folder_entries(const std::string& dir) {
   std::set<std::string> names;
@@ -206,10 +219,7 @@ void kill_and_resume(const Job& job, const test::TempDir& tmp, int trials, uint3
     {
       Child c(args, tmp.file("killed.log"));
       if (at_checkpoint) {
-        const auto t0 = Clock::now();
-        while (!fs::exists(work + "/" + job.resume_file) && seconds_since(t0) < 60)
-          std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        kill_at = seconds_since(t0);
+        kill_at = wait_for_file(c, work + "/" + job.resume_file);
       } else {
         std::this_thread::sleep_for(std::chrono::duration<double>(kill_at));
       }
@@ -326,10 +336,7 @@ TEST(KillResume, InterruptExitsPromptlyWithoutPartialOutput) {
       fs::remove_all(dir);
       fs::create_directory(dir);
       Child c(args, log);
-      const auto started = Clock::now();
-      // (the output appears only when the run is over: then no checkpoint is coming)
-      while (!fs::exists(checkpoint) && !fs::exists(out) && seconds_since(started) < 60)
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      wait_for_file(c, checkpoint);
       const auto t0 = Clock::now();
       c.signal(sig);
       code = c.wait(10);
